@@ -1,0 +1,236 @@
+"""Process, port and polling helpers shared by the lab's servers.
+
+Every daemon the lab starts runs in the foreground in a NEW session (``start_new_session``), so
+it and every child it forks share one session id = the leader's pid. Stopping means: SIGTERM to
+that process group, wait (with a deadline) until no process with that session id is left, then
+SIGKILL what remains. That stops exactly what the lab started, never anything found by name, and
+also catches children a daemon forked (Postfix's smtpd/qmgr, NSD's workers, Dovecot's auth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+class LabError(RuntimeError):
+    """A lab server could not be set up or started (the message says which and why)."""
+
+
+class MissingBinaryError(LabError):
+    """A program the lab needs is not installed (tests skip on this outside CI)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        super().__init__(
+            "missing program(s): " + ", ".join(self.names)
+            + " (run scripts/install-system-deps as root)"
+        )
+
+
+def which(name: str, extra_dirs: Sequence[str] = ("/usr/sbin", "/usr/lib/postfix/sbin")) -> str:
+    """Find a program, also in sbin dirs (they are often not on a normal user's PATH)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), *extra_dirs])
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise MissingBinaryError([name])
+    return found
+
+
+def missing_binaries(names: Sequence[str]) -> list[str]:
+    missing = []
+    for n in names:
+        try:
+            which(n)
+        except MissingBinaryError:
+            missing.append(n)
+    return missing
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """``count`` distinct ports that are free for both TCP and UDP on ``host``.
+
+    All probe sockets are held open together so the kernel never hands out the same port twice;
+    they are closed just before the servers bind. (A port could in theory be taken in between;
+    the servers' start-up checks then fail loudly rather than flake silently.)
+    """
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.bind((host, 0))
+            held.append(tcp)
+            port = tcp.getsockname()[1]
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                udp.bind((host, port))
+            except OSError:
+                udp.close()
+                continue
+            held.append(udp)
+            ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll ``predicate`` until it is true; raise LabError naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() >= deadline:
+            raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_for_banner(host: str, port: int, timeout: float, tls: bool = False) -> None:
+    """Wait until an SMTP listener answers with its 220 greeting (not just accepts TCP)."""
+
+    def ready() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as s:
+                if tls:
+                    # Implicit-TLS port: a completed TCP connect is all we can see without
+                    # a handshake; the smtpd behind it is spawned on demand by master.
+                    return True
+                s.settimeout(2.0)
+                return s.recv(4).startswith(b"220")
+        except OSError:
+            return False
+
+    wait_until(ready, timeout, f"SMTP greeting on {host}:{port}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions (process groups) started by the lab
+# ---------------------------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, session id) of a process, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces/parens: split after the LAST ')'.
+    rest = raw[raw.rindex(")") + 2:].split()
+    return rest[0], int(rest[3])
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes whose session id is ``sid``."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        st = _proc_stat(int(entry.name))
+        if st is not None and st[1] == sid and st[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _signal_session(sid: int, sig: int) -> None:
+    for pid in session_members(sid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def stop_session(sid: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Stop every process of the session ``sid`` (a daemon the lab started, and its children).
+
+    SIGTERM first so daemons clean up (Postfix's master stops its children itself); SIGKILL for
+    whatever is still there at the deadline. ``proc`` (the leader's Popen, if this process
+    started it) is reaped so no zombie is left behind.
+    """
+    _signal_session(sid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while session_members(sid) and time.monotonic() < deadline:
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.05)
+        else:
+            time.sleep(0.05)
+    if session_members(sid):
+        _signal_session(sid, signal.SIGKILL)
+        wait_until(lambda: not session_members(sid), 5.0, f"session {sid} to die after SIGKILL")
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5.0)
+
+
+def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a foreground daemon in its own session, stdout/stderr appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+        )
+
+
+def run(argv: Sequence[str], what: str, timeout: float = 30.0,
+        env: dict[str, str] | None = None) -> str:
+    """Run a helper command to completion; raise LabError with its output if it fails."""
+    try:
+        res = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+    except subprocess.TimeoutExpired as e:
+        raise LabError(f"{what}: timed out after {timeout}s: {' '.join(argv)}") from e
+    if res.returncode != 0:
+        raise LabError(
+            f"{what} failed (exit {res.returncode}): {' '.join(argv)}\n{res.stdout}{res.stderr}"
+        )
+    return res.stdout
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The end of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)

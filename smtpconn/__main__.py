@@ -1,0 +1,3 @@
+from smtpconn.cli.app import main
+
+main()

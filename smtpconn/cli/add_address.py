@@ -1,0 +1,233 @@
+"""``smtpconn add-address``: add (or re-add) a support address to the profile."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from smtpconn.cli.common import command
+from smtpconn.cli.describe import describe_entry
+from smtpconn.cli.render import console, escape, print_json, warn
+from smtpconn.errors import UsageError
+from smtpconn.profile.edit import AddPlan, AddRequest, plan_add
+from smtpconn.profile.store import (
+    load_profile,
+    locked,
+    render_profile,
+    save_profile,
+    write_atomically,
+)
+from smtpconn.settings import Settings
+
+HELP = """Add a support address to the connector profile, or re-add one (--readd).
+
+Authenticated workflow: give the customer's outbound server (--server HOST[:PORT]), the SMTP AUTH
+user (--username) and a secret reference (--secret env:NAME or file:PATH; never the secret).
+Port 587 means STARTTLS and 465 implicit TLS unless --security says otherwise.
+A bidirectional address also gets inbound credentials for the customer's server to relay with:
+the password is shown once (or written to --inbound-password-file) and only its hash is kept.
+
+--workflow forwarding records an address still on standard forwarding; it must later be re-added
+with --readd to move it to the authenticated workflow.
+"""
+
+
+def _diff(path: Path, old: str, new: str) -> str:
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True),
+        new.splitlines(keepends=True),
+        fromfile=f"{path} (now)",
+        tofile=f"{path} (after)",
+    )
+    return "".join(lines)
+
+
+def _write_password_file(path: Path, username: str, password: str) -> None:
+    try:
+        write_atomically(path, f"{password}\n".encode(), mode=0o600)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write --inbound-password-file {path}: {exc.strerror}",
+            fix="choose a path in a folder you can write (nothing was changed)",
+        ) from None
+
+
+def register(app: typer.Typer) -> None:
+    @command(app, "add-address", help=HELP)
+    def add_address(
+        address: Annotated[
+            str, typer.Argument(help="The support address, e.g. support@example.com.")
+        ],
+        settings: Settings,
+        mode: Annotated[str | None, typer.Option(help="bidirectional | outbound-only.")] = None,
+        workflow: Annotated[
+            str, typer.Option(help="authenticated | forwarding.")
+        ] = "authenticated",
+        server: Annotated[
+            str | None, typer.Option(help="Customer's outbound server HOST[:PORT].")
+        ] = None,
+        username: Annotated[str | None, typer.Option(help="SMTP AUTH user on that server.")] = None,
+        secret: Annotated[
+            str | None, typer.Option(help="Password/token reference: env:NAME or file:PATH.")
+        ] = None,
+        security: Annotated[
+            str | None, typer.Option(help="starttls | tls. [default: by port]")
+        ] = None,
+        auth: Annotated[
+            str | None, typer.Option(help="plain | login | xoauth2 | auto. [default: auto]")
+        ] = None,
+        dkim_selector: Annotated[
+            str | None, typer.Option(help="DKIM selector to sign with.")
+        ] = None,
+        dkim_key: Annotated[
+            str | None, typer.Option(help="DKIM private key file (PEM, mode 0600).")
+        ] = None,
+        inbound_username: Annotated[
+            str | None,
+            typer.Option(
+                help="User name the customer's server relays with. [default: the address]"
+            ),
+        ] = None,
+        inbound_password_file: Annotated[
+            Path | None,
+            typer.Option(
+                help="Write the generated inbound password to this file (0600) instead of showing it."
+            ),
+        ] = None,
+        readd: Annotated[
+            bool,
+            typer.Option("--readd", help="Re-add an existing address, replacing its settings."),
+        ] = False,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
+        ] = False,
+    ) -> None:
+        request = AddRequest(
+            address=address,
+            mode=mode,
+            workflow=workflow,
+            server=server,
+            username=username,
+            secret=secret,
+            security=security,
+            auth=auth,
+            dkim_selector=dkim_selector,
+            dkim_key=dkim_key,
+            inbound_username=inbound_username,
+            readd=readd,
+        )
+        path = settings.profile_path
+        with locked(path):
+            loaded = load_profile(path, must_exist=False)
+            plan = plan_add(loaded.profile, request, base_dir=path.parent)
+            if inbound_password_file is not None and plan.new_password is None:
+                raise UsageError(
+                    "--inbound-password-file: no new inbound password is generated for this address",
+                    fix="it only applies to bidirectional addresses with their own credentials",
+                )
+            new_text = render_profile(plan.profile)
+            if dry_run:
+                _report_dry_run(settings, plan, loaded.raw.decode("utf-8"), new_text)
+                return
+            if inbound_password_file is not None and plan.new_password is not None:
+                assert plan.entry.inbound is not None
+                _write_password_file(
+                    inbound_password_file, plan.entry.inbound.username, plan.new_password
+                )
+            try:
+                save_profile(path, plan.profile)
+            except BaseException:
+                if inbound_password_file is not None:
+                    inbound_password_file.unlink(missing_ok=True)
+                raise
+        _report(settings, plan, inbound_password_file)
+
+
+def _report_dry_run(settings: Settings, plan: AddPlan, old_text: str, new_text: str) -> None:
+    if plan.new_password is not None and plan.entry.inbound is not None:
+        # The hash of a throwaway password would only confuse: show where it will go.
+        new_text = new_text.replace(plan.entry.inbound.password_hash, "<new scrypt hash>")
+    diff = _diff(settings.profile_path, old_text, new_text)
+    for message in plan.warnings:
+        warn(message)
+    if settings.json:
+        print_json(
+            {
+                "dry_run": True,
+                "profile": str(settings.profile_path),
+                "diff": diff,
+                "warnings": plan.warnings,
+            }
+        )
+        return
+    out = console()
+    out.print(f"[bold]Dry run:[/] nothing was written to {escape(str(settings.profile_path))}.")
+    for line in diff.splitlines():
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+        out.print(f"[{style}]{escape(line)}[/]" if style else escape(line))
+
+
+def _report(settings: Settings, plan: AddPlan, password_file: Path | None) -> None:
+    entry = plan.entry
+    action = "re-added" if plan.replaced is not None else "added"
+    for message in plan.warnings:
+        warn(message)
+    if settings.json:
+        document: dict[str, Any] = {
+            "action": action,
+            "profile": str(settings.profile_path),
+            **describe_entry(entry),
+            "warnings": plan.warnings,
+        }
+        if plan.replaced is not None:
+            document["previous_workflow"] = plan.replaced.workflow.value
+        if entry.inbound is not None:
+            document["inbound_username"] = entry.inbound.username
+            if plan.shared_with is not None:
+                document["inbound_credentials_shared_with"] = plan.shared_with.ascii
+            elif password_file is not None:
+                document["inbound_password_file"] = str(password_file)
+            else:
+                document["inbound_password"] = plan.new_password
+        print_json(document)
+        return
+    out = console()
+    moved = ""
+    if plan.replaced is not None and plan.replaced.workflow is not entry.workflow:
+        moved = f" (moved from {plan.replaced.workflow.value})"
+    out.print(
+        f"[green]✓[/] {action.capitalize()} [bold]{escape(entry.address.display)}[/]"
+        f" — {entry.mode.value}, {entry.workflow.value}{moved} — in {escape(str(settings.profile_path))}"
+    )
+    if entry.address.display != entry.address.ascii:
+        out.print(f"  stored as {escape(entry.address.ascii)}")
+    if entry.outbound is not None:
+        o = entry.outbound
+        out.print(
+            f"  outbound: {escape(o.host)}:{o.port} ({o.security.value}, auth {o.auth.value}) "
+            f"as {escape(o.username)}, secret {escape(str(o.secret))}"
+        )
+    if entry.inbound is None:
+        return
+    if plan.shared_with is not None:
+        out.print(
+            f"  inbound: shares the credentials of {escape(plan.shared_with.display)} "
+            f"(user {escape(entry.inbound.username)})"
+        )
+        return
+    out.print(
+        "\n[bold]Inbound credentials for the customer's server[/] (relaying to the help desk):"
+    )
+    out.print(f"  user name: {escape(entry.inbound.username)}")
+    if password_file is not None:
+        out.print(f"  password:  written to {escape(str(password_file))} (mode 0600)")
+    else:
+        out.print(f"  password:  {escape(plan.new_password or '')}")
+        out.print("[yellow]  Shown once: only its hash is kept. Store it now.[/]")
+    out.print(
+        "  Postfix: put them in smtp_sasl_password_maps for the relay's host and set "
+        "smtp_sasl_auth_enable = yes, smtp_tls_security_level = encrypt."
+    )

@@ -1,0 +1,217 @@
+"""What every command shares: the global options, error handling and exit codes.
+
+Global options (design brief §3) are accepted both before the command (``smtpconn --json list``)
+and after it (``smtpconn list --json``): the ``command`` decorator adds them to each command's
+signature, so scripts can put them wherever they like. Values given after the command win.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from smtpconn.errors import ExitCode, SmtpconnError, UsageError
+from smtpconn.settings import DEFAULT_PROFILE, DEFAULT_TIMEOUT, Settings
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 all good; 1 a check or test failed; 2 bad usage or bad input (nothing was "
+    "changed); 3 could not run (network, server unreachable, timeout)."
+)
+
+ProfileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--profile",
+        envvar="SMTPCONN_PROFILE",
+        help="Connector profile (TOML). [default: ./smtpconn.toml]",
+        show_default=False,
+    ),
+]
+ResolverOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--resolver",
+        metavar="HOST[:PORT]",
+        help="Nameserver HOST[:PORT] for every DNS lookup; repeatable. [env: SMTPCONN_RESOLVER; "
+        "default: the system's]",
+        show_default=False,
+    ),
+]
+CaFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-file",
+        envvar="SMTPCONN_CA_FILE",
+        help="Extra trust anchors (PEM) for private CAs.",
+        show_default=False,
+    ),
+]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help=f"Seconds to wait for each network operation. [default: {DEFAULT_TIMEOUT:g}]",
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Machine output on stdout (and nothing else there).")
+]
+VerboseOption = Annotated[
+    bool, typer.Option("-v", "--verbose", help="Show transcripts (secrets redacted).")
+]
+NoColorOption = Annotated[bool, typer.Option("--no-color", help="Plain output without colour.")]
+
+_GLOBALS: dict[str, Any] = {
+    "profile": ProfileOption,
+    "resolver": ResolverOption,
+    "ca_file": CaFileOption,
+    "timeout": TimeoutOption,
+    "json_output": JsonOption,
+    "verbose": VerboseOption,
+    "no_color": NoColorOption,
+}
+_GLOBAL_DEFAULTS: dict[str, Any] = {
+    "profile": None,
+    "resolver": None,
+    "ca_file": None,
+    "timeout": None,
+    "json_output": False,
+    "verbose": False,
+    "no_color": False,
+}
+
+
+def settings_from_options(values: dict[str, Any], base: Settings | None = None) -> Settings:
+    """Merge option values (None/False = not given) over ``base`` and the environment."""
+    from smtpconn.net import parse_resolver, parse_resolver_list
+
+    settings = base or Settings(
+        profile_path=DEFAULT_PROFILE,
+        resolvers=parse_resolver_list(os.environ.get("SMTPCONN_RESOLVER", "")),
+    )
+    changes: dict[str, Any] = {}
+    if values.get("profile") is not None:
+        changes["profile_path"] = values["profile"]
+    if values.get("resolver"):
+        changes["resolvers"] = tuple(parse_resolver(v) for v in values["resolver"])
+    if values.get("ca_file") is not None:
+        changes["ca_file"] = values["ca_file"]
+    if values.get("timeout") is not None:
+        if values["timeout"] <= 0:
+            raise UsageError("--timeout must be a positive number of seconds")
+        changes["timeout"] = values["timeout"]
+    if values.get("json_output"):
+        changes["json"] = True
+    if values.get("verbose"):
+        changes["verbose"] = True
+    if values.get("no_color"):
+        changes["extra"] = {**settings.extra, "no_color": "1"}
+    return replace(settings, **changes)
+
+
+def _wants_json() -> bool:
+    return "--json" in sys.argv[1:]
+
+
+def fail(error: SmtpconnError, *, json_output: bool, exit_code: ExitCode | None = None) -> NoReturn:
+    """Report ``error`` on stderr (and as JSON on stdout for scripts) and exit with its code."""
+    from smtpconn.cli.render import error_console, escape, print_json
+
+    code = exit_code if exit_code is not None else error.exit_code
+
+    if json_output:
+        print_json(
+            {
+                "error": {
+                    "message": error.message,
+                    "fix": error.fix,
+                    "exit_code": int(error.exit_code),
+                }
+            }
+        )
+    console = error_console()
+    console.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
+    if error.fix:
+        console.print(f"[bold]fix:[/] {escape(error.fix)}", soft_wrap=True)
+    raise typer.Exit(int(code))
+
+
+def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """Register ``func`` as a command that also takes the global options and whose library
+    errors become a clear message and the right exit code. ``func`` receives ``settings``."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(func, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "settings"]
+        added = [
+            inspect.Parameter(
+                n, inspect.Parameter.KEYWORD_ONLY, default=_GLOBAL_DEFAULTS[n], annotation=a
+            )
+            for n, a in _GLOBALS.items()
+        ]
+        # typer injects the click context into a parameter annotated typer.Context; through it
+        # the global options given before the command reach the command.
+        added.append(
+            inspect.Parameter(
+                "smtpconn_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
+            )
+        )
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **values: Any) -> Any:
+            global_values = {n: values.pop(n) for n in _GLOBALS}
+            base = _settings_of(values.pop("smtpconn_ctx"))
+            json_output = bool(global_values["json_output"]) or (base is not None and base.json)
+            try:
+                settings = settings_from_options(global_values, base)
+                return func(*args, settings=settings, **values)
+            except SmtpconnError as error:
+                fail(error, json_output=json_output)
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None
+            except (typer.Exit, typer.Abort, SystemExit):
+                raise
+            except Exception as error:  # a bug of ours: say so plainly, traceback only with -v
+                if global_values["verbose"] or (base is not None and base.verbose):
+                    raise
+                fail(
+                    SmtpconnError(
+                        f"internal error: {type(error).__name__}: {error}",
+                        fix="run again with -v for the traceback and report it",
+                    ),
+                    json_output=json_output,
+                    exit_code=ExitCode.COULD_NOT_RUN,
+                )
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {
+            **{p.name: p.annotation for p in own},
+            **_GLOBALS,
+            "smtpconn_ctx": typer.Context,
+            "return": signature.return_annotation,
+        }
+        app.command(name, **kwargs)(wrapper)
+        return func
+
+    return decorate
+
+
+def _settings_of(ctx: typer.Context | None) -> Settings | None:
+    """The Settings built from options given before the command (by the app's callback)."""
+    while ctx is not None:
+        if isinstance(ctx.obj, Settings):
+            return ctx.obj
+        ctx = ctx.parent  # type: ignore[assignment]
+    return None
+
+
+def exit_with(code: ExitCode | int) -> NoReturn:
+    raise typer.Exit(int(code))

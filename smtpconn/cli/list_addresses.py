@@ -1,0 +1,60 @@
+"""``smtpconn list``: the support addresses in the profile."""
+
+from __future__ import annotations
+
+import typer
+
+from smtpconn.cli.common import command
+from smtpconn.cli.describe import describe_entry
+from smtpconn.cli.render import console, print_json
+from smtpconn.profile.store import load_profile
+from smtpconn.settings import Settings
+
+
+def register(app: typer.Typer) -> None:
+    @command(app, "list", help="List the support addresses in the connector profile.")
+    def list_addresses(settings: Settings) -> None:
+        loaded = load_profile(settings.profile_path)
+        entries = loaded.profile.addresses
+        if settings.json:
+            print_json(
+                {
+                    "profile": str(settings.profile_path),
+                    "addresses": [describe_entry(e) for e in entries],
+                }
+            )
+            return
+        from rich.table import Table
+
+        out = console()
+        if not entries:
+            out.print(
+                f"No support addresses in {settings.profile_path} yet; add one with `smtpconn add-address`."
+            )
+            return
+        table = Table(title=f"Support addresses in {settings.profile_path}", title_justify="left")
+        for column in (
+            "address",
+            "mode",
+            "workflow",
+            "outbound server",
+            "auth",
+            "DKIM",
+            "inbound user",
+        ):
+            table.add_column(column)
+        for entry in entries:
+            address = entry.address.display
+            if address != entry.address.ascii:
+                address += f"\n({entry.address.ascii})"
+            o = entry.outbound
+            table.add_row(
+                address,
+                entry.mode.value,
+                entry.workflow.value,
+                f"{o.host}:{o.port} {o.security.value}" if o else "—",
+                f"{o.auth.value} as {o.username}" if o else "—",
+                entry.dkim.selector if entry.dkim else "—",
+                entry.inbound.username if entry.inbound else "—",
+            )
+        out.print(table)

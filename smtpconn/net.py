@@ -1,0 +1,95 @@
+"""Resolver and TLS-context factories shared by checks, send-test and the relay.
+
+One place decides which nameservers are asked and which certificates are trusted, so that
+``--resolver`` and ``--ca-file`` mean the same thing to every part of smtpconn.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from smtpconn.addresses import parse_host_port
+from smtpconn.errors import UsageError
+
+if TYPE_CHECKING:  # dnspython is imported lazily: the CLI's start-up path does not need it.
+    import dns.asyncresolver
+
+DNS_PORT = 53
+
+
+def parse_resolver(value: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` of a nameserver; the host must be an IP address (we can't resolve the
+    resolver)."""
+    import ipaddress
+
+    host, port = parse_host_port(value, default_port=DNS_PORT)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(
+            f"resolver {value!r} must be an IP address", fix="e.g. --resolver 127.0.0.1:5353"
+        ) from None
+    assert port is not None
+    return host, port
+
+
+def parse_resolver_list(value: str) -> tuple[tuple[str, int], ...]:
+    """The SMTPCONN_RESOLVER variable: one or more resolvers separated by commas or spaces."""
+    return tuple(parse_resolver(item) for item in value.replace(",", " ").split())
+
+
+def make_resolver(
+    nameservers: tuple[tuple[str, int], ...], *, timeout: float
+) -> dns.asyncresolver.Resolver:
+    """An asynchronous stub resolver asking ``nameservers`` (or the system's when empty)."""
+    import dns.asyncresolver
+    import dns.nameserver
+
+    if nameservers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
+    else:
+        resolver = dns.asyncresolver.Resolver()
+    resolver.timeout = timeout
+    resolver.lifetime = timeout
+    return resolver
+
+
+def make_client_tls_context(
+    ca_file: Path | None = None, *, insecure: bool = False
+) -> ssl.SSLContext:
+    """A client context trusting the system store plus ``ca_file``.
+
+    The minimum version is left at the library default so that a server speaking only TLS 1.0/1.1
+    still completes a handshake and ``tls.version`` can *report* it instead of failing blindly;
+    callers that send AUTH or mail raise ``minimum_version`` to TLS 1.2 themselves.
+    """
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(
+                f"--ca-file {ca_file} cannot be used: {exc}",
+                fix="give a PEM file of one or more CA certificates",
+            ) from None
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def make_server_tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """The relay's listener context: TLS 1.2+ only, since AUTH is accepted over it."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(
+            f"cannot load the relay's TLS certificate {cert_file} / key {key_file}: {exc}",
+            fix="set relay.tls_cert and relay.tls_key to PEM files (certificate chain and its key)",
+        ) from None
+    return context

@@ -1,0 +1,263 @@
+"""Adding, re-adding and removing support addresses: pure functions from profile to profile.
+
+The rules for re-adding live here, in one place: an address known under standard forwarding is
+never reused silently; ``readd`` moves it to the authenticated workflow keeping nothing but what
+the new request gives, and replaces an authenticated address's settings the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from smtpconn.addresses import MailAddress, parse_address, parse_host_port
+from smtpconn.errors import UsageError
+from smtpconn.profile.model import (
+    DEFAULT_PORTS,
+    AuthMechanism,
+    DkimSettings,
+    InboundCredentials,
+    Mode,
+    OutboundServer,
+    Profile,
+    Security,
+    SupportAddress,
+    Workflow,
+    default_security_for_port,
+)
+from smtpconn.profile.secrets import (
+    SecretRef,
+    check_secret_ref,
+    generate_password,
+    hash_password,
+    parse_secret_ref,
+)
+
+_SELECTOR = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_USERNAME = re.compile(r"[^\x00-\x20\x7f]{1,255}")
+
+
+@dataclass(frozen=True, slots=True)
+class AddRequest:
+    """What ``add-address`` was asked to do, as the user typed it (validated by ``plan_add``)."""
+
+    address: str
+    mode: str | None = None
+    workflow: str = "authenticated"
+    server: str | None = None
+    username: str | None = None
+    secret: str | None = None
+    security: str | None = None
+    auth: str | None = None
+    dkim_selector: str | None = None
+    dkim_key: str | None = None
+    inbound_username: str | None = None
+    readd: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AddPlan:
+    profile: Profile
+    entry: SupportAddress
+    replaced: SupportAddress | None
+    new_password: str | None  # the inbound password to show once; None when shared or not needed
+    shared_with: MailAddress | None = None  # inbound credentials shared with this address
+    warnings: list[str] = field(default_factory=list)
+
+
+_E = TypeVar("_E", Mode, Workflow, Security, AuthMechanism)
+
+
+def _choice(enum: type[_E], value: str, option: str) -> _E:
+    try:
+        return enum(value.strip().lower())
+    except ValueError:
+        choices = " | ".join(m.value for m in enum)
+        raise UsageError(f"{option} {value!r} is not valid", fix=f"use one of: {choices}") from None
+
+
+def _check_dkim_key(path_text: str, base_dir: Path) -> Path:
+    # Paths typed on the command line are relative to where the user is; the profile stores them
+    # absolute so that it means the same thing whichever folder the relay later runs from.
+    full = Path(path_text).expanduser().absolute()
+    # A private key is a secret like any other: same existence and permission rules.
+    check_secret_ref(parse_secret_ref(f"file:{full}"), base_dir)
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        load_pem_private_key(full.read_bytes(), password=None)
+    except (ValueError, TypeError):
+        raise UsageError(
+            f"DKIM key {full} is not an unencrypted PEM private key",
+            fix="give the PEM file of the RSA or Ed25519 key you sign with (no passphrase)",
+        ) from None
+    return full
+
+
+def _outbound(request: AddRequest, base_dir: Path, warnings: list[str]) -> OutboundServer:
+    missing = [
+        option
+        for option, value in (
+            ("--server", request.server),
+            ("--username", request.username),
+            ("--secret", request.secret),
+        )
+        if not value
+    ]
+    if missing:
+        raise UsageError(
+            f"the authenticated workflow needs {', '.join(missing)}",
+            fix="give the customer's outbound server, the SMTP AUTH user name and a secret "
+            "reference, e.g. --server mail.example.com --username helpdesk --secret env:SMTP_PASSWORD",
+        )
+    assert request.server and request.username and request.secret
+    security = _choice(Security, request.security, "--security") if request.security else None
+    host, port = parse_host_port(request.server, default_port=None)
+    if security is None:
+        security = default_security_for_port(port)
+    if port is None:
+        port = DEFAULT_PORTS[security]
+    elif (port, security) in ((465, Security.STARTTLS), (587, Security.TLS)):
+        warnings.append(
+            f"port {port} normally uses {'implicit TLS' if port == 465 else 'STARTTLS'}; "
+            f"--security {security.value} was kept as given"
+        )
+    auth = _choice(AuthMechanism, request.auth, "--auth") if request.auth else AuthMechanism.AUTO
+    if not _USERNAME.fullmatch(request.username):
+        raise UsageError("--username must be 1-255 characters without spaces or control characters")
+    secret = parse_secret_ref(request.secret)
+    if secret.scheme == "file":
+        secret = SecretRef("file", str(Path(secret.target).expanduser().absolute()))
+    warnings.extend(check_secret_ref(secret, base_dir))
+    return OutboundServer(
+        host=host, port=port, security=security, auth=auth, username=request.username, secret=secret
+    )
+
+
+def plan_add(profile: Profile, request: AddRequest, *, base_dir: Path) -> AddPlan:
+    """Validate ``request`` against ``profile`` and return the profile it would produce."""
+    address = parse_address(request.address)
+    workflow = _choice(Workflow, request.workflow, "--workflow")
+    warnings: list[str] = []
+    existing = profile.find(address)
+
+    if existing is not None and not request.readd:
+        if existing.workflow is Workflow.FORWARDING and workflow is Workflow.AUTHENTICATED:
+            raise UsageError(
+                f"{address.display} is set up under standard forwarding and can't be reused as is",
+                fix="re-add it under the authenticated workflow: repeat this command with --readd",
+            )
+        raise UsageError(
+            f"{address.display} already exists ({existing.workflow.value}, {existing.mode.value})",
+            fix="add --readd to replace its settings, or remove-address it first",
+        )
+    if existing is None and request.readd:
+        raise UsageError(
+            f"--readd: {address.display} is not in the profile", fix="add it without --readd"
+        )
+
+    if workflow is Workflow.FORWARDING:
+        given = [
+            option
+            for option, value in (
+                ("--server", request.server),
+                ("--username", request.username),
+                ("--secret", request.secret),
+                ("--dkim-selector", request.dkim_selector),
+                ("--dkim-key", request.dkim_key),
+                ("--inbound-username", request.inbound_username),
+            )
+            if value
+        ]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} cannot be used with --workflow forwarding",
+                fix="standard forwarding has no server of yours; drop those options, or add the "
+                "address under the authenticated workflow",
+            )
+        mode = _choice(Mode, request.mode, "--mode") if request.mode else Mode.OUTBOUND_ONLY
+        if mode is Mode.BIDIRECTIONAL:
+            raise UsageError(
+                "--workflow forwarding is always outbound-only",
+                fix="standard forwarding has no authenticated inbound leg; drop --mode",
+            )
+        entry = SupportAddress(address=address, mode=mode, workflow=workflow)
+        return AddPlan(
+            profile=profile.with_address(entry),
+            entry=entry,
+            replaced=existing,
+            new_password=None,
+            warnings=warnings,
+        )
+
+    if not request.mode:
+        raise UsageError(
+            "--mode is required", fix="use --mode bidirectional or --mode outbound-only"
+        )
+    mode = _choice(Mode, request.mode, "--mode")
+    outbound = _outbound(request, base_dir, warnings)
+
+    dkim = None
+    if bool(request.dkim_selector) != bool(request.dkim_key):
+        raise UsageError("--dkim-selector and --dkim-key go together", fix="give both, or neither")
+    if request.dkim_selector and request.dkim_key:
+        if not _SELECTOR.fullmatch(request.dkim_selector):
+            raise UsageError(
+                f"DKIM selector {request.dkim_selector!r} is not a valid DNS label",
+                fix="use letters, digits and hyphens, e.g. smtpconn2026",
+            )
+        key_path = _check_dkim_key(request.dkim_key, base_dir)
+        dkim = DkimSettings(selector=request.dkim_selector, private_key=key_path)
+
+    inbound = None
+    new_password = None
+    shared_with = None
+    if mode is Mode.BIDIRECTIONAL:
+        username = request.inbound_username or address.ascii
+        if not _USERNAME.fullmatch(username):
+            raise UsageError("--inbound-username must be 1-255 characters without spaces")
+        for other in profile.addresses:
+            if other.address.key == address.key or other.inbound is None:
+                continue
+            if other.inbound.username == username:
+                # One customer server relays for several support addresses with one login:
+                # share the existing hash rather than invalidating the password it already has.
+                inbound, shared_with = other.inbound, other.address
+                break
+        if inbound is None:
+            new_password = generate_password()
+            inbound = InboundCredentials(
+                username=username, password_hash=hash_password(new_password)
+            )
+    elif request.inbound_username:
+        raise UsageError(
+            "--inbound-username only applies to bidirectional addresses",
+            fix="outbound-only addresses receive by ordinary forwarding; drop the option",
+        )
+
+    entry = SupportAddress(
+        address=address, mode=mode, workflow=workflow, outbound=outbound, dkim=dkim, inbound=inbound
+    )
+    return AddPlan(
+        profile=profile.with_address(entry),
+        entry=entry,
+        replaced=existing,
+        new_password=new_password,
+        shared_with=shared_with,
+        warnings=warnings,
+    )
+
+
+def plan_remove(profile: Profile, address_text: str) -> tuple[Profile, SupportAddress]:
+    address = parse_address(address_text)
+    existing = profile.find(address)
+    if existing is None:
+        known = ", ".join(e.address.display for e in profile.addresses) or "none"
+        raise UsageError(
+            f"{address.display} is not in the profile", fix=f"addresses in the profile: {known}"
+        )
+    return profile.without_address(address), existing

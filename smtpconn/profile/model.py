@@ -1,0 +1,491 @@
+"""The connector profile: what it holds, its defaults, and how it maps to and from TOML data.
+
+The mapping is hand-written rather than generated so that every finding names the exact key
+(``addresses[2].outbound.port``) and says how to fix it, and so that unknown keys are an error
+instead of silently dropped (design brief §5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from smtpconn.addresses import MailAddress, normalise_host, parse_address, parse_port
+from smtpconn.errors import UsageError
+from smtpconn.profile.secrets import SecretRef, is_password_hash, parse_secret_ref
+
+PROFILE_VERSION = 1
+
+
+class Mode(StrEnum):
+    BIDIRECTIONAL = "bidirectional"
+    OUTBOUND_ONLY = "outbound-only"
+
+
+class Workflow(StrEnum):
+    AUTHENTICATED = "authenticated"
+    FORWARDING = "forwarding"
+
+
+class Security(StrEnum):
+    STARTTLS = "starttls"  # RFC 3207 on the submission port
+    TLS = "tls"  # RFC 8314 implicit TLS
+
+
+class AuthMechanism(StrEnum):
+    AUTO = "auto"
+    PLAIN = "plain"
+    LOGIN = "login"
+    XOAUTH2 = "xoauth2"
+
+
+DEFAULT_PORTS: dict[Security, int] = {Security.STARTTLS: 587, Security.TLS: 465}
+
+
+def default_security_for_port(port: int | None) -> Security:
+    """465 means implicit TLS (RFC 8314); every other port is STARTTLS."""
+    return Security.TLS if port == 465 else Security.STARTTLS
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundServer:
+    """The customer's server that the help desk's replies go out through (TLS + AUTH)."""
+
+    host: str
+    port: int
+    security: Security
+    auth: AuthMechanism
+    username: str
+    secret: SecretRef
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    selector: str
+    private_key: Path  # as written in the profile; relative paths are relative to the profile
+
+
+@dataclass(frozen=True, slots=True)
+class InboundCredentials:
+    """What the relay accepts from the customer's server (bidirectional mode): a hash only."""
+
+    username: str
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class SupportAddress:
+    address: MailAddress
+    mode: Mode
+    workflow: Workflow
+    outbound: OutboundServer | None = None
+    dkim: DkimSettings | None = None
+    inbound: InboundCredentials | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    kind: str = "maildir"  # maildir | webhook | pipe | smtp | lmtp
+    path: str | None = None
+    url: str | None = None
+    secret: SecretRef | None = None  # HMAC key for webhook signatures
+    command: list[str] | None = None
+    host: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    inbound_listen: str = "127.0.0.1:2525"
+    submission_listen: str = "127.0.0.1:2587"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    spool: str = "spool"
+    hostname: str | None = None
+    max_message_size: int = 25 * 1024 * 1024
+    sink: SinkSettings = field(default_factory=SinkSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorSettings:
+    name: str | None = None
+    ehlo_name: str | None = None  # the name smtpconn says in EHLO; the local FQDN if unset
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    version: int = PROFILE_VERSION
+    connector: ConnectorSettings = field(default_factory=ConnectorSettings)
+    addresses: tuple[SupportAddress, ...] = ()
+    relay: RelaySettings | None = None
+
+    def find(self, address: MailAddress) -> SupportAddress | None:
+        for entry in self.addresses:
+            if entry.address.key == address.key:
+                return entry
+        return None
+
+    def with_address(self, entry: SupportAddress) -> Profile:
+        """Replace the entry with the same address in place (keeping order), or append it."""
+        kept = [e for e in self.addresses if e.address.key != entry.address.key]
+        if len(kept) == len(self.addresses):
+            return replace(self, addresses=(*self.addresses, entry))
+        return replace(
+            self,
+            addresses=tuple(
+                entry if e.address.key == entry.address.key else e for e in self.addresses
+            ),
+        )
+
+    def without_address(self, address: MailAddress) -> Profile:
+        return replace(
+            self, addresses=tuple(e for e in self.addresses if e.address.key != address.key)
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# From TOML data
+
+
+class Findings:
+    """Collects every problem in a profile, each with the key path it concerns."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []  # (key path, message)
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append((path, message))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+class _Table:
+    """A TOML table being read: takes keys off one at a time and reports what is left as unknown."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, findings: Findings) -> None:
+        self.data = dict(data)
+        self.path = path
+        self.findings = findings
+
+    def _key_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def take(self, key: str, kind: type | tuple[type, ...], *, required: bool = False) -> Any:
+        if key not in self.data:
+            if required:
+                self.findings.add(self._key_path(key), "is required but missing")
+            return None
+        value = self.data.pop(key)
+        # bool is an int in Python; a port of `true` must not pass as 1.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            self.findings.add(self._key_path(key), f"must be {_kind_name(kind)}, not a boolean")
+            return None
+        if not isinstance(value, kind):
+            self.findings.add(
+                self._key_path(key), f"must be {_kind_name(kind)}, not {type(value).__name__}"
+            )
+            return None
+        return value
+
+    def take_parsed(self, key: str, parse: Callable[[Any], Any], *, required: bool = False) -> Any:
+        raw = self.take(key, (str, int), required=required)
+        if raw is None:
+            return None
+        try:
+            return parse(raw)
+        except UsageError as exc:
+            self.findings.add(self._key_path(key), str(exc))
+        except ValueError as exc:
+            self.findings.add(self._key_path(key), str(exc))
+        return None
+
+    def sub(self, key: str) -> _Table | None:
+        value = self.take(key, dict)
+        return None if value is None else _Table(value, self._key_path(key), self.findings)
+
+    def finish(self) -> None:
+        for key in self.data:
+            self.findings.add(self._key_path(key), "is not a known key (check its spelling)")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        dict: "a table",
+        list: "an array",
+        bool: "a boolean",
+    }
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _enum_parser(enum: type[StrEnum]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        try:
+            return enum(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in enum)
+            raise ValueError(f"{value!r} is not one of: {choices}") from None
+
+    return parse
+
+
+def _read_outbound(table: _Table) -> OutboundServer | None:
+    host = table.take_parsed("host", lambda v: normalise_host(str(v)), required=True)
+    port = table.take_parsed("port", parse_port)
+    security = table.take_parsed("security", _enum_parser(Security))
+    auth = table.take_parsed("auth", _enum_parser(AuthMechanism))
+    username = table.take("username", str, required=True)
+    secret = table.take_parsed("secret", lambda v: parse_secret_ref(str(v)), required=True)
+    table.finish()
+    if host is None or username is None or secret is None:
+        return None
+    if security is None:
+        security = default_security_for_port(port)
+    return OutboundServer(
+        host=host,
+        port=port if port is not None else DEFAULT_PORTS[security],
+        security=security,
+        auth=auth or AuthMechanism.AUTO,
+        username=username,
+        secret=secret,
+    )
+
+
+def _read_dkim(table: _Table) -> DkimSettings | None:
+    selector = table.take("selector", str, required=True)
+    key = table.take("private_key", str, required=True)
+    table.finish()
+    if selector is None or key is None:
+        return None
+    return DkimSettings(selector=selector, private_key=Path(key))
+
+
+def _read_inbound(table: _Table) -> InboundCredentials | None:
+    username = table.take("username", str, required=True)
+    password_hash = table.take("password_hash", str, required=True)
+    table.finish()
+    if password_hash is not None and not is_password_hash(password_hash):
+        table.findings.add(
+            f"{table.path}.password_hash",
+            "is not a smtpconn scrypt hash; never put a clear password here "
+            "(re-add the address with --readd to generate new credentials)",
+        )
+        return None
+    if username is None or password_hash is None:
+        return None
+    return InboundCredentials(username=username, password_hash=password_hash)
+
+
+def _read_address(table: _Table) -> SupportAddress | None:
+    address = table.take_parsed("address", lambda v: parse_address(str(v)), required=True)
+    mode = table.take_parsed("mode", _enum_parser(Mode), required=True)
+    workflow = table.take_parsed("workflow", _enum_parser(Workflow))
+    workflow = workflow or Workflow.AUTHENTICATED
+    outbound_table = table.sub("outbound")
+    dkim_table = table.sub("dkim")
+    inbound_table = table.sub("inbound")
+    outbound = _read_outbound(outbound_table) if outbound_table else None
+    dkim = _read_dkim(dkim_table) if dkim_table else None
+    inbound = _read_inbound(inbound_table) if inbound_table else None
+    table.finish()
+    if address is None or mode is None:
+        return None
+    if workflow is Workflow.AUTHENTICATED and outbound_table is None:
+        table.findings.add(
+            f"{table.path}.outbound",
+            "is required for the authenticated workflow (the customer's server for replies)",
+        )
+    if mode is Mode.BIDIRECTIONAL and workflow is Workflow.AUTHENTICATED and inbound_table is None:
+        table.findings.add(
+            f"{table.path}.inbound",
+            "is required for a bidirectional address (the credentials the relay accepts); "
+            "re-add the address with --readd to generate them",
+        )
+    return SupportAddress(
+        address=address, mode=mode, workflow=workflow, outbound=outbound, dkim=dkim, inbound=inbound
+    )
+
+
+def _read_sink(table: _Table) -> SinkSettings:
+    kind = table.take("kind", str) or "maildir"
+    if kind not in ("maildir", "webhook", "pipe", "smtp", "lmtp"):
+        table.findings.add(
+            f"{table.path}.kind", f"{kind!r} is not one of: maildir, webhook, pipe, smtp, lmtp"
+        )
+    path = table.take("path", str)
+    url = table.take("url", str)
+    secret = table.take_parsed("secret", lambda v: parse_secret_ref(str(v)))
+    command = table.take("command", (list, str))
+    if isinstance(command, str):
+        command = [command]
+    if command is not None and not all(isinstance(c, str) for c in command):
+        table.findings.add(f"{table.path}.command", "must be an array of strings")
+        command = None
+    host = table.take_parsed("host", lambda v: normalise_host(str(v)))
+    port = table.take_parsed("port", parse_port)
+    table.finish()
+    needs = {
+        "webhook": ("url", url),
+        "pipe": ("command", command),
+        "smtp": ("host", host),
+        "lmtp": ("host", host),
+    }
+    if kind in needs and needs[kind][1] is None:
+        table.findings.add(f"{table.path}.{needs[kind][0]}", f"is required for a {kind} sink")
+    return SinkSettings(
+        kind=kind, path=path, url=url, secret=secret, command=command, host=host, port=port
+    )
+
+
+def _read_relay(table: _Table) -> RelaySettings:
+    defaults = RelaySettings()
+    inbound_listen = table.take("inbound_listen", str) or defaults.inbound_listen
+    submission_listen = table.take("submission_listen", str) or defaults.submission_listen
+    tls_cert = table.take("tls_cert", str)
+    tls_key = table.take("tls_key", str)
+    spool = table.take("spool", str) or defaults.spool
+    hostname = table.take("hostname", str)
+    max_size = table.take("max_message_size", int) or defaults.max_message_size
+    sink_table = table.sub("sink")
+    sink = _read_sink(sink_table) if sink_table else SinkSettings()
+    table.finish()
+    return RelaySettings(
+        inbound_listen=inbound_listen,
+        submission_listen=submission_listen,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        spool=spool,
+        hostname=hostname,
+        max_message_size=max_size,
+        sink=sink,
+    )
+
+
+def profile_from_data(data: Mapping[str, Any]) -> tuple[Profile, Findings]:
+    """Build a profile from parsed TOML; every problem found is returned, not just the first."""
+    findings = Findings()
+    root = _Table(data, "", findings)
+    version = root.take("version", int, required=True)
+    if version is not None and version != PROFILE_VERSION:
+        findings.add(
+            "version",
+            f"is {version}; this smtpconn reads version {PROFILE_VERSION} "
+            + ("(upgrade smtpconn)" if version > PROFILE_VERSION else "(no migration exists)"),
+        )
+    connector_table = root.sub("connector")
+    connector = ConnectorSettings()
+    if connector_table is not None:
+        connector = ConnectorSettings(
+            name=connector_table.take("name", str),
+            ehlo_name=connector_table.take_parsed("ehlo_name", lambda v: normalise_host(str(v))),
+        )
+        connector_table.finish()
+    raw_addresses = root.take("addresses", list) or []
+    addresses: list[SupportAddress] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw_addresses):
+        path = f"addresses[{index}]"
+        if not isinstance(item, dict):
+            findings.add(path, "must be a table ([[addresses]])")
+            continue
+        entry = _read_address(_Table(item, path, findings))
+        if entry is None:
+            continue
+        if entry.address.key in seen:
+            findings.add(
+                path,
+                f"{entry.address.display} is already listed as addresses[{seen[entry.address.key]}]",
+            )
+            continue
+        seen[entry.address.key] = index
+        addresses.append(entry)
+    relay_table = root.sub("relay")
+    relay = _read_relay(relay_table) if relay_table is not None else None
+    root.finish()
+    profile = Profile(
+        version=version or PROFILE_VERSION,
+        connector=connector,
+        addresses=tuple(addresses),
+        relay=relay,
+    )
+    return profile, findings
+
+
+# --------------------------------------------------------------------------------------------
+# To TOML data
+
+
+def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def profile_to_data(profile: Profile) -> dict[str, Any]:
+    data: dict[str, Any] = {"version": profile.version}
+    connector = _drop_none(
+        {"name": profile.connector.name, "ehlo_name": profile.connector.ehlo_name}
+    )
+    if connector:
+        data["connector"] = connector
+    addresses: list[dict[str, Any]] = []
+    for entry in profile.addresses:
+        item: dict[str, Any] = {
+            "address": entry.address.ascii,
+            "mode": entry.mode.value,
+            "workflow": entry.workflow.value,
+        }
+        if entry.outbound is not None:
+            o = entry.outbound
+            item["outbound"] = {
+                "host": o.host,
+                "port": o.port,
+                "security": o.security.value,
+                "auth": o.auth.value,
+                "username": o.username,
+                "secret": str(o.secret),
+            }
+        if entry.dkim is not None:
+            item["dkim"] = {
+                "selector": entry.dkim.selector,
+                "private_key": str(entry.dkim.private_key),
+            }
+        if entry.inbound is not None:
+            item["inbound"] = {
+                "username": entry.inbound.username,
+                "password_hash": entry.inbound.password_hash,
+            }
+        addresses.append(item)
+    if addresses:
+        data["addresses"] = addresses
+    if profile.relay is not None:
+        r = profile.relay
+        relay = _drop_none(
+            {
+                "inbound_listen": r.inbound_listen,
+                "submission_listen": r.submission_listen,
+                "tls_cert": r.tls_cert,
+                "tls_key": r.tls_key,
+                "spool": r.spool,
+                "hostname": r.hostname,
+                "max_message_size": r.max_message_size,
+            }
+        )
+        s = r.sink
+        relay["sink"] = _drop_none(
+            {
+                "kind": s.kind,
+                "path": s.path,
+                "url": s.url,
+                "secret": str(s.secret) if s.secret else None,
+                "command": s.command,
+                "host": s.host,
+                "port": s.port,
+            }
+        )
+        data["relay"] = relay
+    return data

@@ -1,0 +1,24 @@
+"""Run-time settings shared by every command: where the profile is, which resolver and trust
+anchors to use, how long to wait. The CLI fills this from options and environment variables;
+library callers build it directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PROFILE = Path("smtpconn.toml")
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    profile_path: Path = DEFAULT_PROFILE
+    # (host, port) pairs; empty means the system's resolver configuration (/etc/resolv.conf).
+    resolvers: tuple[tuple[str, int], ...] = ()
+    ca_file: Path | None = None
+    timeout: float = DEFAULT_TIMEOUT  # per network operation (one DNS question, one SMTP reply)
+    insecure: bool = False  # skip certificate verification (loudly reported everywhere)
+    verbose: bool = False
+    json: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
