@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -115,10 +114,6 @@ def settings_from_options(values: dict[str, Any], base: Settings | None = None) 
     if values.get("no_color"):
         changes["extra"] = {**settings.extra, "no_color": "1"}
     return replace(settings, **changes)
-
-
-def _wants_json() -> bool:
-    return "--json" in sys.argv[1:]
 
 
 def fail(error: SmtpconnError, *, json_output: bool, exit_code: ExitCode | None = None) -> NoReturn:

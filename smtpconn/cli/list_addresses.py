@@ -33,16 +33,11 @@ def register(app: typer.Typer) -> None:
             )
             return
         table = Table(title=f"Support addresses in {settings.profile_path}", title_justify="left")
-        for column in (
-            "address",
-            "mode",
-            "workflow",
-            "outbound server",
-            "auth",
-            "DKIM",
-            "inbound user",
-        ):
-            table.add_column(column)
+        # Addresses are never shortened: a truncated address is a wrong address.
+        widest = max(len(e.address.display) for e in entries)
+        table.add_column("address", no_wrap=True, min_width=widest)
+        for column in ("mode", "workflow", "outbound server", "DKIM", "inbound user"):
+            table.add_column(column, overflow="fold")
         for entry in entries:
             address = entry.address.display
             if address != entry.address.ascii:
@@ -52,8 +47,9 @@ def register(app: typer.Typer) -> None:
                 address,
                 entry.mode.value,
                 entry.workflow.value,
-                f"{o.host}:{o.port} {o.security.value}" if o else "—",
-                f"{o.auth.value} as {o.username}" if o else "—",
+                f"{o.host}:{o.port} {o.security.value}, auth {o.auth.value} as {o.username}"
+                if o
+                else "—",
                 entry.dkim.selector if entry.dkim else "—",
                 entry.inbound.username if entry.inbound else "—",
             )

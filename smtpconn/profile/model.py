@@ -95,6 +95,7 @@ class SinkSettings:
     command: list[str] | None = None
     host: str | None = None
     port: int | None = None
+    timeout: int | None = None  # seconds for one webhook/pipe/smtp hand-over; 60 if unset
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,12 @@ class RelaySettings:
     hostname: str | None = None
     max_message_size: int = 25 * 1024 * 1024
     sink: SinkSettings = field(default_factory=SinkSettings)
+    inbound_tls_listen: str | None = None  # optional implicit-TLS (RFC 8314) inbound listener
+    submission_username: str | None = None  # AUTH on the submission listener when both are set
+    submission_password_hash: str | None = None
+    retry_initial: int = 60  # seconds before the first retry; doubles per attempt (cap 1 h)
+    retry_window: int = 5 * 24 * 3600  # seconds after which an undelivered message bounces
+    max_connections_per_ip: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +336,9 @@ def _read_sink(table: _Table) -> SinkSettings:
         command = None
     host = table.take_parsed("host", lambda v: normalise_host(str(v)))
     port = table.take_parsed("port", parse_port)
+    timeout = table.take("timeout", int)
+    if timeout is not None and timeout <= 0:
+        table.findings.add(f"{table.path}.timeout", "must be a positive number of seconds")
     table.finish()
     needs = {
         "webhook": ("url", url),
@@ -339,7 +349,14 @@ def _read_sink(table: _Table) -> SinkSettings:
     if kind in needs and needs[kind][1] is None:
         table.findings.add(f"{table.path}.{needs[kind][0]}", f"is required for a {kind} sink")
     return SinkSettings(
-        kind=kind, path=path, url=url, secret=secret, command=command, host=host, port=port
+        kind=kind,
+        path=path,
+        url=url,
+        secret=secret,
+        command=command,
+        host=host,
+        port=port,
+        timeout=timeout,
     )
 
 
@@ -352,6 +369,26 @@ def _read_relay(table: _Table) -> RelaySettings:
     spool = table.take("spool", str) or defaults.spool
     hostname = table.take("hostname", str)
     max_size = table.take("max_message_size", int) or defaults.max_message_size
+    inbound_tls_listen = table.take("inbound_tls_listen", str)
+    submission_username = table.take("submission_username", str)
+    submission_password_hash = table.take("submission_password_hash", str)
+    if submission_password_hash is not None and not is_password_hash(submission_password_hash):
+        table.findings.add(
+            f"{table.path}.submission_password_hash",
+            "is not a smtpconn scrypt hash; never put a clear password here",
+        )
+    if (submission_username is None) != (submission_password_hash is None):
+        table.findings.add(
+            f"{table.path}.submission_username",
+            "and submission_password_hash must be set together",
+        )
+    numbers = {}
+    for key in ("retry_initial", "retry_window", "max_connections_per_ip"):
+        value = table.take(key, int)
+        if value is not None and value <= 0:
+            table.findings.add(f"{table.path}.{key}", "must be a positive integer")
+            value = None
+        numbers[key] = value if value is not None else getattr(defaults, key)
     sink_table = table.sub("sink")
     sink = _read_sink(sink_table) if sink_table else SinkSettings()
     table.finish()
@@ -364,6 +401,12 @@ def _read_relay(table: _Table) -> RelaySettings:
         hostname=hostname,
         max_message_size=max_size,
         sink=sink,
+        inbound_tls_listen=inbound_tls_listen,
+        submission_username=submission_username,
+        submission_password_hash=submission_password_hash,
+        retry_initial=numbers["retry_initial"],
+        retry_window=numbers["retry_window"],
+        max_connections_per_ip=numbers["max_connections_per_ip"],
     )
 
 
@@ -473,6 +516,12 @@ def profile_to_data(profile: Profile) -> dict[str, Any]:
                 "spool": r.spool,
                 "hostname": r.hostname,
                 "max_message_size": r.max_message_size,
+                "inbound_tls_listen": r.inbound_tls_listen,
+                "submission_username": r.submission_username,
+                "submission_password_hash": r.submission_password_hash,
+                "retry_initial": r.retry_initial,
+                "retry_window": r.retry_window,
+                "max_connections_per_ip": r.max_connections_per_ip,
             }
         )
         s = r.sink
@@ -485,6 +534,7 @@ def profile_to_data(profile: Profile) -> dict[str, Any]:
                 "command": s.command,
                 "host": s.host,
                 "port": s.port,
+                "timeout": s.timeout,
             }
         )
         data["relay"] = relay
