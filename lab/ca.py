@@ -55,6 +55,25 @@ class LabCA:
     untrusted_ca_cert: Path
     relay: CertFiles
 
+    @classmethod
+    def at(cls, directory: Path) -> LabCA:
+        """The paths ``write_lab_ca(directory)`` writes (for a lab started by another process)."""
+
+        def cf(name: str) -> CertFiles:
+            return CertFiles(directory / f"{name}.pem", directory / f"{name}.key")
+
+        return cls(
+            ca_cert=directory / "ca.pem",
+            ca_key=directory / "ca.key",
+            server=cf("server"),
+            expired=cf("expired"),
+            expiring=cf("expiring"),
+            wrong_host=cf("wronghost"),
+            untrusted=cf("untrusted"),
+            untrusted_ca_cert=directory / "untrusted-ca.pem",
+            relay=cf("relay"),
+        )
+
 
 def _key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -178,14 +197,7 @@ def write_lab_ca(directory: Path) -> LabCA:
     relay = leaf("relay", _make_leaf(ca_key, ca_cert, relay_key,
                                      [zones.RELAY_HOST, "localhost"], [zones.MAIL_ADDR],
                                      now - day, now + 365 * day), relay_key)
-    return LabCA(
-        ca_cert=directory / "ca.pem",
-        ca_key=directory / "ca.key",
-        server=server,
-        expired=expired,
-        expiring=expiring,
-        wrong_host=wrong,
-        untrusted=untrusted,
-        untrusted_ca_cert=directory / "untrusted-ca.pem",
-        relay=relay,
-    )
+    ca = LabCA.at(directory)
+    assert (ca.server, ca.expired, ca.expiring, ca.wrong_host, ca.untrusted, ca.relay) == (
+        server, expired, expiring, wrong, untrusted, relay)
+    return ca

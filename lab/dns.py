@@ -20,7 +20,17 @@ from pathlib import Path
 from types import TracebackType
 
 from lab import zones
-from lab.proc import LOOPBACK, LabError, free_ports, run, spawn, stop_session, tail, wait_until, which
+from lab.proc import (
+    LOOPBACK,
+    LabError,
+    free_ports,
+    run,
+    spawn,
+    stop_session,
+    tail,
+    wait_until,
+    which,
+)
 
 
 def _query_soa(host: str, port: int, name: str, timeout: float = 0.5) -> bool:
@@ -37,7 +47,7 @@ def _query_soa(host: str, port: int, name: str, timeout: float = 0.5) -> bool:
     if len(data) < 12:
         return False
     ident, flags, _qd, ancount = struct.unpack(">HHHH", data[:8])
-    return ident == 0x4C41 and flags & 0x000F == 0 and ancount >= 1
+    return bool(ident == 0x4C41 and flags & 0x000F == 0 and ancount >= 1)
 
 
 class NsdServer:
