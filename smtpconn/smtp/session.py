@@ -614,31 +614,36 @@ class SmtpSession:
 
     async def data(self, message: bytes) -> Reply:
         self._require_secure("mail")
-        reply = await self._command(StageName.DATA, "DATA")
-        if reply.code != 354:
-            raise SmtpFailure(
-                StageName.DATA,
-                FailureKind.REJECTED,
-                f"{self.target} refused DATA: {reply}",
-                reply=reply,
-                permanent=reply.permanent,
-            )
+        # One "data" stage from the DATA command to the final reply, as people think of it.
         started = time.monotonic()
         assert self._writer is not None
         try:
+            await self._send("DATA")
+            reply = await self._read_reply(StageName.DATA)
+            if reply.code != 354:
+                self._record(StageName.DATA, False, started, reply)
+                raise SmtpFailure(
+                    StageName.DATA,
+                    FailureKind.REJECTED,
+                    f"{self.target} refused DATA: {reply}",
+                    reply=reply,
+                    permanent=reply.permanent,
+                )
             self._log(f"C: <message, {len(message)} bytes>")
             self._writer.write(dot_stuff(message))
             await self._writer.drain()
             self._log("C: .")
-            # RFC 5321 §4.5.3.2.6: allow up to 10 minutes for the final reply; we allow 3 timeouts.
+            # RFC 5321 §4.5.3.2.6 allows 10 minutes for the final reply; we allow 3 timeouts.
             reply = await self._read_reply(StageName.DATA, self.timeout * 3)
         except (ConnectionError, OSError) as exc:
+            self._broken = True
             self._record(StageName.DATA, False, started, text=str(exc))
             raise SmtpFailure(
                 StageName.DATA, FailureKind.CLOSED, f"the connection to {self.target} broke: {exc}"
             ) from None
         except SmtpFailure as failure:
-            self._record(StageName.DATA, False, started, failure.reply, failure.message)
+            if failure.kind is not FailureKind.REJECTED:
+                self._record(StageName.DATA, False, started, failure.reply, failure.message)
             raise
         self._record(StageName.DATA, reply.code == 250, started, reply)
         if reply.code != 250:
