@@ -4,7 +4,7 @@ library callers build it directly."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PROFILE = Path("smtpconn.toml")
@@ -21,4 +21,4 @@ class Settings:
     insecure: bool = False  # skip certificate verification (loudly reported everywhere)
     verbose: bool = False
     json: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
+    no_color: bool = False

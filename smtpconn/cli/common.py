@@ -112,7 +112,7 @@ def settings_from_options(values: dict[str, Any], base: Settings | None = None) 
     if values.get("verbose"):
         changes["verbose"] = True
     if values.get("no_color"):
-        changes["extra"] = {**settings.extra, "no_color": "1"}
+        changes["no_color"] = True
     return replace(settings, **changes)
 
 
