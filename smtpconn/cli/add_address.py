@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
                     "--inbound-password-file: no new inbound password is generated for this address",
                     fix="it only applies to bidirectional addresses with their own credentials",
                 )
-            new_text = render_profile(plan.profile)
+            new_text = render_profile(plan.profile, loaded.raw)
             if dry_run:
                 _report_dry_run(settings, plan, loaded.raw.decode("utf-8"), new_text)
                 return
@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
                     inbound_password_file, plan.entry.inbound.username, plan.new_password
                 )
             try:
-                save_profile(path, plan.profile)
+                save_profile(path, plan.profile, loaded.raw)
             except BaseException:
                 if inbound_password_file is not None:
                     inbound_password_file.unlink(missing_ok=True)

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
             loaded = load_profile(path)
             profile, removed = plan_remove(loaded.profile, address)
             if not dry_run:
-                save_profile(path, profile)
+                save_profile(path, profile, loaded.raw)
         if settings.json:
             print_json(
                 {

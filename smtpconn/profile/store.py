@@ -111,8 +111,26 @@ def load_profile(path: Path, *, must_exist: bool = True) -> LoadedProfile:
     return LoadedProfile(path=path, profile=parse_profile(path, raw), exists=True, raw=raw)
 
 
-def render_profile(profile: Profile) -> str:
-    return HEADER + tomli_w.dumps(profile_to_data(profile))
+def render_profile(profile: Profile, previous: bytes | None = None) -> str:
+    """The profile as TOML. Given the file's current bytes, the administrator's comments and
+    layout are kept where the data did not change; the result is checked to mean exactly
+    ``profile`` and a clean render is used otherwise."""
+    data = profile_to_data(profile)
+    if previous:
+        try:
+            from smtpconn.profile.preserve import merge_text
+
+            merged = merge_text(previous.decode("utf-8"), data)
+            if _same(merged, profile):
+                return merged
+        except Exception:  # any surprise in the merge: fall back to a clean render, never corrupt
+            pass
+    return HEADER + tomli_w.dumps(data)
+
+
+def _same(text: str, profile: Profile) -> bool:
+    reread, findings = profile_from_data(tomllib.loads(text))
+    return not findings and reread == profile
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -162,9 +180,11 @@ def locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def save_profile(path: Path, profile: Profile) -> None:
+def save_profile(path: Path, profile: Profile, previous: bytes | None = None) -> None:
+    """Write ``profile`` to ``path``; ``previous`` (the bytes it was loaded from) lets comments
+    survive. Call under ``locked(path)`` when read-modify-writing."""
     try:
-        write_atomically(path, render_profile(profile).encode("utf-8"))
+        write_atomically(path, render_profile(profile, previous).encode("utf-8"))
     except OSError as exc:
         raise ProfileError(
             f"cannot write profile {path}: {exc.strerror} (it was not changed)"

@@ -295,3 +295,27 @@ def _write_rsa_key(path: Path) -> None:
         )
     )
     path.chmod(0o600)
+
+
+def test_comments_in_the_profile_survive_add_readd_and_remove(
+    cli: CliInvoker, workdir: Path
+) -> None:
+    assert add_bidirectional(cli, "a@example.com").exit_code == 0
+    assert cli("add-address", "b@example.com", "--workflow", "forwarding").exit_code == 0
+    profile_file = workdir / "smtpconn.toml"
+    text = profile_file.read_text().replace(
+        'address = "a@example.com"', '# the main queue, owned by Ops\naddress = "a@example.com"'
+    )
+    profile_file.write_text(text + "# end of file note\n")
+
+    assert add_bidirectional(cli, "c@example.com").exit_code == 0
+    assert cli("add-address", "b@example.com", "--readd", "--workflow", "forwarding").exit_code == 0
+    assert cli("remove-address", "c@example.com").exit_code == 0
+
+    after = profile_file.read_text()
+    assert "# the main queue, owned by Ops" in after
+    assert [e["address"] for e in profile_data(workdir)["addresses"]] == [
+        "a@example.com",
+        "b@example.com",
+    ]
+    assert cli("profile", "validate").exit_code == 0
