@@ -20,7 +20,7 @@ _Mergeable = Container | Table | InlineTable
 
 def _merge_aot(old: AoT, new: list[dict[str, Any]]) -> AoT:
     """Keep each existing [[addresses]] table (and its comments) whose address is still there."""
-    by_address = {}
+    by_address: dict[str, Table | None] = {}
     for table in old.body:
         address = table.unwrap().get("address")
         if isinstance(address, str):
