@@ -20,19 +20,19 @@ _Mergeable = Container | Table | InlineTable
 
 def _merge_aot(old: AoT, new: list[dict[str, Any]]) -> AoT:
     """Keep each existing [[addresses]] table (and its comments) whose address is still there."""
-    by_address: dict[str, Table | None] = {}
-    for table in old.body:
-        address = table.unwrap().get("address")
+    by_address: dict[str, Table] = {}
+    for existing in old.body:
+        address = existing.unwrap().get("address")
         if isinstance(address, str):
-            by_address[address] = table
+            by_address[address] = existing
     merged = tomlkit.aot()
     for item in new:
-        table = by_address.pop(str(item.get("address")), None)
-        if table is None:
+        kept = by_address.pop(str(item.get("address")), None)
+        if kept is None:
             merged.append(item)
         else:
-            _merge_into(table, item)
-            merged.append(table)
+            _merge_into(kept, item)
+            merged.append(kept)
     return merged
 
 
