@@ -116,7 +116,7 @@ async def test_no_starttls_fails_and_never_sends_auth(lab: Lab, secret: str) -> 
     assert "strips" in results["tls.starttls"].detail
     assert results["auth.before-tls"].status is Status.FAIL
     assert results["auth.login"].status is Status.SKIP
-    assert not any(line.startswith("C: AUTH") for line in (l.split("] ", 1)[1] for l in transcript))
+    assert not any(line.startswith("C: AUTH") for line in (line.split("] ", 1)[1] for line in transcript))
     _assert_no_secret(lab, results, transcript)
 
 
@@ -128,7 +128,7 @@ async def test_auth_before_tls_is_a_finding_with_the_fix(lab: Lab, secret: str) 
     # everything else is fine on that port, and the login happened only after TLS
     assert results["tls.starttls"].status is Status.PASS
     assert results["auth.login"].status is Status.PASS
-    commands = [l.split("] ", 1)[1] for l in transcript]
+    commands = [line.split("] ", 1)[1] for line in transcript]
     assert commands.index("C: STARTTLS") < next(
         i for i, c in enumerate(commands) if c.startswith("C: AUTH")
     )
