@@ -50,6 +50,17 @@ def _query_soa(host: str, port: int, name: str, timeout: float = 0.5) -> bool:
     return bool(ident == 0x4C41 and flags & 0x000F == 0 and ancount >= 1)
 
 
+def dig(host: str, port: int, *args: str, short: bool = True, timeout: float = 10.0) -> str:
+    """Run ``dig @host -p port ARGS`` (``+short`` unless ``short=False``) and return stdout.
+
+    Retries are off and the timeout short: against a loopback server, a lost answer is a bug.
+    """
+    argv = [which("dig"), f"@{host}", "-p", str(port), "+tries=1", "+time=3", *args]
+    if short:
+        argv.append("+short")
+    return run(argv, "dig", timeout=timeout)
+
+
 class NsdServer:
     """NSD on 127.0.0.1:``port`` serving every zone of ``lab.zones``.
 

@@ -29,8 +29,10 @@ the queue retrying forever.
 Relay (the bidirectional mode's inbound leg): ``set_relay_target(domain, host, port, user,
 password)`` makes Postfix relay mail for ``domain`` to ``[host]:port`` with STARTTLS required
 (``smtp_tls_security_level = encrypt``; or ``secure`` = verified against the lab CA) and SMTP
-AUTH (``smtp_sasl_auth_enable``). Until a target is set, mail for a relay domain is deferred, and
-retries come every second, so a test that (re)starts its listener sees delivery within seconds.
+AUTH (``smtp_sasl_auth_enable``). Until a target is set, RCPT for a relay domain gets
+``450 4.4.1`` (try again later). Once set, a target that is down means the message is deferred
+in the queue and retried every second or two, so a test that (re)starts its listener sees
+delivery within seconds (``flush()`` retries at once).
 """
 
 from __future__ import annotations
@@ -542,8 +544,16 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         return target
 
     def clear_relay_target(self, domain: str) -> None:
-        """Forget the target for ``domain`` (mail for it is deferred again)."""
-        self.relay_targets.pop(domain.lower(), None)
+        """Forget the target for ``domain``.
+
+        For ``RELAY_DOMAIN`` mail is refused with 450 again until a new target is set; any other
+        domain stops being a relay domain, so mail still queued for it bounces instead of being
+        retried every second for the rest of the run.
+        """
+        domain = domain.lower()
+        self.relay_targets.pop(domain, None)
+        if domain != zones.RELAY_DOMAIN:
+            self.relay_domains.discard(domain)
         self._apply_maps()
 
     def _apply_maps(self) -> None:
@@ -576,6 +586,40 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             [which("postqueue"), "-c", str(self.config_dir), "-p"],
             capture_output=True, text=True, check=False,
         ).stdout
+
+    # -- log ---------------------------------------------------------------------------------
+
+    def log_position(self) -> int:
+        """Current size of Postfix's log: pass to ``wait_for_log(since=...)``."""
+        try:
+            return self.log.stat().st_size
+        except OSError:
+            return 0
+
+    def log_text(self, since: int = 0) -> str:
+        try:
+            with self.log.open("rb") as f:
+                f.seek(since)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_for_log(self, pattern: str, since: int = 0, timeout: float = 20.0) -> re.Match[str]:
+        """Wait until a line matching the regex ``pattern`` is logged after offset ``since``."""
+        rx = re.compile(pattern)
+        found: list[re.Match[str]] = []
+
+        def seen() -> bool:
+            m = rx.search(self.log_text(since))
+            if m:
+                found.append(m)
+            return m is not None
+
+        try:
+            wait_until(seen, timeout, f"Postfix log line matching {pattern!r}")
+        except LabError as e:
+            raise LabError(f"{e}\nlog since then:\n{self.log_text(since)[-4000:]}") from None
+        return found[0]
 
     # -- mailboxes -------------------------------------------------------------------------
 

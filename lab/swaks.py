@@ -9,6 +9,7 @@ host name; use ``openssl_verify`` below (``openssl s_client -verify_hostname``) 
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -24,6 +25,12 @@ class SwaksResult(NamedTuple):
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    @property
+    def queue_id(self) -> str | None:
+        """Postfix's queue id from "250 2.0.0 Ok: queued as ID", if the message was accepted."""
+        m = re.search(r"queued as ([0-9A-Za-z]+)", self.transcript)
+        return m.group(1) if m else None
 
 
 def swaks(*args: str, timeout: float = 60.0) -> SwaksResult:
