@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from smtpconn.checks.dnscache import CachingResolver, DnsAnswer, DnsOutcome
+from smtpconn.checks.model import CheckContext
 
 
 class DnsUnavailable(Exception):
@@ -32,8 +33,16 @@ class SyncDns:
     def __init__(self, resolver: CachingResolver, loop: asyncio.AbstractEventLoop) -> None:
         self._resolver = resolver
         self._loop = loop
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        """After the run (or its deadline): threads still working get "could not tell" at once
+        instead of keeping the loop busy with new questions."""
+        self._closed.set()
 
     def query(self, name: str, rdtype: str, timeout: float | None = None) -> DnsAnswer:
+        if self._closed.is_set():
+            return DnsAnswer(name, rdtype, DnsOutcome.ERROR, error="the run ended (deadline)")
         future = asyncio.run_coroutine_threadsafe(self._resolver.query(name, rdtype), self._loop)
         return future.result(timeout)
 
@@ -47,13 +56,13 @@ class SyncDns:
         answer = self.query(name, qtype)
         if answer.outcome is DnsOutcome.ERROR:
             raise spf.TempError(f"DNS {answer.error}")
-        key = (name, qtype)
+        key: tuple[str, str] = (name, qtype)
         if qtype in ("TXT", "SPF"):
             return [(key, [r.encode("utf-8")]) for r in answer.records]
         if qtype == "MX":
             out: list[tuple[Any, Any]] = []
             for record in answer.records:
-                preference, _, exchange = record.partition(" ")
+                preference, _sep, exchange = record.partition(" ")
                 out.append((key, (int(preference), exchange.rstrip("."))))
             return out
         if qtype == "PTR":
@@ -71,6 +80,15 @@ class SyncDns:
         if answer.outcome is DnsOutcome.ERROR:
             raise dkim.DnsTimeoutError(answer.error)
         return answer.records[0].encode("utf-8") if answer.records else None
+
+
+async def sync_dns(ctx: CheckContext) -> SyncDns:
+    """The run's one bridge (so the runner can close it when the run ends)."""
+
+    async def make() -> SyncDns:
+        return SyncDns(ctx.resolver, asyncio.get_running_loop())
+
+    return await ctx.once(("sync-dns",), make)
 
 
 _local = threading.local()

@@ -32,6 +32,8 @@ COMMAND_MODULES = (
     "remove_address",
     "list_addresses",
     "profile_cmd",
+    "send_test",
+    "verify",
 )
 
 app = typer.Typer(

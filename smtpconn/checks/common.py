@@ -1,0 +1,76 @@
+"""Helpers every check family shares: the outbound server's addresses (resolved once per run),
+the "no outbound server" skip, and the result for "the resolver could not tell"."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
+from smtpconn.checks.model import CheckContext, CheckResult, Status
+from smtpconn.profile.model import SupportAddress, Workflow
+
+
+@dataclass(frozen=True)
+class ServerAddresses:
+    host: str
+    addresses: tuple[str, ...] = ()
+    literal: bool = False  # the profile names an IP address, not a host name
+    errors: tuple[str, ...] = field(default_factory=tuple)  # lookups that could not tell
+    answers: tuple[DnsAnswer, ...] = ()
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+async def server_addresses(ctx: CheckContext, host: str) -> ServerAddresses:
+    """A and AAAA of the outbound host (an IP literal is used as is); once per run."""
+
+    async def resolve() -> ServerAddresses:
+        if is_ip(host):
+            ip = ipaddress.ip_address(host.strip("[]"))
+            return ServerAddresses(host, (ip.compressed,), literal=True)
+        a = await ctx.resolver.query(host, "A")
+        aaaa = await ctx.resolver.query(host, "AAAA")
+        return ServerAddresses(
+            host,
+            a.records + aaaa.records,
+            errors=tuple(x.error for x in (a, aaaa) if x.outcome is DnsOutcome.ERROR),
+            answers=(a, aaaa),
+        )
+
+    return await ctx.once(("server-addresses", host.lower()), resolve)
+
+
+def no_server_reason(entry: SupportAddress) -> str | None:
+    """Why server-dependent checks can't run for ``entry``, or None if they can."""
+    if entry.workflow is Workflow.FORWARDING:
+        return "the address is under standard forwarding: there is no outbound server to check"
+    if entry.outbound is None:
+        return "the profile names no outbound server for this address"
+    return None
+
+
+NO_SERVER_FIX = (
+    "nothing to do while the address stays under forwarding; to send replies through your own "
+    "server, re-add it under the authenticated workflow (smtpconn add-address --readd)"
+)
+
+
+def skipped(check_id: str, reason: str, fix: str) -> CheckResult:
+    return CheckResult(check_id, Status.SKIP, f"skipped: {reason}", fix=fix)
+
+
+def could_not_tell(check_id: str, what: str, errors: list[str] | tuple[str, ...]) -> CheckResult:
+    return CheckResult(
+        check_id,
+        Status.ERROR,
+        f"could not tell: {what}",
+        detail="; ".join(dict.fromkeys(errors)),
+        fix="make sure the resolver answers (--resolver HOST[:PORT]), then run verify again",
+    )

@@ -1,0 +1,364 @@
+"""The ``dkim`` family (RFC 6376, RFC 8463): ``dkim.key`` (the selector's key record is published
+and parses), ``dkim.strength`` (RSA ≥ 2048 pass, 1024 warn, less fail; ed25519 pass) and
+``dkim.key-match`` (a message signed with the profile's private key verifies against DNS).
+
+key-match signs and verifies with dkimpy in a worker thread; dkimpy's key lookup goes through the
+run's resolver (``syncdns``), never through its own global resolution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smtpconn.checks.common import could_not_tell, skipped
+from smtpconn.checks.dnscache import DnsOutcome
+from smtpconn.checks.model import CheckContext, CheckResult, Status
+from smtpconn.checks.records import txt_record
+from smtpconn.checks.syncdns import SyncDns, sync_dns
+from smtpconn.profile.model import SupportAddress
+
+IDS = ("dkim.key", "dkim.strength", "dkim.key-match")
+
+NO_DKIM_FIX = (
+    "if the connector should sign, re-add the address with a key: smtpconn add-address ADDRESS "
+    "--readd --dkim-selector SELECTOR --dkim-key KEY.pem (and publish the record verify prints)"
+)
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """RFC 6376 §3.2 tag=value list; white space inside values (e.g. folded p=) is dropped."""
+    tags: dict[str, str] = {}
+    for part in text.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            tags[name.strip().lower()] = "".join(value.split())
+    return tags
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    algorithm: str  # rsa | ed25519
+    bits: int
+    der: bytes  # what p= carries (SubjectPublicKeyInfo for RSA, raw 32 bytes for ed25519)
+
+
+def decode_public(algorithm: str, p: str) -> PublicKey:
+    """Raises ValueError when ``p=`` is not a key of ``algorithm``."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    try:
+        data = base64.b64decode(p, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("p= is not valid base64") from None
+    if algorithm == "ed25519":
+        if len(data) != 32:
+            raise ValueError(f"p= is {len(data)} bytes; an ed25519 key is 32")
+        return PublicKey("ed25519", 256, data)
+    try:
+        key: object = load_der_public_key(data)
+    except ValueError:
+        # RFC 6376 §3.6.1 names SubjectPublicKeyInfo, but some generators publish a bare
+        # RSAPublicKey; receivers such as dkimpy accept both, so do we.
+        try:
+            key = _load_pkcs1(data)
+        except ValueError:
+            raise ValueError("p= is not a DER-encoded RSA public key") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError(f"p= holds a {type(key).__name__}, not an RSA key")
+    return PublicKey("rsa", key.key_size, data)
+
+
+def _load_pkcs1(data: bytes) -> object:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    pem = (
+        b"-----BEGIN RSA PUBLIC KEY-----\n"
+        + base64.encodebytes(data)
+        + b"-----END RSA PUBLIC KEY-----\n"
+    )
+    return load_pem_public_key(pem)
+
+
+@dataclass(frozen=True)
+class LocalKey:
+    """The profile's private key, loaded; or why it could not be."""
+
+    path: Path
+    pem: bytes = b""
+    algorithm: str = ""
+    record: str = ""  # the key record to publish for it
+    dkimpy_key: bytes = b""  # what dkimpy's sign() takes
+    problem: str = ""
+
+
+def load_local_key(path: Path) -> LocalKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        return LocalKey(path, problem=f"cannot read {path}: {exc.strerror or exc}")
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        return LocalKey(path, problem=f"{path} is not an unencrypted PEM private key ({exc})")
+    if isinstance(key, rsa.RSAPrivateKey):
+        der = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        record = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode("ascii")
+        return LocalKey(path, pem, "rsa", record, pem)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raw_public = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        raw_private = key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        record = "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw_public).decode("ascii")
+        return LocalKey(path, pem, "ed25519", record, base64.b64encode(raw_private))
+    return LocalKey(path, problem=f"{path} holds a {type(key).__name__}; DKIM needs RSA or ed25519")
+
+
+@dataclass
+class Published:
+    name: str
+    record: str | None = None
+    key: PublicKey | None = None
+    testing: bool = False
+    result: CheckResult = field(default_factory=lambda: CheckResult("dkim.key", Status.PASS, ""))
+
+
+GENERATE = "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out dkim-{selector}.pem"
+
+
+def _publish_fix(name: str, local: LocalKey | None, selector: str) -> str:
+    if local is not None and not local.problem:
+        return f"publish: {txt_record(name, local.record)}"
+    return (
+        f"generate a key ({GENERATE.format(selector=selector)}), set it as dkim.private_key in the "
+        f"profile, run verify again and publish the TXT record at {name} it prints"
+    )
+
+
+async def _local(ctx: CheckContext, entry: SupportAddress) -> LocalKey | None:
+    if entry.dkim is None:
+        return None
+    path = entry.dkim.private_key
+    if not path.is_absolute():
+        path = ctx.base_dir / path
+    return await ctx.once(
+        ("dkim-local", str(path)), lambda: asyncio.to_thread(load_local_key, path)
+    )
+
+
+async def check_key(ctx: CheckContext, entry: SupportAddress, local: LocalKey | None) -> Published:
+    assert entry.dkim is not None
+    selector, domain = entry.dkim.selector, entry.address.domain
+    name = f"{selector}._domainkey.{domain}"
+    found = Published(name)
+    answer = await ctx.resolver.query(name, "TXT")
+    if answer.outcome is DnsOutcome.ERROR:
+        found.result = could_not_tell("dkim.key", f"TXT of {name}", [answer.error])
+        return found
+    fix = _publish_fix(name, local, selector)
+    if answer.void:
+        found.result = CheckResult(
+            "dkim.key",
+            Status.FAIL,
+            f"no DKIM key published at {name}",
+            detail=f"TXT {answer.outcome.value}",
+            fix=fix,
+        )
+        return found
+    candidates = [r for r in answer.records if "p=" in r]
+    if len(candidates) != 1:
+        found.result = CheckResult(
+            "dkim.key",
+            Status.FAIL,
+            f"{name} holds {len(candidates) or 'no'} DKIM key records; exactly one is needed",
+            detail=" | ".join(answer.records),
+            fix=("remove the other records and keep one: " if candidates else "") + fix,
+        )
+        return found
+    found.record = candidates[0]
+    tags = parse_tags(found.record)
+    problem = ""
+    if "v" in tags and tags["v"] != "DKIM1":
+        problem = f"v={tags['v']} (must be DKIM1, and first)"
+    algorithm = tags.get("k", "rsa").lower()
+    if not problem and algorithm not in ("rsa", "ed25519"):
+        problem = f"k={algorithm} is not a DKIM key type (rsa or ed25519)"
+    if not problem and tags.get("p", "") == "":
+        found.result = CheckResult(
+            "dkim.key",
+            Status.FAIL,
+            f"the key at {name} is revoked (empty p=)",
+            detail=found.record,
+            fix=fix,
+        )
+        return found
+    if not problem:
+        try:
+            found.key = decode_public(algorithm, tags["p"])
+        except ValueError as exc:
+            problem = str(exc)
+    if problem:
+        found.result = CheckResult(
+            "dkim.key",
+            Status.FAIL,
+            f"the DKIM record at {name} does not parse: {problem}",
+            detail=found.record,
+            fix=fix,
+        )
+        return found
+    assert found.key is not None
+    flags = tags.get("t", "").split(":")
+    summary = f"{name}: {found.key.algorithm} key published"
+    if "y" in flags:
+        found.testing = True
+        kept = ":".join(f for f in flags if f and f != "y")
+        parts = [p.strip() for p in found.record.split(";") if p.strip()]
+        without = [p for p in parts if not p.lower().startswith("t=")]
+        if kept:
+            without.insert(1, f"t={kept}")
+        found.result = CheckResult(
+            "dkim.key",
+            Status.WARN,
+            f"{summary}, but in testing mode (t=y): receivers may ignore its signatures",
+            detail=found.record,
+            fix=f"once signing works, publish without t=y: {txt_record(name, '; '.join(without))}",
+        )
+        return found
+    found.result = CheckResult("dkim.key", Status.PASS, summary, detail=found.record)
+    return found
+
+
+def check_strength(found: Published, selector: str, name: str) -> CheckResult:
+    key = found.key
+    if key is None:
+        return skipped("dkim.strength", "dkim.key found no usable key", "fix dkim.key first")
+    if key.algorithm == "ed25519":
+        return CheckResult("dkim.strength", Status.PASS, "ed25519 key (RFC 8463)")
+    fix = (
+        f"generate a 2048-bit key ({GENERATE.format(selector=selector + 'new')}), publish its "
+        f"record under a new selector ({selector}new._domainkey.{name.split('._domainkey.', 1)[1]}), "
+        "switch dkim.selector and dkim.private_key in the profile, then remove the old record"
+    )
+    if key.bits < 1024:
+        return CheckResult(
+            "dkim.strength",
+            Status.FAIL,
+            f"RSA key of {key.bits} bits: receivers reject keys under 1024 bits (RFC 8301)",
+            fix=fix,
+        )
+    if key.bits < 2048:
+        return CheckResult(
+            "dkim.strength",
+            Status.WARN,
+            f"RSA key of {key.bits} bits: 2048 is the recommended minimum",
+            fix=fix,
+        )
+    return CheckResult("dkim.strength", Status.PASS, f"RSA key of {key.bits} bits")
+
+
+def _sign_and_verify(
+    bridge: SyncDns, local: LocalKey, selector: str, domain: str, address: str
+) -> tuple[bool, str]:
+    import dkim
+
+    message = (
+        f"From: <{address}>\r\nTo: <{address}>\r\nSubject: smtpconn DKIM key check\r\n"
+        f"Message-ID: <dkim-check@{domain}>\r\n\r\nThis message is never sent.\r\n"
+    ).encode("ascii")
+    algorithm = b"ed25519-sha256" if local.algorithm == "ed25519" else b"rsa-sha256"
+    try:
+        signature = dkim.sign(
+            message,
+            selector.encode(),
+            domain.encode(),
+            local.dkimpy_key,
+            include_headers=[b"from", b"to", b"subject", b"message-id"],
+            signature_algorithm=algorithm,
+        )
+        # Strength is judged by dkim.strength: accept any size here so that only the match counts.
+        ok = dkim.verify(signature + message, dnsfunc=bridge.dkim_txt, minkey=1)
+    except dkim.DnsTimeoutError as exc:
+        raise _CouldNotTell(str(exc)) from None
+    except dkim.DKIMException as exc:
+        return False, f"dkimpy: {exc}"
+    return bool(
+        ok
+    ), "signature verifies" if ok else "signature does not verify with the published key"
+
+
+class _CouldNotTell(Exception):
+    pass
+
+
+async def check_match(
+    ctx: CheckContext, entry: SupportAddress, local: LocalKey | None, found: Published
+) -> CheckResult:
+    assert entry.dkim is not None
+    if found.key is None:
+        return skipped("dkim.key-match", "dkim.key found no usable key", "fix dkim.key first")
+    assert local is not None
+    if local.problem:
+        return CheckResult(
+            "dkim.key-match",
+            Status.FAIL,
+            f"the profile's DKIM private key is unusable: {local.problem}",
+            fix="set dkim.private_key in the profile to the PEM file of the key published at "
+            f"{found.name} (unencrypted PKCS#8 or PKCS#1)",
+        )
+    bridge = await sync_dns(ctx)
+    try:
+        ok, how = await asyncio.to_thread(
+            _sign_and_verify,
+            bridge,
+            local,
+            entry.dkim.selector,
+            entry.address.domain,
+            entry.address.ascii,
+        )
+    except _CouldNotTell as exc:
+        return could_not_tell("dkim.key-match", f"TXT of {found.name}", [str(exc)])
+    if ok:
+        return CheckResult(
+            "dkim.key-match",
+            Status.PASS,
+            f"a message signed with {local.path.name} verifies against {found.name}",
+            detail=how,
+        )
+    return CheckResult(
+        "dkim.key-match",
+        Status.FAIL,
+        f"the key published at {found.name} does not match {local.path.name}",
+        detail=how,
+        fix=f"publish the public half of {local.path.name}: {txt_record(found.name, local.record)} "
+        "(or set dkim.private_key to the key whose public half is published)",
+    )
+
+
+async def run_dkim(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
+    """The family's results for ``entry``; computed once per run (dmarc.alignment reads them)."""
+    return await ctx.once(("dkim-family", entry.address.key), lambda: _run_dkim(ctx, entry))
+
+
+async def _run_dkim(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
+    if entry.dkim is None:
+        reason = "the profile names no DKIM selector for this address"
+        return [skipped(i, reason, NO_DKIM_FIX) for i in IDS]
+    local = await _local(ctx, entry)
+    found = await check_key(ctx, entry, local)
+    strength = check_strength(found, entry.dkim.selector, found.name)
+    match = await check_match(ctx, entry, local, found)
+    return [found.result, strength, match]

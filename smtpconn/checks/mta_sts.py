@@ -1,0 +1,98 @@
+"""The ``mta-sts`` and ``tls-rpt`` checks: the DNS halves of MTA-STS (RFC 8461 §3.1) and SMTP TLS
+reporting (RFC 8460 §3). Both protect mail *to* the support address's domain; missing is a
+warning (they are opt-in hardening), malformed is a failure (receivers ignore a broken record).
+
+The MTA-STS policy file itself (https://mta-sts.<domain>/.well-known/mta-sts.txt) is not fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from smtpconn.checks.common import could_not_tell
+from smtpconn.checks.dkim_checks import parse_tags
+from smtpconn.checks.model import CheckContext, CheckResult, Status
+from smtpconn.checks.records import txt_record
+from smtpconn.profile.model import SupportAddress
+
+IDS = ("mta-sts", "tls-rpt")
+_STS_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+
+
+async def check_mta_sts(ctx: CheckContext, domain: str) -> CheckResult:
+    name = f"_mta-sts.{domain}"
+    fresh = (
+        f"publish: {txt_record(name, 'v=STSv1; id=20240101000000')} and serve the policy at "
+        f"https://mta-sts.{domain}/.well-known/mta-sts.txt (change id= whenever the policy changes)"
+    )
+    answer = await ctx.resolver.query(name, "TXT")
+    if answer.outcome.value == "error":
+        return could_not_tell("mta-sts", f"TXT of {name}", [answer.error])
+    records = [r for r in answer.records if r.startswith("v=STSv1")]
+    if not records:
+        return CheckResult(
+            "mta-sts",
+            Status.WARN,
+            f"no MTA-STS record at {name}: senders may deliver to {domain} without TLS",
+            fix=fresh,
+        )
+    if len(records) > 1:
+        return CheckResult(
+            "mta-sts",
+            Status.FAIL,
+            f"{name} has {len(records)} MTA-STS records (must be one)",
+            detail=" | ".join(records),
+            fix=f"keep exactly one: {txt_record(name, records[0])}",
+        )
+    sts_id = parse_tags(records[0]).get("id", "")
+    if not _STS_ID.fullmatch(sts_id):
+        return CheckResult(
+            "mta-sts",
+            Status.FAIL,
+            f"the MTA-STS record at {name} has no valid id= (1-32 letters/digits)",
+            detail=records[0],
+            fix=fresh,
+        )
+    return CheckResult(
+        "mta-sts", Status.PASS, f"MTA-STS record at {name} (id={sts_id})", records[0]
+    )
+
+
+async def check_tls_rpt(ctx: CheckContext, domain: str) -> CheckResult:
+    name = f"_smtp._tls.{domain}"
+    fresh = f"publish: {txt_record(name, f'v=TLSRPTv1; rua=mailto:tlsrpt@{domain}')}"
+    answer = await ctx.resolver.query(name, "TXT")
+    if answer.outcome.value == "error":
+        return could_not_tell("tls-rpt", f"TXT of {name}", [answer.error])
+    records = [r for r in answer.records if r.startswith("v=TLSRPTv1")]
+    if not records:
+        return CheckResult(
+            "tls-rpt",
+            Status.WARN,
+            f"no TLS-RPT record at {name}: nobody reports TLS failures to you",
+            fix=fresh,
+        )
+    if len(records) > 1:
+        return CheckResult(
+            "tls-rpt",
+            Status.FAIL,
+            f"{name} has {len(records)} TLS-RPT records (must be one)",
+            detail=" | ".join(records),
+            fix=f"keep exactly one: {txt_record(name, records[0])}",
+        )
+    rua = parse_tags(records[0]).get("rua", "")
+    if not all(u.startswith(("mailto:", "https:")) for u in rua.split(",")) or not rua:
+        return CheckResult(
+            "tls-rpt",
+            Status.FAIL,
+            f"the TLS-RPT record at {name} has no valid rua= (mailto: or https:)",
+            detail=records[0],
+            fix=fresh,
+        )
+    return CheckResult("tls-rpt", Status.PASS, f"TLS-RPT reports go to {rua}", records[0])
+
+
+async def run_mta_sts(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
+    domain = entry.address.domain
+    return list(await asyncio.gather(check_mta_sts(ctx, domain), check_tls_rpt(ctx, domain)))

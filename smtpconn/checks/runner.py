@@ -1,0 +1,215 @@
+"""Run every check family for every support address, concurrently, within a whole-run deadline.
+
+Family contract
+---------------
+A family is one coroutine function::
+
+    async def run_family(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]
+
+registered as one ``Family(...)`` line in ``FAMILIES`` with the check ids it may return (in
+catalogue order) and ``"module:function"``. It returns one ``CheckResult`` per id it ran
+(``skip`` with a reason and a fix when it could not run one), never raises for a finding, and uses
+only ``ctx.resolver`` for DNS (pyspf/dkimpy through ``smtpconn.checks.syncdns``) and
+``ctx.settings`` for timeouts, CA file and ``insecure``. Work shared between addresses or
+families (one SMTP session per server, one SPF evaluation per domain) goes through
+``ctx.once(key, factory)``. Blocking libraries run in threads (``asyncio.to_thread``).
+
+The runner takes care of the rest: ``--only``/``--skip`` (by id or family prefix: ``spf``,
+``tls``, ``dkim.strength``), ``needs_server`` families skipped for addresses without an outbound
+server (standard forwarding), an exception in a family becoming ``error`` results for its ids
+(never a traceback), and the deadline: what has not finished by then is ``error`` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from smtpconn.checks.common import NO_SERVER_FIX, no_server_reason
+from smtpconn.checks.model import CheckContext, CheckResult, Status
+from smtpconn.checks.report import AddressReport, VerifyReport
+from smtpconn.errors import UsageError
+from smtpconn.profile.model import SupportAddress
+
+FamilyFunc = Callable[[CheckContext, SupportAddress], Awaitable[list[CheckResult]]]
+Progress = Callable[[int, int], None]  # (finished, total) family runs
+
+DEFAULT_DEADLINE = 120.0
+
+
+@dataclass(frozen=True)
+class Family:
+    ids: tuple[str, ...]
+    target: str  # "module:function"
+    needs_server: bool = False  # skip for addresses without an outbound server
+    optional: bool = False  # the module may not exist in this build
+
+    def load(self) -> FamilyFunc | None:
+        module_name, _, func = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if self.optional and exc.name == module_name:
+                return None
+            raise
+        function: FamilyFunc = getattr(module, func)
+        return function
+
+
+TLS_AUTH_IDS = (
+    "tls.connect",
+    "tls.starttls",
+    "tls.version",
+    "tls.certificate",
+    "tls.hostname",
+    "tls.expiry",
+    "auth.mechanisms",
+    "auth.before-tls",
+    "auth.login",
+)
+
+FAMILIES: list[Family] = [
+    Family(("dns.mx", "dns.server-address", "dns.reverse"), "smtpconn.checks.dns_checks:run_dns"),
+    Family(("spf.record", "spf.lookups", "spf.authorizes"), "smtpconn.checks.spf:run_spf"),
+    Family(("dkim.key", "dkim.strength", "dkim.key-match"), "smtpconn.checks.dkim_checks:run_dkim"),
+    Family(("dmarc.record", "dmarc.policy", "dmarc.alignment"), "smtpconn.checks.dmarc:run_dmarc"),
+    Family(("mta-sts", "tls-rpt"), "smtpconn.checks.mta_sts:run_mta_sts"),
+    # Issue 5 (TLS/AUTH) lives in its own module; optional so this runner works before it lands.
+    Family(TLS_AUTH_IDS, "smtpconn.checks.tls_auth:run_tls_auth", needs_server=True, optional=True),
+]
+
+
+def catalogue(families: Sequence[Family] | None = None) -> list[str]:
+    return [i for f in families or FAMILIES for i in f.ids]
+
+
+@dataclass(frozen=True)
+class Selection:
+    only: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+
+    @staticmethod
+    def _matches(token: str, check_id: str) -> bool:
+        return check_id == token or check_id.startswith(token + ".")
+
+    def wants(self, check_id: str) -> bool:
+        if self.only and not any(self._matches(t, check_id) for t in self.only):
+            return False
+        return not any(self._matches(t, check_id) for t in self.skip)
+
+    def validate(self, known: Iterable[str]) -> None:
+        ids = list(known)
+        for token in (*self.only, *self.skip):
+            if not any(self._matches(token, i) for i in ids):
+                families = sorted({i.split(".")[0] for i in ids})
+                raise UsageError(
+                    f"unknown check or family {token!r}",
+                    fix=f"use a check id ({', '.join(ids)}) or a family ({', '.join(families)})",
+                )
+
+
+def parse_selection(only: Iterable[str], skip: Iterable[str]) -> Selection:
+    """Values may be repeated or comma-separated: ``--only spf,dkim --only dns.mx``."""
+
+    def split(values: Iterable[str]) -> tuple[str, ...]:
+        return tuple(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+    selection = Selection(split(only), split(skip))
+    selection.validate(catalogue())
+    return selection
+
+
+def _error_results(ids: Iterable[str], summary: str, detail: str, fix: str) -> list[CheckResult]:
+    return [CheckResult(i, Status.ERROR, summary, detail, fix) for i in ids]
+
+
+async def _run_one(
+    family: Family, func: FamilyFunc, ctx: CheckContext, entry: SupportAddress
+) -> list[CheckResult]:
+    if family.needs_server:
+        reason = no_server_reason(entry)
+        if reason:
+            return [
+                CheckResult(i, Status.SKIP, f"skipped: {reason}", fix=NO_SERVER_FIX)
+                for i in family.ids
+            ]
+    try:
+        return await func(ctx, entry)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a bug or an unexpected reply: report it, keep the other results
+        return _error_results(
+            family.ids,
+            f"could not tell: the check stopped with {type(exc).__name__}",
+            str(exc),
+            "run again with -v; if it persists, report it with the detail shown",
+        )
+
+
+async def run_checks(
+    ctx: CheckContext,
+    entries: Sequence[SupportAddress],
+    *,
+    profile: str,
+    selection: Selection = Selection(),
+    deadline: float = DEFAULT_DEADLINE,
+    progress: Progress | None = None,
+    families: Sequence[Family] | None = None,
+) -> VerifyReport:
+    """Every selected check for every entry, all at once; results in catalogue order."""
+    from smtpconn.checks.syncdns import sync_dns
+
+    families = list(families if families is not None else FAMILIES)
+    loaded = [(f, f.load()) for f in families if any(selection.wants(i) for i in f.ids)]
+    runnable = [(f, fn) for f, fn in loaded if fn is not None]
+    tasks: dict[asyncio.Task[list[CheckResult]], tuple[int, Family]] = {}
+    for index, entry in enumerate(entries):
+        for family, func in runnable:
+            task = asyncio.create_task(_run_one(family, func, ctx, entry))
+            tasks[task] = (index, family)
+    total = len(tasks)
+    finished = 0
+    if progress:
+        progress(0, total)
+
+    def count(_: asyncio.Task[list[CheckResult]]) -> None:
+        nonlocal finished
+        finished += 1
+        if progress:
+            progress(finished, total)
+
+    for task in tasks:
+        task.add_done_callback(count)
+    started = time.monotonic()
+    done, pending = await asyncio.wait(tasks, timeout=deadline) if tasks else (set(), set())
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    bridge = await sync_dns(ctx)
+    bridge.close()
+
+    per_entry: list[list[CheckResult]] = [[] for _ in entries]
+    order = {i: n for n, i in enumerate(catalogue(families))}
+    for task, (index, family) in tasks.items():
+        if task in done and not task.cancelled():
+            results = task.result()
+        else:
+            results = _error_results(
+                family.ids,
+                f"could not tell: the run's deadline ({deadline:g} s) passed before this check finished",
+                f"stopped after {time.monotonic() - started:.1f} s",
+                "give the run more time (--deadline SECONDS) or check that the resolver and "
+                "servers answer",
+            )
+        per_entry[index].extend(r for r in results if selection.wants(r.id))
+    addresses = [
+        AddressReport(
+            entry.address.display, sorted(results, key=lambda r: order.get(r.id, len(order)))
+        )
+        for entry, results in zip(entries, per_entry, strict=True)
+    ]
+    return VerifyReport(profile, addresses, insecure=ctx.settings.insecure)

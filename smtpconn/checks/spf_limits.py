@@ -1,0 +1,196 @@
+"""RFC 7208 §4.6.4 processing limits, counted for the worst case: a sender that matches nothing,
+so every mechanism up to ``all`` (and every nested include / redirect) is evaluated.
+
+The walk also gathers what a *flattened* record needs (the addresses behind a/mx/include), so that
+the fix for "too many lookups" is a literal record with the same meaning and fewer lookups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from smtpconn.checks.dnscache import CachingResolver, DnsOutcome
+from smtpconn.checks.spf_syntax import DNS_TERMS, SpfRecord, Term, is_spf, parse_spf
+
+MAX_DNS_TERMS = 10
+MAX_VOID = 2
+MAX_MX_NAMES = 10
+_WALK_CAP = 4 * MAX_DNS_TERMS  # stop walking absurd trees (pyspf stops at the same point)
+
+
+@dataclass
+class LimitReport:
+    domain: str
+    lookups: int = 0
+    void: int = 0
+    void_terms: list[str] = field(default_factory=list)  # "term (in domain)"
+    problems: list[str] = field(default_factory=list)  # permerrors found on the way
+    errors: list[str] = field(default_factory=list)  # could not tell
+    notes: list[str] = field(default_factory=list)
+    tree: list[str] = field(default_factory=list)  # one line per DNS term, indented by depth
+    flattened: list[str] = field(default_factory=list)  # terms of the flattened record
+
+    @property
+    def over(self) -> bool:
+        return self.lookups > MAX_DNS_TERMS or self.void > MAX_VOID
+
+
+class _Walker:
+    def __init__(self, resolver: CachingResolver, report: LimitReport) -> None:
+        self.resolver = resolver
+        self.report = report
+
+    async def addresses(self, name: str, term: Term) -> tuple[list[str], bool]:
+        """(flattened ip4:/ip6: terms, void) for the A/AAAA of ``name``; void is judged on A,
+        as for an IPv4 sender (the one query a receiver makes for it)."""
+        a = await self.resolver.query(name, "A")
+        aaaa = await self.resolver.query(name, "AAAA")
+        for answer in (a, aaaa):
+            if answer.outcome is DnsOutcome.ERROR:
+                self.report.errors.append(answer.error)
+        out = [f"ip4:{r}" + (f"/{term.cidr4}" if term.cidr4 is not None else "") for r in a.records]
+        out += [
+            f"ip6:{r}" + (f"/{term.cidr6}" if term.cidr6 is not None else "") for r in aaaa.records
+        ]
+        return out, a.void
+
+    def void(self, term: Term, domain: str) -> None:
+        self.report.void += 1
+        self.report.void_terms.append(f"{term.text} (in {domain})")
+
+    async def fetch(self, domain: str) -> SpfRecord | None:
+        answer = await self.resolver.query(domain, "TXT")
+        if answer.outcome is DnsOutcome.ERROR:
+            self.report.errors.append(answer.error)
+            return None
+        records = [r for r in answer.records if is_spf(r)]
+        if len(records) != 1:
+            self.report.problems.append(
+                f"{domain} has {len(records) or 'no'} SPF record{'s' if len(records) != 1 else ''}"
+            )
+            return None
+        record = parse_spf(records[0])
+        if not record.valid:
+            self.report.problems.append(
+                f"{domain}: " + "; ".join(f"{p.term!r} {p.reason}" for p in record.problems)
+            )
+            return None
+        return record
+
+    async def walk(
+        self, domain: str, record: SpfRecord, depth: int, chain: tuple[str, ...]
+    ) -> list[str]:
+        """Count ``record``'s lookups; return its terms that match a *pass* (for flattening),
+        each with the qualifier it carries at this level."""
+        flat: list[str] = []
+        indent = "  " * depth
+        for term in record.evaluated_terms():
+            if self.report.lookups > _WALK_CAP:
+                self.report.problems.append(f"more than {_WALK_CAP} DNS lookups; stopped counting")
+                return flat
+            q = "" if term.qualifier == "+" else term.qualifier
+            if term.name in ("ip4", "ip6", "all"):
+                flat.append(term.text)
+                continue
+            assert term.name in DNS_TERMS
+            self.report.lookups += 1
+            self.report.tree.append(f"{indent}{term.text} (in {domain}) -> {self.report.lookups}")
+            target = term.value or domain
+            if term.has_macro or term.name in ("ptr", "exists"):
+                if term.name == "ptr":
+                    self.report.notes.append(
+                        f"{term.text} in {domain}: ptr is discouraged (RFC 7208 §5.5)"
+                    )
+                if term.has_macro:
+                    self.report.notes.append(
+                        f"{term.text} in {domain} depends on the sender (macro)"
+                    )
+                elif term.name == "exists":
+                    answer = await self.resolver.query(target, "A")
+                    if answer.outcome is DnsOutcome.ERROR:
+                        self.report.errors.append(answer.error)
+                    elif answer.void:
+                        self.void(term, domain)
+                flat.append(term.text)
+                continue
+            if term.name == "a":
+                ips, void = await self.addresses(target, term)
+                if void:
+                    self.void(term, domain)
+                flat += [q + ip for ip in ips]
+            elif term.name == "mx":
+                answer = await self.resolver.query(target, "MX")
+                if answer.outcome is DnsOutcome.ERROR:
+                    self.report.errors.append(answer.error)
+                    continue
+                if answer.void:
+                    self.void(term, domain)
+                    continue
+                hosts = [r.split(" ", 1)[1].rstrip(".") for r in answer.records]
+                if len(hosts) > MAX_MX_NAMES:
+                    self.report.problems.append(
+                        f"{term.text} in {domain}: {len(hosts)} MX names (limit {MAX_MX_NAMES})"
+                    )
+                for host in hosts[:MAX_MX_NAMES]:
+                    if host in ("", "."):
+                        continue
+                    ips, void = await self.addresses(host, term)
+                    if void:
+                        self.void(term, f"{domain}, MX host {host}")
+                    flat += [q + ip for ip in ips]
+            elif term.name == "include":
+                if target.lower() in chain:
+                    self.report.problems.append(f"{term.text} in {domain} loops back to {target}")
+                    continue
+                inner = await self.fetch_counting_void(term, domain, target)
+                if inner is not None:
+                    inner_flat = await self.walk(target, inner, depth + 1, (*chain, target.lower()))
+                    # An include matches only when the inner result is pass: keep the inner
+                    # pass terms, with this level's qualifier.
+                    flat += [
+                        q + t for t in inner_flat if t[0] not in "-~?" and t.lstrip("+") != "all"
+                    ]
+        redirect = record.modifier("redirect")
+        if redirect is not None and record.all_term is None:
+            self.report.lookups += 1
+            self.report.tree.append(
+                f"{indent}{redirect.text} (in {domain}) -> {self.report.lookups}"
+            )
+            target = redirect.value
+            if redirect.has_macro:
+                self.report.notes.append(
+                    f"{redirect.text} in {domain} depends on the sender (macro)"
+                )
+                flat.append(redirect.text)
+            elif target.lower() in chain:
+                self.report.problems.append(f"{redirect.text} in {domain} loops back to {target}")
+            else:
+                inner = await self.fetch_counting_void(redirect, domain, target)
+                if inner is not None:
+                    flat += await self.walk(target, inner, depth + 1, (*chain, target.lower()))
+        return flat
+
+    async def fetch_counting_void(self, term: Term, domain: str, target: str) -> SpfRecord | None:
+        answer = await self.resolver.query(target, "TXT")
+        if answer.void:
+            self.void(term, domain)
+        return await self.fetch(target)
+
+
+async def count_limits(resolver: CachingResolver, domain: str, record: SpfRecord) -> LimitReport:
+    report = LimitReport(domain)
+    walker = _Walker(resolver, report)
+    flat = await walker.walk(domain, record, 0, (domain.lower(),))
+    seen: set[str] = set()
+    for term in flat:
+        if term.lower() not in seen:
+            seen.add(term.lower())
+            report.flattened.append(term)
+    exp = record.modifier("exp")
+    if exp is not None:
+        report.flattened.append(exp.text)
+    return report
+
+
+def flattened_record(report: LimitReport) -> str:
+    return " ".join(["v=spf1", *report.flattened])

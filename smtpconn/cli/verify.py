@@ -1,0 +1,142 @@
+"""``smtpconn verify``: DNS, SPF, DKIM, DMARC, MTA-STS (and TLS/AUTH) checks per support address,
+each result saying exactly what to fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from smtpconn.cli.common import EXIT_CODES_HELP, command, exit_with
+from smtpconn.settings import Settings
+
+if TYPE_CHECKING:
+    from smtpconn.checks.report import VerifyReport
+
+_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", "error": "magenta"}
+
+HELP = (
+    "Check DNS, SPF, DKIM, DMARC, MTA-STS and TLS/AUTH for support addresses (all in the profile "
+    "when none is named). Statuses: pass, warn, fail (known wrong), skip (could not run because "
+    "of an earlier result), error (could not tell: timeout, SERVFAIL). Exit codes: 0 nothing "
+    "failed (warnings allowed unless --strict); 1 a check failed (or warned, with --strict); "
+    "2 bad usage or profile; 3 a check could not tell (e.g. resolver unreachable) and none failed."
+)
+
+
+def register(app: typer.Typer) -> None:
+    @command(app, "verify", help=HELP, epilog=EXIT_CODES_HELP)
+    def verify(
+        settings: Settings,
+        addresses: Annotated[
+            list[str] | None, typer.Argument(help="Support addresses to check. [default: all]")
+        ] = None,
+        only: Annotated[
+            list[str] | None,
+            typer.Option("--only", help="Run only these checks or families (e.g. spf,dkim.key)."),
+        ] = None,
+        skip: Annotated[
+            list[str] | None,
+            typer.Option("--skip", help="Leave out these checks or families (e.g. mta-sts,tls)."),
+        ] = None,
+        strict: Annotated[
+            bool, typer.Option("--strict", help="Warnings fail too (exit 1).")
+        ] = False,
+        deadline: Annotated[
+            float | None,
+            typer.Option("--deadline", help="Seconds for the whole run. [default: 120]"),
+        ] = None,
+        junit: Annotated[
+            Path | None,
+            typer.Option(
+                "--junit",
+                metavar="FILE",
+                help="Also write JUnit XML (one testcase per address x check).",
+            ),
+        ] = None,
+    ) -> None:
+        from smtpconn.checks.runner import DEFAULT_DEADLINE, parse_selection
+        from smtpconn.checks.verify import select_entries, verify_profile
+        from smtpconn.errors import UsageError
+        from smtpconn.profile.store import load_profile
+
+        if deadline is not None and deadline <= 0:
+            raise UsageError("--deadline must be a positive number of seconds")
+        selection = parse_selection(only or [], skip or [])
+        loaded = load_profile(settings.profile_path)
+        entries = select_entries(loaded.profile, addresses or [])
+        with _progress_display(settings) as on_progress:
+            report = verify_profile(
+                settings,
+                loaded.base_dir,
+                entries,
+                selection=selection,
+                deadline=deadline or DEFAULT_DEADLINE,
+                progress=on_progress,
+            )
+        if junit is not None:
+            from smtpconn.checks.report import junit_xml
+
+            try:
+                junit.write_text(junit_xml(report, strict=strict), encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot write --junit {junit}: {exc.strerror or exc}") from None
+        if settings.json:
+            from smtpconn.cli.render import print_json
+
+            print_json(report.to_json())
+        else:
+            _print_tables(report, settings)
+        exit_with(report.exit_code(strict=strict))
+
+
+@contextmanager
+def _progress_display(settings: Settings) -> Iterator[Callable[[int, int], None] | None]:
+    """Progress only for people watching a terminal: never with --json or when piped."""
+    from smtpconn.cli.render import console
+
+    if settings.json or not console().is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("verify", total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def _print_tables(report: VerifyReport, settings: Settings) -> None:
+    from rich.table import Table
+
+    from smtpconn.cli.render import console, escape
+
+    out = console()
+    if report.insecure:
+        out.print("[bold yellow]warning:[/] certificate verification is OFF (--insecure)")
+    for address in report.addresses:
+        table = Table(title=address.address, title_justify="left", show_lines=False)
+        table.add_column("status")
+        table.add_column("check")
+        table.add_column("result", overflow="fold")
+        for check in address.checks:
+            style = _STYLE[check.status.value]
+            text = escape(check.summary)
+            if check.fix and check.status.value != "pass":
+                text += f"\n[bold]fix:[/] {escape(check.fix)}"
+            if settings.verbose and check.detail:
+                text += f"\n[dim]{escape(check.detail)}[/]"
+            table.add_row(f"[{style}]{check.status.value}[/]", check.id, text)
+        out.print(table)
+    summary = report.summary()
+    out.print(
+        " · ".join(f"[{_STYLE[k]}]{v} {k}[/]" for k, v in summary.items() if v) or "no checks ran"
+    )
