@@ -1,0 +1,189 @@
+"""``smtpconn send-test``: send a test message outbound, inbound, or round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from smtpconn.cli.common import EXIT_CODES_HELP, command, exit_with
+from smtpconn.cli.render import console, error_console, escape, print_json
+from smtpconn.errors import ExitCode, UsageError
+from smtpconn.settings import Settings
+
+if TYPE_CHECKING:
+    from smtpconn.smtp.sendtest import SendTestReport
+
+INSECURE_BANNER = "INSECURE: --insecure is set, server certificates are NOT checked"
+
+
+class Direction(StrEnum):
+    OUTBOUND = "outbound"
+    INBOUND = "inbound"
+    ROUNDTRIP = "roundtrip"
+
+
+def register(app: typer.Typer) -> None:
+    @command(
+        app,
+        "send-test",
+        help="Send a test message for a support address: outbound through your server, inbound "
+        "to the relay, or a round trip that proves the whole loop. Never sends AUTH or mail "
+        "in clear text. " + EXIT_CODES_HELP,
+    )
+    def send_test(
+        settings: Settings,
+        address: Annotated[str, typer.Argument(help="The support address (as in the profile).")],
+        direction: Annotated[
+            Direction, typer.Option("--direction", help="outbound | inbound | roundtrip")
+        ] = Direction.OUTBOUND,
+        to: Annotated[
+            str | None, typer.Option("--to", help="Recipient of an outbound test.")
+        ] = None,
+        wait: Annotated[
+            float, typer.Option("--wait", help="Seconds to wait for the message to arrive.")
+        ] = 60.0,
+        subject: Annotated[
+            str | None, typer.Option("--subject", help="Subject prefix (one line).")
+        ] = None,
+        body: Annotated[str | None, typer.Option("--body", help="Extra body text.")] = None,
+        insecure: Annotated[
+            bool,
+            typer.Option("--insecure", help="Skip certificate checks (private test set-ups only)."),
+        ] = False,
+        inbound_password_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--inbound-password-file",
+                help="File holding the relay's inbound password (inbound direction; or env "
+                "SMTPCONN_INBOUND_PASSWORD).",
+            ),
+        ] = None,
+    ) -> None:
+        from smtpconn.addresses import parse_address
+        from smtpconn.profile.store import load_profile
+        from smtpconn.smtp import sendtest
+
+        if insecure:
+            settings = replace(settings, insecure=True)
+            error_console().print(f"[bold red]{INSECURE_BANNER}[/]")
+        if wait < 0:
+            raise UsageError("--wait must not be negative")
+        support = parse_address(address)
+        loaded = load_profile(settings.profile_path)
+        entry = loaded.profile.find(support)
+        if entry is None:
+            raise UsageError(
+                f"{support.display} is not in {settings.profile_path}",
+                fix="see `smtpconn list`, or add it with `smtpconn add-address`",
+            )
+        transcript = _transcript_printer() if settings.verbose else None
+        if direction is Direction.OUTBOUND:
+            if to is None:
+                raise UsageError("--to RECIPIENT is required for an outbound test")
+            recipient = parse_address(to)
+            report, _ = asyncio.run(
+                sendtest.send_outbound(
+                    loaded.profile,
+                    loaded.base_dir,
+                    entry,
+                    settings,
+                    recipient,
+                    subject=subject,
+                    body=body,
+                    transcript=transcript,
+                )
+            )
+        elif direction is Direction.INBOUND:
+            password = _inbound_password(inbound_password_file)
+            report = asyncio.run(
+                sendtest.send_inbound(
+                    loaded.profile,
+                    loaded.base_dir,
+                    entry,
+                    settings,
+                    inbound_password=password,
+                    wait=wait,
+                    transcript=transcript,
+                )
+            )
+        else:
+            report = asyncio.run(
+                sendtest.roundtrip(
+                    loaded.profile,
+                    loaded.base_dir,
+                    entry,
+                    settings,
+                    wait=wait,
+                    transcript=transcript,
+                )
+            )
+        if settings.json:
+            print_json(report.to_json())
+        else:
+            _render(report)
+        exit_with(report.exit_code)
+
+
+def _inbound_password(path: Path | None) -> str | None:
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read --inbound-password-file {path}: {exc.strerror}"
+            ) from None
+    return os.environ.get("SMTPCONN_INBOUND_PASSWORD")
+
+
+def _transcript_printer() -> Callable[[str], None]:
+    err = error_console()
+    return lambda line: err.print(escape(line), soft_wrap=True, highlight=False)
+
+
+def _render(report: SendTestReport) -> None:
+    out = console()
+    if report.insecure:
+        out.print(f"[bold red]{INSECURE_BANNER}[/]")
+    out.print(
+        f"send-test {report.direction}: {escape(report.address)} -> {escape(report.recipient)}"
+        f"  token {report.token}"
+    )
+    d = report.delivery
+    if d is not None:
+        from rich.table import Table
+
+        table = Table(show_header=True, header_style="bold")
+        for column in ("stage", "", "reply", "time"):
+            table.add_column(column, overflow="fold")
+        for stage in d.stages:
+            mark = "[green]ok[/]" if stage.ok else "[red]FAILED[/]"
+            reply = f"{stage.code} {stage.text}" if stage.code else stage.text
+            table.add_row(stage.stage, mark, escape(reply), f"{stage.seconds * 1000:.0f} ms")
+        out.print(table)
+        if d.tls is not None:
+            out.print(f"TLS: {d.tls.version} {d.tls.cipher}")
+        if d.queue_id:
+            out.print(f"queue id: {escape(d.queue_id)}")
+    out.print(f"DKIM-signed: {'yes' if report.dkim_signed else 'no (the profile has no key)'}")
+    if report.received is not None:
+        r = report.received
+        out.print(f"received after {r.get('latency_seconds')} s, tag: {escape(str(r.get('tag')))}")
+        for header in r.get("received", [])[:1]:
+            out.print(f"  Received: {escape(header)}")
+        for header in r.get("authentication_results", []):
+            out.print(f"  Authentication-Results: {escape(header)}")
+        if "dkim_verified_by_smtpconn" in r:
+            out.print(f"  DKIM verified by smtpconn: {r['dkim_verified_by_smtpconn']['result']}")
+    for note in report.notes:
+        out.print(f"note: {escape(note)}")
+    if report.exit_code is ExitCode.OK:
+        out.print("[green]OK[/]")
+    else:
+        out.print(f"[red]FAILED[/] at the {escape(report.problem)}")
