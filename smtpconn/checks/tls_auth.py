@@ -229,7 +229,9 @@ async def _one_session(
             probe.cert_problems.append(failure.cert_problem)
             probe.cert_messages.append(failure.message)
             return False
-        if (failure.kind in _CONNECT_ERRORS and session.banner is None) or failure.kind is FailureKind.BANNER_REJECTED:
+        if (
+            failure.kind in _CONNECT_ERRORS and session.banner is None
+        ) or failure.kind is FailureKind.BANNER_REJECTED:
             probe.connect_failure = failure
         else:
             probe.tls_failure = failure
