@@ -32,3 +32,294 @@ As a subprocess: ``python -m smtpconn relay --profile P --inbound-listen 127.0.0
 SIGTERM (or SIGINT) stops it cleanly: listeners close, sessions in flight finish (up to a grace
 period), the workers finish the delivery at hand; nothing acknowledged is lost even on SIGKILL.
 """
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from smtpconn.errors import UsageError
+from smtpconn.relay.config import (
+    ListenAddress,
+    RelayConfig,
+    RelayOverrides,
+    build_config,
+    check_config,
+)
+from smtpconn.relay.log import log_event
+from smtpconn.relay.outbound import Deliverer
+from smtpconn.relay.server import CredentialChecker, RelaySMTP, SessionTracker
+from smtpconn.relay.spool import DIRECTIONS, Spool
+from smtpconn.relay.worker import QueueWorker
+from smtpconn.settings import Settings
+
+__all__ = ["Relay", "RelayConfig", "RelayOverrides"]
+
+SESSION_TIMEOUT = 300.0  # seconds of client silence before aiosmtpd drops a session
+
+
+class Relay:
+    def __init__(
+        self,
+        config: RelayConfig,
+        *,
+        deliverer: Deliverer | None = None,
+        shutdown_grace: float = 30.0,
+        poll: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.spool = Spool(config.spool_dir)
+        self.shutdown_grace = shutdown_grace
+        self.poll = poll
+        self._deliverer = deliverer
+        self._servers: list[asyncio.base_events.Server] = []
+        self._trackers: list[SessionTracker] = []
+        self._workers: dict[str, QueueWorker] = {}
+        self.inbound_port = 0
+        self.submission_port = 0
+        self.inbound_tls_port: int | None = None
+        self._started = False
+
+    @classmethod
+    def from_profile_file(
+        cls,
+        path: Path,
+        *,
+        settings: Settings | None = None,
+        overrides: RelayOverrides | None = None,
+        **kwargs: Any,
+    ) -> Relay:
+        from smtpconn.profile.store import load_profile
+
+        loaded = load_profile(path)
+        config = build_config(loaded.profile, loaded.base_dir, settings, overrides)
+        return cls(config, **kwargs)
+
+    # -- start ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        problems = check_config(self.config)
+        if problems:
+            raise UsageError(
+                "the relay cannot start:\n  " + "\n  ".join(problems),
+                fix="correct the profile's [relay] table or the options (smtpconn relay --check)",
+            )
+        from smtpconn.relay.authres import configure_dns
+        from smtpconn.relay.handover import SinkHandover
+        from smtpconn.relay.outbound import OutboundDelivery, default_deliverer
+        from smtpconn.relay.sinks import make_sink
+        from smtpconn.smtp.session import secure_client_context
+
+        configure_dns(self.config.settings.resolvers)
+        await asyncio.to_thread(self.spool.lock)
+        try:
+            sink = make_sink(self.config)
+            client_tls = secure_client_context(
+                self.config.settings.ca_file, insecure=self.config.settings.insecure
+            )
+            self._workers["inbound"] = QueueWorker(
+                self.spool, "inbound", SinkHandover(self.config, self.spool, sink), poll=self.poll
+            )
+            self._workers["outbound"] = QueueWorker(
+                self.spool,
+                "outbound",
+                OutboundDelivery(
+                    self.config,
+                    self.spool,
+                    self._deliverer or default_deliverer(),
+                    client_tls,
+                    self.wake,
+                ),
+                poll=self.poll,
+            )
+            await self._listen()
+        except BaseException:
+            await self._close_servers()
+            self.spool.unlock()
+            raise
+        for worker in self._workers.values():
+            worker.start()
+        self._started = True
+        log_event(
+            "relay.ready",
+            inbound=f"{self.config.inbound_listen.host}:{self.inbound_port}",
+            submission=f"{self.config.submission_listen.host}:{self.submission_port}",
+            inbound_tls=(
+                f"{self.config.inbound_tls_listen.host}:{self.inbound_tls_port}"
+                if self.config.inbound_tls_listen
+                else None
+            ),
+            spool=str(self.config.spool_dir),
+            sink=self.config.sink.kind,
+            addresses=len(self.config.profile.addresses),
+        )
+
+    def _server_tls(self) -> ssl.SSLContext | None:
+        from smtpconn.net import make_server_tls_context
+
+        if self.config.tls_cert is None or self.config.tls_key is None:
+            return None
+        return make_server_tls_context(self.config.tls_cert, self.config.tls_key)
+
+    async def _listen(self) -> None:
+        from smtpconn.relay.inbound import InboundHandler
+        from smtpconn.relay.outbound import SubmissionHandler
+
+        config = self.config
+        tls = self._server_tls()
+        inbound_checker = CredentialChecker(
+            config.inbound_credentials,
+            failures_allowed=config.auth_failures_allowed,
+            window=config.auth_failure_window,
+        )
+        inbound = InboundHandler(config, self.spool, self.wake)
+        self.inbound_port = await self._serve(
+            "inbound", config.inbound_listen, inbound, inbound_checker, tls, implicit=False
+        )
+        if config.inbound_tls_listen is not None:
+            self.inbound_tls_port = await self._serve(
+                "inbound-tls",
+                config.inbound_tls_listen,
+                inbound,
+                inbound_checker,
+                tls,
+                implicit=True,
+            )
+        submission_checker = None
+        if config.submission_auth:
+            user, hash_ = config.submission_username, config.submission_password_hash
+            assert user is not None and hash_ is not None
+            submission_checker = CredentialChecker(
+                lambda: [(user, hash_)],
+                failures_allowed=config.auth_failures_allowed,
+                window=config.auth_failure_window,
+            )
+        submission = SubmissionHandler(config, self.spool, self.wake)
+        self.submission_port = await self._serve(
+            "submission",
+            config.submission_listen,
+            submission,
+            submission_checker,
+            tls,
+            implicit=False,
+        )
+
+    async def _serve(
+        self,
+        name: str,
+        listen: ListenAddress,
+        handler: Any,
+        checker: CredentialChecker | None,
+        tls: ssl.SSLContext | None,
+        *,
+        implicit: bool,
+    ) -> int:
+        tracker = SessionTracker(self.config.max_connections_per_ip)
+        self._trackers.append(tracker)
+        config = self.config
+
+        def factory() -> RelaySMTP:
+            return RelaySMTP(
+                handler,
+                checker=checker,
+                tracker=tracker,
+                listener=name,
+                implicit_tls=implicit,
+                hostname=config.hostname,
+                ident="smtpconn relay",
+                tls_context=None if implicit else tls,
+                data_size_limit=config.max_message_size,
+                timeout=SESSION_TIMEOUT,
+                loop=asyncio.get_running_loop(),
+            )
+
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                factory,
+                host=listen.host,
+                port=listen.port,
+                ssl=tls if implicit else None,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {listen} ({name}): {exc.strerror}",
+                fix=f"choose another address with --{name}-listen or stop what uses it",
+            ) from None
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    # -- run ----------------------------------------------------------------------------------
+
+    def wake(self, direction: str) -> None:
+        worker = self._workers.get(direction)
+        if worker is not None:
+            worker.wake()
+
+    async def wait_idle(self, timeout: float = 30.0) -> bool:
+        """True once both spool directories are empty (everything delivered or bounced) and no
+        delivery is in progress; False if that did not happen within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            empty = await asyncio.to_thread(self._spool_empty)
+            if empty and not any(w.busy for w in self._workers.values()):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def _spool_empty(self) -> bool:
+        return not any(True for d in DIRECTIONS for _ in self.spool.entries(d))
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    async def _close_servers(self) -> None:
+        for server in self._servers:
+            server.close()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting; let sessions in a transaction and deliveries at hand finish."""
+        if not self._started:
+            return
+        self._started = False
+        grace = self.shutdown_grace if grace is None else grace
+        log_event("relay.stopping", grace=grace)
+        await self._close_servers()
+        await asyncio.gather(*(t.drain(grace) for t in self._trackers))
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        await asyncio.gather(*(w.stop(grace) for w in self._workers.values()))
+        self.spool.unlock()
+        log_event("relay.stopped")
+
+    async def __aenter__(self) -> Relay:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def run_until_signalled(relay: Relay) -> None:
+    """``smtpconn relay``: start, then run until SIGTERM/SIGINT, then stop cleanly."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await relay.start()
+    try:
+        await stop.wait()
+    finally:
+        await relay.stop()

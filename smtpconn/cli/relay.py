@@ -1,0 +1,94 @@
+"""``smtpconn relay``: run the relay from the profile (or only check that it could run)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from smtpconn.cli.common import command
+from smtpconn.settings import Settings
+
+HELP = """Run the relay: receive inbound support mail (TLS + AUTH from the customer's server, or
+plain forwarding for outbound-only addresses), hand it to the help desk through the configured
+sink, and deliver the help desk's replies through each address's customer server.
+
+Settings come from the profile's [relay] table; the options below override them. --check
+validates the configuration (TLS certificate, spool, sink, secrets) and exits: 0 ready, 2 not.
+Logs go to stderr as key=value lines. SIGTERM stops cleanly; no acknowledged message is lost.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @command(app, "relay", help=HELP)
+    def relay(
+        settings: Settings,
+        check: Annotated[bool, typer.Option("--check", help="Validate and exit.")] = False,
+        inbound_listen: Annotated[
+            str | None, typer.Option(help="IP:PORT for the customer's server and forwarding.")
+        ] = None,
+        inbound_tls_listen: Annotated[
+            str | None, typer.Option(help="IP:PORT for implicit-TLS inbound (optional).")
+        ] = None,
+        submission_listen: Annotated[
+            str | None, typer.Option(help="IP:PORT (loopback) where the help desk submits replies.")
+        ] = None,
+        tls_cert: Annotated[str | None, typer.Option(help="The relay's certificate (PEM).")] = None,
+        tls_key: Annotated[str | None, typer.Option(help="Its private key (PEM).")] = None,
+        spool: Annotated[str | None, typer.Option(help="Spool folder.")] = None,
+        hostname: Annotated[str | None, typer.Option(help="Name in banners and headers.")] = None,
+        max_message_size: Annotated[int | None, typer.Option(help="Bytes.")] = None,
+        retry_initial: Annotated[
+            float | None, typer.Option(help="Seconds before the first retry (doubles each time).")
+        ] = None,
+        retry_window: Annotated[
+            float | None, typer.Option(help="Seconds after which an undelivered reply bounces.")
+        ] = None,
+        max_connections_per_ip: Annotated[int | None, typer.Option()] = None,
+    ) -> None:
+        import asyncio
+
+        from smtpconn.cli.render import console, print_json
+        from smtpconn.errors import UsageError
+        from smtpconn.profile.store import load_profile
+        from smtpconn.relay.config import RelayOverrides, build_config, check_config
+        from smtpconn.relay.log import configure_logging
+        from smtpconn.relay.runtime import Relay, run_until_signalled
+
+        loaded = load_profile(settings.profile_path)
+        overrides = RelayOverrides(
+            inbound_listen=inbound_listen,
+            inbound_tls_listen=inbound_tls_listen,
+            submission_listen=submission_listen,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            spool=spool,
+            hostname=hostname,
+            max_message_size=max_message_size,
+            retry_initial=retry_initial,
+            retry_window=retry_window,
+            max_connections_per_ip=max_connections_per_ip,
+        )
+        config = build_config(loaded.profile, loaded.base_dir, settings, overrides)
+        if check:
+            problems = check_config(config)
+            if settings.json:
+                print_json(
+                    {
+                        "profile": str(settings.profile_path),
+                        "ready": not problems,
+                        "problems": problems,
+                    }
+                )
+                if problems:
+                    raise typer.Exit(2)
+            elif not problems:
+                console().print(
+                    f"relay configuration OK: inbound {config.inbound_listen}, submission "
+                    f"{config.submission_listen}, spool {config.spool_dir}, sink {config.sink.kind}"
+                )
+            if problems:
+                raise UsageError("the relay cannot start:\n  " + "\n  ".join(problems))
+            return
+        configure_logging(settings.verbose)
+        asyncio.run(run_until_signalled(Relay(config)))

@@ -1,0 +1,247 @@
+"""``Authentication-Results`` (RFC 8601) for an inbound message: SPF of the connecting client for
+the MAIL FROM domain (pyspf), DKIM signatures (dkimpy), DMARC of the From domain.
+
+Both libraries are synchronous, so the whole evaluation runs in a worker thread and is bounded by
+a deadline; what does not finish in time is reported as ``temperror`` rather than holding mail.
+Lookups go to the resolvers smtpconn was given (``--resolver`` / the system's), not to whatever
+pyspf would find on its own.
+
+It is evaluated when the message is handed to the sink, not before the ``250``: acknowledging a
+message never waits for DNS.
+
+DMARC's organisational domain is approximated as the last two labels (no Public Suffix List is
+shipped); that is exact for the usual ``example.com`` and errs towards "not aligned" under
+suffixes such as ``co.uk``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from email.utils import getaddresses
+from typing import Any
+
+from smtpconn.relay.tagging import header_value
+
+_DNS_LOCK = threading.Lock()
+_NAMESERVERS: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthInput:
+    client_ip: str
+    helo: str
+    mail_from: str
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuthVerdicts:
+    spf: str
+    spf_domain: str
+    dkim: list[tuple[str, str]]  # (result, d= domain)
+    dmarc: str
+    dmarc_policy: str | None
+    from_domain: str | None
+
+    def header(self, authserv_id: str, client_ip: str) -> str:
+        parts = [authserv_id]
+        parts.append(
+            f"spf={self.spf} smtp.mailfrom={self.spf_domain or '<>'} (client-ip={client_ip})"
+        )
+        if self.dkim:
+            parts += [f"dkim={result} header.d={domain}" for result, domain in self.dkim]
+        else:
+            parts.append("dkim=none")
+        dmarc = f"dmarc={self.dmarc}"
+        if self.dmarc_policy:
+            dmarc += f" (p={self.dmarc_policy})"
+        if self.from_domain:
+            dmarc += f" header.from={self.from_domain}"
+        parts.append(dmarc)
+        return "Authentication-Results: " + ";\r\n\t".join(parts)
+
+
+def _resolver(timeout: float) -> Any:
+    import dns.nameserver
+    import dns.resolver
+
+    if _NAMESERVERS:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in _NAMESERVERS]
+    else:
+        resolver = dns.resolver.Resolver()
+    resolver.timeout = timeout
+    resolver.lifetime = timeout
+    return resolver
+
+
+def configure_dns(nameservers: tuple[tuple[str, int], ...]) -> None:
+    """Point SPF/DKIM/DMARC lookups at ``nameservers`` (process-wide: pyspf has one hook)."""
+    global _NAMESERVERS
+    import spf
+
+    with _DNS_LOCK:
+        _NAMESERVERS = nameservers
+        spf.DNSLookup = _spf_lookup
+
+
+def _spf_lookup(name: str, qtype: str, strict: bool = True, timeout: float = 20) -> list[Any]:
+    """pyspf's DNSLookup contract, answered by our resolver."""
+    import dns.exception
+    import dns.resolver
+    import spf
+
+    result: list[Any] = []
+    try:
+        answers = _resolver(float(timeout)).resolve(name, qtype, raise_on_no_answer=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return result
+    except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+        raise spf.TempError(f"DNS {exc}") from None
+    for rdata in answers:
+        if qtype in ("A", "AAAA"):
+            result.append(((name, qtype), rdata.address))
+        elif qtype == "MX":
+            result.append(((name, qtype), (rdata.preference, rdata.exchange)))
+        elif qtype == "PTR":
+            result.append(((name, qtype), rdata.target.to_text(True)))
+        elif qtype in ("TXT", "SPF"):
+            result.append(((name, qtype), rdata.strings))
+        elif qtype == "CNAME":
+            result.append(((name, qtype), rdata.target.to_text(True)))
+    return result
+
+
+def _txt(name: str, timeout: float) -> list[str]:
+    import dns.exception
+    import dns.resolver
+
+    try:
+        answers = _resolver(timeout).resolve(name, "TXT", raise_on_no_answer=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    return [b"".join(r.strings).decode("utf-8", "replace") for r in answers]
+
+
+def _org_domain(domain: str) -> str:
+    labels = domain.lower().rstrip(".").split(".")
+    return ".".join(labels[-2:])
+
+
+def _aligned(a: str, b: str, strict: bool) -> bool:
+    a, b = a.lower().rstrip("."), b.lower().rstrip(".")
+    return a == b if strict else _org_domain(a) == _org_domain(b)
+
+
+def _dmarc_record(domain: str, timeout: float) -> dict[str, str] | None:
+    for name in dict.fromkeys([domain, _org_domain(domain)]):
+        for text in _txt(f"_dmarc.{name}", timeout):
+            if text.lower().startswith("v=dmarc1"):
+                tags = {}
+                for item in text.split(";"):
+                    key, _, value = item.strip().partition("=")
+                    tags[key.strip().lower()] = value.strip()
+                if name != domain and "sp" in tags:
+                    tags["p"] = tags["sp"]
+                return tags
+    return None
+
+
+def evaluate(inp: AuthInput, timeout: float) -> AuthVerdicts:
+    """SPF, DKIM and DMARC, synchronously (call it through :func:`authentication_results`)."""
+    import dkim
+    import spf
+
+    sender = inp.mail_from or f"postmaster@{inp.helo}"
+    spf_domain = sender.rpartition("@")[2].lower()
+    try:
+        spf_result, _explanation = spf.check2(
+            i=inp.client_ip, s=sender, h=inp.helo or "unknown", querytime=timeout
+        )
+    except Exception:  # pyspf raises on malformed input; that is a policy error, not ours
+        spf_result = "permerror"
+
+    dkim_results: list[tuple[str, str]] = []
+    try:
+        signer = dkim.DKIM(inp.message, timeout=int(max(1, timeout)))
+        count = sum(1 for name, _ in signer.headers if name.lower() == b"dkim-signature")
+        for index in range(min(count, 5)):
+            signer = dkim.DKIM(inp.message, timeout=int(max(1, timeout)))
+            try:
+                ok = signer.verify(idx=index, dnsfunc=lambda n, timeout=5: _dkim_txt(n, timeout))
+                result = "pass" if ok else "fail"
+            except dkim.DnsTimeoutError:
+                result = "temperror"
+            except dkim.DKIMException:
+                result = "permerror"
+            domain = signer.domain.decode("ascii", "replace") if signer.domain else "unknown"
+            dkim_results.append((result, domain))
+    except Exception:
+        dkim_results.append(("permerror", "unknown"))
+
+    from_domain = _from_domain(inp.message)
+    dmarc, policy = "none", None
+    if from_domain:
+        try:
+            record = _dmarc_record(from_domain, timeout)
+        except Exception:
+            record, dmarc = None, "temperror"
+        if record is not None:
+            policy = record.get("p")
+            spf_ok = spf_result == "pass" and _aligned(
+                spf_domain, from_domain, record.get("aspf", "r") == "s"
+            )
+            dkim_ok = any(
+                r == "pass" and _aligned(d, from_domain, record.get("adkim", "r") == "s")
+                for r, d in dkim_results
+            )
+            dmarc = "pass" if spf_ok or dkim_ok else "fail"
+    return AuthVerdicts(
+        spf=spf_result,
+        spf_domain=spf_domain,
+        dkim=dkim_results,
+        dmarc=dmarc,
+        dmarc_policy=policy,
+        from_domain=from_domain,
+    )
+
+
+def _dkim_txt(name: bytes | str, timeout: float) -> bytes | None:
+    import dkim
+    import dns.exception
+    import dns.resolver
+
+    text = name.decode("ascii") if isinstance(name, bytes) else name
+    try:
+        records = _txt(text.rstrip("."), float(timeout))
+    except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+        raise dkim.DnsTimeoutError(str(exc)) from None
+    return records[0].encode("utf-8") if records else None
+
+
+def _from_domain(message: bytes) -> str | None:
+    value = header_value(message, "From")
+    if not value:
+        return None
+    addresses = [a for _, a in getaddresses([value]) if "@" in a]
+    if len(addresses) != 1:
+        return None  # DMARC (RFC 7489 §6.6.1) is undefined for zero or several authors
+    return addresses[0].rpartition("@")[2].lower()
+
+
+async def authentication_results(inp: AuthInput, authserv_id: str, timeout: float) -> str:
+    """The complete header line; ``temperror`` for what missed the deadline."""
+    try:
+        verdicts = await asyncio.wait_for(asyncio.to_thread(evaluate, inp, timeout), timeout * 2)
+    except TimeoutError:
+        verdicts = AuthVerdicts(
+            spf="temperror",
+            spf_domain=inp.mail_from.rpartition("@")[2].lower(),
+            dkim=[],
+            dmarc="temperror",
+            dmarc_policy=None,
+            from_domain=_from_domain(inp.message),
+        )
+    return verdicts.header(authserv_id, inp.client_ip)

@@ -1,0 +1,280 @@
+"""The relay's view of the profile: where it listens, which recipients it serves and how, which
+senders may submit replies, and the credentials it accepts.
+
+Everything the running relay needs is resolved here once (paths relative to the profile's folder,
+command-line overrides applied), so the listeners and workers never read the profile themselves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from smtpconn.addresses import MailAddress, parse_address
+from smtpconn.errors import UsageError
+from smtpconn.profile.model import (
+    Mode,
+    Profile,
+    RelaySettings,
+    SinkSettings,
+    SupportAddress,
+    Workflow,
+)
+from smtpconn.settings import Settings
+
+DEFAULT_SINK_TIMEOUT = 60.0
+RETRY_CAP = 3600.0  # the back-off never waits longer than an hour between attempts
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int  # 0 = any free port (tests)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_listen(value: str, *, what: str) -> ListenAddress:
+    """``HOST:PORT`` where HOST is an IP address (we bind to it) and PORT may be 0."""
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = text.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+        port = int(port_text)
+    except ValueError:
+        raise UsageError(
+            f"{what} {value!r} must be IP:PORT", fix="e.g. 127.0.0.1:2525 or [::1]:2525"
+        ) from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"{what} {value!r} has a port out of range", fix="use 0-65535")
+    return ListenAddress(host, port)
+
+
+def is_loopback(listen: ListenAddress) -> bool:
+    return ipaddress.ip_address(listen.host).is_loopback
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOverrides:
+    """Command-line values that win over the profile's ``[relay]`` keys (None = not given)."""
+
+    inbound_listen: str | None = None
+    inbound_tls_listen: str | None = None
+    submission_listen: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    spool: str | None = None
+    hostname: str | None = None
+    max_message_size: int | None = None
+    retry_initial: float | None = None
+    retry_window: float | None = None
+    max_connections_per_ip: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRoute:
+    """How the relay treats mail for one support address arriving on the inbound listener."""
+
+    address: SupportAddress
+
+    @property
+    def needs_auth(self) -> bool:
+        # A bidirectional address under the authenticated workflow only accepts mail from the
+        # customer's server, proven by AUTH over TLS; everything else is ordinary forwarding.
+        return (
+            self.address.mode is Mode.BIDIRECTIONAL
+            and self.address.workflow is Workflow.AUTHENTICATED
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    profile: Profile
+    base_dir: Path
+    settings: Settings
+    inbound_listen: ListenAddress
+    submission_listen: ListenAddress
+    inbound_tls_listen: ListenAddress | None
+    tls_cert: Path | None
+    tls_key: Path | None
+    spool_dir: Path
+    hostname: str
+    max_message_size: int
+    sink: SinkSettings
+    sink_timeout: float
+    retry_initial: float
+    retry_window: float
+    max_connections_per_ip: int
+    submission_username: str | None
+    submission_password_hash: str | None
+    auth_failures_allowed: int = 5  # per client IP within auth_failure_window
+    auth_failure_window: float = 300.0
+    _routes: dict[str, InboundRoute] = field(default_factory=dict, repr=False)
+
+    def route_for(self, recipient: str) -> InboundRoute | None:
+        """The support address a recipient belongs to, or None (refuse: never an open relay)."""
+        try:
+            address = parse_address(recipient)
+        except UsageError:
+            return None
+        return self._routes.get(_key(address))
+
+    def sender_address(self, sender: str) -> SupportAddress | None:
+        """The support address the help desk replies as, if it can send out (has a server)."""
+        route = self.route_for(sender)
+        if route is None or route.address.outbound is None:
+            return None
+        return route.address
+
+    def inbound_credentials(self) -> list[tuple[str, str]]:
+        """(username, scrypt hash) pairs the customer's servers may authenticate with."""
+        return [
+            (e.inbound.username, e.inbound.password_hash)
+            for e in self.profile.addresses
+            if e.inbound is not None
+        ]
+
+    @property
+    def submission_auth(self) -> bool:
+        return self.submission_username is not None and self.submission_password_hash is not None
+
+
+def _key(address: MailAddress) -> str:
+    # Domains are case-insensitive; local parts are matched case-insensitively too because
+    # forwarding MTAs routinely change their case and a miss here would refuse real mail.
+    return address.ascii.lower()
+
+
+def _path(value: str, base_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def build_config(
+    profile: Profile,
+    base_dir: Path,
+    settings: Settings | None = None,
+    overrides: RelayOverrides | None = None,
+) -> RelayConfig:
+    """Resolve the profile's ``[relay]`` table (or its defaults) with ``overrides`` applied."""
+    settings = settings or Settings()
+    o = overrides or RelayOverrides()
+    r = profile.relay or RelaySettings()
+    pick = {
+        name: getattr(o, name) if getattr(o, name) is not None else getattr(r, name)
+        for name in (
+            "inbound_listen",
+            "inbound_tls_listen",
+            "submission_listen",
+            "tls_cert",
+            "tls_key",
+            "spool",
+            "hostname",
+            "max_message_size",
+            "retry_initial",
+            "retry_window",
+            "max_connections_per_ip",
+        )
+    }
+    if pick["max_message_size"] <= 0:
+        raise UsageError("max_message_size must be a positive number of bytes")
+    for name in ("retry_initial", "retry_window", "max_connections_per_ip"):
+        if pick[name] <= 0:
+            raise UsageError(f"{name.replace('_', '-')} must be positive")
+    if (pick["tls_cert"] is None) != (pick["tls_key"] is None):
+        raise UsageError(
+            "relay.tls_cert and relay.tls_key must be given together",
+            fix="set both to PEM files (certificate chain and its private key)",
+        )
+    sink = r.sink
+    if sink.kind == "maildir":
+        sink = replace(sink, path=str(_path(sink.path or "maildir", base_dir)))
+    routes = {_key(e.address): InboundRoute(e) for e in profile.addresses}
+    hostname = pick["hostname"] or profile.connector.ehlo_name or socket.getfqdn()
+    return RelayConfig(
+        profile=profile,
+        base_dir=base_dir,
+        settings=settings,
+        inbound_listen=parse_listen(pick["inbound_listen"], what="inbound-listen"),
+        submission_listen=parse_listen(pick["submission_listen"], what="submission-listen"),
+        inbound_tls_listen=(
+            parse_listen(pick["inbound_tls_listen"], what="inbound-tls-listen")
+            if pick["inbound_tls_listen"]
+            else None
+        ),
+        tls_cert=_path(pick["tls_cert"], base_dir) if pick["tls_cert"] else None,
+        tls_key=_path(pick["tls_key"], base_dir) if pick["tls_key"] else None,
+        spool_dir=_path(pick["spool"], base_dir),
+        hostname=hostname,
+        max_message_size=int(pick["max_message_size"]),
+        sink=sink,
+        sink_timeout=float(sink.timeout or DEFAULT_SINK_TIMEOUT),
+        retry_initial=float(pick["retry_initial"]),
+        retry_window=float(pick["retry_window"]),
+        max_connections_per_ip=int(pick["max_connections_per_ip"]),
+        submission_username=r.submission_username,
+        submission_password_hash=r.submission_password_hash,
+        _routes=routes,
+    )
+
+
+def check_config(config: RelayConfig) -> list[str]:
+    """Problems that stop the relay from working safely (empty list = ready). ``--check`` and
+    start-up both use it, so a relay never starts in a state it would refuse to check."""
+    from smtpconn.profile.secrets import resolve_secret
+
+    problems: list[str] = []
+    needs_tls = any(InboundRoute(e).needs_auth for e in config.profile.addresses)
+    if config.tls_cert is None:
+        if needs_tls:
+            problems.append(
+                "bidirectional addresses need TLS (AUTH is never accepted in clear text): "
+                "set relay.tls_cert and relay.tls_key"
+            )
+        if config.inbound_tls_listen is not None:
+            problems.append("relay.inbound_tls_listen needs relay.tls_cert and relay.tls_key")
+        if config.submission_auth and not is_loopback(config.submission_listen):
+            problems.append("submission AUTH needs relay.tls_cert and relay.tls_key")
+    else:
+        from smtpconn.net import make_server_tls_context
+
+        assert config.tls_key is not None
+        try:
+            make_server_tls_context(config.tls_cert, config.tls_key)
+        except UsageError as exc:
+            problems.append(str(exc))
+    if not is_loopback(config.submission_listen) and not config.submission_auth:
+        problems.append(
+            f"submission_listen {config.submission_listen} is not a loopback address and has "
+            "no AUTH: anyone reaching it could send as your support addresses; keep it on "
+            "127.0.0.1 or set submission_username / submission_password_hash"
+        )
+    for entry in config.profile.addresses:
+        if entry.outbound is not None:
+            try:
+                resolve_secret(entry.outbound.secret, config.base_dir)
+            except UsageError as exc:
+                problems.append(f"{entry.address.display}: {exc.message}")
+        if entry.dkim is not None:
+            key = _path(str(entry.dkim.private_key), config.base_dir)
+            if not key.is_file():
+                problems.append(f"{entry.address.display}: DKIM private key {key} does not exist")
+    sink = config.sink
+    if sink.kind == "webhook" and sink.secret is not None:
+        try:
+            resolve_secret(sink.secret, config.base_dir)
+        except UsageError as exc:
+            problems.append(f"relay.sink.secret: {exc.message}")
+    if sink.kind == "pipe" and sink.command:
+        import shutil
+
+        if shutil.which(sink.command[0]) is None:
+            problems.append(f"relay.sink.command: {sink.command[0]} is not an executable")
+    return problems

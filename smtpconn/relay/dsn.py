@@ -1,0 +1,88 @@
+"""Delivery status notifications (RFC 3464) for replies that could not be delivered.
+
+The bounce goes to the reply's envelope sender — a support address — and is handed to the help
+desk through the sink like any inbound message, so a failed reply is always seen by a person.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from email.utils import formatdate, make_msgid
+
+from smtpconn.relay.tagging import split_header_block
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRecipient:
+    recipient: str
+    status: str  # enhanced status code, e.g. 5.1.1
+    diagnostic: str  # the remote server's reply, or our reason
+
+
+def build_dsn(
+    *,
+    reporting_mta: str,
+    sender: str,
+    original: bytes,
+    arrival: float,
+    failures: list[FailedRecipient],
+) -> bytes:
+    """A ``multipart/report; report-type=delivery-status`` message, CRLF line endings."""
+    boundary = f"smtpconn-dsn-{secrets.token_hex(10)}"
+    explanation = "\r\n".join(
+        [
+            f"This is the smtpconn relay at {reporting_mta}.",
+            "",
+            "Your message could not be delivered to the following recipient(s):",
+            "",
+            *(f"  <{f.recipient}>: {_one_line(f.diagnostic)}" for f in failures),
+        ]
+    )
+    status = (
+        f"Reporting-MTA: dns; {reporting_mta}\r\n"
+        f"Arrival-Date: {formatdate(arrival or time.time(), localtime=True)}\r\n"
+    )
+    for f in failures:
+        status += (
+            "\r\n"
+            f"Final-Recipient: rfc822; {f.recipient}\r\n"
+            "Action: failed\r\n"
+            f"Status: {f.status}\r\n"
+            f"Diagnostic-Code: smtp; {_one_line(f.diagnostic)}\r\n"
+        )
+    fields, _ = split_header_block(original)
+    head = (
+        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\r\n"
+        f"To: <{sender}>\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Date: {formatdate(localtime=True)}\r\n"
+        f"Message-ID: {make_msgid(domain=reporting_mta)}\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n'
+        "\r\n"
+    )
+    body = (
+        f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n{explanation}\r\n"
+        f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n{status}"
+        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    )
+    headers = b"".join(fields).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return (
+        head.encode("ascii", "replace")
+        + body.encode("ascii", "replace")
+        + headers
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:900]
+
+
+def enhanced_status(code: int | None, permanent: bool) -> str:
+    if code is not None and 200 <= code < 600:
+        return f"{code // 100}.0.0" if code >= 400 else ("5.0.0" if permanent else "4.0.0")
+    return "5.0.0" if permanent else "4.4.7"

@@ -1,0 +1,99 @@
+"""Inbound delivery: hand each spooled inbound message to the sink.
+
+``Authentication-Results`` is computed here (bounded by the timeout), not before the ``250``, so
+acknowledging never waits for DNS. A temporary sink failure is retried with back-off for ever
+(past the retry window the message is *held* and logged as an error: the help desk's side is
+ours to fix, and nobody else would get a bounce); a permanent one holds the message at once.
+Held messages are listed by ``smtpconn queue list`` and released with ``smtpconn queue retry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from smtpconn.relay.authres import AuthInput, authentication_results
+from smtpconn.relay.config import RETRY_CAP, RelayConfig
+from smtpconn.relay.log import log_event
+from smtpconn.relay.sinks.base import Sink, SinkError, SinkItem
+from smtpconn.relay.spool import RetryState, Spool, SpoolEntry, backoff_delay
+from smtpconn.relay.tagging import prepend
+
+
+class SinkHandover:
+    def __init__(self, config: RelayConfig, spool: Spool, sink: Sink) -> None:
+        self.config = config
+        self.spool = spool
+        self.sink = sink
+        self.auth_timeout = min(config.settings.timeout, 10.0)
+
+    async def __call__(self, entry: SpoolEntry) -> None:
+        envelope = entry.envelope
+        message = await asyncio.to_thread(self.spool.message, entry)
+        meta = dict(envelope.meta)
+        if meta.get("client_ip") and meta.get("origin") != "relay-dsn":
+            header = await authentication_results(
+                AuthInput(
+                    client_ip=str(meta["client_ip"]),
+                    helo=str(meta.get("helo", "")),
+                    mail_from=envelope.mail_from,
+                    message=message,
+                ),
+                self.config.hostname,
+                self.auth_timeout,
+            )
+            message = prepend(message, header)
+        item = SinkItem(
+            id=entry.id,
+            mail_from=envelope.mail_from,
+            rcpt=envelope.rcpts[0] if envelope.rcpts else "",
+            message=message,
+            meta=meta,
+        )
+        state = await asyncio.to_thread(self.spool.state, entry)
+        try:
+            await self.sink.deliver(item)
+        except SinkError as exc:
+            await asyncio.to_thread(self._failed, entry, state, str(exc), exc.permanent)
+            return
+        await asyncio.to_thread(self.spool.remove, entry)
+        log_event(
+            "inbound.delivered",
+            id=entry.id,
+            sink=self.sink.kind,
+            rcpt=item.rcpt,
+            tag=meta.get("tag"),
+            attempts=state.attempts + 1,
+            delay=time.time() - envelope.received_at,
+        )
+
+    def _failed(self, entry: SpoolEntry, state: RetryState, error: str, permanent: bool) -> None:
+        state.attempts += 1
+        state.last_error = error
+        expired = time.time() - entry.envelope.received_at > self.config.retry_window
+        if permanent or expired:
+            state.held = True
+            self.spool.save_state(entry, state)
+            log_event(
+                "inbound.held",
+                logging.ERROR,
+                id=entry.id,
+                sink=self.sink.kind,
+                error=error,
+                reason="permanent" if permanent else "retry-window",
+                fix="fix the sink, then: smtpconn queue retry " + entry.id,
+            )
+            return
+        delay = backoff_delay(state.attempts, self.config.retry_initial, RETRY_CAP)
+        state.next_attempt = time.time() + delay
+        self.spool.save_state(entry, state)
+        log_event(
+            "inbound.deferred",
+            logging.WARNING,
+            id=entry.id,
+            sink=self.sink.kind,
+            error=error,
+            attempts=state.attempts,
+            retry_in=delay,
+        )

@@ -1,0 +1,327 @@
+"""Outbound: the help desk's replies, from the loopback submission listener to the customer's
+server.
+
+Submission policy: the envelope sender must be a support address of the profile that has an
+outbound server (``550 5.7.1`` otherwise: the relay never sends as anyone else); AUTH is required
+when ``relay.submission_username`` / ``submission_password_hash`` are set (and then only over
+TLS). The message is DKIM-signed (when the address has ``[addresses.dkim]``) *before* it is
+spooled, so what is acknowledged is exactly what will be sent.
+
+Delivery goes through the shared client policy (``smtpconn.smtp.session.deliver``: TLS + AUTH,
+never clear text). Per recipient: accepted → done; 5xx → bounce; 4xx, connection, TLS or AUTH
+problems → retry with exponential back-off until the retry window ends, then bounce. Bounces are
+RFC 3464 reports to the support address, handed to the help desk through the sink: a failed
+reply is never dropped silently. The bounce is spooled before the reply is forgotten, so a crash
+in between can at worst produce a second bounce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from smtpconn.errors import UsageError
+from smtpconn.profile.model import OutboundServer, SupportAddress
+from smtpconn.profile.secrets import resolve_secret
+from smtpconn.relay.config import RETRY_CAP, RelayConfig
+from smtpconn.relay.dsn import FailedRecipient, build_dsn
+from smtpconn.relay.log import log_event
+from smtpconn.relay.server import RelaySMTP
+from smtpconn.relay.spool import Envelope, RetryState, Spool, SpoolEntry, backoff_delay, new_id
+from smtpconn.relay.tagging import prepend, tag_value
+
+MAX_RECIPIENTS = 100
+
+
+class Outcome(Protocol):
+    """What the relay reads from ``smtpconn.smtp.session.RecipientOutcome``."""
+
+    recipient: str
+    accepted: bool
+    permanent: bool
+    code: int | None
+    text: str
+
+
+class Result(Protocol):
+    @property
+    def recipients(self) -> list[Any]: ...
+
+
+Deliverer = Callable[..., Awaitable[Result]]
+
+
+def default_deliverer() -> Deliverer:
+    from smtpconn.smtp.session import deliver
+
+    return deliver
+
+
+def dkim_sign(message: bytes, entry: SupportAddress, base_dir: Path) -> bytes:
+    """Prepend a DKIM-Signature for the address's domain (relaxed/relaxed, rsa-sha256)."""
+    import dkim
+
+    if entry.dkim is None:
+        return message
+    key_path = entry.dkim.private_key
+    if not key_path.is_absolute():
+        key_path = base_dir / key_path
+    try:
+        key = key_path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read DKIM key {key_path}: {exc.strerror}") from None
+    signature = dkim.sign(
+        message,
+        entry.dkim.selector.encode("ascii"),
+        entry.address.domain.encode("ascii"),
+        key,
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=[
+            b"from",
+            b"to",
+            b"cc",
+            b"subject",
+            b"date",
+            b"message-id",
+            b"reply-to",
+            b"in-reply-to",
+            b"references",
+            b"mime-version",
+            b"content-type",
+        ],
+    )
+    return bytes(signature) + message
+
+
+class SubmissionHandler:
+    def __init__(self, config: RelayConfig, spool: Spool, on_stored: Callable[[str], None]) -> None:
+        self.config = config
+        self.spool = spool
+        self.on_stored = on_stored
+
+    async def handle_MAIL(
+        self, server: RelaySMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.config.submission_auth and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        entry = self.config.sender_address(address)
+        if entry is None:
+            log_event(
+                "submission.refused",
+                client=server.client_ip,
+                mail_from=address,
+                reason="unknown-sender",
+            )
+            return f"550 5.7.1 <{address}>: not a support address with an outbound server here"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: RelaySMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if "@" not in address or len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients" if "@" in address else "501 5.1.3 Bad address"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.append(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: RelaySMTP, session: Any, envelope: Any) -> str:
+        entry = self.config.sender_address(envelope.mail_from)
+        if entry is None:
+            return "550 5.7.1 Unknown sender"
+        raw = envelope.original_content or envelope.content
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        try:
+            message = await asyncio.to_thread(dkim_sign, raw, entry, self.config.base_dir)
+        except Exception as exc:  # a bad key must not send unsigned mail behind our back
+            log_event(
+                "submission.dkim-failed",
+                logging.ERROR,
+                mail_from=envelope.mail_from,
+                error=str(exc),
+            )
+            return "451 4.7.0 DKIM signing failed; see the relay log"
+        meta = {
+            "support_address": entry.address.ascii,
+            "client_ip": server.client_ip,
+            "auth_user": server.auth_user or "",
+        }
+        try:
+            entry_id = await asyncio.to_thread(
+                self.spool.put,
+                Envelope(
+                    "outbound", envelope.mail_from, tuple(envelope.rcpt_tos), time.time(), meta
+                ),
+                message,
+            )
+        except OSError as exc:
+            log_event("submission.store-failed", logging.ERROR, error=exc.strerror)
+            return "451 4.3.0 Could not store the message; try again later"
+        log_event(
+            "submission.accepted",
+            id=entry_id,
+            mail_from=envelope.mail_from,
+            rcpts=",".join(envelope.rcpt_tos),
+            size=len(message),
+            signed=entry.dkim is not None,
+        )
+        self.on_stored("outbound")
+        return f"250 2.0.0 OK queued as {entry_id}"
+
+
+class OutboundDelivery:
+    """Delivers one spooled reply, records the outcome, bounces what failed for good."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        spool: Spool,
+        deliverer: Deliverer,
+        tls_context: ssl.SSLContext,
+        on_stored: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.deliverer = deliverer
+        self.tls_context = tls_context
+        self.on_stored = on_stored
+
+    async def __call__(self, entry: SpoolEntry) -> None:
+        envelope = entry.envelope
+        state = await asyncio.to_thread(self.spool.state, entry)
+        pending = [r for r in envelope.rcpts if r not in state.done]
+        support = self.config.sender_address(envelope.mail_from)
+        expired = time.time() - envelope.received_at > self.config.retry_window
+        bounces: list[FailedRecipient] = []
+        temporary: list[tuple[str, str]] = []
+        if support is None or support.outbound is None:
+            bounces = [
+                FailedRecipient(
+                    r, "5.7.1", "the sender is no longer a support address of this relay"
+                )
+                for r in pending
+            ]
+        else:
+            try:
+                secret = resolve_secret(support.outbound.secret, self.config.base_dir)
+            except UsageError as exc:
+                temporary = [(r, exc.message) for r in pending]
+            else:
+                message = await asyncio.to_thread(self.spool.message, entry)
+                result = await self._deliver(
+                    support.outbound, secret, envelope.mail_from, pending, message
+                )
+                for outcome in result.recipients:
+                    reply = f"{outcome.code or ''} {outcome.text}".strip()
+                    if outcome.accepted:
+                        state.done.append(outcome.recipient)
+                        log_event(
+                            "outbound.delivered",
+                            id=entry.id,
+                            rcpt=outcome.recipient,
+                            server=f"{support.outbound.host}:{support.outbound.port}",
+                            reply=reply,
+                        )
+                    elif outcome.permanent:
+                        bounces.append(FailedRecipient(outcome.recipient, _status(outcome), reply))
+                    else:
+                        temporary.append((outcome.recipient, reply))
+        if temporary and expired:
+            bounces += [
+                FailedRecipient(r, "4.4.7", f"retry window ended; last error: {e}")
+                for r, e in temporary
+            ]
+            temporary = []
+        if bounces:
+            await self._bounce(entry, bounces)
+            state.done += [b.recipient for b in bounces]
+        if not temporary:
+            await asyncio.to_thread(self.spool.remove, entry)
+            return
+        state.attempts += 1
+        state.last_error = "; ".join(f"{r}: {e}" for r, e in temporary)[:1000]
+        delay = backoff_delay(state.attempts, self.config.retry_initial, RETRY_CAP)
+        state.next_attempt = time.time() + delay
+        await asyncio.to_thread(self.spool.save_state, entry, state)
+        log_event(
+            "outbound.deferred",
+            logging.WARNING,
+            id=entry.id,
+            rcpts=",".join(r for r, _ in temporary),
+            error=state.last_error,
+            attempts=state.attempts,
+            retry_in=delay,
+        )
+
+    async def _deliver(
+        self, server: OutboundServer, secret: str, mail_from: str, rcpts: list[str], message: bytes
+    ) -> Result:
+        return await self.deliverer(
+            server,
+            secret,
+            mail_from,
+            rcpts,
+            message,
+            tls_context=self.tls_context,
+            ehlo_name=self.config.hostname,
+            timeout=self.config.settings.timeout,
+        )
+
+    async def _bounce(self, entry: SpoolEntry, failures: list[FailedRecipient]) -> None:
+        envelope = entry.envelope
+        for failure in failures:
+            log_event(
+                "outbound.bounced",
+                logging.WARNING,
+                id=entry.id,
+                rcpt=failure.recipient,
+                status=failure.status,
+                reason=failure.diagnostic,
+            )
+        if not envelope.mail_from:
+            return  # never bounce a bounce (RFC 5321 §4.5.5)
+        original = await asyncio.to_thread(self.spool.message, entry)
+        dsn = build_dsn(
+            reporting_mta=self.config.hostname,
+            sender=envelope.mail_from,
+            original=original,
+            arrival=envelope.received_at,
+            failures=failures,
+        )
+        route = self.config.route_for(envelope.mail_from)
+        mode = route.address.mode.value if route else "outbound-only"
+        dsn = prepend(dsn, f"X-Smtpconn-Tag: {tag_value(True, mode, 'relay-dsn')}")
+        meta = {
+            "tag": "authenticated",
+            "mode": mode,
+            "origin": "relay-dsn",
+            "support_address": envelope.mail_from,
+            "bounce_of": entry.id,
+        }
+        await asyncio.to_thread(
+            self.spool.put,
+            Envelope("inbound", "", (envelope.mail_from,), time.time(), meta),
+            dsn,
+            new_id(),
+        )
+        self.on_stored("inbound")
+
+
+_ENHANCED = re.compile(r"\b5\.\d{1,3}\.\d{1,3}\b")
+
+
+def _status(outcome: Any) -> str:
+    """The server's enhanced status code (RFC 3463) when it gave one, else the generic 5.0.0."""
+    match = _ENHANCED.search(str(outcome.text))
+    return match.group(0) if match else "5.0.0"
+
+
+__all__ = ["Deliverer", "OutboundDelivery", "RetryState", "SubmissionHandler", "dkim_sign"]

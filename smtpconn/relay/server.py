@@ -1,0 +1,285 @@
+"""What both listeners share: the aiosmtpd protocol with our AUTH, connection limits and session
+tracking (for a clean shutdown), and the credential checker.
+
+AUTH is handled here rather than by aiosmtpd's synchronous ``authenticator`` hook because a
+scrypt check costs tens of milliseconds: it runs in a thread so one login never stalls the other
+sessions. Successful checks are remembered as an HMAC of (user, password) under a key that lives
+only in this process's memory, so a busy customer server does not pay scrypt per session and no
+clear password is ever kept. Failures are counted per client IP; past the limit the IP gets
+``454`` and is disconnected until the window passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from base64 import b64decode
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+from smtpconn.profile.secrets import verify_password
+from smtpconn.relay.log import log_event
+
+MAX_AUTH_FAILURES_PER_SESSION = 3
+
+
+class CredentialChecker:
+    """Checks (user, password) against scrypt hashes, with a keyed in-memory success cache and
+    a per-IP failure limit."""
+
+    def __init__(
+        self,
+        credentials: Callable[[], Sequence[tuple[str, str]]],
+        *,
+        failures_allowed: int,
+        window: float,
+    ) -> None:
+        self._credentials = credentials
+        self._key = secrets.token_bytes(32)
+        self._good: set[bytes] = set()
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self.failures_allowed = failures_allowed
+        self.window = window
+
+    def _digest(self, username: str, hash_: str, password: bytes) -> bytes:
+        # The hash is part of the key so rotating credentials in the profile invalidates the cache.
+        material = username.encode() + b"\0" + hash_.encode() + b"\0" + password
+        return hmac.new(self._key, material, hashlib.sha256).digest()
+
+    def blocked(self, ip: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        times = self._failures.get(ip)
+        if not times:
+            return False
+        while times and now - times[0] > self.window:
+            times.popleft()
+        if not times:
+            del self._failures[ip]
+        return len(times) >= self.failures_allowed
+
+    def record_failure(self, ip: str, now: float | None = None) -> None:
+        self._failures[ip].append(time.monotonic() if now is None else now)
+
+    async def check(self, username: str, password: bytes) -> bool:
+        candidates = [(u, h) for u, h in self._credentials() if hmac.compare_digest(u, username)]
+        for user, hash_ in candidates:
+            digest = self._digest(user, hash_, password)
+            if digest in self._good:
+                return True
+            try:
+                text = password.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+            if await asyncio.to_thread(verify_password, text, hash_):
+                self._good.add(digest)
+                return True
+        if not candidates:
+            # Spend the same time as a real check so user names cannot be probed by timing.
+            await asyncio.to_thread(verify_password, "x", _DUMMY_HASH)
+        return False
+
+
+# A hash of a random password nobody knows; only used to equalise timing for unknown users.
+_DUMMY_HASH = (
+    "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+)
+
+
+class SessionTracker:
+    """Every live connection of a listener, to close idle ones and await busy ones on stop."""
+
+    def __init__(self, max_per_ip: int) -> None:
+        self.max_per_ip = max_per_ip
+        self.sessions: set[RelaySMTP] = set()
+        self.per_ip: dict[str, int] = defaultdict(int)
+        self.closing = False
+
+    def busy(self) -> list[RelaySMTP]:
+        return [s for s in self.sessions if s.in_transaction]
+
+    async def drain(self, grace: float) -> None:
+        """Close idle sessions now, let sessions in a transaction finish (up to ``grace``)."""
+        self.closing = True
+        for session in list(self.sessions):
+            if not session.in_transaction:
+                session.close_now("421 4.3.2 Service shutting down, try again later")
+        deadline = time.monotonic() + grace
+        while self.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions):
+            session.close_now("421 4.3.2 Service shutting down, try again later")
+
+
+def peer_ip(peer: Any) -> str:
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "unknown"
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's SMTP with asynchronous AUTH against a :class:`CredentialChecker`, per-IP
+    connection limits and shutdown tracking."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        checker: CredentialChecker | None,
+        tracker: SessionTracker,
+        listener: str,
+        implicit_tls: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.checker = checker
+        self.tracker = tracker
+        self.listener = listener
+        self.implicit_tls = implicit_tls
+        self.auth_failures = 0
+        self._counted_ip: str | None = None
+        self._refused = False
+        if checker is None:
+            kwargs["auth_exclude_mechanism"] = ["PLAIN", "LOGIN"]
+        # The implicit-TLS listener is encrypted from the first byte; aiosmtpd only knows about
+        # STARTTLS, so its own "AUTH needs TLS" check is relaxed there and ours applies.
+        super().__init__(
+            handler,
+            auth_require_tls=not implicit_tls,
+            authenticator=lambda *a: AuthResult(success=False),
+            **kwargs,
+        )
+
+    # -- connection bookkeeping -----------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        first = self._original_transport is None and self.transport is None
+        if first:
+            ip = peer_ip(transport.get_extra_info("peername"))
+            if self.tracker.closing or self.tracker.per_ip[ip] >= self.tracker.max_per_ip:
+                self._refused = True
+                reason = "shutting down" if self.tracker.closing else "too many connections"
+                log_event("session.refused", listener=self.listener, client=ip, reason=reason)
+                transport.write(f"421 4.7.0 {reason}, try again later\r\n".encode())
+                transport.close()
+                return
+            self._counted_ip = ip
+            self.tracker.per_ip[ip] += 1
+            self.tracker.sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._counted_ip is not None:
+            self.tracker.per_ip[self._counted_ip] -= 1
+            if self.tracker.per_ip[self._counted_ip] <= 0:
+                del self.tracker.per_ip[self._counted_ip]
+            self._counted_ip = None
+            self.tracker.sessions.discard(self)
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        result: bool | None = super().eof_received()
+        return result
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.envelope is not None and self.envelope.mail_from is not None
+
+    def close_now(self, line: str) -> None:
+        transport = cast(asyncio.WriteTransport | None, self.transport)
+        if transport is not None and not transport.is_closing():
+            transport.write(line.encode() + b"\r\n")
+            transport.close()
+
+    @property
+    def client_ip(self) -> str:
+        return self._counted_ip or "unknown"
+
+    @property
+    def is_tls(self) -> bool:
+        return (
+            self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
+        )
+
+    def tls_details(self) -> tuple[str | None, str | None]:
+        if self.transport is None:
+            return None, None
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None, None
+        cipher = ssl_object.cipher()
+        return ssl_object.version(), cipher[0] if cipher else None
+
+    # -- AUTH ---------------------------------------------------------------------------------
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\0")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._check("PLAIN", parts[1], parts[2])
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+            if not isinstance(login, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                login = b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)
+        return await self._check("LOGIN", login, password)
+
+    async def _check(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
+        ip = self.client_ip
+        username = login.decode("utf-8", "replace")
+        if self.checker is None:
+            return AuthResult(success=False)
+        if self.implicit_tls is False and not self.is_tls:  # defence in depth
+            await self.push("538 5.7.11 Encryption required for requested authentication mechanism")
+            return AuthResult(success=False, handled=True)
+        if self.checker.blocked(ip):
+            log_event("auth.blocked", listener=self.listener, client=ip, user=username)
+            self.close_now("454 4.7.0 Too many failed authentications; try again later")
+            return AuthResult(success=False, handled=True)
+        if await self.checker.check(username, password):
+            log_event("auth.ok", listener=self.listener, client=ip, user=username, mech=mechanism)
+            return AuthResult(success=True, auth_data=LoginPassword(login, b""))
+        self.checker.record_failure(ip)
+        self.auth_failures += 1
+        log_event("auth.failed", listener=self.listener, client=ip, user=username, mech=mechanism)
+        if self.auth_failures >= MAX_AUTH_FAILURES_PER_SESSION or self.checker.blocked(ip):
+            self.close_now("421 4.7.0 Too many failed authentications")
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False)
+
+    @property
+    def auth_user(self) -> str | None:
+        if self.session is None or not self.session.authenticated:
+            return None
+        data = self.session.auth_data
+        login = getattr(data, "login", None)
+        return login.decode("utf-8", "replace") if isinstance(login, bytes) else None

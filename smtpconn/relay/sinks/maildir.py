@@ -1,0 +1,69 @@
+"""Maildir sink (the default): the help desk (or Dovecot, or a fetcher) reads ``new/``.
+
+Each message is written to ``tmp/``, fsync'ed, renamed into ``new/`` and ``new/`` is fsync'ed, so
+a reader never sees half a message and a delivered message survives a crash. The file name is
+the spool id plus our host name, so a redelivery after a crash finds the first copy (in ``new/``
+or, already read, in ``cur/``) and does not create a duplicate. ``Return-Path`` and
+``Delivered-To`` are added on top, as a local delivery agent does; line endings become LF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+from smtpconn.relay.config import RelayConfig
+from smtpconn.relay.sinks.base import SinkError, SinkItem
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_maildir(root: Path) -> None:
+    for name in ("tmp", "new", "cur"):
+        (root / name).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+class MaildirSink:
+    kind = "maildir"
+
+    def __init__(self, config: RelayConfig) -> None:
+        assert config.sink.path is not None
+        self.root = Path(config.sink.path)
+        self.hostname = config.hostname.replace("/", "_").replace(":", "_")
+
+    async def deliver(self, item: SinkItem) -> None:
+        await asyncio.to_thread(self._deliver, item)
+
+    def _deliver(self, item: SinkItem) -> None:
+        base = f"{item.id}.{self.hostname}"
+        try:
+            ensure_maildir(self.root)
+            if (self.root / "new" / base).exists() or any((self.root / "cur").glob(f"{base}:*")):
+                return  # delivered before a crash; the spool just did not know yet
+            data = (
+                f"Return-Path: <{item.mail_from}>\r\nDelivered-To: {item.rcpt}\r\n".encode()
+                + item.message
+            ).replace(b"\r\n", b"\n")
+            tmp = self.root / "tmp" / base
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.rename(tmp, self.root / "new" / base)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            _fsync_dir(self.root / "new")
+        except OSError as exc:
+            # A full disk or a permission problem can be fixed; keep retrying.
+            raise SinkError(f"maildir {self.root}: {exc.strerror}") from None

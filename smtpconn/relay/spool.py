@@ -1,0 +1,251 @@
+"""The durable on-disk spool: one immutable file per accepted message, Maildir style.
+
+Layout under the spool directory::
+
+    tmp/                 being written; emptied at start-up (never acknowledged)
+    inbound/<id>.msg     accepted from the customer's server / forwarding, for the sink
+    outbound/<id>.msg    accepted from the help desk, for the customer's server
+    <dir>/<id>.state     retry state (attempts, next attempt, last error, held); advisory
+    .lock                flock held by the one relay that works on this spool
+
+A message is acknowledged (``250``) only after :meth:`Spool.put` returned, i.e. after the file was
+written to ``tmp/``, fsync'ed, renamed into its queue directory and that directory fsync'ed. A
+SIGKILL before the rename leaves only a ``tmp/`` file (not acknowledged, removed at start-up); after
+the directory fsync the message survives even a power cut.
+
+Why files rather than SQLite: each message is written once and deleted once, never updated, so the
+classic Maildir sequence gives the durability rule with two fsyncs and no write-ahead log to tune;
+concurrent readers (``smtpconn queue list``) need no locking; an administrator can inspect, copy or
+rescue a stuck message with ``ls`` and ``cat``; and a corrupt file affects one message, not the
+queue. Retry state is mutable but advisory: losing it only means a retry happens sooner.
+
+Ids are ``<nanoseconds>.<random>``: sortable by arrival, unique without coordination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smtpconn.errors import UsageError
+
+MAGIC = b"SMTPCONN-SPOOL 1\n"
+DIRECTIONS = ("inbound", "outbound")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    direction: str  # inbound | outbound
+    mail_from: str  # "" is the null sender (bounces)
+    rcpts: tuple[str, ...]
+    received_at: float
+    meta: dict[str, Any] = field(default_factory=dict)  # tags, client IP, helo, TLS, auth user
+
+
+@dataclass(slots=True)
+class RetryState:
+    attempts: int = 0
+    next_attempt: float = 0.0  # epoch seconds; 0 = now
+    last_error: str | None = None
+    held: bool = False  # a permanent sink failure: kept, never retried until `queue retry`
+    done: list[str] = field(default_factory=list)  # recipients already delivered (outbound)
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    id: str
+    envelope: Envelope
+    size: int
+    path: Path
+
+
+class SpoolLocked(UsageError):
+    pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def new_id() -> str:
+    return f"{time.time_ns():020d}.{secrets.token_hex(4)}"
+
+
+def backoff_delay(attempts: int, initial: float, cap: float) -> float:
+    """Seconds to wait after ``attempts`` failed attempts: initial, 2x, 4x … capped."""
+    if attempts <= 0:
+        return 0.0
+    return float(min(cap, initial * (2 ** min(attempts - 1, 30))))
+
+
+class Spool:
+    """Files on disk; every method is synchronous (run it off the event loop)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock_fd: int | None = None
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def create(self) -> None:
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for name in ("tmp", *DIRECTIONS):
+                (self.directory / name).mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create the spool {self.directory}: {exc.strerror}",
+                fix="set relay.spool to a folder this user can write",
+            ) from None
+
+    def lock(self) -> None:
+        """Take the spool for this process; a second relay on the same spool is refused."""
+        self.create()
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolLocked(
+                f"another relay is already using the spool {self.directory}",
+                fix="stop it first, or give this one its own relay.spool",
+            ) from None
+        self._lock_fd = fd
+        self._clean_tmp()
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _clean_tmp(self) -> None:
+        # Files in tmp/ were never acknowledged; state files without a message are leftovers
+        # of a crash between the two unlinks of remove().
+        for path in (self.directory / "tmp").iterdir():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for direction in DIRECTIONS:
+            for state in (self.directory / direction).glob("*.state"):
+                if not state.with_suffix(".msg").exists():
+                    with contextlib.suppress(OSError):
+                        state.unlink()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def put(self, envelope: Envelope, message: bytes, entry_id: str | None = None) -> str:
+        """Store durably; when this returns the message may be acknowledged."""
+        if envelope.direction not in DIRECTIONS:
+            raise ValueError(f"unknown direction {envelope.direction!r}")
+        entry_id = entry_id or new_id()
+        header = json.dumps(
+            {
+                "mail_from": envelope.mail_from,
+                "rcpts": list(envelope.rcpts),
+                "received_at": envelope.received_at,
+                "meta": envelope.meta,
+            },
+            ensure_ascii=True,
+            separators=(",", ":"),
+        ).encode("ascii")
+        tmp = self.directory / "tmp" / f"{entry_id}.msg"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(MAGIC + header + b"\n" + message)
+                handle.flush()
+                os.fsync(handle.fileno())
+            target_dir = self.directory / envelope.direction
+            os.rename(tmp, target_dir / f"{entry_id}.msg")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(target_dir)
+        return entry_id
+
+    def remove(self, entry: SpoolEntry) -> None:
+        """Forget a delivered (or bounced, or deleted) message, durably."""
+        with contextlib.suppress(FileNotFoundError):
+            entry.path.unlink()
+        _fsync_dir(entry.path.parent)
+        with contextlib.suppress(FileNotFoundError):
+            entry.path.with_suffix(".state").unlink()
+
+    def save_state(self, entry: SpoolEntry, state: RetryState) -> None:
+        # Atomic replace but no fsync: a lost update only makes the next retry come sooner.
+        path = entry.path.with_suffix(".state")
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        tmp.write_text(json.dumps(asdict(state)), encoding="utf-8")
+        os.replace(tmp, path)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def entries(self, direction: str) -> Iterator[SpoolEntry]:
+        """Messages in arrival order. Unreadable files are skipped (and reported by `queue`)."""
+        directory = self.directory / direction
+        try:
+            names = sorted(p.name for p in directory.iterdir() if p.name.endswith(".msg"))
+        except FileNotFoundError:
+            return
+        for name in names:
+            entry = self.read_entry(directory / name, direction)
+            if entry is not None:
+                yield entry
+
+    def read_entry(self, path: Path, direction: str) -> SpoolEntry | None:
+        try:
+            with path.open("rb") as handle:
+                if handle.read(len(MAGIC)) != MAGIC:
+                    return None
+                header = json.loads(handle.readline())
+                size = path.stat().st_size - handle.tell()
+        except (OSError, ValueError):
+            return None
+        envelope = Envelope(
+            direction=direction,
+            mail_from=str(header.get("mail_from", "")),
+            rcpts=tuple(str(r) for r in header.get("rcpts", [])),
+            received_at=float(header.get("received_at", 0.0)),
+            meta=dict(header.get("meta", {})),
+        )
+        return SpoolEntry(id=path.stem, envelope=envelope, size=size, path=path)
+
+    def find(self, entry_id: str) -> SpoolEntry | None:
+        if not entry_id or "/" in entry_id or entry_id.startswith("."):
+            return None
+        for direction in DIRECTIONS:
+            path = self.directory / direction / f"{entry_id}.msg"
+            if path.exists():
+                return self.read_entry(path, direction)
+        return None
+
+    def message(self, entry: SpoolEntry) -> bytes:
+        with entry.path.open("rb") as handle:
+            handle.read(len(MAGIC))
+            handle.readline()
+            return handle.read()
+
+    def state(self, entry: SpoolEntry) -> RetryState:
+        try:
+            data = json.loads(entry.path.with_suffix(".state").read_text(encoding="utf-8"))
+            return RetryState(
+                attempts=int(data.get("attempts", 0)),
+                next_attempt=float(data.get("next_attempt", 0.0)),
+                last_error=data.get("last_error"),
+                held=bool(data.get("held", False)),
+                done=[str(r) for r in data.get("done", [])],
+            )
+        except (OSError, ValueError, TypeError, AttributeError):
+            return RetryState()
