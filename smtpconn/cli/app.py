@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "profile_cmd",
     "send_test",
     "verify",
+    "relay",
 )
 
 app = typer.Typer(
