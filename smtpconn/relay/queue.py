@@ -1,0 +1,86 @@
+"""``smtpconn queue`` operations on the spool: list, retry now, delete.
+
+They work beside a running relay: listing only reads; ``retry`` rewrites the advisory retry state
+(the relay notices within a second); ``delete`` removes the message file, so a delivery already
+under way may still complete. Every operation is logged by the CLI, never silently.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smtpconn.errors import UsageError
+from smtpconn.relay.spool import DIRECTIONS, RetryState, Spool, SpoolEntry
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    entry: SpoolEntry
+    state: RetryState
+
+    def to_json(self) -> dict[str, Any]:
+        e = self.entry.envelope
+        s = self.state
+        return {
+            "id": self.entry.id,
+            "direction": e.direction,
+            "mail_from": e.mail_from,
+            "rcpts": list(e.rcpts),
+            "delivered_to": list(s.done),
+            "size": self.entry.size,
+            "received_at": e.received_at,
+            "attempts": s.attempts,
+            "next_attempt": s.next_attempt or None,
+            "status": "held" if s.held else ("deferred" if s.attempts else "queued"),
+            "last_error": s.last_error,
+            "tag": e.meta.get("tag"),
+        }
+
+
+def open_spool(directory: Path) -> Spool:
+    if not directory.is_dir():
+        raise UsageError(
+            f"no spool at {directory}",
+            fix="point --spool (or relay.spool in the profile) at the relay's spool folder",
+        )
+    return Spool(directory)
+
+
+def list_queue(spool: Spool, direction: str | None = None) -> list[QueueItem]:
+    directions = DIRECTIONS if direction is None else (direction,)
+    return [QueueItem(e, spool.state(e)) for d in directions for e in spool.entries(d)]
+
+
+def _select(spool: Spool, ids: list[str], everything: bool) -> list[SpoolEntry]:
+    if everything:
+        return [item.entry for item in list_queue(spool)]
+    if not ids:
+        raise UsageError("give one or more message ids, or --all", fix="see smtpconn queue list")
+    entries = []
+    for entry_id in ids:
+        entry = spool.find(entry_id)
+        if entry is None:
+            raise UsageError(f"no message {entry_id!r} in {spool.directory} (nothing was changed)")
+        entries.append(entry)
+    return entries
+
+
+def retry(spool: Spool, ids: list[str], *, everything: bool = False) -> list[str]:
+    """Make messages due now (held ones too). Returns the ids touched."""
+    entries = _select(spool, ids, everything)
+    for entry in entries:
+        state = spool.state(entry)
+        state.held = False
+        state.next_attempt = time.time()
+        spool.save_state(entry, state)
+    return [e.id for e in entries]
+
+
+def delete(spool: Spool, ids: list[str], *, everything: bool = False) -> list[str]:
+    entries = _select(spool, ids, everything)
+    for entry in entries:
+        spool.remove(entry)
+    return [e.id for e in entries]
