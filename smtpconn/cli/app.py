@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "send_test",
     "verify",
     "relay",
+    "queue",
 )
 
 app = typer.Typer(
