@@ -116,7 +116,9 @@ async def test_no_starttls_fails_and_never_sends_auth(lab: Lab, secret: str) -> 
     assert "strips" in results["tls.starttls"].detail
     assert results["auth.before-tls"].status is Status.FAIL
     assert results["auth.login"].status is Status.SKIP
-    assert not any(line.startswith("C: AUTH") for line in (line.split("] ", 1)[1] for line in transcript))
+    assert not any(
+        line.startswith("C: AUTH") for line in (line.split("] ", 1)[1] for line in transcript)
+    )
     _assert_no_secret(lab, results, transcript)
 
 
