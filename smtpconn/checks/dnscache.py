@@ -48,8 +48,13 @@ def _txt_join(rdata: object) -> str:
 
 
 class CachingResolver:
-    def __init__(self, resolver: dns.asyncresolver.Resolver) -> None:
+    def __init__(
+        self, resolver: dns.asyncresolver.Resolver, *, max_in_flight: int | None = None
+    ) -> None:
         self._resolver = resolver
+        # A run over hundreds of domains would otherwise fire thousands of UDP questions at
+        # once; resolvers (and socket buffers) drop such bursts and we would report timeouts.
+        self._limit = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._cache: dict[tuple[str, str], asyncio.Task[DnsAnswer]] = {}
         self.questions: Counter[tuple[str, str]] = Counter()  # questions sent upstream
 
@@ -67,6 +72,12 @@ class CachingResolver:
         return await asyncio.shield(task)
 
     async def _ask(self, name: str, rdtype: str) -> DnsAnswer:
+        if self._limit is not None:
+            async with self._limit:
+                return await self._ask_now(name, rdtype)
+        return await self._ask_now(name, rdtype)
+
+    async def _ask_now(self, name: str, rdtype: str) -> DnsAnswer:
         import dns.exception
         import dns.rdatatype
         import dns.resolver

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smtpconn.checks.dnscache import CachingResolver
 from smtpconn.checks.model import CheckContext
@@ -14,6 +15,9 @@ from smtpconn.checks.runner import DEFAULT_DEADLINE, Progress, Selection, run_ch
 from smtpconn.errors import UsageError
 from smtpconn.profile.model import Profile, SupportAddress
 from smtpconn.settings import Settings
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 
 def select_entries(profile: Profile, wanted: Sequence[str]) -> list[SupportAddress]:
@@ -38,6 +42,21 @@ def select_entries(profile: Profile, wanted: Sequence[str]) -> list[SupportAddre
     return entries
 
 
+#: Questions in flight at once: enough to keep a run over hundreds of domains as fast as the
+#: slowest address, few enough that no resolver drops the burst.
+MAX_DNS_IN_FLIGHT = 64
+
+
+def make_resolver_for_run(settings: Settings) -> dns.asyncresolver.Resolver:
+    """``--timeout`` bounds each question; within it a lost UDP packet is retried (three tries)
+    rather than reported as a timeout."""
+    from smtpconn.net import make_resolver
+
+    resolver = make_resolver(settings.resolvers, timeout=settings.timeout)
+    resolver.timeout = max(settings.timeout / 3, 0.2)
+    return resolver
+
+
 async def verify_entries(
     settings: Settings,
     base_dir: Path,
@@ -48,10 +67,8 @@ async def verify_entries(
     progress: Progress | None = None,
     resolver: CachingResolver | None = None,
 ) -> VerifyReport:
-    from smtpconn.net import make_resolver
-
     if resolver is None:
-        resolver = CachingResolver(make_resolver(settings.resolvers, timeout=settings.timeout))
+        resolver = CachingResolver(make_resolver_for_run(settings), max_in_flight=MAX_DNS_IN_FLIGHT)
     ctx = CheckContext(settings=settings, base_dir=base_dir, resolver=resolver)
     return await run_checks(
         ctx,
