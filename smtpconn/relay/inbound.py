@@ -84,7 +84,7 @@ class InboundHandler:
                     "client_ip": server.client_ip,
                     "helo": session.host_name or "",
                     "tls": tls_version or "",
-                    "auth_user": server.auth_user or "",
+                    "auth_user": server.login_user or "",
                 }
                 entry_id = new_id()
                 trace = received_header(
@@ -118,7 +118,7 @@ class InboundHandler:
                 "inbound.accepted",
                 id=entry_id,
                 client=server.client_ip,
-                auth=server.auth_user,
+                auth=server.login_user,
                 tag="authenticated" if authenticated else "unauthenticated",
                 mail_from=envelope.mail_from,
                 rcpt=rcpt,

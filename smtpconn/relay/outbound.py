@@ -152,7 +152,7 @@ class SubmissionHandler:
         meta = {
             "support_address": entry.address.ascii,
             "client_ip": server.client_ip,
-            "auth_user": server.auth_user or "",
+            "auth_user": server.login_user or "",
         }
         try:
             entry_id = await asyncio.to_thread(

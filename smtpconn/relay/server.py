@@ -140,7 +140,7 @@ class RelaySMTP(SMTP):
         self.tracker = tracker
         self.listener = listener
         self.implicit_tls = implicit_tls
-        self.auth_failures = 0
+        self.login_failures = 0
         self._counted_ip: str | None = None
         self._refused = False
         if checker is None:
@@ -257,7 +257,7 @@ class RelaySMTP(SMTP):
         ip = self.client_ip
         username = login.decode("utf-8", "replace")
         if self.checker is None:
-            return AuthResult(success=False)
+            return AuthResult(success=False, handled=False)
         if self.implicit_tls is False and not self.is_tls:  # defence in depth
             await self.push("538 5.7.11 Encryption required for requested authentication mechanism")
             return AuthResult(success=False, handled=True)
@@ -269,15 +269,16 @@ class RelaySMTP(SMTP):
             log_event("auth.ok", listener=self.listener, client=ip, user=username, mech=mechanism)
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         self.checker.record_failure(ip)
-        self.auth_failures += 1
+        self.login_failures += 1
         log_event("auth.failed", listener=self.listener, client=ip, user=username, mech=mechanism)
-        if self.auth_failures >= MAX_AUTH_FAILURES_PER_SESSION or self.checker.blocked(ip):
+        if self.login_failures >= MAX_AUTH_FAILURES_PER_SESSION or self.checker.blocked(ip):
             self.close_now("421 4.7.0 Too many failed authentications")
             return AuthResult(success=False, handled=True)
-        return AuthResult(success=False)
+        # handled=False: aiosmtpd answers 535 5.7.8 itself.
+        return AuthResult(success=False, handled=False)
 
     @property
-    def auth_user(self) -> str | None:
+    def login_user(self) -> str | None:
         if self.session is None or not self.session.authenticated:
             return None
         data = self.session.auth_data

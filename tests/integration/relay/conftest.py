@@ -3,6 +3,7 @@ running in-process (``running_relay``) or as a subprocess (``relay_process``).""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ import tomli_w
 
 from lab.lab import Lab
 from smtpconn.profile.secrets import hash_password
+from smtpconn.relay.log import LOGGER
 from smtpconn.relay.runtime import Relay
 from smtpconn.settings import Settings
 
@@ -38,6 +40,11 @@ class RelayEnv:
     domain: str  # the test's own relay domain (Postfix relays it to us)
     settings: Settings
     addresses: dict[str, str] = field(default_factory=dict)
+    log_lines: list[str] = field(default_factory=list)
+
+    def log_text(self) -> str:
+        """Everything the relay logged (captured by the ``relay_log`` handler)."""
+        return "\n".join(self.log_lines)
 
     def sink_messages(self) -> list[bytes]:
         out = []
@@ -128,14 +135,27 @@ def relay_env(
     )
 
 
+class _Collect(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 @pytest.fixture
 async def running_relay(relay_env: RelayEnv) -> AsyncIterator[Relay]:
+    handler = _Collect(relay_env.log_lines)
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.DEBUG)
     relay = Relay.from_profile_file(relay_env.profile, settings=relay_env.settings, poll=0.2)
     await relay.start()
     try:
         yield relay
     finally:
         await relay.stop(grace=2.0)
+        LOGGER.removeHandler(handler)
 
 
 @dataclass
