@@ -1,0 +1,149 @@
+"""DKIM record parsing and key-match, the DMARC tree walk and policy, TXT splitting."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from smtpconn.addresses import parse_address
+from smtpconn.checks.dkim_checks import decode_public, load_local_key, parse_tags, run_dkim
+from smtpconn.checks.dmarc import check_policy, find_dmarc, walk_names, with_tag, without_tag
+from smtpconn.checks.model import Status
+from smtpconn.checks.records import split_txt, txt_record
+from smtpconn.profile.model import DkimSettings, Mode, SupportAddress, Workflow
+from tests.unit.checks.fakedns import FakeResolver, context
+
+
+def test_split_txt_strings_are_at_most_255_bytes_and_join_back() -> None:
+    text = "v=DKIM1; k=rsa; p=" + "A" * 600
+    parts = split_txt(text)
+    assert all(len(p.encode()) <= 255 for p in parts) and "".join(parts) == text
+    assert txt_record("x.example", "short") == 'x.example. TXT "short"'
+
+
+def test_parse_tags_drops_folding_white_space() -> None:
+    assert parse_tags("v=DKIM1; k=rsa;\tp=AB CD\n EF ;") == {
+        "v": "DKIM1",
+        "k": "rsa",
+        "p": "ABCDEF",
+    }
+
+
+def test_decode_public_rejects_garbage_and_sizes_rsa() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert decode_public("rsa", base64.b64encode(der).decode()).bits == 1024
+    with pytest.raises(ValueError, match="base64"):
+        decode_public("rsa", "not base64!")
+    with pytest.raises(ValueError):
+        decode_public("rsa", base64.b64encode(b"nonsense").decode())
+    with pytest.raises(ValueError, match="32"):
+        decode_public("ed25519", base64.b64encode(b"short").decode())
+
+
+def _write(tmp: Path, key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> Path:
+    path = tmp / "dkim.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def _entry(domain: str, path: Path) -> SupportAddress:
+    return SupportAddress(
+        parse_address(f"support@{domain}"),
+        Mode.OUTBOUND_ONLY,
+        Workflow.FORWARDING,
+        dkim=DkimSettings("s1", path),
+    )
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+async def test_key_match_and_its_fix(tmp_path: Path, kind: str) -> None:
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    path = _write(tmp_path, key)
+    local = load_local_key(path)
+    assert not local.problem and local.algorithm == kind
+    name = "s1._domainkey.ex.test"
+    good = FakeResolver({(name, "TXT"): [local.record]})
+    results = {r.id: r for r in await run_dkim(context(good), _entry("ex.test", path))}
+    assert [r.status for r in results.values()] == [Status.PASS] * 3, results
+
+    wrong_key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    wrong_dir = tmp_path / "wrong"
+    wrong_dir.mkdir()
+    wrong = load_local_key(_write(wrong_dir, wrong_key))
+    bad = FakeResolver({(name, "TXT"): [wrong.record]})
+    results = {r.id: r for r in await run_dkim(context(bad), _entry("ex.test", path))}
+    match = results["dkim.key-match"]
+    assert match.status is Status.FAIL
+    assert txt_record(name, local.record) in match.fix
+
+
+async def test_revoked_testing_and_missing_keys(tmp_path: Path) -> None:
+    path = _write(tmp_path, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    local = load_local_key(path)
+    name = "s1._domainkey.ex.test"
+    cases = {
+        "v=DKIM1; p=": (Status.FAIL, "revoked"),
+        local.record + "; t=y": (Status.WARN, "testing"),
+    }
+    for record, (status, word) in cases.items():
+        fake = FakeResolver({(name, "TXT"): [record]})
+        key = (await run_dkim(context(fake), _entry("ex.test", path)))[0]
+        assert key.status is status and word in key.summary and key.fix
+    missing = (await run_dkim(context(FakeResolver({})), _entry("ex.test", path)))[0]
+    assert missing.status is Status.FAIL and txt_record(name, local.record) in missing.fix
+    down = await run_dkim(context(FakeResolver({}, broken={name})), _entry("ex.test", path))
+    assert down[0].status is Status.ERROR and down[1].status is Status.SKIP
+
+
+def test_walk_names_caps_at_eight_labels_and_stops_above_the_tld() -> None:
+    assert walk_names("a.b.example.com") == ["a.b.example.com", "b.example.com", "example.com"]
+    long = ".".join("abcdefghij") + ".com"  # 11 labels
+    names = walk_names(long)
+    assert names[0] == long and len(names[1].split(".")) == 7
+    assert len(names) <= 8 and names[-1] == "j.com"
+
+
+def test_tag_editing_keeps_the_rest() -> None:
+    record = "v=DMARC1; p=none; rua=mailto:d@ex.test"
+    assert with_tag(record, "p", "quarantine") == "v=DMARC1; p=quarantine; rua=mailto:d@ex.test"
+    assert with_tag("v=DMARC1; rua=mailto:x@y.z", "p", "quarantine").startswith(
+        "v=DMARC1; p=quarantine"
+    )
+    assert without_tag(record + "; pct=50", "pct") == record
+
+
+async def test_dmarc_org_fallback_uses_sp_and_errors_are_not_missing() -> None:
+    fake = FakeResolver({("_dmarc.ex.test", "TXT"): ["v=DMARC1; p=reject; sp=none"]})
+    found = await find_dmarc(context(fake), "help.ex.test")
+    assert found.result.status is Status.PASS and found.inherited
+    policy = check_policy(found)
+    assert policy.status is Status.WARN and "sp=none" in policy.summary
+    assert "_dmarc.ex.test." in policy.fix and "sp=quarantine" in policy.fix
+
+    broken = FakeResolver({}, broken={"_dmarc.ex.test"})
+    assert (await find_dmarc(context(broken), "ex.test")).result.status is Status.ERROR
+
+    invalid = FakeResolver({("_dmarc.ex.test", "TXT"): ["v=DMARC1; p=block"]})
+    result = (await find_dmarc(context(invalid), "ex.test")).result
+    assert result.status is Status.FAIL and "p=quarantine" in result.fix

@@ -1,0 +1,135 @@
+"""The runner (selection, families, errors, deadline) and the report (JSON, JUnit, exit codes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from smtpconn.addresses import parse_address
+from smtpconn.checks.model import CheckContext, CheckResult, Status
+from smtpconn.checks.report import AddressReport, VerifyReport, junit_xml
+from smtpconn.checks.runner import FAMILIES, Family, Selection, parse_selection, run_checks
+from smtpconn.errors import ExitCode, UsageError
+from smtpconn.profile.model import Mode, SupportAddress, Workflow
+from tests.unit.checks.fakedns import FakeResolver, context
+
+ENTRY = SupportAddress(parse_address("support@ex.test"), Mode.OUTBOUND_ONLY, Workflow.FORWARDING)
+
+
+async def ok_family(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
+    return [CheckResult("t.b", Status.PASS, "b"), CheckResult("t.a", Status.WARN, "a", fix="x")]
+
+
+async def broken_family(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
+    raise RuntimeError("boom")
+
+
+async def slow_family(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
+    await asyncio.sleep(30)
+    return []
+
+
+def fam(ids: tuple[str, ...], func: str, **kw: bool) -> Family:
+    return Family(ids, f"{__name__}:{func}", **kw)
+
+
+def test_selection_by_id_and_family() -> None:
+    selection = parse_selection(["spf,dkim.key"], ["spf.lookups"])
+    assert selection.wants("spf.record") and selection.wants("dkim.key")
+    assert not selection.wants("spf.lookups") and not selection.wants("dkim.strength")
+    assert not Selection(only=("tls",)).wants("tls-rpt")
+    assert parse_selection([], ["tls", "auth"]).wants("mta-sts")
+    with pytest.raises(UsageError, match="unknown check"):
+        parse_selection(["dkim.nope"], [])
+
+
+def test_tls_auth_family_is_registered_and_needs_a_server() -> None:
+    [tls] = [f for f in FAMILIES if f.target.endswith(":run_tls_auth")]
+    assert tls.needs_server and tls.optional and "auth.login" in tls.ids
+
+
+async def test_results_are_ordered_errors_contained_and_missing_modules_tolerated() -> None:
+    families = [
+        fam(("t.a", "t.b"), "ok_family"),
+        fam(("u.x",), "broken_family"),
+        Family(("v.y",), "smtpconn.checks.not_there:run", optional=True),
+        fam(("w.z",), "ok_family", needs_server=True),
+    ]
+    report = await run_checks(
+        context(FakeResolver({})), [ENTRY], profile="p.toml", families=families
+    )
+    checks = report.addresses[0].checks
+    assert [c.id for c in checks] == ["t.a", "t.b", "u.x", "w.z"]
+    assert checks[2].status is Status.ERROR and "RuntimeError" in checks[2].summary
+    assert checks[3].status is Status.SKIP and "forwarding" in checks[3].summary
+
+
+async def test_deadline_turns_unfinished_checks_into_errors() -> None:
+    seen: list[tuple[int, int]] = []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    report = await run_checks(
+        context(FakeResolver({})),
+        [ENTRY],
+        profile="p",
+        deadline=0.2,
+        families=[fam(("s.x",), "slow_family"), fam(("t.a", "t.b"), "ok_family")],
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert loop.time() - started < 5
+    by_id = {c.id: c for c in report.addresses[0].checks}
+    assert by_id["s.x"].status is Status.ERROR and "deadline" in by_id["s.x"].summary
+    assert by_id["t.a"].status is Status.WARN
+    assert seen[0] == (0, 2) and seen[-1] == (2, 2)
+
+
+def report_of(*statuses: Status) -> VerifyReport:
+    checks = [
+        CheckResult(f"c.{i}", s, f"summary {i}", "detail", "fix it") for i, s in enumerate(statuses)
+    ]
+    return VerifyReport("p.toml", [AddressReport("support@ex.test", checks)])
+
+
+@pytest.mark.parametrize(
+    ("statuses", "strict", "code"),
+    [
+        ((Status.PASS, Status.WARN, Status.SKIP), False, ExitCode.OK),
+        ((Status.PASS, Status.WARN), True, ExitCode.CHECK_FAILED),
+        ((Status.FAIL, Status.ERROR), False, ExitCode.CHECK_FAILED),
+        ((Status.ERROR, Status.SKIP), False, ExitCode.COULD_NOT_RUN),
+        ((Status.PASS, Status.ERROR), False, ExitCode.COULD_NOT_RUN),
+    ],
+)
+def test_exit_codes(statuses: tuple[Status, ...], strict: bool, code: ExitCode) -> None:
+    assert report_of(*statuses).exit_code(strict=strict) is code
+
+
+def test_json_document_shape() -> None:
+    doc = json.loads(json.dumps(report_of(Status.PASS, Status.FAIL).to_json()))
+    assert set(doc) == {"profile", "insecure", "addresses", "summary"}
+    assert doc["summary"] == {"pass": 1, "warn": 0, "fail": 1, "skip": 0, "error": 0}
+    assert doc["addresses"][0]["checks"][1] == {
+        "id": "c.1",
+        "status": "fail",
+        "summary": "summary 1",
+        "detail": "detail",
+        "fix": "fix it",
+    }
+
+
+def test_junit_parses_and_maps_statuses() -> None:
+    report = report_of(Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR)
+    root = ET.fromstring(junit_xml(report))
+    assert (root.get("tests"), root.get("failures"), root.get("errors"), root.get("skipped")) == (
+        "5",
+        "1",
+        "1",
+        "1",
+    )
+    strict = ET.fromstring(junit_xml(report, strict=True))
+    assert strict.get("failures") == "2"
+    failure = root.find(".//testcase[@name='c.2']/failure")
+    assert failure is not None and "fix: fix it" in (failure.text or "")
