@@ -33,7 +33,7 @@ from lab.proc import (
 )
 
 
-def _query_soa(host: str, port: int, name: str, timeout: float = 0.5) -> bool:
+def _query_soa(host: str, port: int, name: str, timeout: float = 0.2) -> bool:
     """True if the server answers an SOA query for ``name`` authoritatively (raw UDP, no deps)."""
     qname = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
     packet = struct.pack(">HHHHHH", 0x4C41, 0x0000, 1, 0, 0, 0) + qname + struct.pack(">HH", 6, 1)

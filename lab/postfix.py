@@ -161,8 +161,15 @@ service auth {{
     port = {self.port}
   }}
 }}
+# Tests try wrong passwords on purpose, all from 127.0.0.1: no 2 s failure delay, and no
+# per-IP auth penalty (anvil would slow every later AUTH of the run, up to 15 s). A mode-0
+# penalty socket is Dovecot's documented way to switch the penalty off.
+auth_failure_delay = 0
 service anvil {{
   chroot =
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 """
         )
@@ -272,15 +279,13 @@ class PostfixServer:
         return run([which("postfix"), "-c", str(self.config_dir), *args], f"postfix {args[0]}",
                    timeout=timeout)
 
-    def _postmap(self, path: Path) -> None:
-        run([which("postmap"), "-c", str(self.config_dir), f"hash:{path}"], f"postmap {path.name}")
-
-    def _write_map(self, name: str, entries: Mapping[str, str]) -> None:
+    def _write_map(self, name: str, entries: Mapping[str, str]) -> Path:
         path = self.maps_dir / name
         path.write_text("".join(f"{k} {v}\n" for k, v in sorted(entries.items())))
         # sasl_passwd holds the relay's password: keep it from other users, as in production.
         path.chmod(0o600 if name == "sasl_passwd" else 0o644)
-        self._postmap(path)
+        _backdate(path)
+        return path
 
     def _mailbox_entries(self) -> dict[str, str]:
         """virtual_mailbox_maps: address (or "@domain" catch-all) -> Maildir path ("/" at the end).
@@ -302,17 +307,22 @@ class PostfixServer:
 
     def _write_maps(self) -> None:
         self.maps_dir.mkdir(parents=True, exist_ok=True)
-        self._write_map("mailbox_domains", {d: "OK" for d in self.mailbox_domains})
-        self._write_map("mailboxes", self._mailbox_entries())
-        self._write_map("relay_domains", {d: "OK" for d in sorted(self.relay_domains)})
-        self._write_map("transport", {t.domain: f"smtp:{t.nexthop}"
-                                      for t in self.relay_targets.values()})
-        self._write_map("sasl_passwd", {t.nexthop: f"{t.username}:{t.password}"
-                                        for t in self.relay_targets.values()})
-        policy = {}
-        for t in self.relay_targets.values():
-            policy[t.nexthop] = "encrypt" if t.tls == "encrypt" else f"secure match={t.match}"
-        self._write_map("tls_policy", policy)
+        targets = self.relay_targets.values()
+        maps = [
+            self._write_map("mailbox_domains", {d: "OK" for d in self.mailbox_domains}),
+            self._write_map("mailboxes", self._mailbox_entries()),
+            self._write_map("relay_domains", {d: "OK" for d in sorted(self.relay_domains)}),
+            self._write_map("transport", {t.domain: f"smtp:{t.nexthop}" for t in targets}),
+            self._write_map("sasl_passwd",
+                            {t.nexthop: f"{t.username}:{t.password}" for t in targets}),
+            self._write_map("tls_policy", {
+                t.nexthop: "encrypt" if t.tls == "encrypt" else f"secure match={t.match}"
+                for t in targets
+            }),
+        ]
+        # One postmap for all maps: each run costs ~0.3 s of start-up.
+        run([which("postmap"), "-c", str(self.config_dir), *(f"hash:{m}" for m in maps)],
+            "postmap")
 
     def _service(self, name: str, *opts: str, chain: CertFiles | None = None) -> str:
         port = self.ports[name]
@@ -477,6 +487,8 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
         )
+        _backdate(self.config_dir / "main.cf")
+        _backdate(self.config_dir / "master.cf")
         self._write_maps()
 
     # -- life cycle ------------------------------------------------------------------------
@@ -660,6 +672,17 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                     f"queue:\n{self.queue()}\nlog:\n{tail(self.log, 40)}"
                 )
             time.sleep(0.05)
+
+
+def _backdate(path: Path) -> None:
+    """Set a config file's mtime 2 s into the past.
+
+    Postfix programs re-read (0.3 s apart, up to ~2 s) any config or map file modified in the
+    current second, in case it is still being written. Ours are complete when written, so this
+    saves ~2 s per start, postmap and reload.
+    """
+    t = time.time() - 2
+    os.utime(path, (t, t))
 
 
 _ROUTING = re.compile(r"^(trivial-rewrite|qmgr|smtp|cleanup|smtpd|pickup|error|virtual)\b")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import pytest
+
 from lab import zones
 from lab.lab import Lab
 from lab.proc import free_ports
@@ -53,6 +55,7 @@ def test_verified_tls_against_lab_ca(
     lab.postfix.wait_for_log(r"Verified TLS connection established to 127\.0\.0\.1", since=pos)
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_never_sends_auth_or_mail_without_tls(
     lab: Lab, smtp_sink: Callable[..., SmtpSink], relay_domain: str
 ) -> None:
