@@ -30,8 +30,12 @@ def reply(sender: str, to: str, subject: str) -> EmailMessage:
 
 async def submit(port: int, sender: str, to: str, subject: str) -> None:
     await aiosmtplib.send(
-        reply(sender, to, subject), hostname="127.0.0.1", port=port, start_tls=False,
-        use_tls=False, timeout=10,
+        reply(sender, to, subject),
+        hostname="127.0.0.1",
+        port=port,
+        start_tls=False,
+        use_tls=False,
+        timeout=10,
     )
 
 
@@ -59,7 +63,13 @@ async def test_waits_in_spool_while_server_is_down(lab: Lab, relay_env: RelayEnv
     port = free_ports(1)[0]
     write_profile(
         relay_env.profile,
-        [{"address": "help@good.test", "mode": "outbound-only", "outbound": outbound_to(lab, port)}],
+        [
+            {
+                "address": "help@good.test",
+                "mode": "outbound-only",
+                "outbound": outbound_to(lab, port),
+            }
+        ],
         {
             "inbound_listen": "127.0.0.1:0",
             "submission_listen": "127.0.0.1:0",
@@ -72,8 +82,9 @@ async def test_waits_in_spool_while_server_is_down(lab: Lab, relay_env: RelayEnv
     )
     relay = Relay.from_profile_file(relay_env.profile, settings=relay_env.settings, poll=0.2)
     await relay.start()
-    sink = SmtpSink(lab.ca.relay.cert, lab.ca.relay.key, {lab.user.username: lab.user.password},
-                    port=port)
+    sink = SmtpSink(
+        lab.ca.relay.cert, lab.ca.relay.key, {lab.user.username: lab.user.password}, port=port
+    )
     try:
         t = f"later-{uuid.uuid4().hex}"
         await submit(relay.submission_port, "help@good.test", "bob@good.test", t)
