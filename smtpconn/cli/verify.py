@@ -32,22 +32,35 @@ def register(app: typer.Typer) -> None:
     def verify(
         settings: Settings,
         addresses: Annotated[
-            list[str] | None, typer.Argument(help="Support addresses to check. [default: all]")
+            list[str] | None,
+            typer.Argument(
+                metavar="[ADDRESS]...", help="Support addresses to check. [default: all]"
+            ),
         ] = None,
         only: Annotated[
             list[str] | None,
-            typer.Option("--only", help="Run only these checks or families (e.g. spf,dkim.key)."),
+            typer.Option(
+                "--only",
+                metavar="ID|FAMILY",
+                help="Run only these checks or families (e.g. spf,dkim.key).",
+            ),
         ] = None,
         skip: Annotated[
             list[str] | None,
-            typer.Option("--skip", help="Leave out these checks or families (e.g. mta-sts,tls)."),
+            typer.Option(
+                "--skip",
+                metavar="ID|FAMILY",
+                help="Leave out these checks or families (e.g. mta-sts,tls).",
+            ),
         ] = None,
         strict: Annotated[
             bool, typer.Option("--strict", help="Warnings fail too (exit 1).")
         ] = False,
         deadline: Annotated[
             float | None,
-            typer.Option("--deadline", help="Seconds for the whole run. [default: 120]"),
+            typer.Option(
+                "--deadline", metavar="SECONDS", help="Seconds for the whole run. [default: 120]"
+            ),
         ] = None,
         junit: Annotated[
             Path | None,
