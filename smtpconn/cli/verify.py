@@ -33,9 +33,7 @@ def register(app: typer.Typer) -> None:
         settings: Settings,
         addresses: Annotated[
             list[str] | None,
-            typer.Argument(
-                metavar="[ADDRESS]...", help="Support addresses to check. [default: all]"
-            ),
+            typer.Argument(metavar="ADDRESS", help="Support addresses to check. [default: all]"),
         ] = None,
         only: Annotated[
             list[str] | None,
