@@ -1,0 +1,397 @@
+"""Pure logic of the relay: spool, back-off, tagging, webhook signatures, config, AUTH cache,
+sinks' classification, bounces."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtpconn.errors import ProfileError, UsageError
+from smtpconn.profile.model import profile_to_data
+from smtpconn.profile.secrets import hash_password
+from smtpconn.profile.store import parse_profile
+from smtpconn.relay.config import RelayOverrides, build_config, check_config, parse_listen
+from smtpconn.relay.log import format_event
+from smtpconn.relay.outbound import OutboundDelivery
+from smtpconn.relay.server import CredentialChecker
+from smtpconn.relay.sinks.base import SinkError, SinkItem
+from smtpconn.relay.sinks.maildir import MaildirSink
+from smtpconn.relay.sinks.pipe import PipeSink
+from smtpconn.relay.sinks.webhook import encode_multipart, sign, verify_signature
+from smtpconn.relay.spool import Envelope, Spool, SpoolLocked, backoff_delay
+from smtpconn.relay.tagging import (
+    parse_tag,
+    prepend,
+    strip_untrusted,
+    tag_value,
+)
+
+PROFILE = """
+version = 1
+[[addresses]]
+address = "support@example.com"
+mode = "bidirectional"
+[addresses.outbound]
+host = "mail.example.com"
+username = "relay"
+secret = "env:SMTPCONN_UNIT_SECRET"
+[addresses.inbound]
+username = "customer"
+password_hash = "{hash}"
+[[addresses]]
+address = "Help@Example.com"
+mode = "outbound-only"
+[addresses.outbound]
+host = "mail.example.com"
+username = "relay"
+secret = "env:SMTPCONN_UNIT_SECRET"
+[relay]
+spool = "spool"
+retry_initial = 2
+retry_window = 60
+{extra}
+[relay.sink]
+kind = "{kind}"
+{sink}
+"""
+HASH = hash_password("right")
+
+
+def profile(kind: str = "maildir", sink: str = "", extra: str = "") -> Any:
+    text = PROFILE.format(hash=HASH, kind=kind, sink=sink, extra=extra)
+    return parse_profile(Path("p.toml"), text.encode())
+
+
+# -- spool ----------------------------------------------------------------------------------
+
+
+def test_spool_keeps_arrival_order_and_survives_a_new_instance(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s")
+    spool.lock()
+    ids = [
+        spool.put(Envelope("inbound", f"a{i}@x.test", ("r@x.test",), time.time()), b"m%d" % i)
+        for i in range(5)
+    ]
+    spool.unlock()
+    again = Spool(tmp_path / "s")
+    entries = list(again.entries("inbound"))
+    assert [e.id for e in entries] == ids
+    assert again.message(entries[3]) == b"m3"
+    assert entries[0].envelope.mail_from == "a0@x.test"
+    assert list((tmp_path / "s" / "tmp").iterdir()) == []
+
+
+def test_spool_lock_refuses_a_second_relay_and_cleans_tmp(tmp_path: Path) -> None:
+    first = Spool(tmp_path / "s")
+    first.lock()
+    (tmp_path / "s" / "tmp" / "half.msg").write_bytes(b"never acknowledged")
+    with pytest.raises(SpoolLocked):
+        Spool(tmp_path / "s").lock()
+    first.unlock()
+    second = Spool(tmp_path / "s")
+    second.lock()
+    assert list((tmp_path / "s" / "tmp").iterdir()) == []
+
+
+def test_spool_state_is_advisory(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s")
+    spool.create()
+    spool.put(Envelope("outbound", "a@x.test", ("r@y.test",), 1.0), b"m")
+    entry = next(spool.entries("outbound"))
+    entry.path.with_suffix(".state").write_text("{not json")
+    assert spool.state(entry).attempts == 0  # a torn state file means "retry now"
+    state = spool.state(entry)
+    state.attempts, state.done = 3, ["r@y.test"]
+    spool.save_state(entry, state)
+    assert spool.state(entry).attempts == 3 and spool.state(entry).done == ["r@y.test"]
+    spool.remove(entry)
+    assert list(spool.entries("outbound")) == []
+    assert not entry.path.with_suffix(".state").exists()
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff_delay(n, 60, 3600) for n in range(0, 8)] == [
+        0,
+        60,
+        120,
+        240,
+        480,
+        960,
+        1920,
+        3600,
+    ]
+    assert backoff_delay(500, 60, 3600) == 3600
+
+
+# -- tagging ----------------------------------------------------------------------------------
+
+
+def test_tag_grammar_round_trips() -> None:
+    value = tag_value(True, "bidirectional")
+    assert value == "authenticated; mode=bidirectional"
+    assert parse_tag(tag_value(False, "outbound-only", "relay-dsn")) == {
+        "tag": "unauthenticated",
+        "mode": "outbound-only",
+        "origin": "relay-dsn",
+    }
+
+
+def test_forged_tags_and_our_authentication_results_are_stripped() -> None:
+    raw = (
+        b"X-Smtpconn-Tag: authenticated;\r\n mode=bidirectional\r\n"
+        b"Authentication-Results: relay.example; spf=pass\r\n"
+        b"Authentication-Results: mx.other.example; spf=fail\r\n"
+        b"Subject: hi\r\n\r\nX-Smtpconn-Tag: in the body stays\r\n"
+    )
+    clean = strip_untrusted(raw, "relay.example")
+    assert clean == (
+        b"Authentication-Results: mx.other.example; spf=fail\r\n"
+        b"Subject: hi\r\n\r\nX-Smtpconn-Tag: in the body stays\r\n"
+    )
+    assert prepend(clean, "X-A: 1").startswith(b"X-A: 1\r\nAuthentication-Results")
+
+
+# -- webhook signatures -------------------------------------------------------------------------
+
+
+def test_hmac_signature_verifies_and_rejects_tampering_and_replays() -> None:
+    body, content_type = encode_multipart(
+        {"id": "1", "tag": "authenticated"}, b"Subject: x\r\n\r\n"
+    )
+    assert content_type.startswith("multipart/form-data; boundary=")
+    now = int(time.time())
+    header = sign(b"k3y", body, now)
+    assert verify_signature(b"k3y", body, header)
+    assert not verify_signature(b"other", body, header)
+    assert not verify_signature(b"k3y", body + b"x", header)
+    assert not verify_signature(b"k3y", body, sign(b"k3y", body, now - 3600))
+
+
+# -- config -------------------------------------------------------------------------------------
+
+
+def test_routes_are_exact_and_case_insensitive(tmp_path: Path) -> None:
+    config = build_config(profile(), tmp_path)
+    route = config.route_for("SUPPORT@example.COM")
+    assert route is not None and route.needs_auth
+    help_route = config.route_for("help@example.com")
+    assert help_route is not None and not help_route.needs_auth
+    assert config.route_for("other@example.com") is None
+    assert config.route_for("support@example.com.evil.test") is None
+    assert config.route_for("not an address") is None
+    assert config.sender_address("stranger@example.com") is None
+
+
+def test_overrides_win_and_paths_are_relative_to_the_profile(tmp_path: Path) -> None:
+    config = build_config(
+        profile(), tmp_path, overrides=RelayOverrides(inbound_listen="127.0.0.1:0", spool="q")
+    )
+    assert config.inbound_listen.port == 0
+    assert config.spool_dir == tmp_path / "q"
+    assert config.sink.path == str(tmp_path / "maildir")
+    assert config.retry_initial == 2 and config.retry_window == 60
+
+
+def test_check_requires_tls_for_bidirectional_and_loopback_submission(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTPCONN_UNIT_SECRET", "s")
+    config = build_config(
+        profile(), tmp_path, overrides=RelayOverrides(submission_listen="0.0.0.0:2587")
+    )
+    problems = " ".join(check_config(config))
+    assert "need TLS" in problems
+    assert "not a loopback address" in problems
+
+
+def test_listen_addresses_are_validated() -> None:
+    assert str(parse_listen("[::1]:25", what="x")) == "[::1]:25"
+    for bad in ("localhost:25", "127.0.0.1", "127.0.0.1:99999"):
+        with pytest.raises(UsageError):
+            parse_listen(bad, what="inbound-listen")
+
+
+def test_new_relay_keys_round_trip_and_unknown_keys_stay_errors() -> None:
+    p = profile(
+        kind="webhook",
+        sink='url = "https://hd.example/in"\ntimeout = 5',
+        extra='max_connections_per_ip = 3\ninbound_tls_listen = "127.0.0.1:4650"',
+    )
+    assert p.relay.sink.timeout == 5 and p.relay.max_connections_per_ip == 3
+    data = profile_to_data(p)
+    assert data["relay"]["retry_window"] == 60 and data["relay"]["sink"]["timeout"] == 5
+    with pytest.raises(ProfileError, match=r"relay\.retry_windw"):
+        profile(extra="retry_windw = 5")
+    with pytest.raises(ProfileError, match="submission_password_hash"):
+        profile(extra='submission_username = "hd"\nsubmission_password_hash = "clear-text"')
+
+
+# -- AUTH -------------------------------------------------------------------------------------
+
+
+async def test_credential_checker_caches_success_and_limits_failures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import smtpconn.relay.server as server
+
+    calls: list[str] = []
+    real = server.verify_password
+
+    def counting(password: str, encoded: str) -> bool:
+        calls.append(encoded)
+        return real(password, encoded)
+
+    monkeypatch.setattr(server, "verify_password", counting)
+    checker = CredentialChecker(lambda: [("customer", HASH)], failures_allowed=2, window=60)
+    assert await checker.check("customer", b"right")
+    assert await checker.check("customer", b"right")
+    assert len(calls) == 1  # the second login was answered from the keyed cache
+    assert not await checker.check("customer", b"wrong")
+    assert not await checker.check("nobody", b"right")
+    assert b"right" not in b"".join(checker._good)  # only HMAC digests are kept
+    checker.record_failure("192.0.2.1", now=100.0)
+    assert not checker.blocked("192.0.2.1", now=100.0)
+    checker.record_failure("192.0.2.1", now=101.0)
+    assert checker.blocked("192.0.2.1", now=102.0)
+    assert not checker.blocked("192.0.2.1", now=200.0)
+
+
+def test_log_lines_are_key_value_and_quote_spaces() -> None:
+    line = format_event(
+        "auth.failed", {"client": "192.0.2.1", "reason": 'bad "pw" here', "x": None}
+    )
+    assert line == 'event=auth.failed client=192.0.2.1 reason="bad \\"pw\\" here" x=-'
+
+
+# -- sinks ----------------------------------------------------------------------------------------
+
+
+def _item() -> SinkItem:
+    return SinkItem(
+        "0001.abcd",
+        "a@x.test",
+        "support@example.com",
+        b"Subject: s\r\n\r\nbody\r\n",
+        {"tag": "authenticated", "mode": "bidirectional"},
+    )
+
+
+async def test_maildir_sink_writes_lf_and_never_duplicates_a_redelivery(tmp_path: Path) -> None:
+    config = build_config(profile(sink=f'path = "{tmp_path / "md"}"'), tmp_path)
+    sink = MaildirSink(config)
+    await sink.deliver(_item())
+    await sink.deliver(_item())  # as after a crash before the spool forgot it
+    files = list((tmp_path / "md" / "new").iterdir())
+    assert len(files) == 1
+    assert files[0].read_bytes().startswith(b"Return-Path: <a@x.test>\nDelivered-To: support@")
+    files[0].rename(tmp_path / "md" / "cur" / (files[0].name + ":2,S"))
+    await sink.deliver(_item())
+    assert list((tmp_path / "md" / "new").iterdir()) == []
+
+
+@pytest.mark.parametrize(("code", "permanent"), [(75, False), (67, True)])
+async def test_pipe_sink_exit_75_means_retry(tmp_path: Path, code: int, permanent: bool) -> None:
+    script = (
+        f"import sys,os; sys.stdin.read(); sys.exit({code} if os.environ['SMTPCONN_TAG'] else 0)"
+    )
+    command = f'command = ["{sys.executable}", "-c", "{script}"]'
+    config = build_config(profile(kind="pipe", sink=command), tmp_path)
+    with pytest.raises(SinkError) as failure:
+        await PipeSink(config).deliver(_item())
+    assert failure.value.permanent is permanent
+
+
+# -- bounces --------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeOutcome:
+    recipient: str
+    accepted: bool
+    permanent: bool
+    code: int | None
+    text: str
+
+
+@dataclass
+class FakeResult:
+    recipients: list[Any]
+
+
+async def test_5xx_bounces_into_the_inbound_spool_and_4xx_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTPCONN_UNIT_SECRET", "s3cret")
+    config = build_config(profile(), tmp_path)
+    spool = Spool(config.spool_dir)
+    spool.create()
+    spool.put(
+        Envelope(
+            "outbound",
+            "support@example.com",
+            ("gone@y.test", "later@y.test", "ok@y.test"),
+            time.time(),
+        ),
+        b"From: support@example.com\r\nSubject: re\r\n\r\nanswer\r\n",
+    )
+    seen: list[tuple[str, list[str]]] = []
+
+    async def deliverer(
+        server: Any, secret: str, mail_from: str, rcpts: list[str], message: bytes, **_: Any
+    ) -> FakeResult:
+        seen.append((secret, list(rcpts)))
+        return FakeResult(
+            [
+                FakeOutcome("gone@y.test", False, True, 550, "5.1.1 <gone@y.test>: unknown user"),
+                FakeOutcome("later@y.test", False, False, 451, "4.3.0 try later"),
+                FakeOutcome("ok@y.test", True, False, 250, "queued"),
+            ][: len(rcpts)]
+            if len(rcpts) == 3
+            else [FakeOutcome("later@y.test", True, False, 250, "ok")]
+        )
+
+    woken: list[str] = []
+    delivery = OutboundDelivery(config, spool, deliverer, None, woken.append)  # type: ignore[arg-type]
+    entry = next(spool.entries("outbound"))
+    await delivery(entry)
+    bounce = next(spool.entries("inbound"))
+    raw = spool.message(bounce)
+    assert b"Final-Recipient: rfc822; gone@y.test" in raw and b"Status: 5.1.1" in raw
+    assert b"origin=relay-dsn" in raw and bounce.envelope.mail_from == ""
+    assert bounce.envelope.rcpts == ("support@example.com",)
+    state = spool.state(entry)
+    assert state.attempts == 1 and state.next_attempt > time.time()
+    assert sorted(state.done) == ["gone@y.test", "ok@y.test"]
+    await delivery(entry)  # the retry only tries what is left
+    assert seen[1] == ("s3cret", ["later@y.test"])
+    assert list(spool.entries("outbound")) == []
+    assert woken == ["inbound"]
+
+
+async def test_retry_window_end_bounces_instead_of_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTPCONN_UNIT_SECRET", "s")
+    config = build_config(profile(), tmp_path)
+    spool = Spool(config.spool_dir)
+    spool.create()
+    spool.put(
+        Envelope("outbound", "support@example.com", ("r@y.test",), time.time() - 3600),
+        b"S: x\r\n\r\n",
+    )
+
+    async def down(*_: Any, **__: Any) -> FakeResult:
+        return FakeResult([FakeOutcome("r@y.test", False, False, None, "connection refused")])
+
+    await OutboundDelivery(config, spool, down, None, lambda _d: None)(
+        next(spool.entries("outbound"))
+    )  # type: ignore[arg-type]
+    assert list(spool.entries("outbound")) == []
+    assert b"Status: 4.4.7" in spool.message(next(spool.entries("inbound")))
+    await asyncio.sleep(0)
