@@ -68,12 +68,28 @@ def register(app: typer.Typer) -> None:
                 help="Also write JUnit XML (one testcase per address x check).",
             ),
         ] = None,
+        insecure: Annotated[
+            bool,
+            typer.Option(
+                "--insecure",
+                help="Skip certificate checks (private test set-ups only); reported in every output.",
+            ),
+        ] = False,
     ) -> None:
         from smtpconn.checks.runner import DEFAULT_DEADLINE, parse_selection
         from smtpconn.checks.verify import select_entries, verify_profile
         from smtpconn.errors import UsageError
         from smtpconn.profile.store import load_profile
 
+        if insecure:
+            from dataclasses import replace
+
+            from smtpconn.cli.render import error_console
+
+            settings = replace(settings, insecure=True)
+            error_console().print(
+                "[bold red]INSECURE: --insecure is set, server certificates are NOT checked[/]"
+            )
         if deadline is not None and deadline <= 0:
             raise UsageError("--deadline must be a positive number of seconds")
         selection = parse_selection(only or [], skip or [])

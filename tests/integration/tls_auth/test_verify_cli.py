@@ -60,3 +60,21 @@ def test_bad_ports_exit_1(
     checks = {c["id"]: c["status"] for c in json.loads(result.stdout)["addresses"][0]["checks"]}
     assert checks[check] == status
     assert lab.user.password not in result.output
+
+
+def test_insecure_flag_is_loud_and_reported_in_json(
+    lab: Lab, cli: CliInvoker, write_profile: Callable[..., Path], lab_args: list[str]
+) -> None:
+    profile = write_profile("untrusted")
+    strict = cli("verify", "--only", "tls,auth", "--json", "--profile", str(profile), *lab_args)
+    assert strict.exit_code == 1, strict.output
+    result = cli(
+        "verify", "--only", "tls,auth", "--insecure", "--json", "--profile", str(profile), *lab_args
+    )
+    report = json.loads(result.stdout)
+    assert report["insecure"] is True
+    assert "INSECURE" in result.stderr
+    checks = {c["id"]: c for c in report["addresses"][0]["checks"]}
+    assert checks["auth.login"]["status"] == "pass"
+    assert checks["tls.certificate"]["status"] == "warn"
+    assert lab.user.password not in result.output
