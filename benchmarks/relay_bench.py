@@ -1,0 +1,397 @@
+"""Relay throughput and memory, side by side with the lab's Postfix receiving the same load.
+
+Inbound: the load generator (``benchmarks.loadgen``) plays the customer's server: STARTTLS, AUTH
+with the inbound credentials, 10 KB messages to the support address. Against the relay (started
+as a user starts it: ``python -m smtpconn relay``, durable spool as shipped, Maildir sink) and
+against Postfix's submission port (STARTTLS + AUTH, delivering with virtual(8) to its Maildir).
+Two rates per scenario: *accepted* (all ``250``s received) and *delivered* (until the last
+message is a file in the Maildir), plus p50/p99 per-message latency.
+
+Outbound: the help desk submits replies on the relay's loopback submission listener; the relay
+spools them and delivers with STARTTLS + AUTH to the customer's server (the lab Postfix, into its
+Maildir). The peer is the same messages submitted straight to Postfix by the same generator
+(what the help desk would do without a relay): the ratio is the relay's cost.
+
+Memory: peak RSS of the relay process holding 500 idle inbound connections, next to the total
+RSS of Postfix's processes holding 500 idle connections on its port-25 listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen import LoadResult, Target, hold_idle, run_load
+from benchmarks.measure import VENV_BIN, percentile, pss_kib, ratio, rss_kib
+
+SUPPORT = "support@good.test"
+CUSTOMER = "customer@nospf.test"
+REPLY_TO = "bob@good.test"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    senders: int
+    per_session: int
+    messages: int
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    if quick:
+        return [Scenario("1x1", 1, 1, 3), Scenario("2x3", 2, 3, 6)]
+    return [
+        Scenario("1 sender, 1 msg/session", 1, 1, 60),
+        Scenario("1 sender, 50 msg/session", 1, 50, 100),
+        Scenario("20 senders, 1 msg/session", 20, 1, 200),
+        Scenario("20 senders, 50 msg/session", 20, 50, 1000),
+    ]
+
+
+def count_messages(root: Path) -> int:
+    """Files in every Maildir ``new/`` and ``cur/`` under ``root``."""
+    n = 0
+    for dirpath, _dirs, files in os.walk(root):
+        if os.path.basename(dirpath) in ("new", "cur"):
+            n += len(files)
+    return n
+
+
+def wait_count(root: Path, expected: int, timeout: float) -> float | None:
+    """Seconds (monotonic clock) at which ``root`` holds ``expected`` messages; None at timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if count_messages(root) >= expected:
+            return time.monotonic()
+        time.sleep(0.01)
+    return None
+
+
+def client_context(ca_file: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+# -- the relay under test --------------------------------------------------------------------
+
+
+@dataclass
+class RelayProcess:
+    proc: subprocess.Popen[bytes]
+    inbound_port: int
+    submission_port: int
+    sink_dir: Path
+    log: list[str]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def write_relay_profile(
+    directory: Path, lab_state: Any, inbound_password: str, max_connections: int
+) -> Path:
+    from smtpconn.profile.secrets import hash_password
+
+    relay_cert = lab_state.certs["relay"]
+    text = f"""version = 1
+
+[connector]
+name = "benchmark"
+
+[[addresses]]
+address = "{SUPPORT}"
+mode = "bidirectional"
+workflow = "authenticated"
+
+[addresses.outbound]
+host = "{lab_state.server_host}"
+port = {lab_state.ports["submission"]}
+security = "starttls"
+auth = "auto"
+username = "{lab_state.user}"
+secret = "env:BENCH_SMTP_PASSWORD"
+
+[addresses.inbound]
+username = "{SUPPORT}"
+password_hash = "{hash_password(inbound_password)}"
+
+[relay]
+inbound_listen = "127.0.0.1:0"
+submission_listen = "127.0.0.1:0"
+tls_cert = "{relay_cert["cert"]}"
+tls_key = "{relay_cert["key"]}"
+spool = "{directory / "spool"}"
+hostname = "relay.helpdesk.test"
+max_connections_per_ip = {max_connections}
+
+[relay.sink]
+kind = "maildir"
+path = "{directory / "sink"}"
+"""
+    path = directory / "smtpconn.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+_READY = re.compile(r"event=relay\.ready .*inbound=\S*:(\d+) submission=\S*:(\d+)")
+
+
+def start_relay(profile: Path, lab_state: Any, timeout: float = 30.0) -> RelayProcess:
+    env = {
+        **os.environ,
+        "BENCH_SMTP_PASSWORD": lab_state.password,
+        "SMTPCONN_RESOLVER": lab_state.resolver,
+        "SMTPCONN_CA_FILE": lab_state.ca_file,
+    }
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "python"), "-m", "smtpconn", "relay", "--profile", str(profile)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=profile.parent,
+    )
+    log: list[str] = []
+    found: list[tuple[int, int]] = []
+    ready = threading.Event()
+
+    def reader() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if len(log) < 2000:
+                log.append(line)
+            m = _READY.search(line)
+            if m and not found:
+                found.append((int(m.group(1)), int(m.group(2))))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    ready.wait(timeout)
+    if not found:
+        proc.kill()
+        proc.wait(5)
+        raise RuntimeError("smtpconn relay did not become ready:\n" + "\n".join(log[-20:]))
+    return RelayProcess(proc, found[0][0], found[0][1], profile.parent / "sink", log)
+
+
+@contextlib.contextmanager
+def running_relay(
+    lab_state: Any, inbound_password: str, max_connections: int = 600
+) -> Iterator[RelayProcess]:
+    directory = Path(tempfile.mkdtemp(prefix="smtpconn-bench-relay-"))
+    relay = start_relay(
+        write_relay_profile(directory, lab_state, inbound_password, max_connections), lab_state
+    )
+    try:
+        yield relay
+    finally:
+        relay.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+def _summary(result: LoadResult, delivered_at: float | None, expected: int) -> dict[str, Any]:
+    delivered_s = (delivered_at - result.started_at) if delivered_at else None
+    return {
+        "messages": expected,
+        "sent": result.sent,
+        "errors": len(result.errors),
+        "first_errors": result.errors[:3],
+        "accepted_per_s": round(result.sent / result.wall, 1) if result.wall else 0.0,
+        "delivered_per_s": round(expected / delivered_s, 1) if delivered_s else None,
+        "p50_ms": round(percentile(result.latencies, 50) * 1000, 2),
+        "p99_ms": round(percentile(result.latencies, 99) * 1000, 2),
+    }
+
+
+def measure(target: Target, maildir: Path, sc: Scenario, deliver_timeout: float) -> dict[str, Any]:
+    before = count_messages(maildir)
+    result = asyncio.run(
+        run_load(target, messages=sc.messages, senders=sc.senders, per_session=sc.per_session)
+    )
+    delivered_at = (
+        wait_count(maildir, before + result.sent, deliver_timeout) if result.sent else None
+    )
+    return _summary(result, delivered_at, sc.messages)
+
+
+def inbound(lab: Any, relay: RelayProcess, password: str, quick: bool) -> list[dict[str, Any]]:
+    st = lab.state
+    ctx = client_context(Path(st.ca_file))
+    relay_target = Target(
+        "127.0.0.1",
+        relay.inbound_port,
+        ctx,
+        SUPPORT,
+        password,
+        CUSTOMER,
+        SUPPORT,
+    )
+    postfix_target = Target(
+        "127.0.0.1",
+        st.ports["submission"],
+        ctx,
+        st.user,
+        st.password,
+        CUSTOMER,
+        SUPPORT,
+    )
+    rows = []
+    for sc in scenarios(quick):
+        r = measure(relay_target, relay.sink_dir, sc, 120.0)
+        p = measure(postfix_target, Path(st.maildir), sc, 120.0)
+        rows.append(
+            {
+                "scenario": sc.name,
+                "senders": sc.senders,
+                "per_session": sc.per_session,
+                "smtpconn": r,
+                "postfix": p,
+                "accepted_ratio": ratio(r["accepted_per_s"], p["accepted_per_s"]),
+                "delivered_ratio": ratio(r["delivered_per_s"] or 0.0, p["delivered_per_s"] or 0.0),
+                "p50_ratio": ratio(r["p50_ms"], p["p50_ms"]),
+                "p99_ratio": ratio(r["p99_ms"], p["p99_ms"]),
+            }
+        )
+    return rows
+
+
+def outbound(lab: Any, relay: RelayProcess, quick: bool) -> dict[str, Any]:
+    """Replies: relay submission -> spool -> lab Postfix (TLS + AUTH) -> Postfix's Maildir."""
+    st = lab.state
+    messages = 5 if quick else 200
+    maildir = Path(st.maildir)
+    ctx = client_context(Path(st.ca_file))
+
+    async def submit() -> LoadResult:
+        import aiosmtplib
+
+        from benchmarks.loadgen import build_message
+
+        res = LoadResult(started_at=time.monotonic())
+        start = time.perf_counter()
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=relay.submission_port, start_tls=False, timeout=30
+        )
+        await client.connect()
+        for i in range(messages):
+            t = time.perf_counter()
+            try:
+                await client.sendmail(
+                    SUPPORT, [REPLY_TO], build_message(SUPPORT, REPLY_TO, f"o{i}")
+                )
+            except aiosmtplib.SMTPException as exc:
+                res.errors.append(str(exc)[:300])
+                continue
+            res.latencies.append(time.perf_counter() - t)
+            res.sent += 1
+        await client.quit()
+        res.wall = time.perf_counter() - start
+        return res
+
+    before = count_messages(maildir)
+    r = asyncio.run(submit())
+    r_at = wait_count(maildir, before + r.sent, 120.0) if r.sent else None
+    relay_row = _summary(r, r_at, messages)
+
+    direct = Target(
+        "127.0.0.1",
+        st.ports["submission"],
+        ctx,
+        st.user,
+        st.password,
+        SUPPORT,
+        REPLY_TO,
+    )
+    p = measure(direct, maildir, Scenario("direct", 1, messages, messages), 120.0)
+    return {
+        "messages": messages,
+        "smtpconn": relay_row,
+        "postfix_direct": p,
+        "delivered_ratio": ratio(relay_row["delivered_per_s"] or 0.0, p["delivered_per_s"] or 0.0),
+    }
+
+
+def _session_pss_kib(sid: int) -> int:
+    """Proportional set size of every process in a session: shared pages split between them,
+    so the sum is what the whole server really occupies (summing RSS would count libc and
+    Postfix's shared libraries once per smtpd)."""
+    from lab.proc import session_members
+
+    return sum(pss_kib(pid) for pid in session_members(sid))
+
+
+def memory(lab: Any, relay: RelayProcess, idle: int) -> dict[str, Any]:
+    st = lab.state
+
+    async def hold(port: int, sample: Any) -> tuple[int, int, Any]:
+        writers, greeted = await hold_idle("127.0.0.1", port, idle)
+        await asyncio.sleep(0.5)  # let the server settle on the connections it holds
+        value = sample()
+        for w in writers:
+            w.close()
+        return len(writers), greeted, value
+
+    base = rss_kib(relay.proc.pid)
+    opened, greeted, mem = asyncio.run(hold(relay.inbound_port, lambda: rss_kib(relay.proc.pid)))
+    pf_sid = st.pids["postfix"]
+    pf_base = _session_pss_kib(pf_sid) + _session_pss_kib(st.pids["dovecot"])
+    pf_opened, pf_greeted, pf_mem = asyncio.run(
+        hold(st.ports["mx"], lambda: _session_pss_kib(pf_sid))
+    )
+    return {
+        "idle_connections": idle,
+        "smtpconn": {
+            "opened": opened,
+            "greeted": greeted,
+            "rss_before_kib": base["rss_kib"],
+            "rss_kib": mem["rss_kib"],
+            "peak_rss_kib": mem["hwm_kib"],
+        },
+        "postfix": {
+            "opened": pf_opened,
+            "greeted": pf_greeted,
+            "pss_before_kib": pf_base,
+            "pss_kib": pf_mem,
+            "note": "sum of PSS of every Postfix process (master, smtpd, ...); Postfix serves "
+            "at most default_process_limit (100) connections at once, the rest wait unaccepted",
+        },
+        "memory_ratio": ratio(mem["rss_kib"], pf_mem),
+    }
+
+
+def run(lab: Any, quick: bool) -> dict[str, Any]:
+    import secrets
+
+    password = secrets.token_urlsafe(18)
+    with running_relay(lab.state, password) as relay:
+        out: dict[str, Any] = {"inbound": inbound(lab, relay, password, quick)}
+        out["outbound"] = outbound(lab, relay, quick)
+        out["memory"] = memory(lab, relay, 20 if quick else 500)
+        out["relay_log_tail"] = [line for line in relay.log if "error" in line.lower()][-5:]
+    return out

@@ -1,0 +1,194 @@
+"""The printed table and the issue's targets, both computed from the results dict alone (so an
+old results file can be re-rendered: ``python -m benchmarks.report FILE``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _f(value: Any, unit: str = "", digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [f"\n{title}", line, "-" * len(line)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def render_table(results: dict[str, Any]) -> str:
+    parts: list[str] = []
+    st = results.get("startup")
+    if st:
+        rows = [
+            [
+                name,
+                _f(st[name]["median_s"] * 1000, " ms", 1),
+                _f(st[name]["ratio_to_python"], "x"),
+                _f(st[name]["max_rss_kib"] // 1024, " MiB"),
+            ]
+            for name in ("python_c_pass", "smtpconn_help", "smtpconn_list", "checkdmarc_help")
+            if name in st
+        ]
+        parts.append(
+            _table(
+                f"CLI start-up (median of {st['repeat']})",
+                ["command", "wall", "vs python -c pass", "peak RSS"],
+                rows,
+            )
+        )
+    ve = results.get("verify")
+    if ve:
+        rows = []
+        for r in ve["runs"]:
+            c = r["checkdmarc"]
+            rows.append(
+                [
+                    str(r["n"]),
+                    _f(r["smtpconn"]["wall_s"], " s"),
+                    _f(r["ratio_to_n1"], "x"),
+                    _f(c["wall_s"], " s") + (" (est.)" if c.get("estimated") else ""),
+                    _f(r["speedup_vs_checkdmarc"], "x"),
+                    _f(r["smtpconn"]["max_rss_kib"] // 1024, " MiB"),
+                    _f(c["max_rss_kib"] // 1024, " MiB") if "max_rss_kib" in c else "n/a",
+                    _summary(r["smtpconn"].get("summary")),
+                ]
+            )
+        parts.append(
+            _table(
+                f"verify fan-out (+{ve['delay_ms_each_way']:.0f} ms each way on DNS and SMTP)",
+                [
+                    "N",
+                    "smtpconn",
+                    "vs N=1",
+                    "checkdmarc",
+                    "smtpconn faster by",
+                    "smtpconn RSS",
+                    "checkdmarc RSS",
+                    "smtpconn results",
+                ],
+                rows,
+            )
+        )
+    re_ = results.get("relay")
+    if re_:
+        rows = []
+        for r in re_["inbound"]:
+            s, p = r["smtpconn"], r["postfix"]
+            rows.append(
+                [
+                    r["scenario"],
+                    f"{_f(s['delivered_per_s'])} / {_f(p['delivered_per_s'])}",
+                    _f(r["delivered_ratio"], "x"),
+                    f"{_f(s['p50_ms'])} / {_f(p['p50_ms'])}",
+                    f"{_f(s['p99_ms'])} / {_f(p['p99_ms'])}",
+                    f"{s['errors']} / {p['errors']}",
+                ]
+            )
+        o = re_["outbound"]
+        rows.append(
+            [
+                f"outbound replies ({o['messages']} msgs) vs direct",
+                f"{_f(o['smtpconn']['delivered_per_s'])} / {_f(o['postfix_direct']['delivered_per_s'])}",
+                _f(o["delivered_ratio"], "x"),
+                f"{_f(o['smtpconn']['p50_ms'])} / {_f(o['postfix_direct']['p50_ms'])}",
+                f"{_f(o['smtpconn']['p99_ms'])} / {_f(o['postfix_direct']['p99_ms'])}",
+                f"{o['smtpconn']['errors']} / {o['postfix_direct']['errors']}",
+            ]
+        )
+        parts.append(
+            _table(
+                "relay throughput, 10 KB messages, STARTTLS + AUTH (smtpconn / Postfix)",
+                ["scenario", "delivered msg/s", "ratio", "p50 ms", "p99 ms", "errors"],
+                rows,
+            )
+        )
+        m = re_["memory"]
+        rows = [
+            [
+                "smtpconn relay",
+                str(m["smtpconn"]["opened"]),
+                str(m["smtpconn"]["greeted"]),
+                _f(m["smtpconn"]["peak_rss_kib"] // 1024, " MiB (peak RSS)"),
+            ],
+            [
+                "Postfix (all processes)",
+                str(m["postfix"]["opened"]),
+                str(m["postfix"]["greeted"]),
+                _f(m["postfix"]["pss_kib"] // 1024, " MiB (sum of PSS)"),
+            ],
+        ]
+        parts.append(
+            _table(
+                f"memory with {m['idle_connections']} idle connections",
+                ["server", "connected", "greeted", "memory"],
+                rows,
+            )
+        )
+    ts = results.get("targets") or []
+    if ts:
+        rows = [[t["target"], t["measured"], "yes" if t["met"] else "NO"] for t in ts]
+        parts.append(_table("targets (issue 8)", ["target", "measured", "met"], rows))
+    return "\n".join(parts)
+
+
+def _summary(summary: dict[str, int] | None) -> str:
+    if not summary:
+        return "n/a"
+    return " ".join(f"{k}={v}" for k, v in summary.items() if v)
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with what was measured; reported, never asserted."""
+    out: list[dict[str, Any]] = []
+    ve = results.get("verify")
+    if ve and not results["meta"].get("quick"):
+        last = ve["runs"][-1]
+        out.append(
+            {
+                "target": f"verify N={last['n']} within 3x of N=1",
+                "measured": f"{last['ratio_to_n1']}x",
+                "met": (last["ratio_to_n1"] or 99) <= 3,
+            }
+        )
+        out.append(
+            {
+                "target": f"verify N={last['n']} at least 20x faster than checkdmarc",
+                "measured": f"{last['speedup_vs_checkdmarc']}x",
+                "met": (last["speedup_vs_checkdmarc"] or 0) >= 20,
+            }
+        )
+    re_ = results.get("relay")
+    if re_:
+        worst = min((r["delivered_ratio"] or 0.0 for r in re_["inbound"]), default=0.0)
+        out.append(
+            {
+                "target": "relay throughput >= Postfix (every inbound scenario)",
+                "measured": f"worst ratio {worst}x",
+                "met": worst >= 1.0,
+            }
+        )
+    st = results.get("startup")
+    if st:
+        r = st["smtpconn_help"]["ratio_to_python"] or 99
+        out.append(
+            {
+                "target": "smtpconn --help under 4x python -c pass",
+                "measured": f"{r}x",
+                "met": r < 4,
+            }
+        )
+    return out
+
+
+if __name__ == "__main__":
+    print(render_table(json.loads(Path(sys.argv[1]).read_text())))
