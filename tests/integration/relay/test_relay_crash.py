@@ -73,3 +73,14 @@ async def test_sigkill_loses_nothing_acknowledged(
             break
         await asyncio.sleep(0.05)
     assert not missing, f"{len(missing)} acknowledged message(s) lost"
+
+
+async def test_sigterm_stops_cleanly(
+    relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
+) -> None:
+    proc = relay_process()
+    proc.process.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(proc.process.wait, 20)
+    assert code == 0
+    log = proc.log.read_text()
+    assert "event=relay.stopped" in log and "Traceback" not in log

@@ -395,3 +395,10 @@ async def test_retry_window_end_bounces_instead_of_waiting(
     assert list(spool.entries("outbound")) == []
     assert b"Status: 4.4.7" in spool.message(next(spool.entries("inbound")))
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("kind", ["maildir", "webhook", "pipe", "smtp"])
+def test_example_sink_configurations_are_valid(kind: str) -> None:
+    path = Path(__file__).resolve().parents[3] / "examples" / "relay" / f"{kind}.toml"
+    loaded = parse_profile(path, path.read_bytes())
+    assert loaded.relay is not None and loaded.relay.sink.kind == kind
