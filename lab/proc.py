@@ -166,24 +166,35 @@ def _signal_session(sid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
-def stop_session(sid: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def stop_session(
+    sid: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Stop every process of the session ``sid`` (a daemon the lab started, and its children).
 
-    SIGTERM first so daemons clean up (Postfix's master stops its children itself); SIGKILL for
-    whatever is still there at the deadline. ``proc`` (the leader's Popen, if this process
-    started it) is reaped so no zombie is left behind.
+    SIGTERM to the leader first: Postfix's master, Dovecot and NSD then stop their own children
+    in order (signalling all at once leaves orphans and noisy logs). Whatever is still there
+    after half the timeout gets SIGTERM directly, and SIGKILL at the deadline. ``proc`` (the
+    leader's Popen, if this process started it) is reaped so no zombie is left behind.
     """
-    _signal_session(sid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while session_members(sid) and time.monotonic() < deadline:
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.05)
-        else:
-            time.sleep(0.05)
-    if session_members(sid):
-        _signal_session(sid, signal.SIGKILL)
-        wait_until(lambda: not session_members(sid), 5.0, f"session {sid} to die after SIGKILL")
+
+    def wait(until: float) -> bool:
+        while session_members(sid) and time.monotonic() < until:
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.05)
+            else:
+                time.sleep(0.05)
+        return not session_members(sid)
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(sid, signal.SIGTERM)
+    if not wait(time.monotonic() + timeout / 2):
+        _signal_session(sid, signal.SIGTERM)
+        if not wait(deadline):
+            _signal_session(sid, signal.SIGKILL)
+            wait_until(lambda: not session_members(sid), 5.0,
+                       f"session {sid} to die after SIGKILL")
     if proc is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5.0)
