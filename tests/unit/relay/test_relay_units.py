@@ -402,3 +402,30 @@ def test_example_sink_configurations_are_valid(kind: str) -> None:
     path = Path(__file__).resolve().parents[3] / "examples" / "relay" / f"{kind}.toml"
     loaded = parse_profile(path, path.read_bytes())
     assert loaded.relay is not None and loaded.relay.sink.kind == kind
+
+
+def test_queue_cli_lists_retries_and_deletes(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from smtpconn.cli.app import app
+
+    spool = Spool(tmp_path / "s")
+    spool.create()
+    spool.put(Envelope("outbound", "support@example.com", ("r@y.test",), 1.0), b"S: x\r\n\r\n")
+    entry = next(spool.entries("outbound"))
+    state = spool.state(entry)
+    state.held, state.attempts = True, 2
+    spool.save_state(entry, state)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["queue", "list", "--spool", str(tmp_path / "s"), "--json"])
+    assert listed.exit_code == 0
+    [item] = json.loads(listed.stdout)["messages"]
+    assert item["id"] == entry.id and item["status"] == "held"
+    retried = runner.invoke(app, ["queue", "retry", entry.id, "--spool", str(tmp_path / "s")])
+    assert retried.exit_code == 0 and not spool.state(entry).held
+    missing = runner.invoke(app, ["queue", "delete", "nope", "--spool", str(tmp_path / "s")])
+    assert missing.exit_code == 2
+    deleted = runner.invoke(app, ["queue", "delete", "--all", "--spool", str(tmp_path / "s")])
+    assert deleted.exit_code == 0 and list(spool.entries("outbound")) == []
