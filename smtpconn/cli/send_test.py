@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -173,17 +173,45 @@ def _render(report: SendTestReport) -> None:
             out.print(f"queue id: {escape(d.queue_id)}")
     out.print(f"DKIM-signed: {'yes' if report.dkim_signed else 'no (the profile has no key)'}")
     if report.received is not None:
-        r = report.received
-        out.print(f"received after {r.get('latency_seconds')} s, tag: {escape(str(r.get('tag')))}")
-        for header in r.get("received", [])[:1]:
-            out.print(f"  Received: {escape(header)}")
-        for header in r.get("authentication_results", []):
-            out.print(f"  Authentication-Results: {escape(header)}")
-        if "dkim_verified_by_smtpconn" in r:
-            out.print(f"  DKIM verified by smtpconn: {r['dkim_verified_by_smtpconn']['result']}")
+        _render_received(report.received)
     for note in report.notes:
         out.print(f"note: {escape(note)}")
     if report.exit_code is ExitCode.OK:
         out.print("[green]OK[/]")
     else:
         out.print(f"[red]FAILED[/] at the {escape(report.problem)}")
+
+
+def _render_received(r: dict[str, Any]) -> None:
+    out = console()
+    tag = r.get("tag") or {}
+    out.print(
+        f"received by the relay after {r.get('latency_seconds')} s, tagged "
+        f"[bold]{escape(tag.get('tag') or 'nothing')}[/]"
+        + (f" (mode {escape(tag['mode'])})" if tag.get("mode") else "")
+    )
+    sender = r.get("sending_server")
+    if sender:
+        out.print(f"  handed over by: {escape(sender['address'])} (HELO {escape(sender['helo'])})")
+    auth = r.get("authentication")
+    if auth:
+        for method in ("spf", "dkim", "dmarc"):
+            found = auth.get(method)
+            entries = found if isinstance(found, list) else [found] if found else []
+            if not entries:
+                out.print(f"  {method.upper()}: none")
+            for entry in entries:
+                details = ", ".join(
+                    f"{k}={v}" for k, v in entry.items() if k not in ("result", "comment")
+                )
+                comment = f" ({entry['comment']})" if entry.get("comment") else ""
+                out.print(
+                    f"  {method.upper()}: [bold]{escape(entry['result'])}[/]{escape(comment)}"
+                    + (f"  {escape(details)}" if details else "")
+                )
+    elif r.get("authentication_results") is not None:
+        out.print("  no Authentication-Results from the relay on the received copy")
+    if "dkim_verified_by_smtpconn" in r:
+        out.print(
+            f"  DKIM verified by smtpconn: {escape(r['dkim_verified_by_smtpconn']['result'])}"
+        )

@@ -7,6 +7,13 @@
 * roundtrip: outbound to the support address itself, then wait for it in the relay's sink and
   report what the received copy proves (sending address, SPF, DKIM, DMARC).
 
+Reading the copy back needs the relay's Maildir sink on this machine (send-test runs where the
+relay runs). With another sink kind an inbound test reports the relay's acceptance and says the
+tag could not be checked; a round trip cannot be confirmed at all and is refused up front.
+
+Certificates are checked on every leg, forwarding included (``--insecure`` turns that off), so a
+relay certificate the customer's server would reject shows up here first.
+
 Exit codes follow design brief §3: 0 delivered (and received), 1 refused or not arrived in time,
 3 could not connect at all.
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
@@ -34,10 +42,11 @@ from smtpconn.profile.model import (
 )
 from smtpconn.profile.secrets import SecretRef, resolve_secret
 from smtpconn.settings import Settings
+from smtpconn.smtp.received import MaildirWatch, describe_received, verify_dkim
 from smtpconn.smtp.session import DeliveryResult, Transcript, deliver, secure_client_context
-from smtpconn.smtp.testmessage import TOKEN_HEADER, DkimKey, TestMessage, build_test_message
+from smtpconn.smtp.testmessage import DkimKey, TestMessage, build_test_message
 
-TAG_HEADER = "X-Smtpconn-Tag"  # smtpconn.relay.tagging.TAG_HEADER; the grammar is stable
+POLL_INTERVAL = 0.1  # seconds between looks into the sink while waiting for the message
 
 
 @dataclass
@@ -54,6 +63,7 @@ class SendTestReport:
     problem: str = ""  # why it failed, naming the stage
     exit_code: ExitCode = ExitCode.OK
     notes: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.time)  # wall clock: the sink's files use it
 
     def to_json(self) -> dict[str, Any]:
         d = self.delivery
@@ -66,6 +76,7 @@ class SendTestReport:
             "dkim_signed": self.dkim_signed,
             "insecure": self.insecure,
             "ok": self.exit_code is ExitCode.OK,
+            "accepted": bool(d and d.failure is None and d.delivered),
             "exit_code": int(self.exit_code),
             "problem": self.problem or None,
             "stages": [s.to_json() for s in d.stages] if d else [],
@@ -168,6 +179,7 @@ async def send_outbound(
         direction, entry.address.ascii, recipient.ascii, message.token, message.message_id,
         message.dkim_signed, settings.insecure,
     )  # fmt: skip
+    report.started = time.time()
     result = await deliver(
         server,
         secret,
@@ -199,8 +211,22 @@ async def send_inbound(
     relay = profile.relay
     if relay is None:
         raise UsageError("the profile has no [relay] table", fix="add [relay] inbound_listen")
-    host, port = parse_host_port(relay.inbound_listen, default_port=25)
-    assert port is not None
+    if entry.mode is Mode.BIDIRECTIONAL:
+        if entry.inbound is None:
+            raise UsageError(
+                f"{entry.address.display} has no inbound credentials in the profile",
+                fix="re-add it with `smtpconn add-address --readd --mode bidirectional`",
+            )
+        if not inbound_password:
+            raise UsageError(
+                "the inbound password is needed to log in to the relay as the customer's "
+                "server would, and the profile keeps only its hash",
+                fix="give it with --inbound-password-file PATH or the environment variable "
+                "SMTPCONN_INBOUND_PASSWORD",
+            )
+    host, port = _inbound_target(relay.inbound_listen)
+    # The relay's certificate carries its host name, not the address it listens on.
+    server_name = relay.hostname or host
     message = build_test_message(
         sender=MailAddress("smtpconn-test", entry.address.domain),
         recipient=entry.address,
@@ -210,23 +236,16 @@ async def send_inbound(
         "inbound", entry.address.ascii, entry.address.ascii, message.token, message.message_id,
         False, settings.insecure,
     )  # fmt: skip
+    tls_context = secure_client_context(settings.ca_file, insecure=settings.insecure)
     if entry.mode is Mode.BIDIRECTIONAL:
-        if entry.inbound is None:
-            raise UsageError(f"{entry.address.display} has no inbound credentials in the profile")
-        if not inbound_password:
-            raise UsageError(
-                "the inbound password is needed to log in to the relay as the customer's "
-                "server would, and the profile keeps only its hash",
-                fix="give it with --inbound-password-file PATH or the environment variable "
-                "SMTPCONN_INBOUND_PASSWORD",
-            )
+        assert entry.inbound is not None and inbound_password
         server = OutboundServer(
-            host=relay.hostname or host,
+            host=server_name,
             port=port,
             security=Security.STARTTLS,
             auth=AuthMechanism.AUTO,
             username=entry.inbound.username,
-            secret=SecretRef("env", "SMTPCONN_INBOUND_PASSWORD"),
+            secret=SecretRef("env", "SMTPCONN_INBOUND_PASSWORD"),  # unused: the secret is given
         )
         result = await deliver(
             server,
@@ -234,19 +253,34 @@ async def send_inbound(
             message_sender(message),
             [entry.address.ascii],
             message.raw,
-            tls_context=secure_client_context(settings.ca_file, insecure=settings.insecure),
+            tls_context=tls_context,
             ehlo_name=_ehlo_name(profile),
             timeout=settings.timeout,
             address=host,
             transcript=transcript,
         )
     else:
-        result = await _plain_forward(profile, host, port, entry, message, settings, transcript)
+        result = await _plain_forward(
+            profile, server_name, host, port, entry, message, settings, transcript
+        )
     report.delivery = result
     _failure_report(report, result)
     if report.exit_code is ExitCode.OK:
-        await _confirm_received(profile, base_dir, report, wait)
+        await _confirm_received(profile, base_dir, report, wait, settings)
     return report
+
+
+def _inbound_target(listen: str) -> tuple[str, int]:
+    """Where to reach the inbound listener: a wildcard bind (0.0.0.0, ::) is reached locally."""
+    host, port = parse_host_port(listen, default_port=25)
+    assert port is not None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host, port
+    if ip.is_unspecified:
+        return ("::1" if ip.version == 6 else "127.0.0.1"), port
+    return host, port
 
 
 def message_sender(message: TestMessage) -> str:
@@ -256,6 +290,7 @@ def message_sender(message: TestMessage) -> str:
 
 async def _plain_forward(
     profile: Profile,
+    server_name: str,
     host: str,
     port: int,
     entry: SupportAddress,
@@ -263,31 +298,24 @@ async def _plain_forward(
     settings: Settings,
     transcript: Transcript | None,
 ) -> DeliveryResult:
-    """Ordinary forwarding (outbound-only): STARTTLS when offered, no AUTH, like an MTA."""
+    """Ordinary forwarding (outbound-only): STARTTLS, no AUTH, like an MTA."""
+    from smtpconn.smtp.replies import parse_queue_id
     from smtpconn.smtp.session import (
-        FailureKind,
         RecipientOutcome,
         SmtpFailure,
         SmtpSession,
-        StageName,
+        establish,
     )
 
     session = SmtpSession(
-        host, port, tls_context=secure_client_context(settings.ca_file, insecure=True),
-        ehlo_name=_ehlo_name(profile), timeout=settings.timeout, transcript=transcript,
+        server_name, port, tls_context=secure_client_context(settings.ca_file,
+        insecure=settings.insecure), ehlo_name=_ehlo_name(profile), timeout=settings.timeout,
+        address=host, transcript=transcript,
     )  # fmt: skip
     result = DeliveryResult([], session.stages, session.transcript_lines)
     try:
-        await session.open()
-        ext = await session.ehlo()
-        if not ext.has("STARTTLS"):
-            raise SmtpFailure(
-                StageName.STARTTLS,
-                FailureKind.NO_STARTTLS,
-                "the relay's inbound listener does not offer STARTTLS",
-            )
-        await session.starttls()
-        await session.ehlo()
+        await establish(session, Security.STARTTLS)
+        result.tls = session.tls
         await session.mail(message_sender(message))
         reply = await session.rcpt(entry.address.ascii)
         if reply.code not in (250, 251):
@@ -298,14 +326,17 @@ async def _plain_forward(
             )
         else:
             data = await session.data(message.raw)
+            result.queue_id = parse_queue_id(data)
             result.recipients.append(
                 RecipientOutcome(entry.address.ascii, True, False, data.code, data.text)
             )
-        result.tls = session.tls
         await session.quit()
     except SmtpFailure as failure:
         result.failure = failure
+        await session.quit()
+    finally:
         session.close()
+        result.peer_address = session.peer_address
     return result
 
 
@@ -317,57 +348,67 @@ def sink_maildir(profile: Profile, base_dir: Path) -> Path | None:
     return path if path.is_absolute() else base_dir / path
 
 
-def find_in_maildir(root: Path, token: str) -> bytes | None:
-    needle = token.encode()
-    for sub in ("new", "cur"):
-        for path in root.glob(f"**/{sub}/*"):
-            try:
-                raw = path.read_bytes()
-            except OSError:
-                continue
-            if needle in raw:
-                return raw
-    return None
-
-
 async def _confirm_received(
-    profile: Profile, base_dir: Path, report: SendTestReport, wait: float
+    profile: Profile,
+    base_dir: Path,
+    report: SendTestReport,
+    wait: float,
+    settings: Settings,
+    *,
+    check_dkim: bool = False,
 ) -> None:
     root = sink_maildir(profile, base_dir)
     if root is None:
         report.notes.append(
-            f"the relay's sink is not a Maildir: check the help desk for the token {report.token}"
+            "the relay's sink is not a Maildir, so send-test cannot see the message arrive: "
+            f"look for the token {report.token} in the help desk"
         )
         return
-    started = time.monotonic()
-    deadline = started + wait
+    watch = MaildirWatch(root, report.token, since=report.started)
+    deadline = time.monotonic() + wait
     while True:
-        raw = find_in_maildir(root, report.token)
-        if raw is not None:
-            report.received = describe_received(raw)
-            report.received["latency_seconds"] = round(time.monotonic() - started, 3)
-            return
+        path = await asyncio.to_thread(watch.poll)
+        if path is not None:
+            break
         if time.monotonic() >= deadline:
-            report.problem = (
-                f"not received: no message with token {report.token} reached {root} "
-                f"within {wait:g} s"
-            )
+            report.problem = _not_arrived(report, root, wait)
             report.exit_code = ExitCode.CHECK_FAILED
             return
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(POLL_INTERVAL)
+    arrived = time.time()
+    try:
+        raw = path.read_bytes()
+        # The sink writes the file as it delivers; our poll may notice it a little later.
+        arrived = min(arrived, path.stat().st_mtime)
+    except OSError:  # moved from new/ to cur/ in between: read it there
+        found = await asyncio.to_thread(MaildirWatch(root, report.token, since=report.started).poll)
+        raw = found.read_bytes() if found is not None else b""
+    relay = profile.relay
+    received = describe_received(raw, relay.hostname if relay else None)
+    received["latency_seconds"] = round(max(0.0, arrived - report.started), 3)
+    received["path"] = str(path)
+    if check_dkim:
+        received["dkim_verified_by_smtpconn"] = await asyncio.to_thread(verify_dkim, raw, settings)
+    report.received = received
+    tag = received["tag"]
+    if tag is None:
+        report.notes.append(
+            "the received copy carries no X-Smtpconn-Tag header: is this smtpconn's relay?"
+        )
 
 
-def describe_received(raw: bytes) -> dict[str, Any]:
-    """What the relay's copy says: tag, trace, Authentication-Results."""
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    tag = parsed.get(TAG_HEADER)
-    return {
-        "tag": str(tag) if tag else None,
-        "token_header": str(parsed.get(TOKEN_HEADER) or ""),
-        "received": [str(h) for h in parsed.get_all("Received") or []][:3],
-        "authentication_results": [str(h) for h in parsed.get_all("Authentication-Results") or []],
-        "dkim_signature_present": parsed.get("DKIM-Signature") is not None,
-    }
+def _not_arrived(report: SendTestReport, root: Path, wait: float) -> str:
+    d = report.delivery
+    where = (
+        f"the customer's server accepted it (queue id {d.queue_id}); look in its queue and log "
+        "for why it was not relayed to the relay's inbound listener"
+        if report.direction == "roundtrip" and d is not None and d.queue_id
+        else "the relay accepted it; look in the relay's log and spool (smtpconn queue list)"
+    )
+    return (
+        f"arrival stage: the message did not arrive in time: no message with token "
+        f"{report.token} reached the relay's sink {root} within {wait:g} s; {where}"
+    )
 
 
 async def roundtrip(
@@ -386,44 +427,18 @@ async def roundtrip(
             "address (mail to it must come back through the relay)",
             fix="use --direction outbound or inbound",
         )
+    if sink_maildir(profile, base_dir) is None:
+        raise UsageError(
+            "a round trip needs the relay's Maildir sink to see the message come back, and this "
+            "profile's [relay.sink] is not a Maildir (nothing was sent)",
+            fix="send with --direction outbound --to "
+            f"{entry.address.ascii} and look for the token in the help desk",
+        )
     report, _ = await send_outbound(
         profile, base_dir, entry, settings, entry.address, direction="roundtrip",
         transcript=transcript,
     )  # fmt: skip
     if report.exit_code is not ExitCode.OK:
         return report
-    await _confirm_received(profile, base_dir, report, wait)
-    if report.received is not None:
-        raw = find_in_maildir(sink_maildir(profile, base_dir) or base_dir, report.token)
-        if raw is not None:
-            report.received["dkim_verified_by_smtpconn"] = verify_dkim(raw, settings)
+    await _confirm_received(profile, base_dir, report, wait, settings, check_dkim=True)
     return report
-
-
-def verify_dkim(raw: bytes, settings: Settings) -> dict[str, Any]:
-    """Verify the received copy's DKIM signature ourselves, against the configured resolver."""
-    import dkim as dkimpy
-    import dns.exception
-    import dns.resolver
-
-    resolver = dns.resolver.Resolver(configure=not settings.resolvers)
-    if settings.resolvers:
-        import dns.nameserver
-
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in settings.resolvers]
-    resolver.lifetime = settings.timeout
-
-    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
-        try:
-            answer = resolver.resolve(name.decode().rstrip("."), "TXT", search=False)
-        except dns.exception.DNSException:
-            return None
-        return b"".join(b"".join(r.strings) for r in answer[:1])
-
-    if b"dkim-signature:" not in raw.lower():
-        return {"result": "none", "detail": "the received copy carries no DKIM signature"}
-    try:
-        ok = bool(dkimpy.verify(raw, dnsfunc=dnsfunc))
-    except Exception as exc:  # dkimpy raises several unrelated types for malformed input
-        return {"result": "permerror", "detail": str(exc)}
-    return {"result": "pass" if ok else "fail", "detail": ""}

@@ -1,4 +1,5 @@
-"""A connector profile pointing at the lab's Postfix, for send-test."""
+"""send-test fixtures: a profile pointing at the lab's Postfix (outbound), and a connector with a
+running ``smtpconn relay`` (inbound, round trip)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from pathlib import Path
 import pytest
 
 from lab.lab import Lab
+from tests.conftest import CliInvoker
+from tests.integration.relay.conftest import RelayEnv, RelayProcess, relay_process
+
+from .relay_connector import OUTBOUND_SECRET_ENV, Connector, make_connector
+
+__all__ = ["relay_process"]  # the relay engineer's fixture, run against our relay_env below
 
 SECRET_ENV = "SMTPCONN_TEST_SEND_SECRET"
 
@@ -58,3 +65,36 @@ secret = "env:{SECRET_ENV}"
 @pytest.fixture
 def lab_args(lab: Lab) -> list[str]:
     return ["--resolver", lab.resolver, "--ca-file", str(lab.ca_file), "--timeout", "5"]
+
+
+# -- a running relay, for the inbound and round-trip directions ------------------------------
+
+
+@pytest.fixture
+def connector_domain(relay_domain: str) -> str:
+    """The domain of the connector's addresses; a fresh one per test unless a module overrides."""
+    return relay_domain
+
+
+@pytest.fixture
+def connector(
+    lab: Lab,
+    cli: CliInvoker,
+    tmp_path: Path,
+    connector_domain: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Connector:
+    monkeypatch.setenv(OUTBOUND_SECRET_ENV, lab.user.password)
+    monkeypatch.delenv("SMTPCONN_INBOUND_PASSWORD", raising=False)
+    return make_connector(lab, cli, tmp_path / "connector", connector_domain)
+
+
+@pytest.fixture
+def relay_env(connector: Connector) -> RelayEnv:
+    return connector.env
+
+
+@pytest.fixture
+def relay(connector: Connector, relay_process: Callable[..., RelayProcess]) -> RelayProcess:
+    """``smtpconn relay`` as its own process, listening where the profile says."""
+    return relay_process(inbound_port=connector.inbound_port)
