@@ -171,7 +171,8 @@ def _render(report: SendTestReport) -> None:
             out.print(f"TLS: {d.tls.version} {d.tls.cipher}")
         if d.queue_id:
             out.print(f"queue id: {escape(d.queue_id)}")
-    out.print(f"DKIM-signed: {'yes' if report.dkim_signed else 'no (the profile has no key)'}")
+    if report.direction != "inbound":  # inbound tests stand in for other senders: never signed
+        out.print(f"DKIM-signed: {'yes' if report.dkim_signed else 'no (the profile has no key)'}")
     if report.received is not None:
         _render_received(report.received)
     for note in report.notes:

@@ -265,6 +265,8 @@ async def send_inbound(
         )
     report.delivery = result
     _failure_report(report, result)
+    if report.exit_code is ExitCode.COULD_NOT_RUN:
+        report.problem += f"; is `smtpconn relay` running and listening on {relay.inbound_listen}?"
     if report.exit_code is ExitCode.OK:
         await _confirm_received(profile, base_dir, report, wait, settings)
     return report

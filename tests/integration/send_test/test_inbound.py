@@ -124,3 +124,16 @@ def test_missing_inbound_password_is_bad_usage(
     # Nothing was sent: the relay never saw a session.
     assert "event=inbound.accepted" not in relay.log.read_text()
     assert connector.env.sink_messages() == []
+
+
+def test_relay_not_running_could_not_connect(
+    connector: Connector, cli: CliInvoker, lab_args: list[str]
+) -> None:
+    result = send_inbound(
+        cli, connector, connector.bidirectional, lab_args,
+        "--json", "--inbound-password-file", str(connector.password_file),
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    report = json.loads(result.stdout)
+    assert report["failure"]["stage"] == "connect" and report["failure"]["kind"] == "refused"
+    assert "smtpconn relay` running" in report["problem"]
