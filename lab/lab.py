@@ -88,6 +88,10 @@ class LabState:
     #: server name -> pid (= session id) of its leader process
     pids: dict[str, int]
     relay_targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The process that started the lab, and whether the servers are meant to outlive it
+    #: (``scripts/lab up``). A non-detached lab whose owner died is an orphan: see reap_orphans.
+    owner_pid: int = 0
+    detached: bool = False
     version: int = STATE_VERSION
 
     def to_json(self) -> str:
@@ -164,6 +168,7 @@ class Lab:
         self.postfix: PostfixServer | None = None
         self._state: LabState | None = None
         self._atexit_registered = False
+        self._owner_pid = os.getpid()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -177,6 +182,8 @@ class Lab:
         if not lab_root_ok(self.root):
             raise LabError(f"{self.root} (or a parent) is not world-traversable (o+x); Postfix's "
                            "unprivileged processes could not reach it. Use a dir under /tmp.")
+        if self.stop_at_exit:
+            reap_orphans()
         if self.stop_at_exit and not self._atexit_registered:
             atexit.register(self.stop)
             self._atexit_registered = True
@@ -294,6 +301,8 @@ class Lab:
             certs=certs,
             pids=self.pids(),
             relay_targets={d: asdict(t) for d, t in pf.relay_targets.items()},
+            owner_pid=self._owner_pid,
+            detached=not self.stop_at_exit,
         )
         self._state.save(self.state_file)
 
@@ -316,6 +325,7 @@ class Lab:
                   users=tuple(TestUser(u, p) for u, p in st.users.items()))
         lab._own_root = False
         lab._state = st
+        lab._owner_pid = st.owner_pid
         lab.ca = LabCA.at(root / "ca")
         lab.dkim_keys = {
             n: DkimKey(n, int(v["bits"]), Path(v["path"]), load_public_der(Path(v["path"])))
@@ -423,4 +433,25 @@ def stop_state(state_file: Path) -> list[str]:
             done.append(f"stopped leftovers of {name} (session {pid})")
         else:
             done.append(f"{name} (pid {pid}) was not running")
+    return done
+
+
+def reap_orphans(tmp: Path | None = None) -> list[str]:
+    """Stop labs left behind by test runs that died without cleaning up (SIGKILL, os._exit).
+
+    Only labs under the temp dir whose state says they are not detached (not ``lab up``) and
+    whose owner process is gone are touched; their servers are stopped by the recorded pids.
+    """
+    done: list[str] = []
+    base = tmp or Path(tempfile.gettempdir())
+    for state_file in base.glob("smtpconn-lab-*/state.json"):
+        try:
+            st = LabState.load(state_file)
+        except (OSError, ValueError, TypeError, LabError):
+            continue
+        if st.detached or st.owner_pid <= 0 or Path(f"/proc/{st.owner_pid}").exists():
+            continue
+        done += stop_state(state_file)
+        shutil.rmtree(state_file.parent, ignore_errors=True)
+        done.append(f"removed orphaned lab {state_file.parent}")
     return done
