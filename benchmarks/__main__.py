@@ -12,6 +12,7 @@ Results: benchmarks/results/<UTC timestamp>.json (or --out DIR).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -20,10 +21,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.measure import REPO
 from benchmarks.report import render_table, targets
+
+if TYPE_CHECKING:
+    from lab.lab import Lab
 
 SECTIONS = ("startup", "verify", "relay")
 
@@ -50,17 +54,22 @@ def meta(quick: bool) -> dict[str, Any]:
     }
 
 
-def run(sections: list[str], quick: bool, full_peer: bool, out_dir: Path) -> Path:
+def collect(
+    sections: list[str], quick: bool, full_peer: bool = False, lab: Lab | None = None
+) -> dict[str, Any]:
+    """Run the sections; the lab servers are started here unless a running ``lab`` is given."""
     results: dict[str, Any] = {"meta": meta(quick)}
     started = time.monotonic()
     if "startup" in sections:
         from benchmarks import startup
 
-        results["startup"] = startup.run(repeat=5 if quick else 40)
+        results["startup"] = startup.run(repeat=3 if quick else 40)
     if "verify" in sections or "relay" in sections:
-        from lab.lab import Lab
+        with contextlib.ExitStack() as stack:
+            if lab is None:
+                from lab.lab import Lab
 
-        with Lab() as lab:
+                lab = stack.enter_context(Lab())
             if "verify" in sections:
                 from benchmarks import verify_bench
 
@@ -71,12 +80,14 @@ def run(sections: list[str], quick: bool, full_peer: bool, out_dir: Path) -> Pat
                 results["relay"] = relay_bench.run(lab, quick)
     results["meta"]["duration_s"] = round(time.monotonic() - started, 1)
     results["targets"] = targets(results)
+    return results
+
+
+def write(results: dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = out_dir / f"{stamp}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
-    print(render_table(results))
-    print(f"\nresults: {path}")
     return path
 
 
@@ -106,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    run(sections, args.quick, args.full_peer, args.out)
+    results = collect(sections, args.quick, args.full_peer)
+    path = write(results, args.out)
+    print(render_table(results))
+    print(f"\nresults: {path}")
     return 0
 
 

@@ -1,0 +1,67 @@
+"""The benchmark harness itself works: tiny inputs through every section, against the real lab.
+
+Speed targets are never asserted here (they are reported by ``python -m benchmarks``); only that
+each section ran, produced the expected keys and positive numbers, and wrote its JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.__main__ import collect, write
+from benchmarks.report import render_table
+from lab.lab import Lab
+
+pytestmark = pytest.mark.integration
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and value > 0
+
+
+def test_quick_run_writes_complete_results(lab: Lab, tmp_path: Path) -> None:
+    results = collect(["startup", "verify", "relay"], quick=True, lab=lab)
+    path = write(results, tmp_path)
+    data = json.loads(path.read_text())
+    assert set(data) >= {"meta", "startup", "verify", "relay", "targets"}
+    assert data["meta"]["quick"] is True
+
+    for name in ("python_c_pass", "smtpconn_help", "smtpconn_list"):
+        assert _positive(data["startup"][name]["median_s"]), name
+        assert _positive(data["startup"][name]["ratio_to_python"]), name
+
+    runs = data["verify"]["runs"]
+    assert [r["n"] for r in runs] == [1, 2]
+    for r in runs:
+        assert _positive(r["smtpconn"]["wall_s"]) and _positive(r["checkdmarc"]["wall_s"])
+        assert _positive(r["smtpconn"]["max_rss_kib"]) and _positive(r["ratio_to_n1"])
+        assert _positive(r["speedup_vs_checkdmarc"])
+        # Both tools really checked the generated domains (not a fast failure).
+        assert r["smtpconn"]["addresses"] == r["n"]
+        assert r["smtpconn"]["summary"]["pass"] > 0
+        assert r["checkdmarc"]["valid"]["spf_valid"] == r["n"]
+    # Everything went through the latency proxies.
+    assert data["verify"]["proxy_stats"]["dns"]["udp_datagrams"] > 0
+    assert data["verify"]["proxy_stats"]["submission"]["tcp_connections"] > 0
+
+    for row in data["relay"]["inbound"]:
+        for side in ("smtpconn", "postfix"):
+            assert row[side]["errors"] == 0, row[side]["first_errors"]
+            assert row[side]["sent"] == row[side]["messages"]
+            for key in ("accepted_per_s", "delivered_per_s", "p50_ms", "p99_ms"):
+                assert _positive(row[side][key]), (side, key)
+        assert _positive(row["delivered_ratio"])
+    out = data["relay"]["outbound"]
+    assert _positive(out["smtpconn"]["delivered_per_s"])
+    assert _positive(out["postfix_direct"]["delivered_per_s"])
+    mem = data["relay"]["memory"]
+    assert mem["smtpconn"]["greeted"] == mem["idle_connections"]
+    assert _positive(mem["smtpconn"]["peak_rss_kib"]) and _positive(mem["postfix"]["pss_kib"])
+
+    assert "verify fan-out" in render_table(data)
+    # The lab's test password never lands in the results file.
+    assert lab.user.password not in path.read_text()
