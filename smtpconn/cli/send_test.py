@@ -34,8 +34,9 @@ def register(app: typer.Typer) -> None:
         app,
         "send-test",
         help="Send a test message for a support address: outbound through your server, inbound "
-        "to the relay, or a round trip that proves the whole loop. Never sends AUTH or mail "
-        "in clear text. " + EXIT_CODES_HELP,
+        "to the relay, or a round trip that proves the whole loop. Inbound and round trip read "
+        "the message back from the relay's Maildir sink, so run them where the relay runs. "
+        "Never sends AUTH or mail in clear text. " + EXIT_CODES_HELP,
     )
     def send_test(
         settings: Settings,
@@ -47,7 +48,12 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--to", help="Recipient of an outbound test.")
         ] = None,
         wait: Annotated[
-            float, typer.Option("--wait", help="Seconds to wait for the message to arrive.")
+            float,
+            typer.Option(
+                "--wait",
+                help="Seconds to wait for the message to reach the relay's sink (inbound, "
+                "roundtrip).",
+            ),
         ] = 60.0,
         subject: Annotated[
             str | None, typer.Option("--subject", help="Subject prefix (one line).")

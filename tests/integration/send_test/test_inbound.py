@@ -52,6 +52,7 @@ def test_bidirectional_logs_in_over_tls_and_is_tagged_authenticated(
     assert "AUTH PLAIN <redacted>" in result.stderr
     assert_no_secret(result.output, connector.inbound_password, INBOUND_USER)
     assert_no_secret(result.output, lab.user.password)
+    assert_no_secret(relay.log.read_text(), connector.inbound_password, INBOUND_USER)
 
 
 def test_password_from_the_environment_and_human_output(

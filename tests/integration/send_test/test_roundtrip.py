@@ -70,7 +70,7 @@ def test_roundtrip_arrives_tagged_with_spf_dkim_dmarc(
     raw = connector.env.wait_for_sink(report["token"], timeout=5)
     assert report["queue_id"].encode() in raw
     assert f"auth={INBOUND_USER} tag=authenticated" in relay.log.read_text()
-    for text in (stdout, stderr):
+    for text in (stdout, stderr, relay.log.read_text()):
         assert_no_secret(text, lab.user.password, lab.user.username)
         assert_no_secret(text, connector.inbound_password, INBOUND_USER)
 
