@@ -25,6 +25,7 @@ from lab.proc import (
     LabError,
     free_ports,
     run,
+    session_owns_port,
     spawn,
     stop_session,
     tail,
@@ -82,6 +83,9 @@ class NsdServer:
         """``host:port`` as used by ``--resolver`` / ``SMTPCONN_RESOLVER``."""
         return f"{self.host}:{self.port}"
 
+    def all_ports(self) -> list[int]:
+        return [self.port]
+
     def write_config(self) -> None:
         d = self.directory
         (d / "zones").mkdir(parents=True, exist_ok=True)
@@ -126,7 +130,9 @@ remote-control:
         self.pid = self.proc.pid
         try:
             wait_until(
-                lambda: self._alive_or_raise() and _query_soa(self.host, self.port, "good.test"),
+                lambda: self._alive_or_raise()
+                and session_owns_port(self.pid or 0, self.port, "udp")
+                and _query_soa(self.host, self.port, "good.test"),
                 timeout,
                 f"NSD on {self.address}",
             )

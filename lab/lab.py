@@ -23,10 +23,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from lab import zones
 from lab.ca import LabCA, write_lab_ca
@@ -39,6 +40,7 @@ from lab.proc import (
     cmdline,
     missing_binaries,
     port_open,
+    port_taken,
     session_members,
     stop_session,
     wait_until,
@@ -173,6 +175,9 @@ class Lab:
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> LabState:
+        if os.geteuid() != 0:
+            raise LabError("the lab must be started as root (Postfix, Dovecot and NSD start as "
+                           "root and drop to their own users)")
         missing = missing_binaries(REQUIRED_BINARIES)
         if missing:
             from lab.proc import MissingBinaryError
@@ -190,11 +195,11 @@ class Lab:
         try:
             self.dkim_keys = generate_dkim_keys(self.root / "keys")
             self.ca = write_lab_ca(self.root / "ca")
-            self.dns = NsdServer(self.root / "dns",
-                                 {n: k.public_der for n, k in self.dkim_keys.items()})
-            self.dns.start()
-            self.postfix = PostfixServer(self.root / "postfix", self.ca, self.users)
-            self.postfix.start()
+            public = {n: k.public_der for n, k in self.dkim_keys.items()}
+            self.dns = _start_retrying(lambda: NsdServer(self.root / "dns", public))
+            ca = self.ca
+            self.postfix = _start_retrying(
+                lambda: PostfixServer(self.root / "postfix", ca, self.users))
         except BaseException:
             self.stop()
             raise
@@ -410,6 +415,27 @@ class Lab:
     def send(self, port_name: str, **kwargs: Any) -> SwaksResult:
         """swaks to one of the lab's Postfix ports (see ``lab.swaks.send`` for the options)."""
         return send(self.ports[port_name], **kwargs)
+
+
+_Server = TypeVar("_Server", NsdServer, PostfixServer)
+
+
+def _start_retrying(make: Callable[[], _Server], attempts: int = 3) -> _Server:
+    """Create and start a server; on a port taken between choosing and binding it (another
+    program was quicker), start again on fresh ports instead of failing the run."""
+    for attempt in range(1, attempts + 1):
+        server = make()
+        try:
+            server.start()
+            return server
+        except LabError:
+            # start() has stopped what it started, so any of its ports still held now is held
+            # by someone else (Postfix's own "address in use" message goes to a syslog that
+            # may not exist, so the ports are checked rather than the logs).
+            if attempt == attempts or not any(port_taken(p) for p in server.all_ports()):
+                raise
+            shutil.rmtree(server.directory, ignore_errors=True)
+    raise AssertionError("unreachable")
 
 
 def _owned(name: str, pid: int) -> bool:

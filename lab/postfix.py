@@ -60,6 +60,7 @@ from lab.proc import (
     port_open,
     run,
     session_members,
+    session_owns_port,
     spawn,
     stop_session,
     tail,
@@ -182,7 +183,7 @@ service anvil {{
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise LabError(f"dovecot exited with {self.proc.returncode}:\n{tail(self.log)}")
-            return port_open(self.host, self.port)
+            return session_owns_port(self.pid or 0, self.port) and port_open(self.host, self.port)
 
         try:
             wait_until(ready, timeout, f"Dovecot auth on {self.host}:{self.port}")
@@ -268,6 +269,10 @@ class PostfixServer:
         self.pid: int | None = None
         self.relay_targets: dict[str, RelayTarget] = {}
         self.relay_domains: set[str] = {zones.RELAY_DOMAIN}
+
+    def all_ports(self) -> list[int]:
+        """Every port this server binds (SMTP listeners and Dovecot's auth listener)."""
+        return [*self.ports.values(), self.sasl_port]
 
     # -- configuration --------------------------------------------------------------------
 
@@ -507,10 +512,16 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 self.directory / "master.out",
             )
             self.pid = self.proc.pid
-            for name, port in self.ports.items():
-                if self.proc.poll() is not None:
-                    raise LabError(f"postfix master exited with {self.proc.returncode}:\n"
+            master = self.proc
+
+            def bound() -> bool:
+                if master.poll() is not None:
+                    raise LabError(f"postfix master exited with {master.returncode}:\n"
                                    f"{tail(self.directory / 'master.out')}\n{tail(self.log)}")
+                return all(session_owns_port(master.pid, p) for p in self.ports.values())
+
+            wait_until(bound, timeout, "Postfix master to bind its ports")
+            for name, port in self.ports.items():
                 wait_for_banner(self.host, port, timeout, tls=name in IMPLICIT_TLS_PORTS)
         except LabError:
             self.stop()

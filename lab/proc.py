@@ -152,6 +152,60 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+def _socket_inodes(port: int, proto: str) -> set[str]:
+    """Inodes of IPv4 sockets bound to 127.0.0.1:``port`` (TCP: listening ones only)."""
+    want = f"0100007F:{port:04X}"
+    inodes: set[str] = set()
+    try:
+        lines = Path(f"/proc/net/{proto}").read_text().splitlines()[1:]
+    except OSError:
+        return inodes
+    for line in lines:
+        f = line.split()
+        if len(f) > 9 and f[1] == want and (proto != "tcp" or f[3] == "0A"):
+            inodes.add(f[9])
+    return inodes
+
+
+def session_owns_port(sid: int, port: int, proto: str = "tcp") -> bool:
+    """True if a process of session ``sid`` holds the socket bound to 127.0.0.1:``port``.
+
+    Start-up checks use this rather than "something answers there": with free ports picked
+    before the daemons bind, another program could have taken the port in between, and its
+    answers must not be mistaken for our server's.
+    """
+    inodes = _socket_inodes(port, proto)
+    if not inodes:
+        return False
+    targets = {f"socket:[{i}]" for i in inodes}
+    for pid in session_members(sid):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
+                    return True
+    return False
+
+
+def port_taken(port: int, host: str = LOOPBACK) -> bool:
+    """True if something else holds ``host:port`` (TCP listener or UDP socket) right now.
+
+    SO_REUSEADDR on the TCP probe: a connection of ours lingering in TIME_WAIT is not "taken".
+    """
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                return True
+    return False
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
