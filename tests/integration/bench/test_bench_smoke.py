@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks.__main__ import collect, write
 from benchmarks.report import render_table
+from benchmarks.verify_bench import checkdmarc_installed
 from lab.lab import Lab
 
 pytestmark = pytest.mark.integration
@@ -37,13 +38,17 @@ def test_quick_run_writes_complete_results(lab: Lab, tmp_path: Path) -> None:
     runs = data["verify"]["runs"]
     assert [r["n"] for r in runs] == [1, 2]
     for r in runs:
-        assert _positive(r["smtpconn"]["wall_s"]) and _positive(r["checkdmarc"]["wall_s"])
+        assert _positive(r["smtpconn"]["wall_s"])
         assert _positive(r["smtpconn"]["max_rss_kib"]) and _positive(r["ratio_to_n1"])
-        assert _positive(r["speedup_vs_checkdmarc"])
-        # Both tools really checked the generated domains (not a fast failure).
+        # smtpconn really checked the generated domains (not a fast failure).
         assert r["smtpconn"]["addresses"] == r["n"]
         assert r["smtpconn"]["summary"]["pass"] > 0
-        assert r["checkdmarc"]["valid"]["spf_valid"] == r["n"]
+        if checkdmarc_installed():  # the "bench" extra; scripts/bench installs it
+            assert _positive(r["checkdmarc"]["wall_s"])
+            assert _positive(r["speedup_vs_checkdmarc"])
+            assert r["checkdmarc"]["valid"]["spf_valid"] == r["n"]
+        else:
+            assert "not installed" in r["checkdmarc"]["error"]
     # Everything went through the latency proxies.
     assert data["verify"]["proxy_stats"]["dns"]["udp_datagrams"] > 0
     assert data["verify"]["proxy_stats"]["submission"]["tcp_connections"] > 0
