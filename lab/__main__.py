@@ -13,12 +13,11 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from lab import zones
-from lab.lab import Lab, LabState, _owned, stop_state
+from lab.lab import Lab, LabState, _owned, make_lab_root, stop_state
 from lab.proc import LabError, MissingBinaryError, port_open
 
 
@@ -66,8 +65,7 @@ def cmd_up(state_dir: Path) -> int:
         # A stale or half-dead lab: stop what is left of it before starting afresh.
         cmd_down(state_dir, quiet=True)
     state_dir.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="smtpconn-lab-"))
-    root.chmod(0o755)
+    root = make_lab_root()
     lab = Lab(root, state_file, stop_at_exit=False)
     t0 = time.monotonic()
     try:

@@ -139,6 +139,18 @@ def lab_root_ok(root: Path) -> bool:
     return all(os.stat(d).st_mode & 1 for d in [p, *p.parents])
 
 
+def lab_tmp_base() -> Path:
+    """Where lab directories go: the temp dir, unless it is private (e.g. a 0700 TMPDIR)."""
+    base = Path(tempfile.gettempdir())
+    return base if lab_root_ok(base) else Path("/tmp")
+
+
+def make_lab_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="smtpconn-lab-", dir=lab_tmp_base()))
+    root.chmod(0o755)
+    return root
+
+
 class Lab:
     """All lab servers under one directory (``root``; a fresh temp dir by default).
 
@@ -158,8 +170,7 @@ class Lab:
         if root is None:
             # Under the system temp dir, not pytest's (0700) tmp_path: the postfix, dovecot and
             # nobody users must traverse to the queue, the auth files and the Maildirs.
-            root = Path(tempfile.mkdtemp(prefix="smtpconn-lab-"))
-            root.chmod(0o755)
+            root = make_lab_root()
         self.root = root
         self.state_file = state_file or root / "state.json"
         self.stop_at_exit = stop_at_exit
@@ -469,7 +480,7 @@ def reap_orphans(tmp: Path | None = None) -> list[str]:
     whose owner process is gone are touched; their servers are stopped by the recorded pids.
     """
     done: list[str] = []
-    base = tmp or Path(tempfile.gettempdir())
+    base = tmp or lab_tmp_base()
     for state_file in base.glob("smtpconn-lab-*/state.json"):
         try:
             st = LabState.load(state_file)
