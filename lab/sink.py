@@ -61,8 +61,9 @@ class _Record:
 
 
 class _Handler:
-    def __init__(self, record: _Record) -> None:
+    def __init__(self, record: _Record, implicit_tls: bool) -> None:
         self.record = record
+        self.implicit_tls = implicit_tls
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         # auth_data is what _authenticate put in its AuthResult: the login that succeeded.
@@ -71,7 +72,7 @@ class _Handler:
             mail_from=str(envelope.mail_from),
             rcpt_tos=tuple(str(r) for r in envelope.rcpt_tos),
             content=bytes(envelope.original_content or envelope.content or b""),
-            tls=session.ssl is not None,
+            tls=self.implicit_tls or session.ssl is not None,
             auth_login=login if isinstance(login, str) else None,
         )
         with self.record.lock:
@@ -102,6 +103,7 @@ class SmtpSink:
         self.port = port if port is not None else free_ports(1)[0]
         self.users = users
         self.record = _Record()
+        self.implicit_tls = implicit_tls
         tls_context: ssl.SSLContext | None = None
         if cert is not None and key is not None:
             tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -112,19 +114,21 @@ class SmtpSink:
             "auth_required": users is not None,
             # With TLS available, AUTH only after it (as production servers should); without
             # TLS, let AUTH happen in clear so a test can show the client refuses to send it.
-            "auth_require_tls": tls_context is not None,
+            # (Implicit TLS: aiosmtpd only counts STARTTLS as TLS here, but the whole session is
+            # encrypted from the first byte, so no extra requirement is needed.)
+            "auth_require_tls": tls_context is not None and not implicit_tls,
             "require_starttls": require_tls and tls_context is not None and not implicit_tls,
         }
         if implicit_tls:
             if tls_context is None:
                 raise ValueError("implicit_tls needs cert and key")
             self.controller = Controller(
-                _Handler(self.record), hostname=self.host, port=self.port,
+                _Handler(self.record, implicit_tls), hostname=self.host, port=self.port,
                 ssl_context=tls_context, server_hostname="localhost", **server_kwargs,
             )
         else:
             self.controller = Controller(
-                _Handler(self.record), hostname=self.host, port=self.port,
+                _Handler(self.record, implicit_tls), hostname=self.host, port=self.port,
                 tls_context=tls_context, **server_kwargs,
             )
         self._started = False
@@ -140,7 +144,7 @@ class SmtpSink:
             ok = self.users is not None and self.users.get(login) == password
         with self.record.lock:
             self.record.auth_attempts.append(
-                AuthAttempt(login, ok, session.ssl is not None, mechanism)
+                AuthAttempt(login, ok, self.implicit_tls or session.ssl is not None, mechanism)
             )
         return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
 

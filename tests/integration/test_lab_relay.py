@@ -12,6 +12,7 @@ from lab import zones
 from lab.lab import Lab
 from lab.proc import free_ports
 from lab.sink import SmtpSink
+from lab.swaks import send
 
 HD_USER, HD_PASS = "helpdesk-inbound", "inbound-secret"
 
@@ -130,3 +131,14 @@ def test_retargeting_applies_to_the_next_message(
     send_inbound(lab, f"b@{relay_domain}", t2)
     second.wait_for_message(t2)
     assert all(t2.encode() not in m.content for m in first.messages)
+
+
+def test_sink_speaks_implicit_tls_too(lab: Lab, smtp_sink: Callable[..., SmtpSink]) -> None:
+    """The throw-away listener itself, driven by swaks: RFC 8314 TLS + AUTH, chain verified."""
+    sink = smtp_sink(users={HD_USER: HD_PASS}, implicit_tls=True)
+    t = token()
+    res = send(sink.port, tls="implicit", ca_file=str(lab.ca_file), auth=(HD_USER, HD_PASS),
+               to="support@helpdesk.test", subject=t)
+    assert res.ok, res.transcript
+    msg = sink.wait_for_message(t)
+    assert msg.tls and msg.auth_login == HD_USER
