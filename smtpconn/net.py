@@ -57,6 +57,37 @@ def make_resolver(
     return resolver
 
 
+async def resolve_host(
+    host: str, nameservers: tuple[tuple[str, int], ...], *, timeout: float
+) -> str | None:
+    """The address to connect to for ``host``, asked of ``nameservers`` (A first, then AAAA).
+
+    Returns ``host`` itself when it is an address literal, and None when no nameservers are
+    configured (the OS resolver then decides) or the name does not resolve (the SMTP session then
+    reports it as unresolvable). Every SMTP client of smtpconn goes through this so that
+    ``--resolver`` means the same thing for a connection as for the checks.
+    """
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if not nameservers:
+        return None
+    import dns.exception
+
+    resolver = make_resolver(nameservers, timeout=timeout)
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = await resolver.resolve(host, rdtype, search=False)
+        except dns.exception.DNSException:
+            continue
+        return str(answer[0])
+    return None
+
+
 def make_client_tls_context(
     ca_file: Path | None = None, *, insecure: bool = False
 ) -> ssl.SSLContext:

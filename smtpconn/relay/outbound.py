@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from smtpconn.errors import UsageError
+from smtpconn.net import resolve_host
 from smtpconn.profile.model import OutboundServer, SupportAddress
 from smtpconn.profile.secrets import resolve_secret
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
@@ -264,6 +265,7 @@ class OutboundDelivery:
     async def _deliver(
         self, server: OutboundServer, secret: str, mail_from: str, rcpts: list[str], message: bytes
     ) -> Result:
+        settings = self.config.settings
         return await self.deliverer(
             server,
             secret,
@@ -272,7 +274,10 @@ class OutboundDelivery:
             message,
             tls_context=self.tls_context,
             ehlo_name=self.config.hostname,
-            timeout=self.config.settings.timeout,
+            timeout=settings.timeout,
+            # The customer's server is found through the configured resolver, like every other
+            # name smtpconn looks up (--resolver / SMTPCONN_RESOLVER).
+            address=await resolve_host(server.host, settings.resolvers, timeout=settings.timeout),
         )
 
     async def _bounce(self, entry: SpoolEntry, failures: list[FailedRecipient]) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from smtpconn.addresses import MailAddress, parse_host_port
 from smtpconn.errors import ExitCode, UsageError
+from smtpconn.net import resolve_host
 from smtpconn.profile.model import (
     AuthMechanism,
     Mode,
@@ -109,30 +110,6 @@ def _dkim_key(entry: SupportAddress, base_dir: Path) -> DkimKey | None:
     return DkimKey(entry.address.domain, entry.dkim.selector, pem)
 
 
-async def resolve_address(host: str, settings: Settings) -> str | None:
-    """The first A record of ``host`` through the configured resolvers (None: let the OS
-    resolve, i.e. no --resolver given, or ``host`` is already an address)."""
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    if not settings.resolvers:
-        return None
-    import dns.exception
-
-    from smtpconn.net import make_resolver
-
-    resolver = make_resolver(settings.resolvers, timeout=settings.timeout)
-    try:
-        answer = await resolver.resolve(host, "A", search=False)
-    except dns.exception.DNSException:
-        return None  # the session then reports the host as unresolvable
-    return str(answer[0])
-
-
 def _failure_report(report: SendTestReport, result: DeliveryResult) -> None:
     failure = result.failure
     if failure is not None:
@@ -189,7 +166,7 @@ async def send_outbound(
         tls_context=secure_client_context(settings.ca_file, insecure=settings.insecure),
         ehlo_name=_ehlo_name(profile),
         timeout=settings.timeout,
-        address=await resolve_address(server.host, settings),
+        address=await resolve_host(server.host, settings.resolvers, timeout=settings.timeout),
         transcript=transcript,
     )
     report.delivery = result

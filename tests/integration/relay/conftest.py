@@ -71,9 +71,10 @@ def write_profile(path: Path, addresses: list[dict[str, Any]], relay: dict[str, 
 
 
 def outbound_to(lab: Lab, port: int | None = None) -> dict[str, Any]:
-    """The lab Postfix's submission port as the customer's server (127.0.0.1 is in its cert)."""
+    """The lab Postfix's submission port as the customer's server, by its host name as an
+    administrator would give it: the relay must find it through the configured resolver."""
     return {
-        "host": "127.0.0.1",
+        "host": lab.server_name,
         "port": port if port is not None else lab.ports["submission"],
         "security": "starttls",
         "username": lab.user.username,

@@ -82,8 +82,10 @@ async def test_waits_in_spool_while_server_is_down(lab: Lab, relay_env: RelayEnv
     )
     relay = Relay.from_profile_file(relay_env.profile, settings=relay_env.settings, poll=0.2)
     await relay.start()
+    # The stand-in for the customer's server presents the mail server's certificate: the relay
+    # checks it against the profile's host name, as it does for the real one.
     sink = SmtpSink(
-        lab.ca.relay.cert, lab.ca.relay.key, {lab.user.username: lab.user.password}, port=port
+        lab.ca.server.cert, lab.ca.server.key, {lab.user.username: lab.user.password}, port=port
     )
     try:
         t = f"later-{uuid.uuid4().hex}"
