@@ -3,13 +3,12 @@ session-wide ``lab`` fixture (tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
 from lab import zones
-from lab.dns import NsdServer
 from lab.lab import Lab
 from smtpconn.addresses import parse_address
 from smtpconn.profile.model import (
@@ -87,30 +86,3 @@ def write_profile(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         return path
 
     return write
-
-
-class _NsdWithoutRateLimit(NsdServer):
-    """The lab's zones on a second NSD with response-rate limiting off: NSD's default RRL (about
-    200 answers a second per client network) would otherwise measure NSD, not verify, when 300
-    domains are checked at once."""
-
-    def write_config(self) -> None:
-        super().write_config()
-        text = self.conf.read_text()
-        self.conf.write_text(
-            text.replace(
-                "server:\n", "server:\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n", 1
-            )
-        )
-
-
-@pytest.fixture(scope="module")
-def unlimited_dns(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsdServer]:
-    directory = tmp_path_factory.mktemp("nsd-no-rrl")
-    directory.chmod(0o755)
-    server = _NsdWithoutRateLimit(directory, {n: k.public_der for n, k in lab.dkim_keys.items()})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
