@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from base64 import b64decode
@@ -27,6 +28,15 @@ from smtpconn.profile.secrets import verify_password
 from smtpconn.relay.log import log_event
 
 MAX_AUTH_FAILURES_PER_SESSION = 3
+
+
+def _not_login_data_notice(record: logging.LogRecord) -> bool:
+    # aiosmtpd logs "Session.login_data is deprecated" on every successful AUTH, from its own
+    # code: noise outside the relay's key=value log that no operator can act on.
+    return "Session.login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_not_login_data_notice)
 
 
 class CredentialChecker:
