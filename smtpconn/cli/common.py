@@ -29,6 +29,7 @@ ProfileOption = Annotated[
     Path | None,
     typer.Option(
         "--profile",
+        metavar="PATH",
         envvar="SMTPCONN_PROFILE",
         help="Connector profile (TOML). [default: ./smtpconn.toml]",
         show_default=False,
@@ -48,6 +49,7 @@ CaFileOption = Annotated[
     Path | None,
     typer.Option(
         "--ca-file",
+        metavar="PATH",
         envvar="SMTPCONN_CA_FILE",
         help="Extra trust anchors (PEM) for private CAs.",
         show_default=False,
@@ -57,6 +59,7 @@ TimeoutOption = Annotated[
     float | None,
     typer.Option(
         "--timeout",
+        metavar="SECONDS",
         help=f"Seconds to wait for each network operation. [default: {DEFAULT_TIMEOUT:g}]",
     ),
 ]
