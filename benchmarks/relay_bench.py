@@ -124,7 +124,7 @@ mode = "bidirectional"
 workflow = "authenticated"
 
 [addresses.outbound]
-host = "{lab_state.server_host}"
+host = "{lab_state.server_name}"
 port = {lab_state.ports["submission"]}
 security = "starttls"
 auth = "auto"
