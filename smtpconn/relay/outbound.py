@@ -23,12 +23,11 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 from smtpconn.errors import UsageError
 from smtpconn.net import resolve_host
-from smtpconn.profile.model import OutboundServer, SupportAddress
+from smtpconn.profile.model import OutboundServer
 from smtpconn.profile.secrets import resolve_secret
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.dsn import FailedRecipient, build_dsn
@@ -36,6 +35,7 @@ from smtpconn.relay.log import log_event
 from smtpconn.relay.server import RelaySMTP
 from smtpconn.relay.spool import Envelope, RetryState, Spool, SpoolEntry, backoff_delay, new_id
 from smtpconn.relay.tagging import prepend, tag_value
+from smtpconn.smtp.dkim import sign_for
 
 MAX_RECIPIENTS = 100
 
@@ -62,42 +62,6 @@ def default_deliverer() -> Deliverer:
     from smtpconn.smtp.session import deliver
 
     return deliver
-
-
-def dkim_sign(message: bytes, entry: SupportAddress, base_dir: Path) -> bytes:
-    """Prepend a DKIM-Signature for the address's domain (relaxed/relaxed, rsa-sha256)."""
-    import dkim
-
-    if entry.dkim is None:
-        return message
-    key_path = entry.dkim.private_key
-    if not key_path.is_absolute():
-        key_path = base_dir / key_path
-    try:
-        key = key_path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read DKIM key {key_path}: {exc.strerror}") from None
-    signature = dkim.sign(
-        message,
-        entry.dkim.selector.encode("ascii"),
-        entry.address.domain.encode("ascii"),
-        key,
-        canonicalize=(b"relaxed", b"relaxed"),
-        include_headers=[
-            b"from",
-            b"to",
-            b"cc",
-            b"subject",
-            b"date",
-            b"message-id",
-            b"reply-to",
-            b"in-reply-to",
-            b"references",
-            b"mime-version",
-            b"content-type",
-        ],
-    )
-    return bytes(signature) + message
 
 
 class SubmissionHandler:
@@ -141,7 +105,7 @@ class SubmissionHandler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         try:
-            message = await asyncio.to_thread(dkim_sign, raw, entry, self.config.base_dir)
+            message = await asyncio.to_thread(sign_for, raw, entry, self.config.base_dir)
         except Exception as exc:  # a bad key must not send unsigned mail behind our back
             log_event(
                 "submission.dkim-failed",
@@ -329,4 +293,4 @@ def _status(outcome: Any) -> str:
     return match.group(0) if match else "5.0.0"
 
 
-__all__ = ["Deliverer", "OutboundDelivery", "RetryState", "SubmissionHandler", "dkim_sign"]
+__all__ = ["Deliverer", "OutboundDelivery", "RetryState", "SubmissionHandler"]

@@ -43,9 +43,10 @@ from smtpconn.profile.model import (
 )
 from smtpconn.profile.secrets import SecretRef, resolve_secret
 from smtpconn.settings import Settings
+from smtpconn.smtp.dkim import load_dkim_key
 from smtpconn.smtp.received import MaildirWatch, describe_received, verify_dkim
 from smtpconn.smtp.session import DeliveryResult, Transcript, deliver, secure_client_context
-from smtpconn.smtp.testmessage import DkimKey, TestMessage, build_test_message
+from smtpconn.smtp.testmessage import TestMessage, build_test_message
 
 POLL_INTERVAL = 0.1  # seconds between looks into the sink while waiting for the message
 
@@ -95,21 +96,6 @@ def _ehlo_name(profile: Profile) -> str:
     return profile.connector.ehlo_name or socket.getfqdn() or "localhost"
 
 
-def _dkim_key(entry: SupportAddress, base_dir: Path) -> DkimKey | None:
-    if entry.dkim is None:
-        return None
-    path = entry.dkim.private_key
-    path = path if path.is_absolute() else base_dir / path
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(
-            f"cannot read the DKIM private key {path}: {exc.strerror}",
-            fix="check dkim.private_key in the profile",
-        ) from None
-    return DkimKey(entry.address.domain, entry.dkim.selector, pem)
-
-
 def _failure_report(report: SendTestReport, result: DeliveryResult) -> None:
     failure = result.failure
     if failure is not None:
@@ -150,7 +136,7 @@ async def send_outbound(
         direction=direction,
         subject=subject,
         body=body,
-        dkim=_dkim_key(entry, base_dir),
+        dkim=load_dkim_key(entry, base_dir),
     )
     report = SendTestReport(
         direction, entry.address.ascii, recipient.ascii, message.token, message.message_id,

@@ -4,8 +4,8 @@ Every message carries a unique token in ``X-Smtpconn-Test`` and in the Subject (
 found again in a Maildir or a help-desk inbox), a proper Message-ID and Date, and a plain body
 that says what it is. Nothing the user typed reaches a header unchecked: the recipient is parsed
 as an address and the subject refuses control characters, so ``--to`` or ``--subject`` cannot
-add headers. DKIM signing (RFC 6376, relaxed/relaxed, rsa-sha256) uses the profile's key when it
-has one, exactly as the relay will sign replies.
+add headers. It is DKIM-signed with the profile's key when it has one, by the relay's own signer
+(:mod:`smtpconn.smtp.dkim`), so the test proves the signature replies will carry.
 """
 
 from __future__ import annotations
@@ -20,18 +20,11 @@ from email.utils import format_datetime, localtime
 
 from smtpconn.addresses import MailAddress
 from smtpconn.errors import UsageError
+from smtpconn.smtp.dkim import DkimKey, dkim_sign
 
 TOKEN_HEADER = "X-Smtpconn-Test"
-SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"x-smtpconn-test")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_SUBJECT = 200
-
-
-@dataclass(frozen=True, slots=True)
-class DkimKey:
-    domain: str
-    selector: str
-    private_key_pem: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,23 +90,3 @@ def build_test_message(
         raw = dkim_sign(raw, dkim)
         signed = True
     return TestMessage(token, message_id, full_subject, raw, signed)
-
-
-def dkim_sign(raw: bytes, key: DkimKey) -> bytes:
-    import dkim as dkimpy
-
-    try:
-        signature: bytes = dkimpy.sign(
-            raw,
-            key.selector.encode("ascii"),
-            key.domain.encode("ascii"),
-            key.private_key_pem,
-            include_headers=list(SIGNED_HEADERS),
-            canonicalize=(b"relaxed", b"relaxed"),
-        )
-    except dkimpy.DKIMException as exc:
-        raise UsageError(
-            f"cannot DKIM-sign with the profile's key for {key.domain}: {exc}",
-            fix="check dkim.private_key in the profile (a PEM RSA private key)",
-        ) from None
-    return signature + raw
