@@ -15,6 +15,7 @@ from smtpconn.errors import UsageError
 
 if TYPE_CHECKING:  # dnspython is imported lazily: the CLI's start-up path does not need it.
     import dns.asyncresolver
+    import dns.resolver
 
 DNS_PORT = 53
 
@@ -52,6 +53,24 @@ def make_resolver(
         resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
     else:
         resolver = dns.asyncresolver.Resolver()
+    resolver.timeout = timeout
+    resolver.lifetime = timeout
+    return resolver
+
+
+def make_sync_resolver(
+    nameservers: tuple[tuple[str, int], ...], *, timeout: float
+) -> dns.resolver.Resolver:
+    """The blocking twin of :func:`make_resolver`, for code that already runs in a worker thread
+    and has no event loop to hand lookups to (asking the same servers, with the same timeout)."""
+    import dns.nameserver
+    import dns.resolver
+
+    if nameservers:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
+    else:
+        resolver = dns.resolver.Resolver()
     resolver.timeout = timeout
     resolver.lifetime = timeout
     return resolver

@@ -3,8 +3,10 @@ the MAIL FROM domain (pyspf), DKIM signatures (dkimpy), DMARC of the From domain
 
 Both libraries are synchronous, so the whole evaluation runs in a worker thread and is bounded by
 a deadline; what does not finish in time is reported as ``temperror`` rather than holding mail.
-Lookups go to the resolvers smtpconn was given (``--resolver`` / the system's), not to whatever
-pyspf would find on its own.
+Their lookups go through the same bridge verify uses (:mod:`smtpconn.checks.syncdns`): handed
+back to the event loop and answered by a CachingResolver over ``net.make_resolver``, so
+``--resolver`` means the same here as everywhere, and pyspf is redirected only in the worker
+thread that evaluates (no process-wide DNS switch).
 
 It is evaluated when the message is handed to the sink, not before the ``250``: acknowledging a
 message never waits for DNS.
@@ -17,15 +19,12 @@ suffixes such as ``co.uk``.
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import dataclass
 from email.utils import getaddresses
-from typing import Any
 
+from smtpconn.checks.dnscache import CachingResolver, DnsOutcome
+from smtpconn.checks.syncdns import DnsUnavailable, SyncDns, bound
 from smtpconn.relay.tagging import header_value
-
-_DNS_LOCK = threading.Lock()
-_NAMESERVERS: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,66 +62,11 @@ class AuthVerdicts:
         return "Authentication-Results: " + ";\r\n\t".join(parts)
 
 
-def _resolver(timeout: float) -> Any:
-    import dns.nameserver
-    import dns.resolver
-
-    if _NAMESERVERS:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in _NAMESERVERS]
-    else:
-        resolver = dns.resolver.Resolver()
-    resolver.timeout = timeout
-    resolver.lifetime = timeout
-    return resolver
-
-
-def configure_dns(nameservers: tuple[tuple[str, int], ...]) -> None:
-    """Point SPF/DKIM/DMARC lookups at ``nameservers`` (process-wide: pyspf has one hook)."""
-    global _NAMESERVERS
-    import spf
-
-    with _DNS_LOCK:
-        _NAMESERVERS = nameservers
-        spf.DNSLookup = _spf_lookup
-
-
-def _spf_lookup(name: str, qtype: str, strict: bool = True, timeout: float = 20) -> list[Any]:
-    """pyspf's DNSLookup contract, answered by our resolver."""
-    import dns.exception
-    import dns.resolver
-    import spf
-
-    result: list[Any] = []
-    try:
-        answers = _resolver(float(timeout)).resolve(name, qtype, raise_on_no_answer=False)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return result
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-        raise spf.TempError(f"DNS {exc}") from None
-    for rdata in answers:
-        if qtype in ("A", "AAAA"):
-            result.append(((name, qtype), rdata.address))
-        elif qtype == "MX":
-            result.append(((name, qtype), (rdata.preference, rdata.exchange)))
-        elif qtype == "PTR":
-            result.append(((name, qtype), rdata.target.to_text(True)))
-        elif qtype in ("TXT", "SPF"):
-            result.append(((name, qtype), rdata.strings))
-        elif qtype == "CNAME":
-            result.append(((name, qtype), rdata.target.to_text(True)))
-    return result
-
-
-def _txt(name: str, timeout: float) -> list[str]:
-    import dns.exception
-    import dns.resolver
-
-    try:
-        answers = _resolver(timeout).resolve(name, "TXT", raise_on_no_answer=False)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
-    return [b"".join(r.strings).decode("utf-8", "replace") for r in answers]
+def _txt(dns: SyncDns, name: str) -> list[str]:
+    answer = dns.query(name, "TXT")
+    if answer.outcome is DnsOutcome.ERROR:
+        raise DnsUnavailable(answer.error)
+    return list(answer.records)
 
 
 def _org_domain(domain: str) -> str:
@@ -135,9 +79,9 @@ def _aligned(a: str, b: str, strict: bool) -> bool:
     return a == b if strict else _org_domain(a) == _org_domain(b)
 
 
-def _dmarc_record(domain: str, timeout: float) -> dict[str, str] | None:
+def _dmarc_record(dns: SyncDns, domain: str) -> dict[str, str] | None:
     for name in dict.fromkeys([domain, _org_domain(domain)]):
-        for text in _txt(f"_dmarc.{name}", timeout):
+        for text in _txt(dns, f"_dmarc.{name}"):
             if text.lower().startswith("v=dmarc1"):
                 tags = {}
                 for item in text.split(";"):
@@ -149,17 +93,19 @@ def _dmarc_record(domain: str, timeout: float) -> dict[str, str] | None:
     return None
 
 
-def evaluate(inp: AuthInput, timeout: float) -> AuthVerdicts:
-    """SPF, DKIM and DMARC, synchronously (call it through :func:`authentication_results`)."""
+def evaluate(inp: AuthInput, timeout: float, dns: SyncDns) -> AuthVerdicts:
+    """SPF, DKIM and DMARC, synchronously, in a worker thread (never on the loop's thread: every
+    lookup is answered there); call it through :func:`authentication_results`."""
     import dkim
     import spf
 
     sender = inp.mail_from or f"postmaster@{inp.helo}"
     spf_domain = sender.rpartition("@")[2].lower()
     try:
-        spf_result, _explanation = spf.check2(
-            i=inp.client_ip, s=sender, h=inp.helo or "unknown", querytime=timeout
-        )
+        with bound(dns):
+            spf_result, _explanation = spf.check2(
+                i=inp.client_ip, s=sender, h=inp.helo or "unknown", querytime=timeout
+            )
     except Exception:  # pyspf raises on malformed input; that is a policy error, not ours
         spf_result = "permerror"
 
@@ -170,7 +116,7 @@ def evaluate(inp: AuthInput, timeout: float) -> AuthVerdicts:
         for index in range(min(count, 5)):
             signer = dkim.DKIM(inp.message, timeout=int(max(1, timeout)))
             try:
-                ok = signer.verify(idx=index, dnsfunc=lambda n, timeout=5: _dkim_txt(n, timeout))
+                ok = signer.verify(idx=index, dnsfunc=dns.dkim_txt)
                 result = "pass" if ok else "fail"
             except dkim.DnsTimeoutError:
                 result = "temperror"
@@ -185,7 +131,7 @@ def evaluate(inp: AuthInput, timeout: float) -> AuthVerdicts:
     dmarc, policy = "none", None
     if from_domain:
         try:
-            record = _dmarc_record(from_domain, timeout)
+            record = _dmarc_record(dns, from_domain)
         except Exception:
             record, dmarc = None, "temperror"
         if record is not None:
@@ -208,19 +154,6 @@ def evaluate(inp: AuthInput, timeout: float) -> AuthVerdicts:
     )
 
 
-def _dkim_txt(name: bytes | str, timeout: float) -> bytes | None:
-    import dkim
-    import dns.exception
-    import dns.resolver
-
-    text = name.decode("ascii") if isinstance(name, bytes) else name
-    try:
-        records = _txt(text.rstrip("."), float(timeout))
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-        raise dkim.DnsTimeoutError(str(exc)) from None
-    return records[0].encode("utf-8") if records else None
-
-
 def _from_domain(message: bytes) -> str | None:
     value = header_value(message, "From")
     if not value:
@@ -231,10 +164,19 @@ def _from_domain(message: bytes) -> str | None:
     return addresses[0].rpartition("@")[2].lower()
 
 
-async def authentication_results(inp: AuthInput, authserv_id: str, timeout: float) -> str:
-    """The complete header line; ``temperror`` for what missed the deadline."""
+async def authentication_results(
+    inp: AuthInput, authserv_id: str, timeout: float, resolver: CachingResolver
+) -> str:
+    """The complete header line; ``temperror`` for what missed the deadline.
+
+    ``resolver`` should be fresh for each message: its cache then spans one evaluation (an SPF
+    include chain is asked once) and never serves a stale record to the next message.
+    """
+    dns = SyncDns(resolver, asyncio.get_running_loop())
     try:
-        verdicts = await asyncio.wait_for(asyncio.to_thread(evaluate, inp, timeout), timeout * 2)
+        verdicts = await asyncio.wait_for(
+            asyncio.to_thread(evaluate, inp, timeout, dns), timeout * 2
+        )
     except TimeoutError:
         verdicts = AuthVerdicts(
             spf="temperror",
@@ -244,4 +186,6 @@ async def authentication_results(inp: AuthInput, authserv_id: str, timeout: floa
             dmarc_policy=None,
             from_domain=_from_domain(inp.message),
         )
+    finally:
+        dns.close()  # a thread still evaluating gets "could not tell" at once from now on
     return verdicts.header(authserv_id, inp.client_ip)

@@ -13,6 +13,8 @@ import asyncio
 import logging
 import time
 
+from smtpconn.checks.dnscache import CachingResolver
+from smtpconn.net import make_resolver
 from smtpconn.relay.authres import AuthInput, authentication_results
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.log import log_event
@@ -27,6 +29,7 @@ class SinkHandover:
         self.spool = spool
         self.sink = sink
         self.auth_timeout = min(config.settings.timeout, 10.0)
+        self._resolver = make_resolver(config.settings.resolvers, timeout=self.auth_timeout)
 
     async def __call__(self, entry: SpoolEntry) -> None:
         envelope = entry.envelope
@@ -42,6 +45,7 @@ class SinkHandover:
                 ),
                 self.config.hostname,
                 self.auth_timeout,
+                CachingResolver(self._resolver),
             )
             message = prepend(message, header)
         item = SinkItem(

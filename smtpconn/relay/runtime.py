@@ -109,13 +109,11 @@ class Relay:
                 "the relay cannot start:\n  " + "\n  ".join(problems),
                 fix="correct the profile's [relay] table or the options (smtpconn relay --check)",
             )
-        from smtpconn.relay.authres import configure_dns
         from smtpconn.relay.handover import SinkHandover
         from smtpconn.relay.outbound import OutboundDelivery, default_deliverer
         from smtpconn.relay.sinks import make_sink
         from smtpconn.smtp.session import secure_client_context
 
-        configure_dns(self.config.settings.resolvers)
         await asyncio.to_thread(self.spool.lock)
         try:
             sink = make_sink(self.config)

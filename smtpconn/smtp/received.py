@@ -144,12 +144,9 @@ def verify_dkim(raw: bytes, settings: Settings) -> dict[str, Any]:
     import dns.exception
     import dns.resolver
 
-    resolver = dns.resolver.Resolver(configure=not settings.resolvers)
-    if settings.resolvers:
-        import dns.nameserver
+    from smtpconn.net import make_sync_resolver
 
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in settings.resolvers]
-    resolver.lifetime = settings.timeout
+    resolver = make_sync_resolver(settings.resolvers, timeout=settings.timeout)
 
     def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
         try:
