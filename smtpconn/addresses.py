@@ -11,8 +11,6 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-import idna
-
 from smtpconn.errors import UsageError
 
 # RFC 5322 atext: the characters allowed in a dot-atom local part without quoting.
@@ -34,19 +32,30 @@ def _reject_controls(value: str, what: str) -> None:
         )
 
 
+def _to_alabel(candidate: str, domain: str, what: str) -> str:
+    import idna
+
+    try:
+        return str(idna.encode(candidate, uts46=True).decode("ascii").lower())
+    except idna.IDNAError as exc:
+        raise UsageError(
+            f"{what} {domain!r} is not a valid domain name: {exc}",
+            fix="use letters, digits and hyphens in dot-separated labels, e.g. example.com",
+        ) from None
+
+
 def normalise_domain(domain: str, *, what: str = "domain") -> str:
     """Return the lower-case A-label form of ``domain`` or raise ``UsageError``."""
     _reject_controls(domain, what)
     candidate = domain.strip().rstrip(".")
     if not candidate:
         raise UsageError(f"{what} is empty", fix="give a domain such as example.com")
-    try:
-        alabel = idna.encode(candidate, uts46=True).decode("ascii").lower()
-    except idna.IDNAError as exc:
-        raise UsageError(
-            f"{what} {domain!r} is not a valid domain name: {exc}",
-            fix="use letters, digits and hyphens in dot-separated labels, e.g. example.com",
-        ) from None
+    if candidate.isascii() and "xn--" not in candidate.lower():
+        # The common case needs no IDNA processing (and no import of the idna tables, which
+        # would slow every command's start-up): LDH labels are checked below.
+        alabel = candidate.lower()
+    else:
+        alabel = _to_alabel(candidate, domain, what)
     if len(alabel) > MAX_DOMAIN:
         raise UsageError(
             f"{what} {domain!r} is {len(alabel)} characters long; the limit is {MAX_DOMAIN}",
@@ -69,6 +78,10 @@ def normalise_domain(domain: str, *, what: str = "domain") -> str:
 
 def domain_for_display(alabel: str) -> str:
     """The U-label form of a stored A-label domain (for people), or the A-label if not IDN."""
+    if "xn--" not in alabel:
+        return alabel
+    import idna
+
     try:
         return str(idna.decode(alabel))
     except idna.IDNAError:

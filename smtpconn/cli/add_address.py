@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,15 +12,10 @@ from smtpconn.cli.common import command
 from smtpconn.cli.describe import describe_entry
 from smtpconn.cli.render import console, escape, print_json, warn
 from smtpconn.errors import UsageError
-from smtpconn.profile.edit import AddPlan, AddRequest, plan_add
-from smtpconn.profile.store import (
-    load_profile,
-    locked,
-    render_profile,
-    save_profile,
-    write_atomically,
-)
 from smtpconn.settings import Settings
+
+if TYPE_CHECKING:  # the profile library is imported when the command runs, not for --help
+    from smtpconn.profile.edit import AddPlan
 
 HELP = """Add a support address to the connector profile, or re-add one (--readd).
 
@@ -46,6 +41,8 @@ def _diff(path: Path, old: str, new: str) -> str:
 
 
 def _write_password_file(path: Path, username: str, password: str) -> None:
+    from smtpconn.profile.store import write_atomically
+
     try:
         write_atomically(path, f"{password}\n".encode(), mode=0o600)
     except OSError as exc:
@@ -105,6 +102,9 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
         ] = False,
     ) -> None:
+        from smtpconn.profile.edit import AddRequest, plan_add
+        from smtpconn.profile.store import load_profile, locked, render_profile, save_profile
+
         request = AddRequest(
             address=address,
             mode=mode,

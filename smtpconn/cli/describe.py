@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from smtpconn.profile.model import SupportAddress
+if TYPE_CHECKING:
+    from smtpconn.profile.model import SupportAddress
 
 
 def describe_entry(entry: SupportAddress) -> dict[str, Any]:

@@ -7,13 +7,14 @@ import typer
 from smtpconn.cli.common import command
 from smtpconn.cli.describe import describe_entry
 from smtpconn.cli.render import console, print_json
-from smtpconn.profile.store import load_profile
 from smtpconn.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
     @command(app, "list", help="List the support addresses in the connector profile.")
     def list_addresses(settings: Settings) -> None:
+        from smtpconn.profile.store import load_profile
+
         loaded = load_profile(settings.profile_path)
         entries = loaded.profile.addresses
         if settings.json:

@@ -7,8 +7,6 @@ import typer
 from smtpconn.cli.common import command, exit_with
 from smtpconn.cli.render import console, error_console, escape, print_json
 from smtpconn.errors import ExitCode, ProfileError
-from smtpconn.profile.store import load_profile
-from smtpconn.profile.validate import references_findings
 from smtpconn.settings import Settings
 
 
@@ -22,6 +20,9 @@ def register(app: typer.Typer) -> None:
         help="Check the profile: TOML syntax, known keys, values, secret references. Exit 0 valid, 2 not.",
     )
     def validate(settings: Settings) -> None:
+        from smtpconn.profile.store import load_profile
+        from smtpconn.profile.validate import references_findings
+
         path = settings.profile_path
         findings: list[str] = []
         warnings: list[str] = []

@@ -9,8 +9,6 @@ import typer
 from smtpconn.cli.common import command
 from smtpconn.cli.describe import describe_entry
 from smtpconn.cli.render import console, escape, print_json
-from smtpconn.profile.edit import plan_remove
-from smtpconn.profile.store import load_profile, locked, save_profile
 from smtpconn.settings import Settings
 
 
@@ -23,6 +21,9 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--dry-run", help="Show what would be removed; write nothing.")
         ] = False,
     ) -> None:
+        from smtpconn.profile.edit import plan_remove
+        from smtpconn.profile.store import load_profile, locked, save_profile
+
         path = settings.profile_path
         with locked(path):
             loaded = load_profile(path)

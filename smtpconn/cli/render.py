@@ -6,7 +6,6 @@ document and everything else (warnings, progress) goes to stderr.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from functools import cache
@@ -35,6 +34,8 @@ def error_console() -> Console:
 
 
 def print_json(document: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
 
