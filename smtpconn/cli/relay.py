@@ -88,7 +88,10 @@ def register(app: typer.Typer) -> None:
                     f"{config.submission_listen}, spool {config.spool_dir}, sink {config.sink.kind}"
                 )
             if problems:
-                raise UsageError("the relay cannot start:\n  " + "\n  ".join(problems))
+                raise UsageError(
+                    "the relay cannot start:\n  " + "\n  ".join(problems),
+                    fix="correct the profile's [relay] table (docs/relay.md), then run --check again",
+                )
             return
         configure_logging(settings.verbose)
         asyncio.run(run_until_signalled(Relay(config)))

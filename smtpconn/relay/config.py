@@ -8,6 +8,7 @@ command-line overrides applied), so the listeners and workers never read the pro
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -154,7 +155,8 @@ def _key(address: MailAddress) -> str:
 
 def _path(value: str, base_dir: Path) -> Path:
     path = Path(value).expanduser()
-    return path if path.is_absolute() else base_dir / path
+    # Absolute, so logs and --check name the real place whatever the profile path looked like.
+    return path if path.is_absolute() else base_dir.absolute() / path
 
 
 def build_config(
@@ -246,10 +248,23 @@ def check_config(config: RelayConfig) -> list[str]:
         from smtpconn.net import make_server_tls_context
 
         assert config.tls_key is not None
-        try:
-            make_server_tls_context(config.tls_cert, config.tls_key)
-        except UsageError as exc:
-            problems.append(str(exc))
+        unreadable = [
+            problem
+            for what, path in (
+                ("relay.tls_cert", config.tls_cert),
+                ("relay.tls_key", config.tls_key),
+            )
+            if (problem := _unreadable_file(path, what))
+        ]
+        problems += unreadable
+        if not unreadable:
+            try:
+                make_server_tls_context(config.tls_cert, config.tls_key)
+            except UsageError:
+                problems.append(
+                    f"relay.tls_cert {config.tls_cert} / relay.tls_key {config.tls_key}: not a PEM "
+                    "certificate chain and its matching private key"
+                )
     if not is_loopback(config.submission_listen) and not config.submission_auth:
         problems.append(
             f"submission_listen {config.submission_listen} is not a loopback address and has "
@@ -263,10 +278,16 @@ def check_config(config: RelayConfig) -> list[str]:
             except UsageError as exc:
                 problems.append(f"{entry.address.display}: {exc.message}")
         if entry.dkim is not None:
-            key = _path(str(entry.dkim.private_key), config.base_dir)
-            if not key.is_file():
-                problems.append(f"{entry.address.display}: DKIM private key {key} does not exist")
+            problem = _dkim_problem(entry, config.base_dir)
+            if problem:
+                problems.append(f"{entry.address.display}: {problem}")
+    if problem := _unwritable_dir(config.spool_dir):
+        problems.append(f"relay.spool {config.spool_dir}: {problem}")
     sink = config.sink
+    if sink.kind == "maildir" and sink.path and (problem := _unwritable_dir(Path(sink.path))):
+        problems.append(f"relay.sink.path {sink.path}: {problem}")
+    if sink.kind == "webhook" and sink.url and (problem := _url_problem(sink.url)):
+        problems.append(f"relay.sink.url {sink.url!r}: {problem}")
     if sink.kind == "webhook" and sink.secret is not None:
         try:
             resolve_secret(sink.secret, config.base_dir)
@@ -275,6 +296,78 @@ def check_config(config: RelayConfig) -> list[str]:
     if sink.kind == "pipe" and sink.command:
         import shutil
 
-        if shutil.which(sink.command[0]) is None:
-            problems.append(f"relay.sink.command: {sink.command[0]} is not an executable")
+        program = sink.command[0]
+        if shutil.which(program) is None:
+            hint = (
+                " (command is an array of arguments, e.g. "
+                f"command = {json.dumps(program.split())}; no shell is used)"
+                if " " in program.strip()
+                else ""
+            )
+            problems.append(
+                f"relay.sink.command: {program} is not an executable file "
+                f"(not found, or not executable){hint}"
+            )
     return problems
+
+
+def _unreadable_file(path: Path, what: str) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except IsADirectoryError:
+        return f"{what} {path}: is a folder, not a PEM file"
+    except OSError as exc:
+        return f"{what} {path}: cannot be read ({exc.strerror})"
+    return None
+
+
+def _dkim_problem(entry: SupportAddress, base_dir: Path) -> str | None:
+    from smtpconn.smtp.dkim import dkim_sign, load_dkim_key
+
+    try:
+        key = load_dkim_key(entry, base_dir)
+        if key is not None:  # a trial signature: the key must load, not merely exist
+            dkim_sign(f"From: <{entry.address.ascii}>\r\n\r\n.\r\n".encode(), key)
+    except UsageError as exc:
+        return exc.message
+    return None
+
+
+def _unwritable_dir(path: Path) -> str | None:
+    """Why the relay could not create files in ``path`` (None: it can). Probed with a real
+    temporary file, because permission bits alone say nothing for root or read-only mounts;
+    nothing is left behind."""
+    import os
+    import tempfile
+
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".smtpconn-check-", dir=probe)
+    except OSError as exc:
+        where = "" if probe == path else f" (it would be created in {probe})"
+        return f"cannot write there{where}: {exc.strerror}"
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+def _url_problem(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with https:// (or http:// on a trusted network)"
+    if not parts.hostname or any(c.isspace() for c in url):
+        return "not a valid URL (no host name, or spaces in it)"
+    return None
