@@ -153,7 +153,7 @@ def test_broken_profiles_are_refused_with_a_clear_line(
         if case == "dkim-garbage":
             (tmp_path / "dkim.pem").write_text("not a key\n")
         kwargs["dkim"] = '[addresses.dkim]\nselector = "s1"\nprivate_key = "dkim.pem"'
-    code, output = _check(tmp_path, cert_pair, **kwargs)
+    code, output = _check(tmp_path, cert_pair, **kwargs)  # type: ignore[arg-type]
     assert code == 2, output
     assert expected in " ".join(output.split()), output
     assert output.startswith("error: the relay cannot start:")

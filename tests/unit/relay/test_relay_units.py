@@ -241,7 +241,7 @@ async def test_credential_checker_caches_success_and_limits_failures(
     import smtpconn.relay.server as server
 
     calls: list[str] = []
-    real = server.verify_password
+    real = server.verify_password  # type: ignore[attr-defined]
 
     def counting(password: str, encoded: str) -> bool:
         calls.append(encoded)
@@ -389,9 +389,9 @@ async def test_retry_window_end_bounces_instead_of_waiting(
     async def down(*_: Any, **__: Any) -> FakeResult:
         return FakeResult([FakeOutcome("r@y.test", False, False, None, "connection refused")])
 
-    await OutboundDelivery(config, spool, down, None, lambda _d: None)(
+    await OutboundDelivery(config, spool, down, None, lambda _d: None)(  # type: ignore[arg-type]
         next(spool.entries("outbound"))
-    )  # type: ignore[arg-type]
+    )
     assert list(spool.entries("outbound")) == []
     assert b"Status: 4.4.7" in spool.message(next(spool.entries("inbound")))
     await asyncio.sleep(0)
