@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,6 +27,63 @@ def _spool_dir(settings: Settings, spool: str | None) -> Path:
     return build_config(loaded.profile, loaded.base_dir, settings, RelayOverrides()).spool_dir
 
 
+def _when(timestamp: float | None, now: float) -> str:
+    if not timestamp:
+        return "-"
+    delta = timestamp - now
+    if delta <= 0:
+        return "now"
+    for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= seconds:
+            return f"in {int(delta // seconds)}{unit}"
+    return f"in {int(delta)}s"
+
+
+def _printable(text: str) -> str:
+    # Addresses and errors come from remote servers: no terminal control sequences on screen.
+    return "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(1, width - 1)] + "\u2026"
+
+
+def render_queue(items: list[dict[str, Any]], *, width: int, verbose: bool) -> list[str]:
+    """Plain lines, like ``mailq``: one summary line per message that fits ``width`` (the
+    recipient column takes what is left), the last error on its own indented line below it
+    (cut to the width unless ``verbose``, which also adds the full id, sender and size)."""
+    import time
+
+    now = time.time()
+    id_width = max(8, *(len(i["id"] if verbose else i["short_id"]) for i in items))
+    head = f"{'ID':<{id_width}}  DIR  {'STATUS':<8}  TRIES  {'NEXT':<7}  "
+    room = max(20, width - len(head))
+    lines = [head + "RECIPIENT"]
+    for item in items:
+        rcpts = [_printable(r) for r in item["rcpts"]]
+        rcpt = rcpts[0] if rcpts else "-"
+        if len(rcpts) > 1:
+            rcpt += f" (+{len(rcpts) - 1})"
+        next_try = "held" if item["status"] == "held" else _when(item["next_attempt"], now)
+        lines.append(
+            f"{item['id'] if verbose else item['short_id']:<{id_width}}  "
+            f"{'in' if item['direction'] == 'inbound' else 'out':<3}  "
+            f"{item['status']:<8}  {item['attempts']:>5}  {next_try:<7}  "
+            + (rcpt if verbose else _fit(rcpt, room))
+        )
+        indent = " " * (id_width + 2)
+        if verbose:
+            lines.append(
+                f"{indent}from {_printable(item['mail_from']) or '<>'}, {item['size']} bytes"
+            )
+            if len(rcpts) > 1:
+                lines.append(f"{indent}to {', '.join(rcpts)}")
+        if item["last_error"]:
+            error = _printable(str(item["last_error"]))
+            lines.append(indent + (error if verbose else _fit(error, max(20, width - len(indent)))))
+    return lines
+
+
 def register(app: typer.Typer) -> None:
     queue_app = typer.Typer(
         help="Inspect the relay's spool: list messages waiting, retry them now, delete them.",
@@ -34,7 +91,11 @@ def register(app: typer.Typer) -> None:
     )
     app.add_typer(queue_app, name="queue")
 
-    @command(queue_app, "list", help="List queued, deferred and held messages.")
+    @command(
+        queue_app,
+        "list",
+        help="List queued, deferred and held messages (-v: full ids, senders, sizes, errors).",
+    )
     def queue_list(
         settings: Settings,
         spool: SpoolOption = None,
@@ -42,9 +103,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="inbound | outbound. [default: both]")
         ] = None,
     ) -> None:
-        import datetime as dt
-
-        from smtpconn.cli.render import console, escape, print_json
+        from smtpconn.cli.render import console, print_json
         from smtpconn.errors import UsageError
         from smtpconn.relay.queue import list_queue, open_spool
 
@@ -58,26 +117,10 @@ def register(app: typer.Typer) -> None:
         if not items:
             out.print("The spool is empty: everything was delivered.")
             return
-        from rich.table import Table
-
-        table = Table(title_justify="left")
-        for column in ("id", "dir", "from", "to", "size", "status", "attempts", "next", "error"):
-            table.add_column(column)
-        for item in items:
-            data = item.to_json()
-            nxt = data["next_attempt"]
-            table.add_row(
-                data["id"],
-                data["direction"],
-                escape(data["mail_from"] or "<>"),
-                escape(", ".join(data["rcpts"])),
-                str(data["size"]),
-                data["status"],
-                str(data["attempts"]),
-                dt.datetime.fromtimestamp(nxt).strftime("%H:%M:%S") if nxt else "-",
-                escape(data["last_error"] or ""),
-            )
-        out.print(table)
+        for line in render_queue(
+            [i.to_json() for i in items], width=out.width, verbose=settings.verbose
+        ):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
 
     @command(queue_app, "retry", help="Make messages due now (also releases held messages).")
     def queue_retry(

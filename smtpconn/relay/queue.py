@@ -21,11 +21,16 @@ class QueueItem:
     entry: SpoolEntry
     state: RetryState
 
+    @property
+    def short_id(self) -> str:
+        return short_id(self.entry.id)
+
     def to_json(self) -> dict[str, Any]:
         e = self.entry.envelope
         s = self.state
         return {
             "id": self.entry.id,
+            "short_id": self.short_id,
             "direction": e.direction,
             "mail_from": e.mail_from,
             "rcpts": list(e.rcpts),
@@ -38,6 +43,12 @@ class QueueItem:
             "last_error": s.last_error,
             "tag": e.meta.get("tag"),
         }
+
+
+def short_id(entry_id: str) -> str:
+    """The random part of a spool id (``<ns time>.<8 hex>``): what people read and type; any
+    unambiguous prefix or suffix of the full id works too."""
+    return entry_id.rpartition(".")[2] or entry_id
 
 
 def open_spool(directory: Path) -> Spool:
@@ -59,13 +70,36 @@ def _select(spool: Spool, ids: list[str], everything: bool) -> list[SpoolEntry]:
         return [item.entry for item in list_queue(spool)]
     if not ids:
         raise UsageError("give one or more message ids, or --all", fix="see smtpconn queue list")
+    known: list[SpoolEntry] | None = None
     entries = []
     for entry_id in ids:
         entry = spool.find(entry_id)
         if entry is None:
-            raise UsageError(f"no message {entry_id!r} in {spool.directory} (nothing was changed)")
-        entries.append(entry)
+            if known is None:
+                known = [item.entry for item in list_queue(spool)]
+            entry = _match(known, entry_id, spool.directory)
+        if entry not in entries:
+            entries.append(entry)
     return entries
+
+
+def _match(known: list[SpoolEntry], wanted: str, directory: Path) -> SpoolEntry:
+    """A short id: an unambiguous prefix or suffix of exactly one message's id."""
+    text = wanted.strip()
+    found = (
+        [e for e in known if e.id.startswith(text) or e.id.endswith(text)] if len(text) >= 4 else []
+    )
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise UsageError(
+            f"{wanted!r} matches {len(found)} messages (nothing was changed)",
+            fix="give more of the id (smtpconn queue list -v shows full ids)",
+        )
+    raise UsageError(
+        f"no message {wanted!r} in {directory} (nothing was changed)",
+        fix="smtpconn queue list shows the ids; the message may already be delivered",
+    )
 
 
 def retry(spool: Spool, ids: list[str], *, everything: bool = False) -> list[str]:
