@@ -14,6 +14,7 @@ import binascii
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smtpconn.checks import catalogue
 from smtpconn.checks.common import could_not_tell, skipped
 from smtpconn.checks.dnscache import DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
@@ -21,7 +22,7 @@ from smtpconn.checks.records import txt_record
 from smtpconn.checks.syncdns import SyncDns, sync_dns
 from smtpconn.profile.model import SupportAddress
 
-IDS = ("dkim.key", "dkim.strength", "dkim.key-match")
+IDS = catalogue.DKIM
 
 NO_DKIM_FIX = (
     "if the connector should sign, re-add the address with a key: smtpconn add-address ADDRESS "

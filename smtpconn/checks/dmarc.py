@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from smtpconn.checks import catalogue
 from smtpconn.checks.common import NO_SERVER_FIX, could_not_tell, no_server_reason, skipped
 from smtpconn.checks.dkim_checks import parse_tags
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
 from smtpconn.profile.model import SupportAddress
 
-IDS = ("dmarc.record", "dmarc.policy", "dmarc.alignment")
+IDS = catalogue.DMARC
 MAX_WALK_LABELS = 8
 _POLICIES = ("none", "quarantine", "reject")
 

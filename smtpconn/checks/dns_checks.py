@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from smtpconn.checks import catalogue
 from smtpconn.checks.common import (
     NO_SERVER_FIX,
     could_not_tell,
@@ -18,7 +19,7 @@ from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import fqdn
 from smtpconn.profile.model import SupportAddress
 
-IDS = ("dns.mx", "dns.server-address", "dns.reverse")
+IDS = catalogue.DNS
 
 
 async def run_dns(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import re
 
+from smtpconn.checks import catalogue
 from smtpconn.checks.common import could_not_tell
 from smtpconn.checks.dkim_checks import parse_tags
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
 from smtpconn.profile.model import SupportAddress
 
-IDS = ("mta-sts", "tls-rpt")
+IDS = catalogue.MTA_STS
 _STS_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 
 

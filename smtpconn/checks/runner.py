@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from smtpconn.checks import catalogue as check_ids
 from smtpconn.checks.common import NO_SERVER_FIX, no_server_reason
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.report import AddressReport, VerifyReport
@@ -59,26 +60,13 @@ class Family:
         return function
 
 
-TLS_AUTH_IDS = (
-    "tls.connect",
-    "tls.starttls",
-    "tls.version",
-    "tls.certificate",
-    "tls.hostname",
-    "tls.expiry",
-    "auth.mechanisms",
-    "auth.before-tls",
-    "auth.login",
-)
-
 FAMILIES: list[Family] = [
-    Family(("dns.mx", "dns.server-address", "dns.reverse"), "smtpconn.checks.dns_checks:run_dns"),
-    Family(("spf.record", "spf.lookups", "spf.authorizes"), "smtpconn.checks.spf:run_spf"),
-    Family(("dkim.key", "dkim.strength", "dkim.key-match"), "smtpconn.checks.dkim_checks:run_dkim"),
-    Family(("dmarc.record", "dmarc.policy", "dmarc.alignment"), "smtpconn.checks.dmarc:run_dmarc"),
-    Family(("mta-sts", "tls-rpt"), "smtpconn.checks.mta_sts:run_mta_sts"),
-    # Issue 5 (TLS/AUTH) lives in its own module; optional so this runner works before it lands.
-    Family(TLS_AUTH_IDS, "smtpconn.checks.tls_auth:run_tls_auth", needs_server=True, optional=True),
+    Family(check_ids.DNS, "smtpconn.checks.dns_checks:run_dns"),
+    Family(check_ids.SPF, "smtpconn.checks.spf:run_spf"),
+    Family(check_ids.DKIM, "smtpconn.checks.dkim_checks:run_dkim"),
+    Family(check_ids.DMARC, "smtpconn.checks.dmarc:run_dmarc"),
+    Family(check_ids.MTA_STS, "smtpconn.checks.mta_sts:run_mta_sts"),
+    Family(check_ids.TLS_AUTH, "smtpconn.checks.tls_auth:run_tls_auth", needs_server=True),
 ]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from smtpconn.checks import spf_syntax
+from smtpconn.checks import catalogue, spf_syntax
 from smtpconn.checks.common import (
     NO_SERVER_FIX,
     could_not_tell,
@@ -28,7 +28,7 @@ from smtpconn.checks.spf_limits import MAX_DNS_TERMS, MAX_VOID, count_limits, fl
 from smtpconn.checks.syncdns import SyncDns, bound, sync_dns
 from smtpconn.profile.model import SupportAddress
 
-IDS = ("spf.record", "spf.lookups", "spf.authorizes")
+IDS = catalogue.SPF
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from smtpconn.checks import catalogue
 from smtpconn.checks.common import no_server_reason, server_addresses
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.errors import SmtpconnError
@@ -34,17 +35,7 @@ from smtpconn.smtp.session import (
     TlsInfo,
 )
 
-CHECK_IDS = (
-    "tls.connect",
-    "tls.starttls",
-    "tls.version",
-    "tls.certificate",
-    "tls.hostname",
-    "tls.expiry",
-    "auth.mechanisms",
-    "auth.before-tls",
-    "auth.login",
-)
+IDS = CHECK_IDS = catalogue.TLS_AUTH
 EXPIRY_WARN_DAYS = 21
 INSECURE_NOTE = "INSECURE: --insecure is set, certificates are NOT checked"
 

@@ -11,7 +11,14 @@ import pytest
 from smtpconn.addresses import parse_address
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.report import AddressReport, VerifyReport, junit_xml
-from smtpconn.checks.runner import FAMILIES, Family, Selection, parse_selection, run_checks
+from smtpconn.checks.runner import (
+    FAMILIES,
+    Family,
+    Selection,
+    catalogue,
+    parse_selection,
+    run_checks,
+)
 from smtpconn.errors import ExitCode, UsageError
 from smtpconn.profile.model import Mode, SupportAddress, Workflow
 from tests.unit.checks.fakedns import FakeResolver, context
@@ -48,7 +55,33 @@ def test_selection_by_id_and_family() -> None:
 
 def test_tls_auth_family_is_registered_and_needs_a_server() -> None:
     [tls] = [f for f in FAMILIES if f.target.endswith(":run_tls_auth")]
-    assert tls.needs_server and tls.optional and "auth.login" in tls.ids
+    # It has landed: a missing module is now a broken install, not something to tolerate.
+    assert tls.needs_server and not tls.optional and "auth.login" in tls.ids
+
+
+def test_the_catalogue_is_the_one_source_of_ids() -> None:
+    import importlib
+
+    from smtpconn.checks import catalogue as ids
+
+    assert [f.ids for f in FAMILIES] == list(ids.FAMILIES.values())
+    assert catalogue() == list(ids.ALL) and len(set(ids.ALL)) == len(ids.ALL)
+    for family in FAMILIES:
+        module = importlib.import_module(family.target.partition(":")[0])
+        assert module.IDS is family.ids
+
+
+def test_help_does_not_load_the_checks() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, smtpconn.cli.app; "
+        "print(sorted(m for m in sys.modules if m.startswith(('smtpconn.checks', 'dns', 'spf', "
+        "'dkim', 'cryptography'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 async def test_results_are_ordered_errors_contained_and_missing_modules_tolerated() -> None:
@@ -100,7 +133,12 @@ def report_of(*statuses: Status) -> VerifyReport:
         ((Status.PASS, Status.WARN), True, ExitCode.CHECK_FAILED),
         ((Status.FAIL, Status.ERROR), False, ExitCode.CHECK_FAILED),
         ((Status.ERROR, Status.SKIP), False, ExitCode.COULD_NOT_RUN),
-        ((Status.PASS, Status.ERROR), False, ExitCode.COULD_NOT_RUN),
+        ((Status.ERROR, Status.ERROR), True, ExitCode.COULD_NOT_RUN),
+        # Something was checked and nothing failed: 0, and the output counts what was not.
+        ((Status.PASS, Status.ERROR), False, ExitCode.OK),
+        ((Status.WARN, Status.ERROR, Status.SKIP), False, ExitCode.OK),
+        ((Status.WARN, Status.ERROR), True, ExitCode.CHECK_FAILED),
+        ((Status.SKIP, Status.SKIP), False, ExitCode.OK),
     ],
 )
 def test_exit_codes(statuses: tuple[Status, ...], strict: bool, code: ExitCode) -> None:
