@@ -31,16 +31,24 @@ class VerifyReport:
             counts[result.status.value] += 1
         return counts
 
+    def incomplete(self) -> int:
+        """How many checks could not be completed (``error``: could not tell)."""
+        return sum(1 for r in self.results() if r.status is Status.ERROR)
+
     def exit_code(self, *, strict: bool = False) -> ExitCode:
-        """1 when a check failed (or, with ``strict``, warned); otherwise 3 when something could
-        not be checked (so "all good" is never claimed for what was not seen); else 0."""
-        statuses = {r.status for r in self.results()}
-        if Status.FAIL in statuses:
+        """1 when a check failed (or, with ``strict``, warned); 3 when no check reached a
+        definite result (every result that is not ``skip`` is ``error``: the resolver or the
+        server could not be reached at all); else 0.
+
+        A run where *some* checks are ``error`` and none failed exits 0: what was seen is fine.
+        It is not "all good" either, so every output says how many checks could not be completed
+        (``summary.error`` in JSON, a line under the tables, ``<error>`` cases in JUnit)."""
+        statuses = [r.status for r in self.results()]
+        if Status.FAIL in statuses or (strict and Status.WARN in statuses):
             return ExitCode.CHECK_FAILED
-        if Status.ERROR in statuses:
+        ran = [s for s in statuses if s is not Status.SKIP]
+        if ran and all(s is Status.ERROR for s in ran):
             return ExitCode.COULD_NOT_RUN
-        if strict and Status.WARN in statuses:
-            return ExitCode.CHECK_FAILED
         return ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:

@@ -22,8 +22,9 @@ HELP = (
     "Check DNS, SPF, DKIM, DMARC, MTA-STS and TLS/AUTH for support addresses (all in the profile "
     "when none is named). Statuses: pass, warn, fail (known wrong), skip (could not run because "
     "of an earlier result), error (could not tell: timeout, SERVFAIL). Exit codes: 0 nothing "
-    "failed (warnings allowed unless --strict); 1 a check failed (or warned, with --strict); "
-    "2 bad usage or profile; 3 a check could not tell (e.g. resolver unreachable) and none failed."
+    "failed (warnings allowed unless --strict; checks that could not tell are counted in the "
+    "output); 1 a check failed (or warned, with --strict); 2 bad usage or profile; 3 nothing "
+    "could be checked (every check that ran could not tell, e.g. resolver unreachable)."
 )
 
 
@@ -167,3 +168,10 @@ def _print_tables(report: VerifyReport, settings: Settings) -> None:
     out.print(
         " · ".join(f"[{_STYLE[k]}]{v} {k}[/]" for k, v in summary.items() if v) or "no checks ran"
     )
+    incomplete = report.incomplete()
+    if incomplete:
+        # Exit 0 must not read as "all good" when part of the picture is missing.
+        out.print(
+            f"[magenta]{incomplete} check{'s' if incomplete != 1 else ''} could not be "
+            "completed[/] (status error: could not tell); their results are unknown, not good"
+        )
