@@ -24,7 +24,14 @@ from smtpconn.checks.common import (
 from smtpconn.checks.dnscache import DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
-from smtpconn.checks.spf_limits import MAX_DNS_TERMS, MAX_VOID, count_limits, flattened_record
+from smtpconn.checks.spf_limits import (
+    MAX_DNS_TERMS,
+    MAX_MX_NAMES,
+    MAX_VOID,
+    LimitReport,
+    count_limits,
+    flattened_record,
+)
 from smtpconn.checks.syncdns import SyncDns, bound, sync_dns
 from smtpconn.profile.model import SupportAddress
 
@@ -117,13 +124,77 @@ async def find_record(ctx: CheckContext, entry: SupportAddress) -> SpfLookup:
     return await lookup()
 
 
-async def check_lookups(ctx: CheckContext, found: SpfLookup) -> CheckResult:
+async def limit_report(ctx: CheckContext, domain: str, record: spf_syntax.SpfRecord) -> LimitReport:
+    return await ctx.once(
+        ("spf-limits", domain), lambda: count_limits(ctx.resolver, domain, record)
+    )
+
+
+def _replacement(record: str, drop: set[str], entry: SupportAddress) -> str:
+    """``record`` without the terms in ``drop``, with the server added, ending in ``-all`` when
+    nothing else ends it (a record without all or redirect= is neutral for everyone)."""
+    terms = [t for t in record.split(" ") if t and t not in drop]
+    text = spf_syntax.with_mechanisms(" ".join(terms), _server_terms(entry))
+    bodies = [t.lstrip("+-~?").lower() for t in text.split(" ")[1:]]
+    if "all" not in bodies and not any(b.startswith("redirect=") for b in bodies):
+        text += " -all"
+    return text
+
+
+def judge_permissive(found: SpfLookup, report: LimitReport, entry: SupportAddress) -> SpfLookup:
+    """A record that passes every address on the Internet (``+all``, directly or through an
+    include/redirect) makes SPF, and DMARC through it, meaningless: spf.record fails."""
+    if found.record is None or not report.permissive:
+        return found
+    culprits = sorted({term for term, _ in report.permissive})
+    where = "; ".join(
+        f"{term}" + (f" (→ {at} ends in +all)" if at != found.domain else "")
+        for term, at in dict.fromkeys(report.permissive)
+    )
+    fixed = _replacement(found.record.text, set(culprits), entry)
+    return SpfLookup(
+        found.domain,
+        found.record,
+        CheckResult(
+            "spf.record",
+            Status.FAIL,
+            f"the SPF record of {found.domain} authorises every address on the Internet: {where}",
+            detail=found.record.text,
+            fix=f"publish (without {', '.join(culprits)}; adds the server): "
+            f"{txt_record(found.domain, fixed)}",
+        ),
+    )
+
+
+def _missing_result(found: SpfLookup, report: LimitReport, entry: SupportAddress) -> CheckResult:
+    assert found.record is not None
+    terms = ", ".join(
+        term if term.endswith(target) else f"{term} (→ {target})" for term, target in report.missing
+    )
+    server = " ".join(["v=spf1", *_server_terms(entry), "-all"])
+    publish = "; ".join(
+        f"publish: {txt_record(target, server)}"
+        for target in dict.fromkeys(t for _, t in report.missing)
+    )
+    dropped = _replacement(found.record.text, {term for term, _ in report.missing}, entry)
+    return CheckResult(
+        "spf.lookups",
+        Status.FAIL,
+        f"SPF of {found.domain} is a permerror: {terms} names a domain without an SPF record "
+        "(RFC 7208 §5.2, §6.1)",
+        f"{report.lookups} DNS-mechanism lookups; " + "\n".join(report.tree),
+        fix=f"{publish} (or, if that name is not yours, replace the record with: "
+        f"{txt_record(found.domain, dropped)})",
+    )
+
+
+async def check_lookups(
+    ctx: CheckContext, found: SpfLookup, entry: SupportAddress | None = None
+) -> CheckResult:
     if found.record is None:
         return skipped("spf.lookups", "spf.record found no valid record", "fix spf.record first")
     record = found.record
-    report = await ctx.once(
-        ("spf-limits", found.domain), lambda: count_limits(ctx.resolver, found.domain, record)
-    )
+    report = await limit_report(ctx, found.domain, record)
     counts = (
         f"{report.lookups} DNS-mechanism lookups (limit {MAX_DNS_TERMS}), "
         f"{report.void} void lookups (limit {MAX_VOID}) in the worst case"
@@ -135,19 +206,27 @@ async def check_lookups(ctx: CheckContext, found: SpfLookup) -> CheckResult:
     detail = "\n".join(detail_parts)
     if report.errors and not report.over and not report.problems:
         return could_not_tell("spf.lookups", f"the lookups of {found.domain}'s SPF", report.errors)
+    if report.missing and entry is not None and not report.problems and not report.over:
+        return _missing_result(found, report, entry)
     if report.lookups > MAX_DNS_TERMS or report.problems:
         flat = flattened_record(report)
         why = report.problems[:] if report.problems else []
         if report.lookups > MAX_DNS_TERMS:
             why.insert(0, f"{report.lookups} DNS-mechanism lookups > {MAX_DNS_TERMS}")
+        if report.lookups > MAX_DNS_TERMS:
+            how = f"cut the lookups to at most {MAX_DNS_TERMS}: drop includes you do not use, or"
+        elif any("MX names" in p for p in report.problems):
+            how = f"an mx term may name at most {MAX_MX_NAMES} hosts: list fewer MX hosts, or"
+        else:
+            how = "correct the nested records named above, or"
         return CheckResult(
             "spf.lookups",
             Status.FAIL,
             f"SPF of {found.domain} exceeds the RFC 7208 limits (permerror): {'; '.join(why)}",
             detail,
-            fix=f"cut the lookups to at most {MAX_DNS_TERMS}: drop includes you do not use, or "
-            f"publish the flattened record (same addresses, no nested lookups; re-check it when "
-            f"an included provider changes its addresses): {txt_record(found.domain, flat)}",
+            fix=f"{how} publish the flattened record (same addresses, no nested lookups; "
+            f"re-check it when an included provider changes its addresses): "
+            f"{txt_record(found.domain, flat)}",
         )
     if report.void > MAX_VOID:
         gone = {v.split(" (in ")[0] for v in report.void_terms}
@@ -254,6 +333,8 @@ async def run_spf(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]
 
 async def _run_spf(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
     found = await find_record(ctx, entry)
-    lookups = await check_lookups(ctx, found)
+    if found.record is not None:
+        found = judge_permissive(found, await limit_report(ctx, found.domain, found.record), entry)
+    lookups = await check_lookups(ctx, found, entry)
     authorizes = await check_authorizes(ctx, entry, found, lookups)
     return [found.result, lookups, authorizes]

@@ -29,6 +29,10 @@ class LimitReport:
     notes: list[str] = field(default_factory=list)
     tree: list[str] = field(default_factory=list)  # one line per DNS term, indented by depth
     flattened: list[str] = field(default_factory=list)  # terms of the flattened record
+    #: include:/redirect= whose target has no usable SPF record: (term as written, target)
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    #: where a pass for EVERY address comes from: (top-level term as written, where the +all is)
+    permissive: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def over(self) -> bool:
@@ -39,6 +43,8 @@ class _Walker:
     def __init__(self, resolver: CachingResolver, report: LimitReport) -> None:
         self.resolver = resolver
         self.report = report
+        self.top = ""  # the top-level term being walked (what a fix must change)
+        self.top_passes = True  # its qualifier is "+": a match inside it means pass
 
     async def addresses(self, name: str, term: Term) -> tuple[list[str], bool]:
         """(flattened ip4:/ip6: terms, void) for the A/AAAA of ``name``; void is judged on A,
@@ -48,10 +54,8 @@ class _Walker:
         for answer in (a, aaaa):
             if answer.outcome is DnsOutcome.ERROR:
                 self.report.errors.append(answer.error)
-        out = [f"ip4:{r}" + (f"/{term.cidr4}" if term.cidr4 is not None else "") for r in a.records]
-        out += [
-            f"ip6:{r}" + (f"/{term.cidr6}" if term.cidr6 is not None else "") for r in aaaa.records
-        ]
+        out = [_network("ip4", r, term.cidr4) for r in a.records]
+        out += [_network("ip6", r, term.cidr6) for r in aaaa.records]
         return out, a.void
 
     def void(self, term: Term, domain: str) -> None:
@@ -64,6 +68,10 @@ class _Walker:
             self.report.errors.append(answer.error)
             return None
         records = [r for r in answer.records if is_spf(r)]
+        if not records and self.top:
+            # Its own finding (spf.lookups says what to publish there), not a limit problem.
+            self.report.missing.append((self.top, domain))
+            return None
         if len(records) != 1:
             self.report.problems.append(
                 f"{domain} has {len(records) or 'no'} SPF record{'s' if len(records) != 1 else ''}"
@@ -89,6 +97,10 @@ class _Walker:
                 self.report.problems.append(f"more than {_WALK_CAP} DNS lookups; stopped counting")
                 return flat
             q = "" if term.qualifier == "+" else term.qualifier
+            if depth == 0:
+                self.top, self.top_passes = term.text, term.qualifier == "+"
+            if term.name == "all" and term.qualifier == "+" and self.top_passes:
+                self.report.permissive.append((self.top or term.text, domain))
             if term.name in ("ip4", "ip6", "all"):
                 flat.append(term.text)
                 continue
@@ -131,7 +143,8 @@ class _Walker:
                     self.report.problems.append(
                         f"{term.text} in {domain}: {len(hosts)} MX names (limit {MAX_MX_NAMES})"
                     )
-                for host in hosts[:MAX_MX_NAMES]:
+                # Every host, even past the limit: the flattened record must keep them all.
+                for host in hosts:
                     if host in ("", "."):
                         continue
                     ips, void = await self.addresses(host, term)
@@ -152,6 +165,8 @@ class _Walker:
                     ]
         redirect = record.modifier("redirect")
         if redirect is not None and record.all_term is None:
+            if depth == 0:
+                self.top, self.top_passes = redirect.text, True
             self.report.lookups += 1
             self.report.tree.append(
                 f"{indent}{redirect.text} (in {domain}) -> {self.report.lookups}"
@@ -190,6 +205,16 @@ async def count_limits(resolver: CachingResolver, domain: str, record: SpfRecord
     if exp is not None:
         report.flattened.append(exp.text)
     return report
+
+
+def _network(kind: str, address: str, cidr: int | None) -> str:
+    """``ip4:192.0.2.0/24`` for ``a/24`` on 192.0.2.7: the network, as receivers match it."""
+    import ipaddress
+
+    if cidr is None:
+        return f"{kind}:{address}"
+    network = ipaddress.ip_network(f"{address}/{cidr}", strict=False)
+    return f"{kind}:{network.compressed}"
 
 
 def flattened_record(report: LimitReport) -> str:

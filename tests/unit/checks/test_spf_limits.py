@@ -54,7 +54,8 @@ async def test_void_lookups_and_all_stops_the_walk() -> None:
     record = parse_spf("v=spf1 a:v1.ex.test mx:v2.ex.test include:v3.ex.test -all a:after.ex.test")
     report = await count_limits(as_resolver(fake), "ex.test", record)
     assert report.lookups == 3 and report.void == 3
-    assert any("v3.ex.test has no SPF record" in p for p in report.problems)
+    # A target without SPF is its own finding (what to publish there), not a limit problem.
+    assert report.missing == [("include:v3.ex.test", "v3.ex.test")] and not report.problems
     assert ("after.ex.test", "A") not in fake.questions
 
 
@@ -140,3 +141,37 @@ def test_pyspf_keeps_its_own_lookup_outside_a_run() -> None:
     syncdns._install_spf_dispatch()
     assert spf.DNSLookup is syncdns._spf_dispatch
     assert getattr(syncdns._local, "bridge", None) is None  # falls back to pyspf's own
+
+
+async def test_plus_all_reached_through_an_include_or_redirect_is_permissive() -> None:
+    fake = FakeResolver(
+        {
+            ("open.ex.test", "TXT"): ["v=spf1 +all"],
+            ("shut.ex.test", "TXT"): ["v=spf1 -all"],
+        }
+    )
+    record = parse_spf("v=spf1 include:shut.ex.test include:open.ex.test -all")
+    report = await count_limits(as_resolver(fake), "ex.test", record)
+    assert report.permissive == [("include:open.ex.test", "open.ex.test")]
+    top = await count_limits(as_resolver(fake), "ex.test", parse_spf("v=spf1 ip4:192.0.2.1 all"))
+    assert top.permissive == [("all", "ex.test")]
+    # "-include:" of an open record fails every address: not permissive.
+    negated = await count_limits(
+        as_resolver(fake), "ex.test", parse_spf("v=spf1 -include:open.ex.test ip4:192.0.2.1 ~all")
+    )
+    assert negated.permissive == []
+
+
+async def test_mx_over_ten_names_keeps_every_host_in_the_flattened_record() -> None:
+    answers: dict[tuple[str, str], list[str]] = {
+        ("ex.test", "MX"): [f"{n} mx{n}.ex.test." for n in range(1, 12)],
+        ("ex.test", "A"): ["192.0.2.77"],
+    }
+    answers.update({(f"mx{n}.ex.test", "A"): [f"198.51.100.{n}"] for n in range(1, 12)})
+    report = await count_limits(
+        as_resolver(FakeResolver(answers)), "ex.test", parse_spf("v=spf1 a/24 mx -all")
+    )
+    assert any("11 MX names" in p for p in report.problems)
+    assert "ip4:198.51.100.11" in report.flattened
+    # a/24 is flattened to the network receivers match, not to a host with a prefix length.
+    assert report.flattened[0] == "ip4:192.0.2.0/24"
