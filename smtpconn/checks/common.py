@@ -47,6 +47,22 @@ async def server_addresses(ctx: CheckContext, host: str) -> ServerAddresses:
     return await ctx.once(("server-addresses", host.lower()), resolve)
 
 
+async def cname_loop(ctx: CheckContext, name: str, hops: int = 8) -> list[str]:
+    """The names of a CNAME loop starting at ``name`` (first name repeated at the end), or []
+    when there is none. Asked one CNAME at a time, so it works whether the resolver reports the
+    loop as SERVFAIL (recursive resolvers) or answers with the looping chain (authoritative)."""
+    chain = [name.lower().rstrip(".")]
+    for _ in range(hops):
+        answer = await ctx.resolver.query(chain[-1], "CNAME")
+        if not answer.ok:
+            return []
+        target = answer.records[0].lower().rstrip(".")
+        chain.append(target)
+        if target in chain[:-1]:
+            return chain[chain.index(target) :]
+    return []
+
+
 def no_server_reason(entry: SupportAddress) -> str | None:
     """Why server-dependent checks can't run for ``entry``, or None if they can."""
     if entry.workflow is Workflow.FORWARDING:

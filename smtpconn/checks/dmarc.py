@@ -12,6 +12,7 @@ A record found above the address's own domain is the organisational domain's, wh
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
 from smtpconn.checks import catalogue
@@ -36,6 +37,21 @@ def walk_names(domain: str) -> list[str]:
         names.append(".".join(rest))
         rest = rest[1:]
     return names
+
+
+_GLUED = re.compile(r"\s+(?=[A-Za-z]+\s*=)")
+
+
+def separated(record: str) -> str:
+    """``record`` with the ``;`` put back where a tag follows another without one
+    (``v=DMARC1 p=reject`` -> ``v=DMARC1; p=reject``), parts joined with ``"; "``."""
+    parts = [p.strip() for p in record.split(";") if p.strip()]
+    return "; ".join(q for p in parts for q in _GLUED.sub(";", p).split(";"))
+
+
+def _strongest(records: list[str]) -> str:
+    rank = {p: n for n, p in enumerate(_POLICIES)}
+    return max(records, key=lambda r: rank.get(parse_tags(separated(r)).get("p", "").lower(), -1))
 
 
 def starter(domain: str) -> str:
@@ -89,6 +105,8 @@ async def find_dmarc(ctx: CheckContext, domain: str) -> Found:
             if not records:
                 continue
             if len(records) > 1:
+                keep = _strongest(records)
+                delete = " and ".join(f'"{r}"' for r in records if r != keep)
                 return Found(
                     domain,
                     name,
@@ -99,10 +117,14 @@ async def find_dmarc(ctx: CheckContext, domain: str) -> Found:
                         Status.FAIL,
                         f"_dmarc.{name} has {len(records)} DMARC records; receivers then use none",
                         detail=" | ".join(records),
-                        fix=f"keep exactly one: {txt_record('_dmarc.' + name, records[0])}",
+                        fix=f"delete {delete} and keep exactly one: "
+                        f"{txt_record('_dmarc.' + name, keep)}",
                     ),
                 )
-            record = records[0]
+            published = records[0]
+            # A missing ";" makes receivers read "v=DMARC1 p=reject" as one invalid value.
+            record = separated(published)
+            glued = record.count(";") > published.rstrip("; ").count(";")
             tags = {
                 k: v.lower() if k in ("p", "sp", "np", "adkim", "aspf", "t") else v
                 for k, v in parse_tags(record).items()
@@ -111,12 +133,18 @@ async def find_dmarc(ctx: CheckContext, domain: str) -> Found:
                 t for t in ("p", "sp", "np") if t in tags and tags[t] not in _POLICIES
             ]
             bad += [t for t in ("adkim", "aspf") if t in tags and tags[t] not in ("r", "s")]
-            if "p" not in tags or bad:
+            if "p" not in tags or bad or glued:
                 what = f"invalid {', '.join(f'{t}={tags[t]}' for t in bad)}" if bad else "no p= tag"
-                repaired = with_tag(record, "p", "quarantine")
+                repaired = record
+                if "p" not in tags or "p" in bad:
+                    repaired = with_tag(repaired, "p", "quarantine")
                 for t in bad:
                     if t != "p":
                         repaired = without_tag(repaired, t)
+                if glued:
+                    what = "a ';' missing between tags" + (
+                        f" and {what}" if bad or "p" not in tags else ""
+                    )
                 return Found(
                     domain,
                     name,
@@ -126,7 +154,7 @@ async def find_dmarc(ctx: CheckContext, domain: str) -> Found:
                         "dmarc.record",
                         Status.FAIL,
                         f"the DMARC record at _dmarc.{name} has {what}",
-                        detail=record,
+                        detail=published,
                         fix=f"publish: {txt_record('_dmarc.' + name, repaired)}",
                     ),
                 )

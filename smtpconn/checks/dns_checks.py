@@ -9,6 +9,7 @@ import asyncio
 from smtpconn.checks import catalogue
 from smtpconn.checks.common import (
     NO_SERVER_FIX,
+    cname_loop,
     could_not_tell,
     no_server_reason,
     server_addresses,
@@ -79,11 +80,32 @@ async def check_mx(ctx: CheckContext, entry: SupportAddress) -> CheckResult:
         errors = [x.error for x in (a, aaaa) if x.outcome is DnsOutcome.ERROR]
         return host, a.ok or aaaa.ok, errors
 
-    checked = await asyncio.gather(*(resolves(h) for _, h in hosts))
+    async def alias(host: str) -> str | None:
+        answer = await ctx.resolver.query(host, "CNAME")
+        return answer.records[0].rstrip(".") if answer.ok else None
+
+    checked, aliases = await asyncio.gather(
+        asyncio.gather(*(resolves(h) for _, h in hosts)),
+        asyncio.gather(*(alias(h) for _, h in hosts)),
+    )
     detail = "MX " + ", ".join(f"{p} {h}" for p, h in hosts)
     good = [h for h, ok, _ in checked if ok]
     bad = [h for h, ok, errors in checked if not ok and not errors]
     unknown = [h for h, ok, errors in checked if not ok and errors]
+    cnames = {h: t for (_, h), t in zip(hosts, aliases, strict=True) if t and h in good}
+    if good and not bad and not unknown and cnames:
+        # RFC 2181 §10.3, RFC 5321 §5.1: an MX names a host, never an alias; some senders
+        # refuse or mis-handle it.
+        records = "; ".join(f"{fqdn(domain)} MX {p} {fqdn(cnames.get(h, h))}" for p, h in hosts)
+        return CheckResult(
+            "dns.mx",
+            Status.WARN,
+            f"the MX of {domain} names an alias (CNAME), not a host: "
+            + ", ".join(f"{h} → {t}" for h, t in cnames.items()),
+            detail,
+            fix=f"publish the canonical names instead: {records} (and remove the MX records "
+            f"naming {', '.join(fqdn(h) for h in cnames)})",
+        )
     if good and not bad and not unknown:
         return CheckResult(
             "dns.mx", Status.PASS, f"{domain} receives mail at {', '.join(good)}", detail
@@ -140,6 +162,17 @@ async def check_server_address(ctx: CheckContext, entry: SupportAddress) -> Chec
             fix="make sure the resolver answers both A and AAAA questions, then run verify again",
         )
     if found.errors:
+        loop = await cname_loop(ctx, host)
+        if loop:
+            return CheckResult(
+                "dns.server-address",
+                Status.FAIL,
+                f"the outbound server's name {host} is a CNAME loop ({' → '.join(loop)})",
+                detail="; ".join(found.errors),
+                fix=f"replace the CNAME at {fqdn(host)} with the server's address: {fqdn(host)} "
+                "A <the server's IPv4 address> (and AAAA for IPv6), or set outbound.host in the "
+                "profile to the server's real name",
+            )
         return could_not_tell("dns.server-address", f"addresses of {host}", found.errors)
     return CheckResult(
         "dns.server-address",

@@ -147,3 +147,25 @@ async def test_dmarc_org_fallback_uses_sp_and_errors_are_not_missing() -> None:
     invalid = FakeResolver({("_dmarc.ex.test", "TXT"): ["v=DMARC1; p=block"]})
     result = (await find_dmarc(context(invalid), "ex.test")).result
     assert result.status is Status.FAIL and "p=quarantine" in result.fix
+
+
+@pytest.mark.parametrize(
+    ("published", "expected"),
+    [
+        ("v=DMARC1 p=reject; rua=mailto:d@ex.test", "v=DMARC1; p=reject; rua=mailto:d@ex.test"),
+        ("v=DMARC1;p=none;", "v=DMARC1; p=none"),
+        ("v=DMARC1; p=reject; rua=mailto:a@b pct=50", "v=DMARC1; p=reject; rua=mailto:a@b; pct=50"),
+    ],
+)
+def test_a_missing_semicolon_is_put_back(published: str, expected: str) -> None:
+    from smtpconn.checks.dmarc import separated
+
+    assert separated(published) == expected
+
+
+def test_of_two_dmarc_records_the_strongest_is_kept() -> None:
+    from smtpconn.checks.dmarc import _strongest
+
+    assert _strongest(["v=DMARC1; p=none", "v=DMARC1; p=reject", "v=DMARC1; p=bogus"]) == (
+        "v=DMARC1; p=reject"
+    )
