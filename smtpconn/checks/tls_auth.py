@@ -326,7 +326,7 @@ def _judge(ctx: CheckContext, probe: _Probe) -> list[CheckResult]:
             if failure.kind is FailureKind.BANNER_REJECTED
             else "the server could not be reached"
         )
-        return [results["tls.connect"], *_skip_all(reason)[1:]]
+        return [results["tls.connect"], *_skip_all(reason, "see tls.connect")[1:]]
 
     handshake_failed = probe.tls_failure is not None and probe.tls_failure.kind in (
         FailureKind.TLS_HANDSHAKE,
@@ -344,7 +344,7 @@ def _judge(ctx: CheckContext, probe: _Probe) -> list[CheckResult]:
             "tls.connect",
             Status.FAIL,
             f"connected to {where}, but the implicit TLS handshake failed",
-            probe.tls_failure.message,
+            _handshake_detail(probe.tls_failure),
             _handshake_fix(probe.tls_failure, implicit=True),
         )
     else:
@@ -539,7 +539,7 @@ def _starttls_result(probe: _Probe, where: str) -> CheckResult:
             "tls.starttls",
             Status.FAIL if failure.kind is FailureKind.TLS_HANDSHAKE else Status.ERROR,
             "STARTTLS is offered but the TLS handshake failed",
-            failure.message,
+            _handshake_detail(failure),
             _handshake_fix(failure, implicit=False),
         )
     if probe.tls is not None or probe.cert_problems:
@@ -547,6 +547,18 @@ def _starttls_result(probe: _Probe, where: str) -> CheckResult:
             "tls.starttls", Status.PASS, "STARTTLS offered and required by smtpconn", where
         )
     return _result("tls.starttls", Status.SKIP, "not checked", fix="see tls.connect")
+
+
+def _handshake_detail(failure: SmtpFailure) -> str:
+    """The failure's message; when the TLS library gave no reason (the peer hung up or sent
+    something that is not TLS), say that rather than end on an empty colon."""
+    message = failure.message
+    if message.rstrip().endswith(":"):
+        message += (
+            " the server accepted STARTTLS, then closed the connection or answered with "
+            "something that is not TLS"
+        )
+    return message
 
 
 def _looks_like_old_tls(failure: SmtpFailure) -> bool:
@@ -567,7 +579,12 @@ def _handshake_fix(failure: SmtpFailure, *, implicit: bool) -> str:
         )
     if _looks_like_old_tls(failure):
         return "enable TLS 1.2 or newer on the server"
-    return "check the server's TLS configuration (certificate, key, protocols) and its log"
+    return (
+        "check the server's TLS configuration and its log: a STARTTLS that cannot complete "
+        "usually means the certificate or key cannot be loaded (Postfix: smtpd_tls_chain_files "
+        "or smtpd_tls_cert_file/smtpd_tls_key_file, and 'cannot load' in the log) or no "
+        "protocol/cipher in common (smtpd_tls_protocols)"
+    )
 
 
 def _certificate_results(
