@@ -81,6 +81,13 @@ def register(app: typer.Typer) -> None:
             error_console().print(f"[bold red]{INSECURE_BANNER}[/]")
         if wait < 0:
             raise UsageError("--wait must not be negative")
+        if wait == 0 and direction is not Direction.OUTBOUND:
+            # Checked before anything is sent: waiting 0 s can only report "did not arrive".
+            raise UsageError(
+                f"--wait 0 leaves no time for the {direction.value} test message to reach the "
+                "relay's sink (nothing was sent)",
+                fix="give the seconds to wait, e.g. --wait 30 (default 60)",
+            )
         support = parse_address(address)
         loaded = load_profile(settings.profile_path)
         entry = loaded.profile.find(support)

@@ -21,6 +21,7 @@ Exit codes follow design brief §3: 0 delivered (and received), 1 refused or not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import ipaddress
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from smtpconn.addresses import MailAddress, parse_host_port
-from smtpconn.errors import ExitCode, UsageError
+from smtpconn.errors import CouldNotRun, ExitCode, UsageError
 from smtpconn.net import resolve_host
 from smtpconn.profile.model import (
     AuthMechanism,
@@ -40,6 +41,7 @@ from smtpconn.profile.model import (
     Profile,
     Security,
     SupportAddress,
+    Workflow,
 )
 from smtpconn.profile.secrets import SecretRef, resolve_secret
 from smtpconn.settings import Settings
@@ -124,9 +126,19 @@ async def send_outbound(
     transcript: Transcript | None = None,
 ) -> tuple[SendTestReport, TestMessage]:
     if entry.outbound is None:
+        readd = (
+            f"smtpconn add-address {entry.address.ascii} --readd --server HOST[:PORT] "
+            "--username USER --secret env:NAME"
+        )
+        if entry.workflow is Workflow.FORWARDING:
+            raise UsageError(
+                f"{entry.address.display} is under the standard forwarding workflow: its mail "
+                "does not go out through a server of yours, so there is nothing to test outbound",
+                fix=f"move it to the authenticated workflow: {readd}",
+            )
         raise UsageError(
             f"{entry.address.display} has no outbound server in the profile",
-            fix="re-add it under the authenticated workflow with --outbound-host",
+            fix=f"give it one: {readd}",
         )
     server = entry.outbound
     secret = resolve_secret(server.secret, base_dir)
@@ -246,6 +258,29 @@ def _inbound_target(listen: str) -> tuple[str, int]:
     if ip.is_unspecified:
         return ("::1" if ip.version == 6 else "127.0.0.1"), port
     return host, port
+
+
+async def _require_relay_listening(listen: str, timeout: float) -> None:
+    host, port = _inbound_target(listen)
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), min(timeout, 5.0)
+        )
+    except (OSError, TimeoutError) as exc:
+        reason = (
+            "connection refused"
+            if isinstance(exc, ConnectionRefusedError)
+            else (exc.strerror if isinstance(exc, OSError) and exc.strerror else "no answer")
+        )
+        raise CouldNotRun(
+            f"the relay is not listening on {host}:{port} (relay.inbound_listen): {reason}; "
+            "nothing was sent",
+            fix="start `smtpconn relay` (on this machine: round trip reads its Maildir sink), "
+            "then run the round trip again",
+        ) from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 def message_sender(message: TestMessage) -> str:
@@ -392,6 +427,12 @@ async def roundtrip(
             "address (mail to it must come back through the relay)",
             fix="use --direction outbound or inbound",
         )
+    if profile.relay is None:
+        raise UsageError(
+            "a round trip comes back through the relay, and the profile has no [relay] table "
+            "(nothing was sent)",
+            fix="add [relay] with inbound_listen and a Maildir sink (docs/relay.md)",
+        )
     if sink_maildir(profile, base_dir) is None:
         raise UsageError(
             "a round trip needs the relay's Maildir sink to see the message come back, and this "
@@ -399,6 +440,9 @@ async def roundtrip(
             fix="send with --direction outbound --to "
             f"{entry.address.ascii} and look for the token in the help desk",
         )
+    # Without a listening relay the message would sit in the customer's queue and the test
+    # would only time out: say so now, before anything is sent.
+    await _require_relay_listening(profile.relay.inbound_listen, settings.timeout)
     report, _ = await send_outbound(
         profile, base_dir, entry, settings, entry.address, direction="roundtrip",
         transcript=transcript,

@@ -88,13 +88,18 @@ def test_roundtrip_arrives_tagged_with_spf_dkim_dmarc(
 
 
 def test_roundtrip_that_cannot_arrive_fails_in_time(
-    lab: Lab, relay_domain: str, connector: Connector, cli: CliInvoker, lab_args: list[str]
+    lab: Lab,
+    relay_domain: str,
+    connector: Connector,
+    relay: RelayProcess,
+    cli: CliInvoker,
+    lab_args: list[str],
 ) -> None:
-    # Postfix relays the domain to the connector's inbound port, where no relay is running.
+    # The relay runs, but Postfix logs in to it with a wrong password: the message stays in
+    # Postfix's queue and never reaches the relay's sink.
     lab.set_relay_target(
-        relay_domain, "127.0.0.1", connector.inbound_port, INBOUND_USER,
-        connector.inbound_password,
-    )  # fmt: skip
+        relay_domain, "127.0.0.1", relay.inbound_port, INBOUND_USER, "not-the-password"
+    )
     code, stdout, stderr = roundtrip(cli, connector, lab_args, "--json", "--wait", "1.5")
     assert code == 1, stdout + stderr
     report = json.loads(stdout)
@@ -106,6 +111,35 @@ def test_roundtrip_that_cannot_arrive_fails_in_time(
     assert code == 1, stdout + stderr
     assert "did not arrive in time" in " ".join(stdout.split())
     assert "Traceback" not in stdout + stderr
+
+
+def test_roundtrip_without_a_running_relay_sends_nothing_and_exits_3(
+    lab: Lab, relay_domain: str, connector: Connector, cli: CliInvoker, lab_args: list[str]
+) -> None:
+    lab.set_relay_target(
+        relay_domain, "127.0.0.1", connector.inbound_port, INBOUND_USER,
+        connector.inbound_password,
+    )  # fmt: skip
+    since = lab.postfix.log_position()
+    code, stdout, stderr = roundtrip(cli, connector, lab_args, "--wait", "5")
+    assert code == 3, stdout + stderr
+    text = " ".join(stderr.split())
+    assert f"the relay is not listening on 127.0.0.1:{connector.inbound_port}" in text
+    assert "connection refused" in text and "nothing was sent" in text
+    assert "start `smtpconn relay`" in text and "Traceback" not in stdout + stderr
+    assert "sasl_username" not in lab.postfix.log_text(since)  # nobody logged in to send
+
+
+def test_wait_0_is_refused_before_sending(
+    connector: Connector, cli: CliInvoker, lab_args: list[str]
+) -> None:
+    for direction in ("roundtrip", "inbound"):
+        result = cli(
+            "send-test", connector.bidirectional, "--direction", direction, "--wait", "0",
+            "--profile", str(connector.profile), *lab_args,
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert "--wait 0 leaves no time" in " ".join(result.stderr.split())
 
 
 def test_roundtrip_needs_a_bidirectional_address_and_a_maildir_sink(
