@@ -1,10 +1,15 @@
 """Fixtures for verify's integration tests: profiles for the lab's mail domains, built on the
-session-wide ``lab`` fixture (tests/integration/conftest.py)."""
+session-wide ``lab`` fixture (tests/integration/conftest.py), and ``scenario_dns``: a second NSD
+with misconfigurations the lab does not have (untuned_zones.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +26,9 @@ from smtpconn.profile.model import (
     Workflow,
 )
 from smtpconn.profile.secrets import SecretRef
+
+if TYPE_CHECKING:
+    from tests.integration.verify.untuned_zones import ScenarioNsd
 
 SECRET_ENV = "SMTPCONN_TEST_VERIFY_SECRET"
 SECRET_VALUE = "s3cret-never-shown-4711"
@@ -86,3 +94,29 @@ def write_profile(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         return path
 
     return write
+
+
+@dataclass(frozen=True)
+class ScenarioDns:
+    nsd: ScenarioNsd
+    ed25519_key: Path  # private key published at sel2048._domainkey.u-ed25519.test
+
+
+@pytest.fixture(scope="module")
+def scenario_dns(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScenarioDns]:
+    """A second NSD with the lab's zones plus the untuned misconfigurations (untuned_zones);
+    stopped at the end of the module."""
+    from tests.integration.verify.untuned_zones import ScenarioNsd, ed25519_key, scenario_zones
+
+    # NSD runs as root without a chroot here, but keep the lab's rule: a directory its own
+    # readers can reach, never pytest's 0700 tmp dir.
+    directory = Path(tempfile.mkdtemp(prefix="smtpconn-untuned-", dir="/tmp"))
+    key_path, ed_public = ed25519_key(directory)
+    public = {name: key.public_der for name, key in lab.dkim_keys.items()}
+    nsd = ScenarioNsd(directory / "dns", public, scenario_zones(public, ed_public))
+    nsd.start()
+    try:
+        yield ScenarioDns(nsd, key_path)
+    finally:
+        nsd.stop()
+        shutil.rmtree(directory, ignore_errors=True)
