@@ -7,6 +7,7 @@ instead of silently dropped (design brief §5).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -330,7 +331,16 @@ def _read_sink(table: _Table) -> SinkSettings:
     secret = table.take_parsed("secret", lambda v: parse_secret_ref(str(v)))
     command = table.take("command", (list, str))
     if isinstance(command, str):
-        command = [command]
+        # A string is split like a shell would split it (quotes respected) but never run by a
+        # shell: `command = "/usr/bin/rt-mailgate --queue support"` means what it looks like.
+        try:
+            command = shlex.split(command)
+        except ValueError as exc:
+            table.findings.add(f"{table.path}.command", f"cannot be split into arguments: {exc}")
+            command = None
+        if command == []:
+            table.findings.add(f"{table.path}.command", "is empty")
+            command = None
     if command is not None and not all(isinstance(c, str) for c in command):
         table.findings.add(f"{table.path}.command", "must be an array of strings")
         command = None

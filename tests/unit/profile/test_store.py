@@ -140,3 +140,22 @@ def test_render_has_header_and_no_secrets() -> None:
     text = render_profile(_profile_with(1))
     assert text.startswith("# smtpconn connector profile")
     assert tomllib.loads(text)["version"] == 1
+
+
+def test_pipe_command_string_is_split_like_a_shell_without_one(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        'version = 1\n[relay.sink]\nkind = "pipe"\n'
+        "command = \"/usr/bin/rt-mailgate --queue 'First Line' --action correspond\"\n"
+    )
+    sink = load_profile(path).profile.relay.sink  # type: ignore[union-attr]
+    assert sink.command == [
+        "/usr/bin/rt-mailgate",
+        "--queue",
+        "First Line",
+        "--action",
+        "correspond",
+    ]
+    path.write_text('version = 1\n[relay.sink]\nkind = "pipe"\ncommand = "unclosed \'quote"\n')
+    with pytest.raises(ProfileError, match="cannot be split"):
+        load_profile(path)
