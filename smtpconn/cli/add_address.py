@@ -56,7 +56,10 @@ def register(app: typer.Typer) -> None:
     @command(app, "add-address", help=HELP)
     def add_address(
         address: Annotated[
-            str, typer.Argument(help="The support address, e.g. support@example.com.")
+            str,
+            typer.Argument(
+                metavar="ADDRESS", help="The support address, e.g. support@example.com."
+            ),
         ],
         settings: Settings,
         mode: Annotated[str | None, typer.Option(help="bidirectional | outbound-only.")] = None,

@@ -15,7 +15,9 @@ from smtpconn.settings import Settings
 def register(app: typer.Typer) -> None:
     @command(app, "remove-address", help="Remove a support address from the connector profile.")
     def remove_address(
-        address: Annotated[str, typer.Argument(help="The support address to remove.")],
+        address: Annotated[
+            str, typer.Argument(metavar="ADDRESS", help="The support address to remove.")
+        ],
         settings: Settings,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Show what would be removed; write nothing.")
