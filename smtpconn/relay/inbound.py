@@ -12,7 +12,8 @@ to any of its addresses (one relay serves one organisation; a customer MTA such 
 one login per next hop).
 
 Each recipient becomes its own spool entry, so every copy carries the tag of its own address's
-mode, and ``250`` is only sent once all of them are on disk.
+mode, and ``250`` is only sent once all of them are on disk (written together: one directory
+fsync per message, not per recipient).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from smtpconn.relay.config import RelayConfig
 from smtpconn.relay.log import log_event
 from smtpconn.relay.server import RelaySMTP
-from smtpconn.relay.spool import Envelope, Spool, new_id
+from smtpconn.relay.spool import Envelope, OnStored, Spool, new_id
 from smtpconn.relay.tagging import (
     TAG_HEADER,
     TraceInfo,
@@ -38,10 +39,10 @@ MAX_RECIPIENTS = 100
 
 
 class InboundHandler:
-    def __init__(self, config: RelayConfig, spool: Spool, on_stored: Any) -> None:
+    def __init__(self, config: RelayConfig, spool: Spool, on_stored: OnStored) -> None:
         self.config = config
         self.spool = spool
-        self.on_stored = on_stored  # called after a message is spooled: wakes the sink worker
+        self.on_stored = on_stored  # hands what was spooled to the sink worker
 
     async def handle_RCPT(
         self, server: RelaySMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -69,61 +70,63 @@ class InboundHandler:
         authenticated = bool(session.authenticated)
         tls_version, tls_cipher = server.tls_details()
         now = time.time()
-        ids: list[str] = []
-        try:
-            for rcpt in envelope.rcpt_tos:
-                route = self.config.route_for(rcpt)
-                if route is None:  # the profile cannot change under us, but never guess
-                    continue
-                mode = route.address.mode.value
-                tag = tag_value(authenticated, mode)
-                meta = {
-                    "tag": "authenticated" if authenticated else "unauthenticated",
-                    "mode": mode,
-                    "support_address": route.address.address.ascii,
-                    "client_ip": server.client_ip,
-                    "helo": session.host_name or "",
-                    "tls": tls_version or "",
-                    "auth_user": server.login_user or "",
-                }
-                entry_id = new_id()
-                trace = received_header(
-                    TraceInfo(
-                        helo=session.host_name or "",
-                        client_ip=server.client_ip,
-                        hostname=self.config.hostname,
-                        queue_id=entry_id,
-                        recipient=rcpt,
-                        tls_version=tls_version,
-                        tls_cipher=tls_cipher,
-                        authenticated=authenticated,
-                    ),
-                    when=now,
-                )
-                message = prepend(clean, f"{TAG_HEADER}: {tag}", trace)
-                await asyncio.to_thread(
-                    self.spool.put,
+        copies: list[tuple[Envelope, bytes, str | None]] = []
+        for rcpt in envelope.rcpt_tos:
+            route = self.config.route_for(rcpt)
+            if route is None:  # the profile cannot change under us, but never guess
+                continue
+            mode = route.address.mode.value
+            tag = tag_value(authenticated, mode)
+            meta = {
+                "tag": "authenticated" if authenticated else "unauthenticated",
+                "mode": mode,
+                "support_address": route.address.address.ascii,
+                "client_ip": server.client_ip,
+                "helo": session.host_name or "",
+                "tls": tls_version or "",
+                "auth_user": server.login_user or "",
+            }
+            entry_id = new_id()
+            trace = received_header(
+                TraceInfo(
+                    helo=session.host_name or "",
+                    client_ip=server.client_ip,
+                    hostname=self.config.hostname,
+                    queue_id=entry_id,
+                    recipient=rcpt,
+                    tls_version=tls_version,
+                    tls_cipher=tls_cipher,
+                    authenticated=authenticated,
+                ),
+                when=now,
+            )
+            message = prepend(clean, f"{TAG_HEADER}: {tag}", trace)
+            copies.append(
+                (
                     Envelope("inbound", envelope.mail_from or "", (rcpt,), now, meta),
                     message,
                     entry_id,
                 )
-                ids.append(entry_id)
+            )
+        try:
+            # One directory fsync for all the copies of this message (Spool.put_many).
+            stored = await asyncio.to_thread(self.spool.put_many, copies)
         except OSError as exc:
             log_event("inbound.store-failed", client=server.client_ip, error=exc.strerror)
-            # Entries already written stay and are delivered: the client retries the rest and
-            # the help desk may see a duplicate, which is better than losing one.
+            # Copies already renamed into the queue stay and are delivered: the client retries
+            # and the help desk may see a duplicate, which is better than losing one.
             return "451 4.3.0 Could not store the message; try again later"
-        for entry_id, rcpt in zip(ids, envelope.rcpt_tos, strict=False):
+        for entry in stored:
             log_event(
                 "inbound.accepted",
-                id=entry_id,
+                id=entry.id,
                 client=server.client_ip,
                 auth=server.login_user,
                 tag="authenticated" if authenticated else "unauthenticated",
                 mail_from=envelope.mail_from,
-                rcpt=rcpt,
+                rcpt=entry.envelope.rcpts[0],
                 size=len(raw),
                 tls=tls_version,
             )
-        self.on_stored("inbound")
-        return f"250 2.0.0 OK queued as {','.join(ids)}"
+        self.on_stored("inbound", stored)
+        return f"250 2.0.0 OK queued as {','.join(e.id for e in stored)}"

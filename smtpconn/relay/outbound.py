@@ -33,7 +33,15 @@ from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.dsn import FailedRecipient, build_dsn
 from smtpconn.relay.log import log_event
 from smtpconn.relay.server import RelaySMTP
-from smtpconn.relay.spool import Envelope, RetryState, Spool, SpoolEntry, backoff_delay, new_id
+from smtpconn.relay.spool import (
+    Envelope,
+    OnStored,
+    RetryState,
+    Spool,
+    SpoolEntry,
+    backoff_delay,
+    new_id,
+)
 from smtpconn.relay.tagging import prepend, tag_value
 from smtpconn.smtp.dkim import sign_for
 
@@ -65,7 +73,7 @@ def default_deliverer() -> Deliverer:
 
 
 class SubmissionHandler:
-    def __init__(self, config: RelayConfig, spool: Spool, on_stored: Callable[[str], None]) -> None:
+    def __init__(self, config: RelayConfig, spool: Spool, on_stored: OnStored) -> None:
         self.config = config
         self.spool = spool
         self.on_stored = on_stored
@@ -120,26 +128,35 @@ class SubmissionHandler:
             "auth_user": server.login_user or "",
         }
         try:
-            entry_id = await asyncio.to_thread(
-                self.spool.put,
-                Envelope(
-                    "outbound", envelope.mail_from, tuple(envelope.rcpt_tos), time.time(), meta
-                ),
-                message,
+            [stored] = await asyncio.to_thread(
+                self.spool.put_many,
+                [
+                    (
+                        Envelope(
+                            "outbound",
+                            envelope.mail_from,
+                            tuple(envelope.rcpt_tos),
+                            time.time(),
+                            meta,
+                        ),
+                        message,
+                        None,
+                    )
+                ],
             )
         except OSError as exc:
             log_event("submission.store-failed", logging.ERROR, error=exc.strerror)
             return "451 4.3.0 Could not store the message; try again later"
         log_event(
             "submission.accepted",
-            id=entry_id,
+            id=stored.id,
             mail_from=envelope.mail_from,
             rcpts=",".join(envelope.rcpt_tos),
             size=len(message),
             signed=entry.dkim is not None,
         )
-        self.on_stored("outbound")
-        return f"250 2.0.0 OK queued as {entry_id}"
+        self.on_stored("outbound", [stored])
+        return f"250 2.0.0 OK queued as {stored.id}"
 
 
 class OutboundDelivery:
@@ -151,7 +168,7 @@ class OutboundDelivery:
         spool: Spool,
         deliverer: Deliverer,
         tls_context: ssl.SSLContext,
-        on_stored: Callable[[str], None],
+        on_stored: OnStored,
     ) -> None:
         self.config = config
         self.spool = spool
@@ -275,13 +292,11 @@ class OutboundDelivery:
             "support_address": envelope.mail_from,
             "bounce_of": entry.id,
         }
-        await asyncio.to_thread(
-            self.spool.put,
-            Envelope("inbound", "", (envelope.mail_from,), time.time(), meta),
-            dsn,
-            new_id(),
+        stored = await asyncio.to_thread(
+            self.spool.put_many,
+            [(Envelope("inbound", "", (envelope.mail_from,), time.time(), meta), dsn, new_id())],
         )
-        self.on_stored("inbound")
+        self.on_stored("inbound", stored)
 
 
 _ENHANCED = re.compile(r"\b5\.\d{1,3}\.\d{1,3}\b")

@@ -1,7 +1,7 @@
 """``smtpconn queue`` operations on the spool: list, retry now, delete.
 
 They work beside a running relay: listing only reads; ``retry`` rewrites the advisory retry state
-(the relay notices within a second); ``delete`` removes the message file, so a delivery already
+and replaces the spool's ``.kick`` marker (the relay notices within a second); ``delete`` removes the message file, so a delivery already
 under way may still complete. Every operation is logged by the CLI, never silently.
 """
 
@@ -110,6 +110,8 @@ def retry(spool: Spool, ids: list[str], *, everything: bool = False) -> list[str
         state.held = False
         state.next_attempt = time.time()
         spool.save_state(entry, state)
+    if entries:
+        spool.kick()
     return [e.id for e in entries]
 
 
@@ -117,4 +119,6 @@ def delete(spool: Spool, ids: list[str], *, everything: bool = False) -> list[st
     entries = _select(spool, ids, everything)
     for entry in entries:
         spool.remove(entry)
+    if entries:
+        spool.kick()
     return [e.id for e in entries]

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -54,13 +55,18 @@ from smtpconn.relay.config import (
 from smtpconn.relay.log import log_event
 from smtpconn.relay.outbound import Deliverer
 from smtpconn.relay.server import CredentialChecker, RelaySMTP, SessionTracker
-from smtpconn.relay.spool import DIRECTIONS, Spool
+from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
 from smtpconn.relay.worker import QueueWorker
 from smtpconn.settings import Settings
 
 __all__ = ["Relay", "RelayConfig", "RelayOverrides"]
 
 SESSION_TIMEOUT = 300.0  # seconds of client silence before aiosmtpd drops a session
+# Deliveries at once per direction. Remote peers (webhook, SMTP forward, the customer's server)
+# get few parallel connections, as any MTA would; a local Maildir is only disk work, and with
+# few slots it became the relay's bottleneck behind a fast listener (benchmarks/README.md).
+DEFAULT_CONCURRENCY = 4
+SINK_CONCURRENCY = {"maildir": 16}
 
 
 class Relay:
@@ -121,7 +127,11 @@ class Relay:
                 self.config.settings.ca_file, insecure=self.config.settings.insecure
             )
             self._workers["inbound"] = QueueWorker(
-                self.spool, "inbound", SinkHandover(self.config, self.spool, sink), poll=self.poll
+                self.spool,
+                "inbound",
+                SinkHandover(self.config, self.spool, sink),
+                concurrency=SINK_CONCURRENCY.get(self.config.sink.kind, DEFAULT_CONCURRENCY),
+                poll=self.poll,
             )
             self._workers["outbound"] = QueueWorker(
                 self.spool,
@@ -133,6 +143,7 @@ class Relay:
                     client_tls,
                     self.wake,
                 ),
+                concurrency=DEFAULT_CONCURRENCY,
                 poll=self.poll,
             )
             await self._listen()
@@ -254,10 +265,16 @@ class Relay:
 
     # -- run ----------------------------------------------------------------------------------
 
-    def wake(self, direction: str) -> None:
+    def wake(self, direction: str, entries: Sequence[SpoolEntry] | None = None) -> None:
+        """Hand just-spooled ``entries`` to the direction's worker (or, without entries, make it
+        look at the directory again)."""
         worker = self._workers.get(direction)
-        if worker is not None:
+        if worker is None:
+            return
+        if entries is None:
             worker.wake()
+        else:
+            worker.add(entries)
 
     async def wait_idle(self, timeout: float = 30.0) -> bool:
         """True once both spool directories are empty (everything delivered or bounced) and no
@@ -271,7 +288,7 @@ class Relay:
         return False
 
     def _spool_empty(self) -> bool:
-        return not any(True for d in DIRECTIONS for _ in self.spool.entries(d))
+        return not any(self.spool.ids(d) for d in DIRECTIONS)
 
     # -- stop ---------------------------------------------------------------------------------
 

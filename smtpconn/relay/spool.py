@@ -7,9 +7,11 @@ Layout under the spool directory::
     outbound/<id>.msg    accepted from the help desk, for the customer's server
     <dir>/<id>.state     retry state (attempts, next attempt, last error, held); advisory
     .lock                flock held by the one relay that works on this spool
+    .kick                replaced by ``smtpconn queue retry/delete``: the relay re-reads states
 
-A message is acknowledged (``250``) only after :meth:`Spool.put` returned, i.e. after the file was
-written to ``tmp/``, fsync'ed, renamed into its queue directory and that directory fsync'ed. A
+A message is acknowledged (``250``) only after :meth:`Spool.put` (or :meth:`Spool.put_many`)
+returned, i.e. after the file was written to ``tmp/``, fsync'ed, renamed into its queue directory
+and that directory fsync'ed. A
 SIGKILL before the rename leaves only a ``tmp/`` file (not acknowledged, removed at start-up); after
 the directory fsync the message survives even a power cut.
 
@@ -30,7 +32,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from smtpconn.errors import UsageError
 
 MAGIC = b"SMTPCONN-SPOOL 1\n"
 DIRECTIONS = ("inbound", "outbound")
+KICK = ".kick"  # replaced by `smtpconn queue retry/delete` so a running relay looks again
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,10 @@ class SpoolEntry:
     envelope: Envelope
     size: int
     path: Path
+
+
+# Called by a listener (on the event loop) with the direction and the entries it just spooled.
+OnStored = Callable[[str, Sequence[SpoolEntry]], None]
 
 
 class SpoolLocked(UsageError):
@@ -146,9 +153,38 @@ class Spool:
 
     def put(self, envelope: Envelope, message: bytes, entry_id: str | None = None) -> str:
         """Store durably; when this returns the message may be acknowledged."""
+        return self.put_many([(envelope, message, entry_id)])[0].id
+
+    def put_many(self, items: Sequence[tuple[Envelope, bytes, str | None]]) -> list[SpoolEntry]:
+        """Store several messages durably (the copies of one message for its recipients); when
+        this returns they may all be acknowledged.
+
+        Every file is written and fsync'ed in ``tmp/`` first, then all are renamed and each
+        queue directory touched is fsync'ed once: one directory fsync per SMTP transaction
+        rather than one per recipient. A crash in between leaves some copies renamed and none
+        acknowledged: the client sends again and the help desk may see a duplicate, never a
+        loss.
+        """
+        written: list[tuple[Path, Path, SpoolEntry]] = []
+        try:
+            for envelope, message, entry_id in items:
+                written.append(self._write_tmp(envelope, message, entry_id or new_id()))
+            for tmp, final, _entry in written:
+                os.rename(tmp, final)
+        except BaseException:
+            for tmp, _final, _entry in written:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            raise
+        for directory in {final.parent for _tmp, final, _entry in written}:
+            _fsync_dir(directory)
+        return [entry for _tmp, _final, entry in written]
+
+    def _write_tmp(
+        self, envelope: Envelope, message: bytes, entry_id: str
+    ) -> tuple[Path, Path, SpoolEntry]:
         if envelope.direction not in DIRECTIONS:
             raise ValueError(f"unknown direction {envelope.direction!r}")
-        entry_id = entry_id or new_id()
         header = json.dumps(
             {
                 "mail_from": envelope.mail_from,
@@ -166,14 +202,12 @@ class Spool:
                 handle.write(MAGIC + header + b"\n" + message)
                 handle.flush()
                 os.fsync(handle.fileno())
-            target_dir = self.directory / envelope.direction
-            os.rename(tmp, target_dir / f"{entry_id}.msg")
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        _fsync_dir(target_dir)
-        return entry_id
+        final = self.directory / envelope.direction / f"{entry_id}.msg"
+        return tmp, final, SpoolEntry(id=entry_id, envelope=envelope, size=len(message), path=final)
 
     def remove(self, entry: SpoolEntry) -> None:
         """Forget a delivered (or bounced, or deleted) message, durably."""
@@ -192,15 +226,37 @@ class Spool:
 
     # -- reading ----------------------------------------------------------------------------
 
+    def ids(self, direction: str) -> list[str]:
+        """Ids of the messages in one direction, in arrival order, without opening any file."""
+        try:
+            with os.scandir(self.directory / direction) as it:
+                return sorted(e.name[:-4] for e in it if e.name.endswith(".msg"))
+        except FileNotFoundError:
+            return []
+
+    def kick(self) -> None:
+        """Tell a running relay that retry state changed behind its back (``queue retry`` /
+        ``delete``): it re-reads the state of the messages it is waiting on at its next poll.
+        Best effort: the relay also re-reads everything on a slow timer."""
+        marker = self.directory / KICK
+        tmp = self.directory / "tmp" / f"kick.{secrets.token_hex(4)}"
+        with contextlib.suppress(OSError):
+            tmp.write_bytes(b"")
+            os.replace(tmp, marker)
+
+    def kicked_marker(self) -> tuple[int, int] | None:
+        """Identity of the last kick (inode, mtime), or None if there never was one."""
+        try:
+            st = os.stat(self.directory / KICK)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
     def entries(self, direction: str) -> Iterator[SpoolEntry]:
         """Messages in arrival order. Unreadable files are skipped (and reported by `queue`)."""
         directory = self.directory / direction
-        try:
-            names = sorted(p.name for p in directory.iterdir() if p.name.endswith(".msg"))
-        except FileNotFoundError:
-            return
-        for name in names:
-            entry = self.read_entry(directory / name, direction)
+        for entry_id in self.ids(direction):
+            entry = self.read_entry(directory / f"{entry_id}.msg", direction)
             if entry is not None:
                 yield entry
 

@@ -1,22 +1,59 @@
-"""The loop that works through one spool direction: picks due messages in arrival order, runs
-a bounded number of deliveries at once, sleeps until the next retry is due or a new message
-arrives (or, at most, ``poll`` seconds, which also notices ``smtpconn queue retry``).
+"""The loop that works through one spool direction: launches due messages oldest-due first, runs
+a bounded number of deliveries at once, sleeps until the next retry is due or new work arrives.
 
-What a delivery *means* (sink hand-over, SMTP to the customer's server, bounce) is the
-``process`` callable's business; it records the outcome in the spool itself.
+The worker keeps what it knows about its queue in memory (a heap of due times) instead of
+reading the spool directory on every wake-up: re-reading every message's header and retry state
+to launch a handful of deliveries made a backlog of n messages cost O(n²) file reads (issue 8,
+``benchmarks/README.md``). The memory is fed by:
+
+* the listeners, which hand over every message they spooled (:meth:`QueueWorker.add`);
+* the worker itself, which re-reads the retry state of a message after each delivery attempt
+  (one small file, only while the message is still spooled);
+* a scan of the directory at start-up (messages left by an earlier run), when ``smtpconn queue
+  retry/delete`` replaced the spool's ``.kick`` marker (checked every ``poll`` seconds, a single
+  ``stat``), and on a slow timer (``rescan`` seconds) for anything else changed on disk.
+
+The disk stays the truth: a message is only forgotten after its file is gone, and a restart
+rebuilds everything from the directory. What a delivery *means* (sink hand-over, SMTP to the
+customer's server, bounce) is the ``process`` callable's business; it records the outcome in
+the spool itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
 from smtpconn.relay.log import log_event
-from smtpconn.relay.spool import Spool, SpoolEntry
+from smtpconn.relay.spool import RetryState, Spool, SpoolEntry
 
 Process = Callable[[SpoolEntry], Awaitable[None]]
+
+DEFAULT_RESCAN = 60.0  # seconds between full re-reads of the spool, for changes nobody announced
+
+
+@dataclass(slots=True)
+class _Tracked:
+    entry: SpoolEntry
+    due: float  # epoch seconds; the heap key
+    held: bool = False
+    version: int = 0  # bumped on every update, so a scan that raced with one does not undo it
+
+
+@dataclass(slots=True)
+class _Scan:
+    new: list[tuple[SpoolEntry, RetryState]] = field(default_factory=list)
+    refreshed: dict[str, tuple[int, RetryState]] = field(default_factory=dict)
+    gone: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _due_time(entry: SpoolEntry, state: RetryState) -> float:
+    # Never-tried messages queue by arrival, retried ones by when they became due: one order.
+    return state.next_attempt or entry.envelope.received_at
 
 
 class QueueWorker:
@@ -28,80 +65,175 @@ class QueueWorker:
         *,
         concurrency: int = 4,
         poll: float = 1.0,
+        rescan: float = DEFAULT_RESCAN,
     ) -> None:
         self.spool = spool
         self.direction = direction
         self.process = process
         self.concurrency = concurrency
         self.poll = poll
+        self.rescan = rescan
         self._wake = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._known: dict[str, _Tracked] = {}
+        self._heap: list[tuple[float, str]] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._scan_wanted = True  # the start-up scan
+        self._marker: tuple[int, int] | None = None
+        self._next_rescan = 0.0
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._marker = self.spool.kicked_marker()
         self._task = asyncio.create_task(self._run(), name=f"spool-{self.direction}")
 
+    def add(self, entries: Iterable[SpoolEntry]) -> None:
+        """Messages just spooled (on the event loop's thread): due now."""
+        for entry in entries:
+            if entry.id not in self._known:
+                self._track(entry, RetryState())
+        self._wake.set()
+
     def wake(self) -> None:
+        """Something changed on disk that was not handed over: look at the directory again."""
+        self._scan_wanted = True
         self._wake.set()
 
     @property
     def busy(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def queued(self) -> int:
+        """Messages the worker knows are spooled (due, deferred, held or in flight)."""
+        return len(self._known)
+
+    # -- bookkeeping (event loop thread only) -------------------------------------------------
+
+    def _track(self, entry: SpoolEntry, state: RetryState) -> None:
+        item = self._known.get(entry.id)
+        if item is None:
+            item = self._known[entry.id] = _Tracked(entry, 0.0)
+        item.due = _due_time(entry, state)
+        item.held = state.held
+        item.version += 1
+        if not item.held:
+            heapq.heappush(self._heap, (item.due, entry.id))
+
+    def _launch_due(self) -> float | None:
+        """Start due deliveries while slots are free; the time the next one is due, if any."""
+        now = time.time()
+        while self._heap and len(self._in_flight) < self.concurrency and not self._stopping:
+            due, entry_id = self._heap[0]
+            item = self._known.get(entry_id)
+            if item is None or item.held or item.due != due or entry_id in self._in_flight:
+                heapq.heappop(self._heap)  # stale: the message changed since it was pushed
+                continue
+            if due > now:
+                return due
+            heapq.heappop(self._heap)
+            self._in_flight[entry_id] = asyncio.create_task(
+                self._one(item.entry), name=f"deliver-{entry_id}"
+            )
+        return None
+
+    # -- the loop -----------------------------------------------------------------------------
+
     async def _run(self) -> None:
+        next_check = time.monotonic() + self.poll
         while not self._stopping:
             self._wake.clear()
-            next_due = await asyncio.to_thread(self._schedule_due)
-            delay = (
-                self.poll if next_due is None else max(0.0, min(self.poll, next_due - time.time()))
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + self.poll
+                marker = self.spool.kicked_marker()
+                if marker != self._marker or now >= self._next_rescan:
+                    self._marker = marker
+                    self._scan_wanted = True
+            if self._scan_wanted:
+                self._scan_wanted = False
+                await self._scan()
+                continue  # new work may have arrived while scanning
+            next_due = self._launch_due()
+            delay = next_check - time.monotonic()
+            if next_due is not None:
+                delay = min(delay, next_due - time.time())
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
 
-    def _due(self) -> tuple[list[SpoolEntry], float | None]:
+    async def _scan(self) -> None:
+        self._next_rescan = time.monotonic() + self.rescan
         now = time.time()
-        due: list[SpoolEntry] = []
-        next_due: float | None = None
-        free = self.concurrency - len(self._in_flight)
-        for entry in self.spool.entries(self.direction):
-            if entry.id in self._in_flight:
-                continue
-            state = self.spool.state(entry)
-            if state.held:
-                continue
-            if state.next_attempt <= now:
-                if len(due) < free:
-                    due.append(entry)
-            elif next_due is None or state.next_attempt < next_due:
-                next_due = state.next_attempt
-        return due, next_due
+        # Re-read only what waits on the disk's say-so (deferred or held): a due message is
+        # launched soon anyway and its state is read by the delivery itself.
+        snapshot = {i: t.version for i, t in self._known.items() if i not in self._in_flight}
+        waiting = {
+            i: (t.version, t.entry)
+            for i, t in self._known.items()
+            if i in snapshot and (t.held or t.due > now)
+        }
+        scan = await asyncio.to_thread(self._read_directory, snapshot, waiting)
+        for entry_id, version in scan.gone:
+            item = self._known.get(entry_id)
+            if item is not None and item.version == version and entry_id not in self._in_flight:
+                del self._known[entry_id]
+        for entry, state in scan.new:
+            if entry.id not in self._known:
+                self._track(entry, state)
+        for entry_id, (version, state) in scan.refreshed.items():
+            item = self._known.get(entry_id)
+            if item is not None and item.version == version and entry_id not in self._in_flight:
+                self._track(item.entry, state)
 
-    def _schedule_due(self) -> float | None:
-        # Runs in a thread for the directory scan; tasks are created back on the loop.
-        due, next_due = self._due()
-        if due:
-            self._loop.call_soon_threadsafe(self._launch, due)
-        return next_due
-
-    def _launch(self, entries: list[SpoolEntry]) -> None:
-        for entry in entries:
-            if entry.id in self._in_flight or self._stopping:
-                continue
-            task = asyncio.create_task(self._one(entry), name=f"deliver-{entry.id}")
-            self._in_flight[entry.id] = task
+    def _read_directory(
+        self, known: dict[str, int], waiting: dict[str, tuple[int, SpoolEntry]]
+    ) -> _Scan:
+        """Runs in a thread: only reads the disk, the loop applies the result."""
+        scan = _Scan()
+        on_disk = set(self.spool.ids(self.direction))
+        directory = self.spool.directory / self.direction
+        for entry_id in sorted(on_disk - known.keys()):
+            entry = self.spool.read_entry(directory / f"{entry_id}.msg", self.direction)
+            if entry is not None:
+                scan.new.append((entry, self.spool.state(entry)))
+        for entry_id, (version, entry) in waiting.items():
+            if entry_id in on_disk:
+                scan.refreshed[entry_id] = (version, self.spool.state(entry))
+        # A message added after the listing was taken is not in `known`, so never "gone" here.
+        scan.gone = [(i, known[i]) for i in known.keys() - on_disk]
+        return scan
 
     async def _one(self, entry: SpoolEntry) -> None:
+        failed = False
         try:
             await self.process(entry)
         except asyncio.CancelledError:
+            self._in_flight.pop(entry.id, None)
             raise
         except Exception as exc:  # a bug must not kill the worker; the message stays spooled
-            log_event("worker.error", direction=self.direction, id=entry.id, error=repr(exc))
+            failed = True
+            if entry.path.exists():
+                log_event("worker.error", direction=self.direction, id=entry.id, error=repr(exc))
+        try:
+            state = await asyncio.to_thread(self._after, entry)
         finally:
             self._in_flight.pop(entry.id, None)
             self._wake.set()
+        if state is None:
+            self._known.pop(entry.id, None)
+            return
+        if failed and state.next_attempt <= time.time():
+            # Do not spin on a message that crashes its delivery: try it again after a poll.
+            state.next_attempt = time.time() + self.poll
+        if entry.id in self._known:
+            self._track(entry, state)
+
+    def _after(self, entry: SpoolEntry) -> RetryState | None:
+        """The message's state after an attempt; None once it left the spool."""
+        if not entry.path.exists():
+            return None
+        return self.spool.state(entry)
 
     async def stop(self, grace: float) -> None:
         """Stop picking new work; let deliveries at hand finish for up to ``grace`` seconds."""

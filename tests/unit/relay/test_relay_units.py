@@ -357,7 +357,13 @@ async def test_5xx_bounces_into_the_inbound_spool_and_4xx_is_retried(
         )
 
     woken: list[str] = []
-    delivery = OutboundDelivery(config, spool, deliverer, None, woken.append)  # type: ignore[arg-type]
+    delivery = OutboundDelivery(
+        config,
+        spool,
+        deliverer,
+        None,  # type: ignore[arg-type]
+        lambda direction, entries: woken.extend(f"{direction}:{e.id}" for e in entries),
+    )
     entry = next(spool.entries("outbound"))
     await delivery(entry)
     bounce = next(spool.entries("inbound"))
@@ -371,7 +377,7 @@ async def test_5xx_bounces_into_the_inbound_spool_and_4xx_is_retried(
     await delivery(entry)  # the retry only tries what is left
     assert seen[1] == ("s3cret", ["later@y.test"])
     assert list(spool.entries("outbound")) == []
-    assert woken == ["inbound"]
+    assert woken == [f"inbound:{bounce.id}"]
 
 
 async def test_retry_window_end_bounces_instead_of_waiting(
@@ -389,7 +395,7 @@ async def test_retry_window_end_bounces_instead_of_waiting(
     async def down(*_: Any, **__: Any) -> FakeResult:
         return FakeResult([FakeOutcome("r@y.test", False, False, None, "connection refused")])
 
-    await OutboundDelivery(config, spool, down, None, lambda _d: None)(  # type: ignore[arg-type]
+    await OutboundDelivery(config, spool, down, None, lambda _d, _e: None)(  # type: ignore[arg-type]
         next(spool.entries("outbound"))
     )
     assert list(spool.entries("outbound")) == []
