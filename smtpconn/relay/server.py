@@ -5,8 +5,9 @@ AUTH is handled here rather than by aiosmtpd's synchronous ``authenticator`` hoo
 scrypt check costs tens of milliseconds: it runs in a thread so one login never stalls the other
 sessions. Successful checks are remembered as an HMAC of (user, password) under a key that lives
 only in this process's memory, so a busy customer server does not pay scrypt per session and no
-clear password is ever kept. Failures are counted per client IP; past the limit the IP gets
-``454`` and is disconnected until the window passes.
+clear password is ever kept. The cache is bounded (least recently used logins go first), and
+concurrent checks of the same credentials share one scrypt. Failures are counted per client IP;
+past the limit the IP gets ``454`` and is disconnected until the window passes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import secrets
 import time
 from base64 import b64decode
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -28,6 +29,7 @@ from smtpconn.profile.secrets import verify_password
 from smtpconn.relay.log import log_event
 
 MAX_AUTH_FAILURES_PER_SESSION = 3
+SUCCESS_CACHE_SIZE = 1024  # remembered (user, password) digests; a profile has a few logins
 
 
 def _not_login_data_notice(record: logging.LogRecord) -> bool:
@@ -52,7 +54,8 @@ class CredentialChecker:
     ) -> None:
         self._credentials = credentials
         self._key = secrets.token_bytes(32)
-        self._good: set[bytes] = set()
+        self._good: OrderedDict[bytes, None] = OrderedDict()  # LRU of successful digests
+        self._pending: dict[bytes, asyncio.Future[bool]] = {}
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self.failures_allowed = failures_allowed
         self.window = window
@@ -81,18 +84,49 @@ class CredentialChecker:
         for user, hash_ in candidates:
             digest = self._digest(user, hash_, password)
             if digest in self._good:
+                self._good.move_to_end(digest)
                 return True
-            try:
-                text = password.decode("utf-8")
-            except UnicodeDecodeError:
-                return False
-            if await asyncio.to_thread(verify_password, text, hash_):
-                self._good.add(digest)
+            if await self._verify_once(digest, password, hash_):
                 return True
         if not candidates:
             # Spend the same time as a real check so user names cannot be probed by timing.
             await asyncio.to_thread(verify_password, "x", _DUMMY_HASH)
         return False
+
+    async def _verify_once(self, digest: bytes, password: bytes, hash_: str) -> bool:
+        # A customer's server opens many sessions at once (20 in the benchmark): before, each
+        # of them ran its own scrypt because the cache was only filled when the first check
+        # came back. Identical checks in flight now share one scrypt.
+        pending = self._pending.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending[digest] = future
+        try:
+            ok = await asyncio.to_thread(_verify, password, hash_)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+            raise
+        finally:
+            del self._pending[digest]
+        if ok:
+            self._good[digest] = None
+            while len(self._good) > SUCCESS_CACHE_SIZE:
+                self._good.popitem(last=False)
+        future.set_result(ok)
+        return ok
+
+
+def _verify(password: bytes, hash_: str) -> bool:
+    try:
+        text = password.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return verify_password(text, hash_)
 
 
 # A hash of a random password nobody knows; only used to equalise timing for unknown users.

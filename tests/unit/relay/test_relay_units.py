@@ -262,6 +262,34 @@ async def test_credential_checker_caches_success_and_limits_failures(
     assert not checker.blocked("192.0.2.1", now=200.0)
 
 
+async def test_concurrent_logins_share_one_scrypt_and_the_cache_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import smtpconn.relay.server as server
+
+    calls: list[str] = []
+    real = server.verify_password  # type: ignore[attr-defined]
+
+    def counting(password: str, encoded: str) -> bool:
+        calls.append(password)
+        return real(password, encoded)
+
+    monkeypatch.setattr(server, "verify_password", counting)
+    checker = CredentialChecker(lambda: [("customer", HASH)], failures_allowed=2, window=60)
+    # 20 sessions of a customer's server logging in at the same moment: one scrypt, not 20.
+    results = await asyncio.gather(*(checker.check("customer", b"right") for _ in range(20)))
+    assert all(results) and calls == ["right"]
+    wrong = await asyncio.gather(*(checker.check("customer", b"wrong") for _ in range(3)))
+    assert not any(wrong) and calls == ["right", "wrong"]  # failures are never cached
+    assert not await checker.check("customer", b"wrong")
+    assert calls == ["right", "wrong", "wrong"]
+    monkeypatch.setattr(server, "SUCCESS_CACHE_SIZE", 2)
+    monkeypatch.setattr(server, "verify_password", lambda password, encoded: True)
+    for i in range(5):
+        assert await checker.check("customer", b"pw%d" % i)
+    assert len(checker._good) == 2  # bounded: the least recently used login was dropped
+
+
 def test_log_lines_are_key_value_and_quote_spaces() -> None:
     line = format_event(
         "auth.failed", {"client": "192.0.2.1", "reason": 'bad "pw" here', "x": None}
