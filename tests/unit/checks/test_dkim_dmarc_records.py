@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from smtpconn.addresses import parse_address
-from smtpconn.checks.dkim_checks import decode_public, load_local_key, parse_tags, run_dkim
+from smtpconn.checks import dkim_checks
+from smtpconn.checks.dkim_checks import (
+    decode_public,
+    fingerprint,
+    load_local_key,
+    parse_tags,
+    run_dkim,
+)
 from smtpconn.checks.dmarc import check_policy, find_dmarc, walk_names, with_tag, without_tag
 from smtpconn.checks.model import Status
 from smtpconn.checks.records import split_txt, txt_record
@@ -96,6 +105,73 @@ async def test_key_match_and_its_fix(tmp_path: Path, kind: str) -> None:
     match = results["dkim.key-match"]
     assert match.status is Status.FAIL
     assert txt_record(name, local.record) in match.fix
+
+
+def _rsa_key(tmp: Path) -> tuple[Path, str]:
+    path = _write(tmp, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return path, load_local_key(path).record
+
+
+async def test_key_mismatch_names_both_fingerprints(tmp_path: Path) -> None:
+    path, record = _rsa_key(tmp_path)
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    _, other_record = _rsa_key(other_dir)
+    ed = load_local_key(_write(other_dir, ed25519.Ed25519PrivateKey.generate()))
+    name = "s1._domainkey.ex.test"
+    for published, algorithm in ((other_record, "rsa"), (ed.record, "ed25519")):
+        fake = FakeResolver({(name, "TXT"): [published]})
+        match = (await run_dkim(context(fake), _entry("ex.test", path)))[2]
+        assert match.status is Status.FAIL and record in match.fix.replace('" "', "")
+        public = decode_public(algorithm, parse_tags(published)["p"])
+        own = load_local_key(path)
+        assert f"published: {algorithm} {fingerprint(public.canonical)}" in match.detail
+        assert f"dkim.pem: rsa {fingerprint(own.public)}" in match.detail
+        assert fingerprint(public.canonical) != fingerprint(own.public)
+
+
+async def test_a_bare_pkcs1_key_in_p_matches_its_private_key(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = _write(tmp_path, key)
+    pkcs1 = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.PKCS1
+    )
+    record = "v=DKIM1; k=rsa; p=" + base64.b64encode(pkcs1).decode()
+    fake = FakeResolver({("s1._domainkey.ex.test", "TXT"): [record]})
+    results = await run_dkim(context(fake), _entry("ex.test", path))
+    assert [r.status for r in results] == [Status.PASS] * 3, results
+    assert "a test signature verifies" in results[2].detail
+
+
+async def test_one_signature_per_key_and_record_however_many_addresses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, record = _rsa_key(tmp_path)
+    domains = [f"d{i}.test" for i in range(20)]
+    records = {(f"s1._domainkey.{d}", "TXT"): [record] for d in domains}
+    # Same key, but a record whose tags dkimpy must honour: a separate proof, and a failing one.
+    records[("s1._domainkey.other.test", "TXT")] = [record.replace("k=rsa;", "k=rsa; s=ftp;")]
+    calls: list[str] = []
+    real = dkim_checks._sign_and_verify
+
+    def counted(*args: Any) -> str:
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(dkim_checks, "_sign_and_verify", counted)
+    ctx = context(FakeResolver(records))
+    runs = [run_dkim(ctx, _entry(d, path)) for d in [*domains, "other.test"]]
+    results = await asyncio.gather(*runs)
+    assert all(r[2].status is Status.PASS for r in results[:-1])
+    assert len(calls) == 2 and set(calls) == {
+        record,
+        records[("s1._domainkey.other.test", "TXT")][0],
+    }
+    proof = results[-1][2]
+    assert proof.status is Status.FAIL and "does not verify" in proof.summary
+    assert "public keys equal" in proof.detail and proof.fix.endswith(
+        txt_record("s1._domainkey.other.test", record)
+    )
 
 
 async def test_revoked_testing_and_missing_keys(tmp_path: Path) -> None:
