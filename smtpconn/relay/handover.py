@@ -13,6 +13,8 @@ import asyncio
 import logging
 import time
 
+import dns.resolver
+
 from smtpconn.checks.dnscache import CachingResolver
 from smtpconn.net import make_resolver
 from smtpconn.relay.authres import AuthInput, authentication_results
@@ -22,6 +24,8 @@ from smtpconn.relay.sinks.base import Sink, SinkError, SinkItem
 from smtpconn.relay.spool import RetryState, Spool, SpoolEntry, backoff_delay
 from smtpconn.relay.tagging import prepend
 
+DNS_CACHE_SIZE = 4096  # (name, type) answers; bounded so a flood of sender domains cannot grow it
+
 
 class SinkHandover:
     def __init__(self, config: RelayConfig, spool: Spool, sink: Sink) -> None:
@@ -30,6 +34,11 @@ class SinkHandover:
         self.sink = sink
         self.auth_timeout = min(config.settings.timeout, 10.0)
         self._resolver = make_resolver(config.settings.resolvers, timeout=self.auth_timeout)
+        # Unlike verify (which must see DNS as it is now), the relay sees the same few sender
+        # domains all day: keep answers for their TTL (negative ones too, RFC 2308) as any MTA's
+        # resolver does. Without it the SPF/DKIM/DMARC lookups of every message were the
+        # largest CPU cost of inbound delivery (benchmarks/README.md).
+        self._resolver.cache = dns.resolver.LRUCache(DNS_CACHE_SIZE)
 
     async def __call__(self, entry: SpoolEntry) -> None:
         envelope = entry.envelope
