@@ -7,8 +7,9 @@ when ``relay.submission_username`` / ``submission_password_hash`` are set (and t
 TLS). The message is DKIM-signed (when the address has ``[addresses.dkim]``) *before* it is
 spooled, so what is acknowledged is exactly what will be sent.
 
-Delivery goes through the shared client policy (``smtpconn.smtp.session.deliver``: TLS + AUTH,
-never clear text). Per recipient: accepted → done; 5xx → bounce; 4xx, connection, TLS or AUTH
+Delivery goes through the shared client policy (``smtpconn.smtp.session``: TLS + AUTH, never
+clear text), over cached sessions (:mod:`smtpconn.relay.sessions`: replies to the same customer
+server share one authenticated connection, ``RSET`` between messages). Per recipient: accepted → done; 5xx → bounce; 4xx, connection, TLS or AUTH
 problems → retry with exponential back-off until the retry window ends, then bounce. Bounces are
 RFC 3464 reports to the support address, handed to the help desk through the sink: a failed
 reply is never dropped silently. The bounce is spooled before the reply is forgotten, so a crash
@@ -33,6 +34,7 @@ from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.dsn import FailedRecipient, build_dsn
 from smtpconn.relay.log import log_event
 from smtpconn.relay.server import RelaySMTP
+from smtpconn.relay.sessions import SessionPool
 from smtpconn.relay.spool import (
     Envelope,
     OnStored,
@@ -166,7 +168,7 @@ class OutboundDelivery:
         self,
         config: RelayConfig,
         spool: Spool,
-        deliverer: Deliverer,
+        deliverer: Deliverer | SessionPool,
         tls_context: ssl.SSLContext,
         on_stored: OnStored,
     ) -> None:
@@ -247,6 +249,20 @@ class OutboundDelivery:
         self, server: OutboundServer, secret: str, mail_from: str, rcpts: list[str], message: bytes
     ) -> Result:
         settings = self.config.settings
+        if isinstance(self.deliverer, SessionPool):
+            return await self.deliverer.deliver(
+                server,
+                secret,
+                mail_from,
+                rcpts,
+                message,
+                resolve=lambda: resolve_host(
+                    server.host, settings.resolvers, timeout=settings.timeout
+                ),
+                tls_context=self.tls_context,
+                ehlo_name=self.config.hostname,
+                timeout=settings.timeout,
+            )
         return await self.deliverer(
             server,
             secret,

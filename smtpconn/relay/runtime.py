@@ -55,6 +55,7 @@ from smtpconn.relay.config import (
 from smtpconn.relay.log import log_event
 from smtpconn.relay.outbound import Deliverer
 from smtpconn.relay.server import CredentialChecker, RelaySMTP, SessionTracker
+from smtpconn.relay.sessions import SessionPool
 from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
 from smtpconn.relay.worker import QueueWorker
 from smtpconn.settings import Settings
@@ -86,6 +87,7 @@ class Relay:
         self._servers: list[asyncio.base_events.Server] = []
         self._trackers: list[SessionTracker] = []
         self._workers: dict[str, QueueWorker] = {}
+        self._sessions: SessionPool | None = None  # outbound connection cache
         self.inbound_port = 0
         self.submission_port = 0
         self.inbound_tls_port: int | None = None
@@ -116,11 +118,12 @@ class Relay:
                 fix="correct the profile's [relay] table or the options (smtpconn relay --check)",
             )
         from smtpconn.relay.handover import SinkHandover
-        from smtpconn.relay.outbound import OutboundDelivery, default_deliverer
+        from smtpconn.relay.outbound import OutboundDelivery
         from smtpconn.relay.sinks import make_sink
         from smtpconn.smtp.session import secure_client_context
 
         await asyncio.to_thread(self.spool.lock)
+        self._sessions = SessionPool()
         try:
             sink = make_sink(self.config)
             client_tls = secure_client_context(
@@ -139,7 +142,7 @@ class Relay:
                 OutboundDelivery(
                     self.config,
                     self.spool,
-                    self._deliverer or default_deliverer(),
+                    self._deliverer or self._sessions,
                     client_tls,
                     self.wake,
                 ),
@@ -309,6 +312,8 @@ class Relay:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         await asyncio.gather(*(w.stop(grace) for w in self._workers.values()))
+        if self._sessions is not None:
+            await self._sessions.close()
         self.spool.unlock()
         log_event("relay.stopped")
 

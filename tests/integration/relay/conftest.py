@@ -132,7 +132,7 @@ def relay_env(
         maildir=tmp_path / "helpdesk",
         domain=relay_domain,
         settings=settings,
-        addresses={a["mode"]: a["address"] for a in addresses[:2]},
+        addresses={str(a["mode"]): str(a["address"]) for a in addresses[:2]},
     )
 
 

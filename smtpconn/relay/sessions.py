@@ -1,0 +1,127 @@
+"""Outbound connection cache: replies to the same customer server reuse an authenticated
+session (``smtpconn.smtp.session.DeliverySession``) instead of paying TCP + TLS + AUTH each.
+
+Like Postfix's connection cache: a session goes back to the pool after a message and is reused
+by the next reply for the same server (same host, port, security, login) within
+``IDLE_SECONDS``; after that, or after ``MAX_MESSAGES`` messages, it is closed with QUIT. Each
+session carries one message at a time, so the worker's concurrency bounds the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable
+
+from smtpconn.profile.model import OutboundServer
+from smtpconn.smtp.session import DeliveryResult, DeliverySession
+
+IDLE_SECONDS = 5.0  # well under servers' idle timeouts (Postfix smtpd: 300 s), like Postfix's 2 s
+MAX_MESSAGES = 100  # per connection, then a fresh one (Postfix: smtp_connection_reuse_count_limit)
+
+_Key = tuple[str, int, str, str, str]
+
+
+def _key(server: OutboundServer) -> _Key:
+    return (
+        server.host.lower(),
+        server.port,
+        str(server.security),
+        str(server.auth),
+        server.username,
+    )
+
+
+class SessionPool:
+    def __init__(
+        self, *, idle_seconds: float = IDLE_SECONDS, max_messages: int = MAX_MESSAGES
+    ) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_messages = max_messages
+        self._idle: dict[_Key, list[tuple[DeliverySession, asyncio.TimerHandle]]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self.opened = 0  # sessions created (for tests and the log)
+
+    async def deliver(
+        self,
+        server: OutboundServer,
+        secret: str,
+        mail_from: str,
+        rcpts: list[str],
+        message: bytes,
+        *,
+        resolve: Callable[[], Awaitable[str | None]],
+        tls_context: ssl.SSLContext,
+        ehlo_name: str,
+        timeout: float,
+    ) -> DeliveryResult:
+        """One message, on an idle session for ``server`` if there is one, else a new one
+        (``resolve`` gives the address to connect to: only asked for a new session)."""
+        key = _key(server)
+        session = self._take(key)
+        if session is None:
+            session = DeliverySession(
+                server,
+                secret,
+                tls_context=tls_context,
+                ehlo_name=ehlo_name,
+                timeout=timeout,
+                address=await resolve(),
+            )
+            self.opened += 1
+        try:
+            result = await session.send(mail_from, rcpts, message)
+        except BaseException:
+            await session.close()
+            raise
+        self._give_back(key, session)
+        return result
+
+    def _take(self, key: _Key) -> DeliverySession | None:
+        idle = self._idle.get(key)
+        while idle:
+            session, timer = idle.pop()  # the most recently used: least likely to be stale
+            timer.cancel()
+            if session.connected:
+                return session
+            self._close_later(session)
+        return None
+
+    def _give_back(self, key: _Key, session: DeliverySession) -> None:
+        if not session.connected or session.messages >= self.max_messages:
+            self._close_later(session)
+            return
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.idle_seconds, self._expire, key, session)
+        self._idle.setdefault(key, []).append((session, timer))
+
+    def _expire(self, key: _Key, session: DeliverySession) -> None:
+        idle = self._idle.get(key, [])
+        for index, (candidate, _timer) in enumerate(idle):
+            if candidate is session:
+                del idle[index]
+                self._close_later(session)
+                break
+        if not idle:
+            self._idle.pop(key, None)
+
+    def _close_later(self, session: DeliverySession) -> None:
+        task = asyncio.ensure_future(session.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @property
+    def idle(self) -> int:
+        return sum(len(v) for v in self._idle.values())
+
+    async def close(self) -> None:
+        """QUIT every idle session (the relay is stopping)."""
+        for idle in self._idle.values():
+            for session, timer in idle:
+                timer.cancel()
+                self._close_later(session)
+        self._idle.clear()
+        if self._closing:
+            with contextlib.suppress(Exception):
+                await asyncio.wait(list(self._closing), timeout=5)
