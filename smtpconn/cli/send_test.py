@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -72,6 +71,10 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ) -> None:
+        # asyncio (with ssl, socket, concurrent) costs ~16 ms: only the command itself needs it,
+        # not `smtpconn --help` (benchmarks/README.md, start-up).
+        import asyncio
+
         from smtpconn.addresses import parse_address
         from smtpconn.profile.store import load_profile
         from smtpconn.smtp import sendtest
