@@ -23,6 +23,7 @@ from smtpconn.relay.log import log_event
 from smtpconn.relay.sinks.base import Sink, SinkError, SinkItem
 from smtpconn.relay.spool import RetryState, Spool, SpoolEntry, backoff_delay
 from smtpconn.relay.tagging import prepend
+from smtpconn.relay.worker import Attempted
 
 DNS_CACHE_SIZE = 4096  # (name, type) answers; bounded so a flood of sender domains cannot grow it
 
@@ -40,9 +41,9 @@ class SinkHandover:
         # largest CPU cost of inbound delivery (benchmarks/README.md).
         self._resolver.cache = dns.resolver.LRUCache(DNS_CACHE_SIZE)
 
-    async def __call__(self, entry: SpoolEntry) -> None:
+    async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
-        message = await asyncio.to_thread(self.spool.message, entry)
+        message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
         meta = dict(envelope.meta)
         if meta.get("client_ip") and meta.get("origin") != "relay-dsn":
             header = await authentication_results(
@@ -64,12 +65,11 @@ class SinkHandover:
             message=message,
             meta=meta,
         )
-        state = await asyncio.to_thread(self.spool.state, entry)
         try:
             await self.sink.deliver(item)
         except SinkError as exc:
             await asyncio.to_thread(self._failed, entry, state, str(exc), exc.permanent)
-            return
+            return Attempted(state)
         await asyncio.to_thread(self.spool.remove, entry)
         log_event(
             "inbound.delivered",
@@ -80,6 +80,7 @@ class SinkHandover:
             attempts=state.attempts + 1,
             delay=time.time() - envelope.received_at,
         )
+        return Attempted(None)
 
     def _failed(self, entry: SpoolEntry, state: RetryState, error: str, permanent: bool) -> None:
         state.attempts += 1

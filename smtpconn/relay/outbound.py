@@ -45,6 +45,7 @@ from smtpconn.relay.spool import (
     new_id,
 )
 from smtpconn.relay.tagging import prepend, tag_value
+from smtpconn.relay.worker import Attempted
 from smtpconn.smtp.dkim import sign_for
 
 MAX_RECIPIENTS = 100
@@ -115,7 +116,12 @@ class SubmissionHandler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         try:
-            message = await asyncio.to_thread(sign_for, raw, entry, self.config.base_dir)
+            # No DKIM key, nothing to sign: no trip to a worker thread for it.
+            message = (
+                raw
+                if entry.dkim is None
+                else await asyncio.to_thread(sign_for, raw, entry, self.config.base_dir)
+            )
         except Exception as exc:  # a bad key must not send unsigned mail behind our back
             log_event(
                 "submission.dkim-failed",
@@ -178,7 +184,7 @@ class OutboundDelivery:
         self.tls_context = tls_context
         self.on_stored = on_stored
 
-    async def __call__(self, entry: SpoolEntry) -> None:
+    async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
         state = await asyncio.to_thread(self.spool.state, entry)
         pending = [r for r in envelope.rcpts if r not in state.done]
@@ -229,7 +235,7 @@ class OutboundDelivery:
             state.done += [b.recipient for b in bounces]
         if not temporary:
             await asyncio.to_thread(self.spool.remove, entry)
-            return
+            return Attempted(None)
         state.attempts += 1
         state.last_error = "; ".join(f"{r}: {e}" for r, e in temporary)[:1000]
         delay = backoff_delay(state.attempts, self.config.retry_initial, RETRY_CAP)
@@ -244,6 +250,7 @@ class OutboundDelivery:
             attempts=state.attempts,
             retry_in=delay,
         )
+        return Attempted(state)
 
     async def _deliver(
         self, server: OutboundServer, secret: str, mail_from: str, rcpts: list[str], message: bytes

@@ -7,8 +7,8 @@ to launch a handful of deliveries made a backlog of n messages cost O(n²) file 
 ``benchmarks/README.md``). The memory is fed by:
 
 * the listeners, which hand over every message they spooled (:meth:`QueueWorker.add`);
-* the worker itself, which re-reads the retry state of a message after each delivery attempt
-  (one small file, only while the message is still spooled);
+* the delivery itself, which returns the message's retry state after each attempt (or the
+  worker re-reads it: one small file, only while the message is still spooled);
 * a scan of the directory at start-up (messages left by an earlier run), when ``smtpconn queue
   retry/delete`` replaced the spool's ``.kick`` marker (checked every ``poll`` seconds, a single
   ``stat``), and on a slow timer (``rescan`` seconds) for anything else changed on disk.
@@ -31,7 +31,17 @@ from dataclasses import dataclass, field
 from smtpconn.relay.log import log_event
 from smtpconn.relay.spool import RetryState, Spool, SpoolEntry
 
-Process = Callable[[SpoolEntry], Awaitable[None]]
+
+@dataclass(frozen=True, slots=True)
+class Attempted:
+    """What a ``process`` callable may return, so the worker need not read the disk again:
+    the message's retry state after the attempt, or None once it left the spool."""
+
+    state: RetryState | None
+
+
+# Returning None means "look at the spool" (the worker then reads the state file itself).
+Process = Callable[[SpoolEntry], Awaitable[Attempted | None]]
 
 DEFAULT_RESCAN = 60.0  # seconds between full re-reads of the spool, for changes nobody announced
 
@@ -206,8 +216,9 @@ class QueueWorker:
 
     async def _one(self, entry: SpoolEntry) -> None:
         failed = False
+        outcome: Attempted | None = None
         try:
-            await self.process(entry)
+            outcome = await self.process(entry)
         except asyncio.CancelledError:
             self._in_flight.pop(entry.id, None)
             raise
@@ -216,7 +227,7 @@ class QueueWorker:
             if entry.path.exists():
                 log_event("worker.error", direction=self.direction, id=entry.id, error=repr(exc))
         try:
-            state = await asyncio.to_thread(self._after, entry)
+            state = outcome.state if outcome else await asyncio.to_thread(self._after, entry)
         finally:
             self._in_flight.pop(entry.id, None)
             self._wake.set()
