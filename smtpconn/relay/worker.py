@@ -120,15 +120,19 @@ class QueueWorker:
 
     # -- bookkeeping (event loop thread only) -------------------------------------------------
 
-    def _track(self, entry: SpoolEntry, state: RetryState) -> None:
+    def _track(self, entry: SpoolEntry, state: RetryState, *, attempted: bool = False) -> None:
         item = self._known.get(entry.id)
+        due, held = _due_time(entry, state), state.held
+        # A rescan re-reads unchanged states every minute: pushing them again would pile up
+        # duplicate heap entries for a long-deferred backlog. After an attempt the entry left
+        # the heap, so it always goes back.
+        changed = item is None or attempted or item.due != due or item.held != held
         if item is None:
-            item = self._known[entry.id] = _Tracked(entry, 0.0)
-        item.due = _due_time(entry, state)
-        item.held = state.held
+            item = self._known[entry.id] = _Tracked(entry, due)
+        item.due, item.held = due, held
         item.version += 1
-        if not item.held:
-            heapq.heappush(self._heap, (item.due, entry.id))
+        if changed and not held:
+            heapq.heappush(self._heap, (due, entry.id))
 
     def _launch_due(self) -> float | None:
         """Start due deliveries while slots are free; the time the next one is due, if any."""
@@ -238,7 +242,7 @@ class QueueWorker:
             # Do not spin on a message that crashes its delivery: try it again after a poll.
             state.next_attempt = time.time() + self.poll
         if entry.id in self._known:
-            self._track(entry, state)
+            self._track(entry, state, attempted=True)
 
     def _after(self, entry: SpoolEntry) -> RetryState | None:
         """The message's state after an attempt; None once it left the spool."""

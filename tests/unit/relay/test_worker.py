@@ -154,3 +154,21 @@ def test_put_many_fsyncs_each_file_and_the_directory_once(
     assert [spool.message(e) for e in entries] == [b"m0", b"m1", b"m2"]
     assert spool.ids("inbound") == sorted(e.id for e in entries)
     assert list((tmp_path / "s" / "tmp").iterdir()) == []
+
+
+async def test_rescans_of_a_deferred_backlog_do_not_pile_up(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s")
+    spool.create()
+    for entry in _put(spool, 5):
+        spool.save_state(entry, RetryState(attempts=3, next_attempt=time.time() + 3600))
+    calls: list[str] = []
+
+    async def never(entry: SpoolEntry) -> None:
+        calls.append(entry.id)
+
+    worker = QueueWorker(spool, "inbound", never, poll=0.02, rescan=0.02)
+    worker.start()
+    await _until(lambda: worker.queued == 5)
+    await asyncio.sleep(0.3)  # many rescans, each re-reading the five states
+    await worker.stop(1)
+    assert calls == [] and len(worker._heap) == 5
