@@ -34,6 +34,7 @@ class SinkHandover:
         self.spool = spool
         self.sink = sink
         self.auth_timeout = min(config.settings.timeout, 10.0)
+        self._started = time.time()
         self._resolver = make_resolver(config.settings.resolvers, timeout=self.auth_timeout)
         # Unlike verify (which must see DNS as it is now), the relay sees the same few sender
         # domains all day: keep answers for their TTL (negative ones too, RFC 2308) as any MTA's
@@ -64,6 +65,9 @@ class SinkHandover:
             rcpt=envelope.rcpts[0] if envelope.rcpts else "",
             message=message,
             meta=meta,
+            # Spooled by an earlier run (it may have crashed after the hand-over), or tried
+            # before: the sink must check for a copy it already has.
+            maybe_delivered=state.attempts > 0 or envelope.received_at < self._started,
         )
         try:
             await self.sink.deliver(item)

@@ -30,6 +30,9 @@ class SinkItem:
     rcpt: str
     message: bytes  # CRLF line endings, our headers on top
     meta: dict[str, Any] = field(default_factory=dict)
+    # False only when this relay process spooled the message and never handed it over before:
+    # then it cannot already be at the sink, and a sink may skip its duplicate check.
+    maybe_delivered: bool = True
 
     def metadata(self) -> dict[str, Any]:
         """What webhook JSON and pipe environment carry (never a secret)."""

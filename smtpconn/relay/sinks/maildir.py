@@ -38,6 +38,16 @@ class MaildirSink:
         assert config.sink.path is not None
         self.root = Path(config.sink.path)
         self.hostname = config.hostname.replace("/", "_").replace(":", "_")
+        self._ready = False  # tmp/new/cur exist (checked once; recreated if delivery fails)
+
+    def _delivered_before(self, base: str) -> bool:
+        # Listing cur/ costs as much as the help desk keeps there, so it is only done for
+        # messages that may have been handed over before (a retry, or found at start-up).
+        if (self.root / "new" / base).exists():
+            return True
+        prefix = base + ":"
+        with os.scandir(self.root / "cur") as entries:
+            return any(e.name.startswith(prefix) for e in entries)
 
     async def deliver(self, item: SinkItem) -> None:
         await asyncio.to_thread(self._deliver, item)
@@ -45,8 +55,10 @@ class MaildirSink:
     def _deliver(self, item: SinkItem) -> None:
         base = f"{item.id}.{self.hostname}"
         try:
-            ensure_maildir(self.root)
-            if (self.root / "new" / base).exists() or any((self.root / "cur").glob(f"{base}:*")):
+            if not self._ready:
+                ensure_maildir(self.root)
+                self._ready = True
+            if item.maybe_delivered and self._delivered_before(base):
                 return  # delivered before a crash; the spool just did not know yet
             data = (
                 f"Return-Path: <{item.mail_from}>\r\nDelivered-To: {item.rcpt}\r\n".encode()
@@ -65,5 +77,6 @@ class MaildirSink:
                     tmp.unlink()
             _fsync_dir(self.root / "new")
         except OSError as exc:
+            self._ready = False  # someone may have removed the folders: recreate them next time
             # A full disk or a permission problem can be fixed; keep retrying.
             raise SinkError(f"maildir {self.root}: {exc.strerror}") from None

@@ -463,3 +463,30 @@ def test_queue_cli_lists_retries_and_deletes(tmp_path: Path) -> None:
     assert missing.exit_code == 2
     deleted = runner.invoke(app, ["queue", "delete", "--all", "--spool", str(tmp_path / "s")])
     assert deleted.exit_code == 0 and list(spool.entries("outbound")) == []
+
+
+async def test_only_possible_redeliveries_ask_the_sink_to_look_for_a_copy(tmp_path: Path) -> None:
+    from smtpconn.relay.handover import SinkHandover
+    from smtpconn.relay.spool import RetryState
+
+    config = build_config(profile(), tmp_path)
+    spool = Spool(config.spool_dir)
+    spool.create()
+    old = spool.put_many([(Envelope("inbound", "a@x.test", ("r@x.test",), 1.0), b"m", None)])
+    seen: dict[str, bool] = {}
+
+    class Recorder:
+        kind = "recorder"
+
+        async def deliver(self, item: SinkItem) -> None:
+            seen[item.id] = item.maybe_delivered
+
+    handover = SinkHandover(config, spool, Recorder())
+    fresh, retried = spool.put_many(
+        [(Envelope("inbound", "a@x.test", ("r@x.test",), time.time()), b"m", None)] * 2
+    )
+    spool.save_state(retried, RetryState(attempts=1))
+    for entry in (*old, fresh, retried):
+        await handover(entry)
+    # Spooled by an earlier run or tried before: may already be at the sink. Fresh: cannot be.
+    assert seen == {old[0].id: True, fresh.id: False, retried.id: True}
