@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from smtpconn.addresses import parse_host_port
 from smtpconn.errors import UsageError
@@ -41,21 +41,29 @@ def parse_resolver_list(value: str) -> tuple[tuple[str, int], ...]:
     return tuple(parse_resolver(item) for item in value.replace(",", " ").split())
 
 
+_R = TypeVar("_R", bound="dns.resolver.BaseResolver")
+
+
+def _configured(kind: type[_R], nameservers: tuple[tuple[str, int], ...], timeout: float) -> _R:
+    import dns.nameserver
+
+    if nameservers:
+        resolver = kind(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
+    else:
+        resolver = kind()
+    resolver.timeout = timeout
+    resolver.lifetime = timeout
+    return resolver
+
+
 def make_resolver(
     nameservers: tuple[tuple[str, int], ...], *, timeout: float
 ) -> dns.asyncresolver.Resolver:
     """An asynchronous stub resolver asking ``nameservers`` (or the system's when empty)."""
     import dns.asyncresolver
-    import dns.nameserver
 
-    if nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
-    else:
-        resolver = dns.asyncresolver.Resolver()
-    resolver.timeout = timeout
-    resolver.lifetime = timeout
-    return resolver
+    return _configured(dns.asyncresolver.Resolver, nameservers, timeout)
 
 
 def make_sync_resolver(
@@ -63,17 +71,9 @@ def make_sync_resolver(
 ) -> dns.resolver.Resolver:
     """The blocking twin of :func:`make_resolver`, for code that already runs in a worker thread
     and has no event loop to hand lookups to (asking the same servers, with the same timeout)."""
-    import dns.nameserver
     import dns.resolver
 
-    if nameservers:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
-    else:
-        resolver = dns.resolver.Resolver()
-    resolver.timeout = timeout
-    resolver.lifetime = timeout
-    return resolver
+    return _configured(dns.resolver.Resolver, nameservers, timeout)
 
 
 async def resolve_host(

@@ -9,28 +9,18 @@ if TYPE_CHECKING:
 
 
 def describe_entry(entry: SupportAddress) -> dict[str, Any]:
-    """Everything about an entry a script may need, and nothing secret (no hash either)."""
-    data: dict[str, Any] = {
-        "address": entry.address.ascii,
+    """Everything about an entry a script may need, and nothing secret (no hash either): the
+    profile's own fields, every table present (null when absent), and the address for people."""
+    from smtpconn.profile.model import entry_to_data
+
+    stored = entry_to_data(entry)
+    inbound = stored.get("inbound")
+    return {
+        "address": stored["address"],
         "address_unicode": entry.address.display,
-        "mode": entry.mode.value,
-        "workflow": entry.workflow.value,
-        "outbound": None,
-        "dkim": None,
-        "inbound": None,
+        "mode": stored["mode"],
+        "workflow": stored["workflow"],
+        "outbound": stored.get("outbound"),
+        "dkim": stored.get("dkim"),
+        "inbound": {"username": inbound["username"]} if inbound else None,
     }
-    if entry.outbound is not None:
-        o = entry.outbound
-        data["outbound"] = {
-            "host": o.host,
-            "port": o.port,
-            "security": o.security.value,
-            "auth": o.auth.value,
-            "username": o.username,
-            "secret": str(o.secret),
-        }
-    if entry.dkim is not None:
-        data["dkim"] = {"selector": entry.dkim.selector, "private_key": str(entry.dkim.private_key)}
-    if entry.inbound is not None:
-        data["inbound"] = {"username": entry.inbound.username}
-    return data

@@ -478,6 +478,36 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def entry_to_data(entry: SupportAddress) -> dict[str, Any]:
+    """One ``[[addresses]]`` table, exactly as the profile stores it."""
+    item: dict[str, Any] = {
+        "address": entry.address.ascii,
+        "mode": entry.mode.value,
+        "workflow": entry.workflow.value,
+    }
+    if entry.outbound is not None:
+        o = entry.outbound
+        item["outbound"] = {
+            "host": o.host,
+            "port": o.port,
+            "security": o.security.value,
+            "auth": o.auth.value,
+            "username": o.username,
+            "secret": str(o.secret),
+        }
+    if entry.dkim is not None:
+        item["dkim"] = {
+            "selector": entry.dkim.selector,
+            "private_key": str(entry.dkim.private_key),
+        }
+    if entry.inbound is not None:
+        item["inbound"] = {
+            "username": entry.inbound.username,
+            "password_hash": entry.inbound.password_hash,
+        }
+    return item
+
+
 def profile_to_data(profile: Profile) -> dict[str, Any]:
     data: dict[str, Any] = {"version": profile.version}
     connector = _drop_none(
@@ -485,34 +515,7 @@ def profile_to_data(profile: Profile) -> dict[str, Any]:
     )
     if connector:
         data["connector"] = connector
-    addresses: list[dict[str, Any]] = []
-    for entry in profile.addresses:
-        item: dict[str, Any] = {
-            "address": entry.address.ascii,
-            "mode": entry.mode.value,
-            "workflow": entry.workflow.value,
-        }
-        if entry.outbound is not None:
-            o = entry.outbound
-            item["outbound"] = {
-                "host": o.host,
-                "port": o.port,
-                "security": o.security.value,
-                "auth": o.auth.value,
-                "username": o.username,
-                "secret": str(o.secret),
-            }
-        if entry.dkim is not None:
-            item["dkim"] = {
-                "selector": entry.dkim.selector,
-                "private_key": str(entry.dkim.private_key),
-            }
-        if entry.inbound is not None:
-            item["inbound"] = {
-                "username": entry.inbound.username,
-                "password_hash": entry.inbound.password_hash,
-            }
-        addresses.append(item)
+    addresses = [entry_to_data(entry) for entry in profile.addresses]
     if addresses:
         data["addresses"] = addresses
     if profile.relay is not None:
