@@ -43,8 +43,11 @@ def select_entries(profile: Profile, wanted: Sequence[str]) -> list[SupportAddre
 
 
 #: Questions in flight at once: enough to keep a run over hundreds of domains as fast as the
-#: slowest address, few enough that no resolver drops the burst.
-MAX_DNS_IN_FLIGHT = 64
+#: slowest address, few enough that no resolver drops the burst. 300 domains ask ~1800 questions;
+#: at 64 they queued for ~1.8 s behind 50 ms round trips (benchmarks/README.md), 128 halves that,
+#: and stays under dnsmasq's default of 150 concurrent forwards (more are dropped, which costs a
+#: retry after a third of --timeout). 256 measured no faster through the benchmark's proxy.
+MAX_DNS_IN_FLIGHT = 128
 
 
 def make_resolver_for_run(settings: Settings) -> dns.asyncresolver.Resolver:
