@@ -3,6 +3,7 @@ the "no outbound server" skip, and the result for "the resolver could not tell".
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -35,8 +36,11 @@ async def server_addresses(ctx: CheckContext, host: str) -> ServerAddresses:
         if is_ip(host):
             ip = ipaddress.ip_address(host.strip("[]"))
             return ServerAddresses(host, (ip.compressed,), literal=True)
-        a = await ctx.resolver.query(host, "A")
-        aaaa = await ctx.resolver.query(host, "AAAA")
+        # Both at once: the TLS/AUTH session waits for them, and a second question asked only
+        # after the first answer would queue behind every other domain's questions.
+        a, aaaa = await asyncio.gather(
+            ctx.resolver.query(host, "A"), ctx.resolver.query(host, "AAAA")
+        )
         return ServerAddresses(
             host,
             a.records + aaaa.records,
