@@ -171,3 +171,45 @@ def test_junit_parses_and_maps_statuses() -> None:
     assert strict.get("failures") == "2"
     failure = root.find(".//testcase[@name='c.2']/failure")
     assert failure is not None and "fix: fix it" in (failure.text or "")
+
+
+CALLS: list[str] = []
+
+
+async def txt_family(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
+    CALLS.append("txt")
+    await ctx.resolver.query(entry.address.domain, "TXT")
+    return [CheckResult("d.txt", Status.PASS, "txt")]
+
+
+async def session_family(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
+    CALLS.append("session")
+    return [CheckResult("s.session", Status.PASS, "session")]
+
+
+async def test_outbound_servers_are_resolved_before_the_first_wave() -> None:
+    from smtpconn.profile.model import AuthMechanism, OutboundServer, Security
+    from smtpconn.profile.secrets import SecretRef
+
+    server = OutboundServer(
+        "mail.ex.test", 587, Security.STARTTLS, AuthMechanism.AUTO, "u", SecretRef("env", "X")
+    )
+    entries = [
+        SupportAddress(
+            parse_address(f"support@d{i}.test"),
+            Mode.OUTBOUND_ONLY,
+            Workflow.AUTHENTICATED,
+            outbound=server,
+        )
+        for i in range(5)
+    ]
+    fake = FakeResolver({("mail.ex.test", "A"): ["192.0.2.1"]})
+    CALLS.clear()
+    families = [
+        fam(("d.txt",), "txt_family"),
+        fam(("s.session",), "session_family", needs_server=True),
+    ]
+    report = await run_checks(context(fake), entries, profile="p.toml", families=families)
+    assert all(r.status is Status.PASS for a in report.addresses for r in a.checks)
+    assert list(fake.questions)[:2] == [("mail.ex.test", "A"), ("mail.ex.test", "AAAA")]
+    assert CALLS[0] == "session" and fake.questions[("mail.ex.test", "A")] == 1
