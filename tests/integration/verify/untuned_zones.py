@@ -231,6 +231,8 @@ class ScenarioNsd(NsdServer):
         extra: Mapping[str, list[Record]],
     ) -> None:
         super().__init__(directory, public_keys)
+        self._last_serial = 0
+        self._last_stamp = 0.0
         self.extra = {name: list(records) for name, records in extra.items()}
 
     def write_config(self) -> None:
@@ -251,10 +253,15 @@ class ScenarioNsd(NsdServer):
 
         self.extra[zone] = list(records)
         path = self.directory / "zones" / f"{zone}.zone"
-        serial = int(time.time())
+        # Strictly increasing: two publishes within one second (a fix of two records) must not
+        # share a serial, or the wait below would see the first reload and return too early.
+        serial = max(int(time.time()), self._last_serial + 1)
+        self._last_serial = serial
         text = render(zone, records).replace(" 1 3600 600", f" {serial} 3600 600", 1)
         path.write_text(text)
-        stamp = time.time() + 1  # NSD compares mtimes: make sure this one is newer
+        # NSD compares mtimes: make sure this one is newer, by whole seconds too.
+        stamp = max(time.time() + 1, self._last_stamp + 1)
+        self._last_stamp = stamp
         os.utime(path, (stamp, stamp))
         assert self.pid is not None
         os.kill(self.pid, signal.SIGHUP)
