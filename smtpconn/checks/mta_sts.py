@@ -21,77 +21,72 @@ IDS = catalogue.MTA_STS
 _STS_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 
 
+async def _the_one_record(
+    ctx: CheckContext, check_id: str, name: str, version: str, label: str, missing: str, fresh: str
+) -> str | CheckResult:
+    """The single ``version`` TXT record at ``name``, or the result that says why there is not
+    exactly one (both records follow the same one-record rule)."""
+    answer = await ctx.resolver.query(name, "TXT")
+    if answer.outcome.value == "error":
+        return could_not_tell(check_id, f"TXT of {name}", [answer.error])
+    records = [r for r in answer.records if r.startswith(version)]
+    if not records:
+        return CheckResult(
+            check_id, Status.WARN, f"no {label} record at {name}: {missing}", fix=fresh
+        )
+    if len(records) > 1:
+        return CheckResult(
+            check_id,
+            Status.FAIL,
+            f"{name} has {len(records)} {label} records (must be one)",
+            detail=" | ".join(records),
+            fix=f"keep exactly one: {txt_record(name, records[0])}",
+        )
+    return records[0]
+
+
 async def check_mta_sts(ctx: CheckContext, domain: str) -> CheckResult:
     name = f"_mta-sts.{domain}"
     fresh = (
         f"publish: {txt_record(name, 'v=STSv1; id=20240101000000')} and serve the policy at "
         f"https://mta-sts.{domain}/.well-known/mta-sts.txt (change id= whenever the policy changes)"
     )
-    answer = await ctx.resolver.query(name, "TXT")
-    if answer.outcome.value == "error":
-        return could_not_tell("mta-sts", f"TXT of {name}", [answer.error])
-    records = [r for r in answer.records if r.startswith("v=STSv1")]
-    if not records:
-        return CheckResult(
-            "mta-sts",
-            Status.WARN,
-            f"no MTA-STS record at {name}: senders may deliver to {domain} without TLS",
-            fix=fresh,
-        )
-    if len(records) > 1:
-        return CheckResult(
-            "mta-sts",
-            Status.FAIL,
-            f"{name} has {len(records)} MTA-STS records (must be one)",
-            detail=" | ".join(records),
-            fix=f"keep exactly one: {txt_record(name, records[0])}",
-        )
-    sts_id = parse_tags(records[0]).get("id", "")
+    record = await _the_one_record(
+        ctx, "mta-sts", name, "v=STSv1", "MTA-STS",
+        f"senders may deliver to {domain} without TLS", fresh,
+    )  # fmt: skip
+    if isinstance(record, CheckResult):
+        return record
+    sts_id = parse_tags(record).get("id", "")
     if not _STS_ID.fullmatch(sts_id):
         return CheckResult(
             "mta-sts",
             Status.FAIL,
             f"the MTA-STS record at {name} has no valid id= (1-32 letters/digits)",
-            detail=records[0],
+            detail=record,
             fix=fresh,
         )
-    return CheckResult(
-        "mta-sts", Status.PASS, f"MTA-STS record at {name} (id={sts_id})", records[0]
-    )
+    return CheckResult("mta-sts", Status.PASS, f"MTA-STS record at {name} (id={sts_id})", record)
 
 
 async def check_tls_rpt(ctx: CheckContext, domain: str) -> CheckResult:
     name = f"_smtp._tls.{domain}"
     fresh = f"publish: {txt_record(name, f'v=TLSRPTv1; rua=mailto:tlsrpt@{domain}')}"
-    answer = await ctx.resolver.query(name, "TXT")
-    if answer.outcome.value == "error":
-        return could_not_tell("tls-rpt", f"TXT of {name}", [answer.error])
-    records = [r for r in answer.records if r.startswith("v=TLSRPTv1")]
-    if not records:
-        return CheckResult(
-            "tls-rpt",
-            Status.WARN,
-            f"no TLS-RPT record at {name}: nobody reports TLS failures to you",
-            fix=fresh,
-        )
-    if len(records) > 1:
-        return CheckResult(
-            "tls-rpt",
-            Status.FAIL,
-            f"{name} has {len(records)} TLS-RPT records (must be one)",
-            detail=" | ".join(records),
-            fix=f"keep exactly one: {txt_record(name, records[0])}",
-        )
-    rua = parse_tags(records[0]).get("rua", "")
-    if not all(u.startswith(("mailto:", "https:")) for u in rua.split(",")) or not rua:
+    record = await _the_one_record(
+        ctx, "tls-rpt", name, "v=TLSRPTv1", "TLS-RPT", "nobody reports TLS failures to you", fresh
+    )
+    if isinstance(record, CheckResult):
+        return record
+    rua = parse_tags(record).get("rua", "")
+    if not rua or not all(u.startswith(("mailto:", "https:")) for u in rua.split(",")):
         return CheckResult(
             "tls-rpt",
             Status.FAIL,
             f"the TLS-RPT record at {name} has no valid rua= (mailto: or https:)",
-            detail=records[0],
+            detail=record,
             fix=fresh,
         )
-    return CheckResult("tls-rpt", Status.PASS, f"TLS-RPT reports go to {rua}", records[0])
+    return CheckResult("tls-rpt", Status.PASS, f"TLS-RPT reports go to {rua}", record)
 
 
 async def run_mta_sts(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
