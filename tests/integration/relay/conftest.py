@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,18 +146,26 @@ class _Collect(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-@pytest.fixture
-async def running_relay(relay_env: RelayEnv) -> AsyncIterator[Relay]:
-    handler = _Collect(relay_env.log_lines)
+@asynccontextmanager
+async def started_relay(env: RelayEnv, *, poll: float = 0.2) -> AsyncIterator[Relay]:
+    """An in-process relay on ``env``'s profile whose log lines are collected in
+    ``env.log_lines``; stopped (and the collector removed) on exit."""
+    handler = _Collect(env.log_lines)
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.DEBUG)
-    relay = Relay.from_profile_file(relay_env.profile, settings=relay_env.settings, poll=0.2)
+    relay = Relay.from_profile_file(env.profile, settings=env.settings, poll=poll)
     await relay.start()
     try:
         yield relay
     finally:
         await relay.stop(grace=2.0)
         LOGGER.removeHandler(handler)
+
+
+@pytest.fixture
+async def running_relay(relay_env: RelayEnv) -> AsyncIterator[Relay]:
+    async with started_relay(relay_env) as relay:
+        yield relay
 
 
 @dataclass

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import logging
 import smtplib
 import sys
 import threading
 import time
 import tomllib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +21,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 
 from lab.proc import free_ports
-from smtpconn.relay.log import LOGGER
 from smtpconn.relay.queue import list_queue, retry
-from smtpconn.relay.runtime import Relay
 from smtpconn.relay.sinks.webhook import SIGNATURE_HEADER, verify_signature
 
-from .conftest import RelayEnv, write_profile
+from .conftest import RelayEnv, started_relay, write_profile
 
 WEBHOOK_SECRET_ENV = "SMTPCONN_TEST_WEBHOOK_SECRET"
 WEBHOOK_SECRET = "webhook-hmac-secret-7Jd"
@@ -38,24 +34,6 @@ def _set_sink(env: RelayEnv, sink: dict[str, Any]) -> None:
     data = tomllib.loads(env.profile.read_text())
     data["relay"]["sink"] = sink
     write_profile(env.profile, data["addresses"], data["relay"])
-
-
-@asynccontextmanager
-async def _relay(env: RelayEnv) -> AsyncIterator[Relay]:
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            env.log_lines.append(record.getMessage())
-
-    handler = Collect()
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.DEBUG)
-    relay = Relay.from_profile_file(env.profile, settings=env.settings, poll=0.1)
-    await relay.start()
-    try:
-        yield relay
-    finally:
-        await relay.stop(grace=2.0)
-        LOGGER.removeHandler(handler)
 
 
 def _forward(port: int, rcpt: str, token: str) -> None:
@@ -121,7 +99,7 @@ async def test_webhook_signed_500_then_200_is_retried_and_delivered_once(
     url = f"http://127.0.0.1:{webhook.port}/mail"  # type: ignore[attr-defined]
     _set_sink(relay_env, {"kind": "webhook", "url": url, "secret": f"env:{WEBHOOK_SECRET_ENV}"})
     token = f"hook-{uuid.uuid4().hex}"
-    async with _relay(relay_env) as relay:
+    async with started_relay(relay_env, poll=0.1) as relay:
         rcpt = relay_env.addresses["outbound-only"]
         await asyncio.to_thread(_forward, relay.inbound_port, rcpt, token)
         await _until(lambda: any(r[0] == 200 for r in webhook.requests), "the webhook's 200")
@@ -145,7 +123,7 @@ async def test_webhook_answering_403_holds_the_message(
     webhook.answers[:] = [403]
     url = f"http://127.0.0.1:{webhook.port}/mail"  # type: ignore[attr-defined]
     _set_sink(relay_env, {"kind": "webhook", "url": url, "secret": f"env:{WEBHOOK_SECRET_ENV}"})
-    async with _relay(relay_env) as relay:
+    async with started_relay(relay_env, poll=0.1) as relay:
         await asyncio.to_thread(
             _forward, relay.inbound_port, relay_env.addresses["outbound-only"], "held-hook"
         )
@@ -177,7 +155,7 @@ sys.exit(75 if runs == 0 else 0)""",
     )
     _set_sink(relay_env, {"kind": "pipe", "command": [str(script), "--queue", "general"]})
     token = f"pipe-{uuid.uuid4().hex}"
-    async with _relay(relay_env) as relay:
+    async with started_relay(relay_env, poll=0.1) as relay:
         await asyncio.to_thread(
             _forward, relay.inbound_port, relay_env.addresses["outbound-only"], token
         )
@@ -202,7 +180,7 @@ if not os.path.exists({str(flag)!r}):
     sys.exit(1)""",
     )
     _set_sink(relay_env, {"kind": "pipe", "command": [str(script)]})
-    async with _relay(relay_env) as relay:
+    async with started_relay(relay_env, poll=0.1) as relay:
         await asyncio.to_thread(
             _forward, relay.inbound_port, relay_env.addresses["outbound-only"], "pipe-held"
         )
@@ -255,7 +233,7 @@ async def test_forward_sink_delivers_or_holds(relay_env: RelayEnv, kind: str, re
         _set_sink(relay_env, {"kind": kind, "host": "127.0.0.1", "port": port})
         token = f"{kind}-{uuid.uuid4().hex}"
         rcpt = relay_env.addresses["outbound-only"]
-        async with _relay(relay_env) as relay:
+        async with started_relay(relay_env, poll=0.1) as relay:
             await asyncio.to_thread(_forward, relay.inbound_port, rcpt, token)
             if refuse:
                 await _until(lambda: "event=inbound.held" in relay_env.log_text(), "the hold")
