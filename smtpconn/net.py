@@ -20,25 +20,32 @@ if TYPE_CHECKING:  # dnspython is imported lazily: the CLI's start-up path does 
 DNS_PORT = 53
 
 
-def parse_resolver(value: str) -> tuple[str, int]:
+def parse_resolver(value: str, *, source: str = "--resolver") -> tuple[str, int]:
     """``HOST[:PORT]`` of a nameserver; the host must be an IP address (we can't resolve the
-    resolver)."""
+    resolver). ``source`` names where the value came from, for the error message."""
     import ipaddress
 
-    host, port = parse_host_port(value, default_port=DNS_PORT)
+    def not_an_address() -> UsageError:
+        return UsageError(
+            f"{source} {value!r} must be an IP address (optionally :PORT)",
+            fix="e.g. --resolver 127.0.0.1:5353 or SMTPCONN_RESOLVER=192.0.2.53",
+        )
+
     try:
+        host, port = parse_host_port(value, default_port=DNS_PORT)
         ipaddress.ip_address(host)
-    except ValueError:
-        raise UsageError(
-            f"resolver {value!r} must be an IP address", fix="e.g. --resolver 127.0.0.1:5353"
-        ) from None
+    except (UsageError, ValueError):
+        # A host name (or garbage) is not a resolver: say that, not why it isn't a host name.
+        raise not_an_address() from None
     assert port is not None
     return host, port
 
 
 def parse_resolver_list(value: str) -> tuple[tuple[str, int], ...]:
     """The SMTPCONN_RESOLVER variable: one or more resolvers separated by commas or spaces."""
-    return tuple(parse_resolver(item) for item in value.replace(",", " ").split())
+    return tuple(
+        parse_resolver(item, source="SMTPCONN_RESOLVER") for item in value.replace(",", " ").split()
+    )
 
 
 _R = TypeVar("_R", bound="dns.resolver.BaseResolver")

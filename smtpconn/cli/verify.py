@@ -158,7 +158,9 @@ def _print_tables(report: VerifyReport, settings: Settings) -> None:
         for check in address.checks:
             style = _STYLE[check.status.value]
             text = escape(check.summary)
-            if check.fix and check.status.value != "pass":
+            # A skip's fix only points at the check that caused it; repeating it under every
+            # skipped check buries the fixes that matter. (--json keeps every fix.)
+            if check.fix and check.status.value not in ("pass", "skip"):
                 text += f"\n[bold]fix:[/] {escape(check.fix)}"
             if settings.verbose and check.detail:
                 text += f"\n[dim]{escape(check.detail)}[/]"

@@ -48,3 +48,15 @@ def test_host_port(typed: str, expected: tuple[str, int | None]) -> None:
 def test_bad_host_port(typed: str) -> None:
     with pytest.raises(UsageError):
         parse_host_port(typed, default_port=None)
+
+
+@pytest.mark.parametrize("typed", ["nonsense", "mail.example.com", "mail.example.com:53", "x:99"])
+def test_a_resolver_must_be_an_address_and_the_error_says_so(typed: str) -> None:
+    from smtpconn.net import parse_resolver, parse_resolver_list
+
+    with pytest.raises(UsageError, match="must be an IP address"):
+        parse_resolver(typed)
+    with pytest.raises(UsageError, match=r"SMTPCONN_RESOLVER .* must be an IP address"):
+        parse_resolver_list(f"127.0.0.1, {typed}")
+    assert parse_resolver("[::1]:5353") == ("::1", 5353)
+    assert parse_resolver("192.0.2.53") == ("192.0.2.53", 53)

@@ -319,3 +319,32 @@ def test_comments_in_the_profile_survive_add_readd_and_remove(
         "b@example.com",
     ]
     assert cli("profile", "validate").exit_code == 0
+
+
+def test_verify_table_prints_a_skip_reason_but_not_its_fix(cli: CliInvoker, workdir: Path) -> None:
+    assert cli("add-address", "a@example.com", "--workflow", "forwarding").exit_code == 0
+    # A forwarding address has no outbound server: these checks skip without any network.
+    result = cli(
+        "verify",
+        "--only",
+        "dns.server-address,tls.connect",
+        "--resolver",
+        "127.0.0.1:9",
+        "--timeout",
+        "0.3",
+    )
+    assert result.stdout.count("skipped:") == 2
+    assert "fix:" not in result.stdout
+    document = json.loads(
+        cli(
+            "verify",
+            "--only",
+            "tls.connect",
+            "--json",
+            "--resolver",
+            "127.0.0.1:9",
+            "--timeout",
+            "0.3",
+        ).stdout
+    )
+    assert document["addresses"][0]["checks"][0]["fix"]  # the JSON keeps every fix
