@@ -142,7 +142,9 @@ def _merge(matched: Sequence[Credential]) -> Credential | None:
     if len(matched) <= 1:
         return matched[0] if matched else None
     scopes = [c.scope for c in matched]
-    union = None if any(s is None for s in scopes) else frozenset().union(*(s or () for s in scopes))
+    union = (
+        None if any(s is None for s in scopes) else frozenset().union(*(s or () for s in scopes))
+    )
     return Credential(matched[0].username, matched[0].password_hash, union)
 
 
