@@ -64,6 +64,7 @@ def cmd_up(state_dir: Path) -> int:
             return 0
         # A stale or half-dead lab: stop what is left of it before starting afresh.
         cmd_down(state_dir, quiet=True)
+    created_state_dir = not state_dir.exists()
     state_dir.mkdir(parents=True, exist_ok=True)
     root = make_lab_root()
     lab = Lab(root, state_file, stop_at_exit=False)
@@ -83,9 +84,29 @@ def cmd_up(state_dir: Path) -> int:
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(root)
+    _hand_over(st, state_dir if created_state_dir else None, env_file)
     _print_settings(st, state_dir)
     print(f"\n(started in {time.monotonic() - t0:.1f}s)")
     return 0
+
+
+def _hand_over(st: LabState, state_dir: Path | None, env_file: Path) -> None:
+    """Started through sudo: give the user who ran sudo what they use the lab with.
+
+    That is the env file (it must be sourced), the state dir if "up" made it (so it is theirs
+    to remove), and the files its settings point smtpconn at: the DKIM keys
+    (``add-address --dkim-key``) and the relay certificate and key (``smtpconn relay``). They
+    stay 0600. state.json stays root's: "down" kills the pids it names.
+    """
+    uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
+    if os.geteuid() != 0 or not uid.isdigit() or not gid.isdigit() or int(uid) == 0:
+        return
+    paths = [env_file, *(Path(k["path"]) for k in st.dkim_keys.values()),
+             Path(st.certs["relay"]["cert"]), Path(st.certs["relay"]["key"])]
+    if state_dir is not None:
+        paths.append(state_dir)
+    for p in paths:
+        os.chown(p, int(uid), int(gid))
 
 
 def cmd_down(state_dir: Path, quiet: bool = False) -> int:

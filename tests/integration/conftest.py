@@ -55,10 +55,11 @@ def lab() -> Iterator[Lab]:
     missing = missing_binaries(REQUIRED_BINARIES)
     if missing:
         _unavailable(f"missing program(s) {', '.join(missing)}; "
-                     "install them with: sudo scripts/install-system-deps")
+                     "install them with: scripts/bootstrap (it uses sudo when not root)")
     if os.geteuid() != 0:
         _unavailable("Postfix, Dovecot and NSD must be started as root here "
-                     "(they drop to their own users); run the tests as root")
+                     "(they drop to their own users); run them with scripts/test, which runs "
+                     "pytest as root (through sudo when you are not root)")
     the_lab = Lab()
     try:
         the_lab.start()
