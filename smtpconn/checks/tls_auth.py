@@ -534,6 +534,22 @@ def _starttls_result(probe: _Probe, where: str) -> CheckResult:
             failure.message,
             "check the server's TLS certificate and key configuration and its log",
         )
+    if failure is not None and failure.kind is FailureKind.STARTTLS_INJECTION:
+        return _result(
+            "tls.starttls",
+            Status.FAIL,
+            "clear-text replies followed the server's 220 to STARTTLS: possible STARTTLS "
+            "injection by a middlebox",
+            failure.message,
+            "something on the path between this machine and the server adds SMTP replies in "
+            "clear text after the server accepts STARTTLS (a man in the middle, or a broken "
+            "firewall/'SMTP inspection' proxy); a client that believed them would report a login "
+            "or a delivery the server never made. Find and remove it (run verify from another "
+            "network to narrow it down); smtpconn sends no credentials or mail over this path. "
+            "If nothing sits on the path, the server itself writes clear text after its 220 "
+            "instead of starting TLS: check its TLS configuration and log (Postfix: "
+            "smtpd_tls_chain_files, and 'cannot load' in the log)",
+        )
     if failure is not None and probe.tls is None and not probe.cert_problems:
         return _result(
             "tls.starttls",

@@ -9,6 +9,11 @@ be advertised and will send AUTH in clear text if offered. Here:
 * ``security = starttls``: STARTTLS must be advertised and must succeed; a server that does not
   advertise it (or a middlebox that strips it) is a failure (``FailureKind.NO_STARTTLS``), never a
   fall-back to clear text. ``security = tls``: implicit TLS from the first byte (RFC 8314).
+* Nothing may follow the server's 220 to STARTTLS before the handshake: bytes already buffered
+  then (checked after the 220 and again after the handshake, before anything is read inside TLS)
+  were not sent by the TLS peer, and would be taken for its replies to EHLO, AUTH, MAIL, DATA. The
+  session is abandoned (``FailureKind.STARTTLS_INJECTION``: "possible STARTTLS injection by a
+  middlebox"); a delivery that meets it is temporary, never "delivered".
 * AUTH and mail need TLS 1.2 or newer (``FailureKind.TLS_TOO_OLD``). ``verify`` may negotiate an
   older version only to *report* it; the session still refuses to send anything over it.
 * Certificates are verified by the given context (system store plus ``--ca-file``, see
@@ -107,6 +112,9 @@ class FailureKind(StrEnum):
     PROTOCOL = "protocol"  # the peer does not speak SMTP
     NO_STARTTLS = "no-starttls"  # STARTTLS required but not advertised
     STARTTLS_REJECTED = "starttls-rejected"  # advertised, but the command was refused
+    # Bytes already waiting after the 220 to STARTTLS: a middlebox appending clear-text replies
+    # that would be read as the server's first answers inside TLS (RFC 3207 §5, CVE-2011-0411).
+    STARTTLS_INJECTION = "starttls-injection"
     TLS_HANDSHAKE = "tls-handshake"  # the handshake failed (not a certificate problem)
     CERTIFICATE = "certificate"  # the certificate did not verify (see CertProblem)
     TLS_TOO_OLD = "tls-too-old"  # below TLS 1.2: we will not send secrets or mail
@@ -536,6 +544,7 @@ class SmtpSession:
                 reply=reply,
             )
         started = time.monotonic()
+        self._refuse_injected(started, "after its 220 reply to STARTTLS")
         assert self._writer is not None
         try:
             await self._writer.start_tls(
@@ -546,11 +555,36 @@ class SmtpSession:
             failure = self._tls_failure(StageName.TLS, exc)
             self._record(StageName.TLS, False, started, text=failure.message)
             raise failure from None
+        # Clear text that reached the reader just before the transport switched to TLS is
+        # still in its buffer and would be the first "reply" read inside TLS.
+        self._refuse_injected(started, "before the TLS handshake")
         info = self._capture_tls()
         self._record(StageName.TLS, True, started, text=f"{info.version} {info.cipher}")
         # RFC 3207 §4.2: forget everything learnt before TLS.
         self.extensions = None
         return info
+
+    def _refuse_injected(self, started: float, when: str) -> None:
+        """Abandon the session when clear-text bytes wait in the reader at the switch to TLS.
+
+        The server says nothing between its 220 and the handshake, nor after the handshake
+        before our EHLO; whatever is buffered came from someone on the path, unauthenticated,
+        and would otherwise be read as the TLS peer's answers (RFC 3207 §5)."""
+        waiting = _buffered(self._reader)
+        if not waiting:
+            return
+        self._broken = True  # no QUIT either: the stream is out of step and not ours
+        self._log(f"-- {len(waiting)} bytes waiting {when}: {waiting[:80]!r}")
+        failure = SmtpFailure(
+            StageName.STARTTLS,
+            FailureKind.STARTTLS_INJECTION,
+            f"{len(waiting)} bytes arrived from {self.target} {when} that were not sent inside "
+            "TLS: possible STARTTLS injection by a middlebox (they would have been read as the "
+            "server's first replies inside TLS); the session was abandoned and nothing was "
+            "sent",
+        )
+        self._record(StageName.STARTTLS, False, started, text=failure.message)
+        raise failure
 
     async def authenticate(self, mechanism: str, username: str, secret: str) -> Reply:
         """AUTH with ``mechanism`` (PLAIN, LOGIN or XOAUTH2); the secret is never logged."""
@@ -705,6 +739,12 @@ class SmtpSession:
 
     def _offers(self, keyword: str) -> bool:
         return self.extensions is not None and self.extensions.has(keyword)
+
+
+def _buffered(reader: asyncio.StreamReader | None) -> bytes:
+    """What the reader holds but nobody has read yet. StreamReader offers no public way to ask
+    without waiting, so its buffer is looked at directly (present since Python 3.4)."""
+    return bytes(getattr(reader, "_buffer", b""))
 
 
 def _path(address: str) -> str:

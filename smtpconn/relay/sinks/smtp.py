@@ -4,6 +4,10 @@ LMTP delivery agent such as Dovecot's).
 The stdlib client is used in a thread because aiosmtplib has no LMTP. STARTTLS is used when the
 server offers it (verified against the system store plus ``--ca-file``). 4xx and connection
 problems are retried; 5xx is permanent (held in the spool).
+
+Bytes already waiting after the server's 220 to STARTTLS were not sent by the TLS peer (RFC 3207
+§5: a middlebox injecting replies); the hand-over is abandoned and retried later, with an error
+that says so (``StartTlsInjection``), like the client in ``smtpconn.smtp.session``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,51 @@ import smtplib
 
 from smtpconn.relay.config import RelayConfig
 from smtpconn.relay.sinks.base import SinkError, SinkItem
+
+INJECTION = "possible STARTTLS injection by a middlebox"
+
+
+class StartTlsInjection(smtplib.SMTPException):
+    """Clear text followed the 220 to STARTTLS."""
+
+
+class _GuardedSMTP(smtplib.SMTP):
+    """smtplib's client, refusing to go on when anything follows the 220 to STARTTLS.
+
+    smtplib drops its read buffer when it wraps the socket, so such bytes are not read as
+    replies inside TLS; but they are proof that someone on the path writes into the session,
+    and the hand-over must not carry on as if nothing happened."""
+
+    def docmd(self, cmd: str, args: str = "") -> tuple[int, bytes]:
+        reply = super().docmd(cmd, args)
+        if cmd.upper() == "STARTTLS" and reply[0] == 220:
+            waiting = self._waiting()
+            if waiting:
+                self.close()
+                raise StartTlsInjection(
+                    f"{len(waiting)} bytes followed the 220 reply to STARTTLS before the TLS "
+                    f"handshake: {INJECTION}; the session was abandoned"
+                )
+        return reply
+
+    def _waiting(self) -> bytes:
+        """What is buffered or already readable, without blocking: with the socket briefly
+        non-blocking, ``peek`` returns the file's buffer, or one read of what the socket has."""
+        if self.file is None or self.sock is None:
+            return b""
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(0)
+        try:
+            waiting: bytes = self.file.peek(1)
+            return waiting
+        except OSError:
+            return b""
+        finally:
+            self.sock.settimeout(timeout)
+
+
+class _GuardedLMTP(_GuardedSMTP, smtplib.LMTP):
+    pass
 
 
 class SmtpSink:
@@ -31,7 +80,7 @@ class SmtpSink:
     def _deliver(self, item: SinkItem) -> None:
         from smtpconn.net import make_client_tls_context
 
-        client_class = smtplib.LMTP if self.kind == "lmtp" else smtplib.SMTP
+        client_class = _GuardedLMTP if self.kind == "lmtp" else _GuardedSMTP
         try:
             with client_class(
                 self.host, self.port, local_hostname=self.hostname, timeout=self.timeout
@@ -49,6 +98,8 @@ class SmtpSink:
                 f"{self.kind} {self.host}:{self.port} answered {exc.smtp_code}",
                 permanent=exc.smtp_code >= 500,
             ) from None
+        except StartTlsInjection as exc:
+            raise SinkError(f"{self.kind} {self.host}:{self.port}: {exc}") from None
         except smtplib.SMTPRecipientsRefused as exc:
             code = next(iter(exc.recipients.values()))[0]
             raise SinkError(

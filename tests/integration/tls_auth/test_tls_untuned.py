@@ -97,7 +97,11 @@ async def test_starttls_offered_then_the_handshake_fails(lab: Lab, how: str) -> 
         "auth.before-tls": "pass",
     }
     starttls = results["tls.starttls"]
-    assert "handshake failed" in starttls.summary
+    # Clear text right after the 220 is what a STARTTLS injection looks like too: when it is
+    # already buffered as the 220 is read, the client names that instead of the handshake.
+    assert "handshake failed" in starttls.summary or (
+        how == "garbage" and "possible STARTTLS injection" in starttls.summary
+    )
     assert not starttls.detail.rstrip().endswith(":")  # says what happened, even without a reason
     assert "smtpd_tls_chain_files" in starttls.fix
     assert results["auth.login"].status is Status.SKIP

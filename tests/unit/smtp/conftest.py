@@ -25,6 +25,9 @@ class Script:
     auth_ok: bool = True
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_reply: str = "250 2.0.0 Ok: queued as ABC123"
+    # Clear-text replies written in the same segment as the 220 to STARTTLS, as a middlebox
+    # injecting them would (RFC 3207 §5).
+    after_starttls: str = ""
 
 
 @dataclass
@@ -102,8 +105,11 @@ async def fake_smtp(tmp_path: Path) -> AsyncIterator[Callable[[Script], Awaitabl
                     caps.append("250 8BITMIME")
                     await say("\r\n".join(caps))
                 elif verb == "STARTTLS":
-                    await say("220 go ahead")
-                    await writer.start_tls(server_ctx)
+                    await say("220 go ahead" + script.after_starttls)
+                    try:
+                        await writer.start_tls(server_ctx)
+                    except (ssl.SSLError, ConnectionError):
+                        break  # the client walked away from the handshake
                     tls = True
                 elif verb == "AUTH":
                     await say("235 ok" if script.auth_ok else "535 5.7.8 authentication failed")

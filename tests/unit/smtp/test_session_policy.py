@@ -171,6 +171,23 @@ async def test_session_refuses_auth_and_mail_in_clear(fake_smtp: Start) -> None:
     assert not any(line.startswith(("AUTH", "MAIL")) for line in fake.received)
 
 
+async def test_replies_injected_after_starttls_220_abandon_the_session(fake_smtp: Start) -> None:
+    injected = "\r\n250-fake.test\r\n250 AUTH PLAIN\r\n235 ok\r\n250 ok\r\n250 ok\r\n354 go"
+    injected += "\r\n250 2.0.0 Ok: queued as INJECTED"
+    fake = await fake_smtp(Script(after_starttls=injected))
+    result = await _deliver(fake)
+    assert not result.delivered and result.queue_id is None
+    failure = result.failure
+    assert failure is not None and failure.kind is FailureKind.STARTTLS_INJECTION
+    assert failure.stage is StageName.STARTTLS
+    assert "possible STARTTLS injection by a middlebox" in failure.message
+    assert all(not r.permanent for r in result.recipients)  # deferred, never bounced
+    # nothing after STARTTLS: no EHLO, AUTH or mail went out, not even a QUIT
+    assert fake.received == ["EHLO client.test", "STARTTLS"]
+    assert not any(s.stage in ("tls", "auth", "mail") for s in result.stages)
+    _no_secret(result.transcript)
+
+
 def test_dot_stuffing() -> None:
     assert dot_stuff(b"a\n.b\r\n..c\n") == b"a\r\n..b\r\n...c\r\n.\r\n"
     assert dot_stuff(b"no newline") == b"no newline\r\n.\r\n"
