@@ -75,7 +75,7 @@ class DataReader:
     problem: str | None = None
     held: int = 0  # bytes of message kept so far
     size: int = 0
-    _lines: list[bytes] = field(default_factory=list)
+    _data: bytearray = field(default_factory=bytearray)
     _partial: bytearray = field(default_factory=bytearray)
     _mid_line: bool = False
     _after_crlf: bool = True  # the DATA command itself ended the previous line
@@ -109,19 +109,23 @@ class DataReader:
         # Only a line the client started after a real CRLF was dot-stuffed by it.
         if after_crlf and body.startswith(b"."):
             body = body[1:]
-        kept = b"\r\n".join(body.split(b"\r")) + b"\r\n" if self.normalize else body + b"\r\n"
-        self._lines.append(kept)
-        self.held += len(kept)
+        before = len(self._data)
+        if self.normalize:
+            self._data += b"\r\n".join(body.split(b"\r"))
+        else:
+            self._data += body
+        self._data += b"\r\n"
+        self.held += len(self._data) - before
         return False
 
     def _fail(self, reply: str) -> None:
         if self.problem is None:
             self.problem = reply
-        self._lines.clear()
+        self._data.clear()
         self._partial.clear()
         self.held = 0
 
     def content(self) -> bytes:
-        data = b"".join(self._lines)
-        self._lines.clear()
+        data = bytes(self._data)
+        self._data.clear()
         return data
