@@ -94,7 +94,7 @@ class DataReader:
                 if len(self._partial) > self.line_limit:
                     self._fail(LINE_TOO_LONG)
             return False
-        line = bytes(self._partial) + piece
+        line = bytes(self._partial) + piece if self._partial else piece
         self._partial.clear()
         self._mid_line = False
         if len(line) > self.line_limit:
