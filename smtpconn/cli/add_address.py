@@ -40,14 +40,16 @@ def _diff(path: Path, old: str, new: str) -> str:
     return "".join(lines)
 
 
-def _write_password_file(path: Path, username: str, password: str) -> None:
+def write_password_file(path: Path, password: str, option: str) -> None:
+    """Put a generated password in a 0600 file (before the profile is saved: a path that cannot
+    be written leaves the profile unchanged). Shared with ``submission-credentials``."""
     from smtpconn.profile.store import write_atomically
 
     try:
         write_atomically(path, f"{password}\n".encode(), mode=0o600)
     except OSError as exc:
         raise UsageError(
-            f"cannot write --inbound-password-file {path}: {exc.strerror}",
+            f"cannot write {option} {path}: {exc.strerror}",
             fix="choose a path in a folder you can write (nothing was changed)",
         ) from None
 
@@ -137,8 +139,8 @@ def register(app: typer.Typer) -> None:
                 return
             if inbound_password_file is not None and plan.new_password is not None:
                 assert plan.entry.inbound is not None
-                _write_password_file(
-                    inbound_password_file, plan.entry.inbound.username, plan.new_password
+                write_password_file(
+                    inbound_password_file, plan.new_password, "--inbound-password-file"
                 )
             try:
                 save_profile(path, plan.profile, loaded.raw)
@@ -189,6 +191,8 @@ def _report(settings: Settings, plan: AddPlan, password_file: Path | None) -> No
             document["previous_workflow"] = plan.replaced.workflow.value
         if entry.inbound is not None:
             document["inbound_username"] = entry.inbound.username
+            # What the relay will accept this login for (it refuses any other recipient).
+            document["inbound_login_scope"] = [a.ascii for a in plan.login_scope]
             if plan.shared_with is not None:
                 document["inbound_credentials_shared_with"] = plan.shared_with.ascii
             elif password_file is not None:
@@ -216,9 +220,11 @@ def _report(settings: Settings, plan: AddPlan, password_file: Path | None) -> No
     if entry.inbound is None:
         return
     if plan.shared_with is not None:
+        others = [a.display for a in plan.login_scope if a.key != entry.address.key]
+        reach = "both" if len(others) == 1 else f"all {len(others) + 1} of them"
         out.print(
-            f"  inbound: shares the credentials of {escape(plan.shared_with.display)} "
-            f"(user {escape(entry.inbound.username)})"
+            f"  inbound: shares the inbound login {escape(entry.inbound.username)} with "
+            f"{escape(', '.join(others))}: that login may now deliver to {reach}"
         )
         return
     out.print(

@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "verify",
     "relay",
     "queue",
+    "submission_credentials",
 )
 
 app = typer.Typer(

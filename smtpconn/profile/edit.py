@@ -41,6 +41,13 @@ _SELECTOR = re.compile(
 _USERNAME = re.compile(r"[^\x00-\x20\x7f]{1,255}")
 
 
+def check_username(value: str, option: str) -> str:
+    """A user name as SMTP AUTH carries it: 1-255 characters, no spaces or control characters."""
+    if not _USERNAME.fullmatch(value):
+        raise UsageError(f"{option} must be 1-255 characters without spaces or control characters")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class AddRequest:
     """What ``add-address`` was asked to do, as the user typed it (validated by ``plan_add``)."""
@@ -66,6 +73,9 @@ class AddPlan:
     replaced: SupportAddress | None
     new_password: str | None  # the inbound password to show once; None when shared or not needed
     shared_with: MailAddress | None = None  # inbound credentials shared with this address
+    # Every address the entry's inbound login may deliver to once the plan is saved (the relay
+    # scopes a login to the entries holding its user name and hash); empty without a login.
+    login_scope: tuple[MailAddress, ...] = ()
     warnings: list[str] = field(default_factory=list)
 
 
@@ -127,8 +137,7 @@ def _outbound(request: AddRequest, base_dir: Path, warnings: list[str]) -> Outbo
             f"--security {security.value} was kept as given"
         )
     auth = _choice(AuthMechanism, request.auth, "--auth") if request.auth else AuthMechanism.AUTO
-    if not _USERNAME.fullmatch(request.username):
-        raise UsageError("--username must be 1-255 characters without spaces or control characters")
+    check_username(request.username, "--username")
     secret = parse_secret_ref(request.secret)
     if secret.scheme == "file":
         secret = SecretRef("file", str(Path(secret.target).expanduser().absolute()))
@@ -217,9 +226,7 @@ def plan_add(profile: Profile, request: AddRequest, *, base_dir: Path) -> AddPla
     new_password = None
     shared_with = None
     if mode is Mode.BIDIRECTIONAL:
-        username = request.inbound_username or address.ascii
-        if not _USERNAME.fullmatch(username):
-            raise UsageError("--inbound-username must be 1-255 characters without spaces")
+        username = check_username(request.inbound_username or address.ascii, "--inbound-username")
         for other in profile.addresses:
             if other.address.key == address.key or other.inbound is None:
                 continue
@@ -242,14 +249,24 @@ def plan_add(profile: Profile, request: AddRequest, *, base_dir: Path) -> AddPla
     entry = SupportAddress(
         address=address, mode=mode, workflow=workflow, outbound=outbound, dkim=dkim, inbound=inbound
     )
+    new_profile = profile.with_address(entry)
     return AddPlan(
-        profile=profile.with_address(entry),
+        profile=new_profile,
         entry=entry,
         replaced=existing,
         new_password=new_password,
         shared_with=shared_with,
+        login_scope=login_scope(new_profile, inbound),
         warnings=warnings,
     )
+
+
+def login_scope(profile: Profile, inbound: InboundCredentials | None) -> tuple[MailAddress, ...]:
+    """The addresses an inbound login may deliver to: the entries holding the same user name and
+    the same hash (what the relay enforces, see ``RelayConfig.inbound_credentials``)."""
+    if inbound is None:
+        return ()
+    return tuple(e.address for e in profile.addresses if e.inbound == inbound)
 
 
 def plan_remove(profile: Profile, address_text: str) -> tuple[Profile, SupportAddress]:

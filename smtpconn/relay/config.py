@@ -81,10 +81,27 @@ class RelayOverrides:
 
 
 @dataclass(frozen=True, slots=True)
+class Credential:
+    """A login the relay accepts (user name + scrypt hash) and the support addresses it may
+    deliver to, as route keys (see :meth:`InboundRoute.key`)."""
+
+    username: str
+    password_hash: str
+    scope: frozenset[str] | None = None  # None: not bound to addresses (the submission login)
+
+    def covers(self, route: InboundRoute) -> bool:
+        return self.scope is None or route.key in self.scope
+
+
+@dataclass(frozen=True, slots=True)
 class InboundRoute:
     """How the relay treats mail for one support address arriving on the inbound listener."""
 
     address: SupportAddress
+
+    @property
+    def key(self) -> str:
+        return _key(self.address.address)
 
     @property
     def needs_auth(self) -> bool:
@@ -140,13 +157,23 @@ class RelayConfig:
             return None
         return route.address
 
-    def inbound_credentials(self) -> list[tuple[str, str]]:
-        """(username, scrypt hash) pairs the customer's servers may authenticate with."""
-        return [
-            (e.inbound.username, e.inbound.password_hash)
-            for e in self.profile.addresses
-            if e.inbound is not None
-        ]
+    def inbound_credentials(self) -> list[Credential]:
+        """The logins the customers' servers may authenticate with, each scoped to the addresses
+        whose ``[addresses.inbound]`` holds that same user name *and* hash: ``add-address`` with
+        an existing ``--inbound-username`` shares the hash, so sharing a login is explicit. A
+        user name that appears with two hashes (hand-edited) is two logins; the password decides."""
+        scopes: dict[tuple[str, str], set[str]] = {}
+        for entry in self.profile.addresses:
+            if entry.inbound is not None:
+                login = (entry.inbound.username, entry.inbound.password_hash)
+                scopes.setdefault(login, set()).add(_key(entry.address))
+        return [Credential(u, h, frozenset(keys)) for (u, h), keys in scopes.items()]
+
+    def submission_credentials(self) -> list[Credential]:
+        """The help desk's login on the submission listener (none unless configured)."""
+        if self.submission_username is None or self.submission_password_hash is None:
+            return []
+        return [Credential(self.submission_username, self.submission_password_hash)]
 
     @property
     def submission_auth(self) -> bool:

@@ -7,9 +7,11 @@
 * An outbound-only address (and any address under the forwarding workflow) takes ordinary
   auto-forwarded mail without AUTH; it is tagged ``unauthenticated``.
 
-Credentials are per profile, not per address: any inbound credential of the profile may deliver
-to any of its addresses (one relay serves one organisation; a customer MTA such as Postfix uses
-one login per next hop).
+* A session that logged in may only deliver to the addresses its login was issued for: the
+  entries holding that same user name and hash (``add-address --inbound-username`` of an existing
+  login extends it explicitly). Any other recipient, bidirectional or outbound-only, gets
+  ``550 5.7.1``: one customer's login never carries mail, let alone the ``authenticated`` tag, to
+  another customer's address.
 
 Each support address becomes its own spool entry, so every copy carries the tag of its own
 address's mode, and ``250`` is only sent once all of them are on disk (written together: one
@@ -61,6 +63,15 @@ class InboundHandler:
                 "inbound.refused", client=server.client_ip, rcpt=address, reason="auth-required"
             )
             return f"530 5.7.0 <{address}>: authentication required (log in over TLS)"
+        if session.authenticated and not server.may_deliver_to(route):
+            log_event(
+                "inbound.refused",
+                client=server.client_ip,
+                rcpt=address,
+                user=server.login_user,
+                reason="outside-credential-scope",
+            )
+            return f"550 5.7.1 <{address}>: not authorised for this login"
         if any(self.config.route_for(rcpt) == route for rcpt in envelope.rcpt_tos):
             return "250 2.1.5 OK (already a recipient)"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:

@@ -205,10 +205,8 @@ class Relay:
             )
         submission_checker = None
         if config.submission_auth:
-            user, hash_ = config.submission_username, config.submission_password_hash
-            assert user is not None and hash_ is not None
             submission_checker = CredentialChecker(
-                lambda: [(user, hash_)],
+                config.submission_credentials,
                 failures_allowed=config.auth_failures_allowed,
                 window=config.auth_failure_window,
             )

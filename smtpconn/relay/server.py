@@ -3,9 +3,11 @@ tracking (for a clean shutdown), and the credential checker.
 
 AUTH is handled here rather than by aiosmtpd's synchronous ``authenticator`` hook because a
 scrypt check costs tens of milliseconds: it runs in a thread so one login never stalls the other
-sessions. Successful checks are remembered as an HMAC of (user, password) under a key that lives
-only in this process's memory, so a busy customer server does not pay scrypt per session and no
-clear password is ever kept. The cache is bounded (least recently used logins go first), and
+sessions. A check answers *which* login the credentials prove, with the support addresses it was
+issued for (its scope); the session keeps it for the inbound RCPT policy. Successful checks are
+remembered as an HMAC of (user, hash, password) under a key that lives only in this process's
+memory, so a busy customer server does not pay scrypt per session and no clear password is ever
+kept. The cache is bounded (least recently used logins go first), and
 concurrent checks of the same credentials share one scrypt. Failures are counted per client IP;
 past the limit the IP gets ``454`` and is disconnected until the window passes.
 """
@@ -27,6 +29,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, syntax
 
 from smtpconn.profile.model import BareNewline
 from smtpconn.profile.secrets import verify_password
+from smtpconn.relay.config import Credential, InboundRoute
 from smtpconn.relay.log import log_event
 from smtpconn.relay.wire import (
     HELO_REFUSED,
@@ -56,7 +59,7 @@ class CredentialChecker:
 
     def __init__(
         self,
-        credentials: Callable[[], Sequence[tuple[str, str]]],
+        credentials: Callable[[], Sequence[Credential]],
         *,
         failures_allowed: int,
         window: float,
@@ -88,19 +91,32 @@ class CredentialChecker:
     def record_failure(self, ip: str, now: float | None = None) -> None:
         self._failures[ip].append(time.monotonic() if now is None else now)
 
-    async def check(self, username: str, password: bytes) -> bool:
-        candidates = [(u, h) for u, h in self._credentials() if hmac.compare_digest(u, username)]
-        for user, hash_ in candidates:
-            digest = self._digest(user, hash_, password)
-            if digest in self._good:
-                self._good.move_to_end(digest)
-                return True
-            if await self._verify_once(digest, password, hash_):
-                return True
+    async def check(self, username: str, password: bytes) -> Credential | None:
+        """The login these credentials prove, with the addresses it may deliver to; None if
+        they prove none. Every login of that user name is tried: when a hand-edited profile has
+        the name under two hashes, the password decides which addresses are in scope."""
+        wanted = username.encode("utf-8", "surrogateescape")
+        candidates = [
+            c
+            for c in self._credentials()
+            # Bytes: compare_digest refuses non-ASCII str, and a user name may be UTF-8.
+            if hmac.compare_digest(c.username.encode("utf-8", "surrogateescape"), wanted)
+        ]
         if not candidates:
             # Spend the same time as a real check so user names cannot be probed by timing.
             await asyncio.to_thread(verify_password, "x", _DUMMY_HASH)
-        return False
+            return None
+        matched = [c for c in candidates if await self._proves(c, password)]
+        return _merge(matched)
+
+    async def _proves(self, credential: Credential, password: bytes) -> bool:
+        # The cache only remembers that (user, hash, password) verified; the scope always comes
+        # from the profile's current records, so it can never be served stale.
+        digest = self._digest(credential.username, credential.password_hash, password)
+        if digest in self._good:
+            self._good.move_to_end(digest)
+            return True
+        return await self._verify_once(digest, password, credential.password_hash)
 
     async def _verify_once(self, digest: bytes, password: bytes, hash_: str) -> bool:
         # A customer's server opens many sessions at once (20 in the benchmark): before, each
@@ -128,6 +144,17 @@ class CredentialChecker:
                 self._good.popitem(last=False)
         future.set_result(ok)
         return ok
+
+
+def _merge(matched: Sequence[Credential]) -> Credential | None:
+    """One login out of every record the password proved (the union of their scopes)."""
+    if len(matched) <= 1:
+        return matched[0] if matched else None
+    scopes = [c.scope for c in matched]
+    union = (
+        None if any(s is None for s in scopes) else frozenset().union(*(s or () for s in scopes))
+    )
+    return Credential(matched[0].username, matched[0].password_hash, union)
 
 
 def _verify(password: bytes, hash_: str) -> bool:
@@ -223,6 +250,7 @@ class RelaySMTP(SMTP):
         self.data_timeout = data_timeout
         self._in_data = False
         self.login_failures = 0
+        self._login: tuple[Any, Credential] | None = None  # (session, the login it proved)
         self._counted_ip: str | None = None
         self._refused = False
         if checker is None:
@@ -506,8 +534,19 @@ class RelaySMTP(SMTP):
             log_event("auth.blocked", listener=self.listener, client=ip, user=username)
             self.close_now("454 4.7.0 Too many failed authentications; try again later")
             return AuthResult(success=False, handled=True)
-        if await self.checker.check(username, password):
-            log_event("auth.ok", listener=self.listener, client=ip, user=username, mech=mechanism)
+        credential = await self.checker.check(username, password)
+        if credential is not None:
+            scope = None if credential.scope is None else len(credential.scope)
+            log_event(
+                "auth.ok",
+                listener=self.listener,
+                client=ip,
+                user=username,
+                mech=mechanism,
+                **({} if scope is None else {"scope": scope}),
+            )
+            # Bound to this session object: STARTTLS or a new connection starts unauthenticated.
+            self._login = (self.session, credential)
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         self.checker.record_failure(ip)
         self.login_failures += 1
@@ -517,6 +556,19 @@ class RelaySMTP(SMTP):
             return AuthResult(success=False, handled=True)
         # handled=False: aiosmtpd answers 535 5.7.8 itself.
         return AuthResult(success=False, handled=False)
+
+    @property
+    def credential(self) -> Credential | None:
+        """The login this session proved (with its scope), or None if it has not logged in."""
+        if self._login is None or self.session is None or not self.session.authenticated:
+            return None
+        session, credential = self._login
+        return credential if session is self.session else None
+
+    def may_deliver_to(self, route: InboundRoute) -> bool:
+        """Whether this session's login was issued for ``route``'s address (False without one)."""
+        credential = self.credential
+        return credential is not None and credential.covers(route)
 
     @property
     def login_user(self) -> str | None:

@@ -268,6 +268,27 @@ def test_shared_inbound_username_reuses_the_existing_credentials(
     assert "inbound_password" not in json.loads(second.stdout)
     entries = profile_data(workdir)["addresses"]
     assert entries[0]["inbound"] == entries[1]["inbound"]
+    # Sharing extends the login's scope, and add-address says so.
+    assert json.loads(first.stdout)["inbound_login_scope"] == ["a@example.com"]
+    assert json.loads(second.stdout)["inbound_login_scope"] == ["a@example.com", "b@example.com"]
+    third = add_bidirectional(cli, "c@example.com", "--inbound-username", "acme")
+    assert third.exit_code == 0, third.output
+    said = " ".join(third.stdout.split())
+    assert "shares the inbound login acme with a@example.com, b@example.com" in said
+    assert "may now deliver to all 3 of them" in said
+    own = add_bidirectional(cli, "d@example.com", "--json")
+    assert json.loads(own.stdout)["inbound_login_scope"] == ["d@example.com"]
+
+
+def test_sharing_a_login_with_one_address_says_both(cli: CliInvoker, workdir: Path) -> None:
+    assert add_bidirectional(cli, "support@example.com", "--inbound-username", "acme").exit_code == 0
+    second = add_bidirectional(cli, "sales@example.com", "--inbound-username", "acme")
+    assert second.exit_code == 0, second.output
+    text = " ".join(second.stdout.split())
+    assert (
+        "shares the inbound login acme with support@example.com: "
+        "that login may now deliver to both"
+    ) in text
 
 
 def test_profile_validate(cli: CliInvoker, workdir: Path) -> None:

@@ -16,7 +16,13 @@ from smtpconn.errors import ProfileError, UsageError
 from smtpconn.profile.model import profile_to_data
 from smtpconn.profile.secrets import hash_password
 from smtpconn.profile.store import parse_profile
-from smtpconn.relay.config import RelayOverrides, build_config, check_config, parse_listen
+from smtpconn.relay.config import (
+    Credential,
+    RelayOverrides,
+    build_config,
+    check_config,
+    parse_listen,
+)
 from smtpconn.relay.log import format_event
 from smtpconn.relay.outbound import OutboundDelivery
 from smtpconn.relay.server import CredentialChecker
@@ -61,6 +67,7 @@ kind = "{kind}"
 {sink}
 """
 HASH = hash_password("right")
+CUSTOMER = Credential("customer", HASH, frozenset({"support@example.com"}))
 
 
 def profile(kind: str = "maildir", sink: str = "", extra: str = "") -> Any:
@@ -248,7 +255,7 @@ async def test_credential_checker_caches_success_and_limits_failures(
         return real(password, encoded)
 
     monkeypatch.setattr(server, "verify_password", counting)
-    checker = CredentialChecker(lambda: [("customer", HASH)], failures_allowed=2, window=60)
+    checker = CredentialChecker(lambda: [CUSTOMER], failures_allowed=2, window=60)
     assert await checker.check("customer", b"right")
     assert await checker.check("customer", b"right")
     assert len(calls) == 1  # the second login was answered from the keyed cache
@@ -275,7 +282,7 @@ async def test_concurrent_logins_share_one_scrypt_and_the_cache_is_bounded(
         return real(password, encoded)
 
     monkeypatch.setattr(server, "verify_password", counting)
-    checker = CredentialChecker(lambda: [("customer", HASH)], failures_allowed=2, window=60)
+    checker = CredentialChecker(lambda: [CUSTOMER], failures_allowed=2, window=60)
     # 20 sessions of a customer's server logging in at the same moment: one scrypt, not 20.
     results = await asyncio.gather(*(checker.check("customer", b"right") for _ in range(20)))
     assert all(results) and calls == ["right"]
@@ -288,6 +295,54 @@ async def test_concurrent_logins_share_one_scrypt_and_the_cache_is_bounded(
     for i in range(5):
         assert await checker.check("customer", b"pw%d" % i)
     assert len(checker._good) == 2  # bounded: the least recently used login was dropped
+
+
+async def test_credential_checker_answers_which_login_and_its_scope() -> None:
+    other_hash = hash_password("other")
+    records = [
+        Credential("customer", HASH, frozenset({"support@example.com"})),
+        Credential("customer", other_hash, frozenset({"sales@example.com"})),
+        Credential("kunde-ü", HASH, frozenset({"help@example.com"})),
+    ]
+    checker = CredentialChecker(lambda: records, failures_allowed=5, window=60)
+    # One user name under two hashes (a hand-edited profile): the password picks the login.
+    assert await checker.check("customer", b"right") == records[0]
+    assert await checker.check("customer", b"other") == records[1]
+    assert await checker.check("kunde-ü", b"right") == records[2]  # UTF-8 names do not crash
+    assert await checker.check("kunde-\udcff", b"right") is None
+    # The cache remembers the password, never the scope: a profile change is seen at once.
+    records[0] = Credential("customer", HASH, frozenset({"support@example.com", "x@example.com"}))
+    found = await checker.check("customer", b"right")
+    assert found is not None and found.scope == records[0].scope
+
+
+def test_inbound_credentials_are_scoped_to_the_entries_holding_them() -> None:
+    other = hash_password("other")
+    text = (
+        "version = 1\n"
+        + "".join(
+            f'[[addresses]]\naddress = "{a}"\nmode = "bidirectional"\n'
+            '[addresses.outbound]\nhost = "m.example.com"\nusername = "u"\nsecret = "env:X"\n'
+            f'[addresses.inbound]\nusername = "{u}"\npassword_hash = "{h}"\n'
+            for a, u, h in (
+                ("Support@Example.com", "a", HASH),
+                ("sales@example.com", "b", HASH),
+                ("help@example.com", "a", HASH),
+                ("desk@example.com", "a", other),
+            )
+        )
+    )
+    profile = parse_profile(Path("p.toml"), text.encode())
+    config = build_config(profile, Path("."))
+    assert config.inbound_credentials() == [
+        Credential("a", HASH, frozenset({"support@example.com", "help@example.com"})),
+        Credential("b", HASH, frozenset({"sales@example.com"})),
+        Credential("a", other, frozenset({"desk@example.com"})),
+    ]
+    route = config.route_for("SUPPORT@example.com")
+    assert route is not None and config.inbound_credentials()[0].covers(route)
+    assert not config.inbound_credentials()[1].covers(route)
+    assert config.submission_credentials() == []
 
 
 def test_log_lines_are_key_value_and_quote_spaces() -> None:
