@@ -7,11 +7,14 @@
 * An outbound-only address (and any address under the forwarding workflow) takes ordinary
   auto-forwarded mail without AUTH; it is tagged ``unauthenticated``.
 
-* A session that logged in may only deliver to the addresses its login was issued for: the
-  entries holding that same user name and hash (``add-address --inbound-username`` of an existing
-  login extends it explicitly). Any other recipient, bidirectional or outbound-only, gets
-  ``550 5.7.1``: one customer's login never carries mail, let alone the ``authenticated`` tag, to
-  another customer's address.
+* A login is valid only for the addresses it was issued for: the entries holding that same user
+  name and hash (``add-address --inbound-username`` of an existing login extends it explicitly).
+  A logged-in session that names an authenticated-workflow address outside its login's scope
+  gets ``550 5.7.1``. An address on the forwarding path (outbound-only, or still under the
+  forwarding workflow) takes the message as anyone's forwarded mail, tagged
+  ``unauthenticated``: a customer's Postfix logs in on every connection to its relay host, and
+  refusing its ordinary forwarding would bounce mail, but the login was not issued for that
+  address, so it never earns the ``authenticated`` tag there.
 
 Each support address becomes its own spool entry, so every copy carries the tag of its own
 address's mode, and ``250`` is only sent once all of them are on disk (written together: one
@@ -63,7 +66,7 @@ class InboundHandler:
                 "inbound.refused", client=server.client_ip, rcpt=address, reason="auth-required"
             )
             return f"530 5.7.0 <{address}>: authentication required (log in over TLS)"
-        if session.authenticated and not server.may_deliver_to(route):
+        if route.needs_auth and not server.may_deliver_to(route):
             log_event(
                 "inbound.refused",
                 client=server.client_ip,
@@ -85,12 +88,12 @@ class InboundHandler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         clean = strip_untrusted(raw, self.config.hostname)
-        authenticated = bool(session.authenticated)
+        arrival = _Arrival.of(server, session, envelope)
         try:
             # One directory fsync for all the copies of this message (Spool.put_many), which
             # builds each copy as it writes it.
             stored = await asyncio.to_thread(
-                self.spool.put_many, self._copies(_Arrival.of(server, session, envelope), clean)
+                self.spool.put_many, self._copies(arrival, clean)
             )
         except OSError as exc:
             log_event(
@@ -106,7 +109,7 @@ class InboundHandler:
                 id=entry.id,
                 client=server.client_ip,
                 auth=server.login_user,
-                tag="authenticated" if authenticated else "unauthenticated",
+                tag=entry.envelope.meta.get("tag"),
                 mail_from=envelope.mail_from,
                 rcpt=entry.envelope.rcpts[0],
                 size=len(raw),
@@ -126,8 +129,10 @@ class InboundHandler:
             if route is None:  # the profile cannot change under us, but never guess
                 continue
             mode = route.address.mode.value
+            # Authenticated only where the session's login was issued for this very address.
+            authenticated = arrival.scope is not None and route.key in arrival.scope
             meta = {
-                "tag": "authenticated" if arrival.authenticated else "unauthenticated",
+                "tag": "authenticated" if authenticated else "unauthenticated",
                 "mode": mode,
                 "support_address": route.address.address.ascii,
                 "client_ip": arrival.client_ip,
@@ -149,7 +154,7 @@ class InboundHandler:
                 ),
                 when=now,
             )
-            tag = tag_value(arrival.authenticated, mode)
+            tag = tag_value(authenticated, mode)
             message = prepend(clean, f"{TAG_HEADER}: {tag}", trace)
             yield Envelope("inbound", arrival.mail_from, (rcpt,), now, meta), message, entry_id
 
@@ -160,7 +165,8 @@ class _Arrival:
 
     rcpts: tuple[str, ...]
     mail_from: str
-    authenticated: bool
+    authenticated: bool  # the session logged in (the trace header's ESMTPA)
+    scope: frozenset[str] | None  # route keys the login may deliver to as authenticated
     client_ip: str
     helo: str
     auth_user: str | None
@@ -174,9 +180,17 @@ class _Arrival:
             rcpts=tuple(envelope.rcpt_tos),
             mail_from=envelope.mail_from or "",
             authenticated=bool(session.authenticated),
+            scope=_scope(server) if session.authenticated else None,
             client_ip=server.client_ip,
             helo=session.host_name or "",
             auth_user=server.login_user,
             tls_version=tls_version,
             tls_cipher=tls_cipher,
         )
+
+
+def _scope(server: RelaySMTP) -> frozenset[str] | None:
+    credential = server.credential
+    if credential is None or credential.scope is None:
+        return None  # a login not bound to addresses vouches for none of them
+    return credential.scope
