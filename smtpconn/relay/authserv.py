@@ -119,3 +119,29 @@ def claims(value: str, ours: str) -> bool:
         return _norm(parse_head(value).authserv_id) == _norm(ours)
     except Unparsable:
         return _norm(ours) in value.lower()
+
+
+def split_top_level(value: str) -> list[str]:
+    """``value`` split at the semicolons that separate results: not those inside a comment or a
+    quoted-string (a property value may hold one, ``header.d="x; dkim=pass"``)."""
+    parts: list[str] = []
+    start, depth, quoted, pos = 0, 0, False, 0
+    while pos < len(value):
+        char = value[pos]
+        if char == "\\" and (quoted or depth):
+            pos += 2
+            continue
+        if quoted:
+            quoted = char != '"'
+        elif char == '"' and not depth:
+            quoted = True
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif char == ";" and not depth:
+            parts.append(value[start:pos])
+            start = pos + 1
+        pos += 1
+    parts.append(value[start:])
+    return parts

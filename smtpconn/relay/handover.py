@@ -46,6 +46,8 @@ class SinkHandover:
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
+        # aiosmtpd reports the null reverse-path as "<>"; the spool's word for it is "".
+        mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
         message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
         meta = dict(envelope.meta)
         if meta.get("client_ip") and meta.get("origin") != "relay-dsn":
@@ -53,7 +55,7 @@ class SinkHandover:
                 AuthInput(
                     client_ip=str(meta["client_ip"]),
                     helo=str(meta.get("helo", "")),
-                    mail_from=envelope.mail_from,
+                    mail_from=mail_from,
                     message=message,
                 ),
                 self.config.hostname,
@@ -63,7 +65,7 @@ class SinkHandover:
             message = prepend(message, header)
         item = SinkItem(
             id=entry.id,
-            mail_from=envelope.mail_from,
+            mail_from=mail_from,
             rcpt=envelope.rcpts[0] if envelope.rcpts else "",
             message=message,
             meta=meta,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smtpconn.relay.authserv import Unparsable, parse_head
+from smtpconn.relay.authserv import Unparsable, parse_head, split_top_level
 from smtpconn.settings import Settings
 from smtpconn.smtp.testmessage import TOKEN_HEADER
 
@@ -90,7 +90,7 @@ def parse_authentication_results(value: str) -> tuple[str, dict[str, Any]]:
     Each result is {"result": …} plus its properties (``smtp.mailfrom``, ``header.d`` …) and
     its comments joined as ``comment``.
     """
-    parts = [p.strip() for p in _unfold(value).split(";")]
+    parts = [p.strip() for p in split_top_level(_unfold(value))]
     try:
         # Through comments, quotes and a version number, as the relay strips them.
         authserv_id = parse_head(_unfold(value)).authserv_id.strip().rstrip(".").lower()
