@@ -6,7 +6,7 @@ cannot inject.
 
 The environment is built from scratch, never inherited: the relay's own environment holds the
 ``env:`` secrets of the profile (the customer's SMTP passwords). The command sees ``PATH``,
-``LANG`` (and ``LC_ALL`` when set) and the message's metadata: ``SMTPCONN_ID``,
+``LANG`` and ``LC_ALL`` (when set) and the message's metadata: ``SMTPCONN_ID``,
 ``SMTPCONN_MAIL_FROM``, ``SMTPCONN_RCPT``, ``SMTPCONN_TAG`` (``authenticated``/
 ``unauthenticated``), ``SMTPCONN_MODE``, ``SMTPCONN_CLIENT_IP``, ``SMTPCONN_AUTH_USER``,
 ``SMTPCONN_HELO``, ``SMTPCONN_TLS``, ``SMTPCONN_SUPPORT_ADDRESS``, ``SMTPCONN_ORIGIN``.
@@ -49,9 +49,10 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 def environment(item: SinkItem) -> dict[str, str]:
     """The command's whole environment; :class:`SinkError` (permanent) if the message's
     metadata cannot be carried in one."""
-    env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH, "LANG": os.environ.get("LANG", "C")}
-    if "LC_ALL" in os.environ:
-        env["LC_ALL"] = os.environ["LC_ALL"]
+    env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH}
+    for name in ("LANG", "LC_ALL"):
+        if name in os.environ:
+            env[name] = os.environ[name]
     metadata = item.metadata()
     for key in METADATA_KEYS:
         value = metadata.get(key)

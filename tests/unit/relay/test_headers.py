@@ -219,13 +219,14 @@ def test_pipe_environment_is_minimal_and_escaped(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("SMTPCONN_SECRET_PW", "hunter2")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.setenv("LANG", "C.UTF-8")
     item = SinkItem(
         "1.a", "a\r\nb@x", "s@y", b"", meta={"tag": "authenticated", "other": "x", "tls": 1}
     )
     env = environment(item)
     assert env == {
         "PATH": "/usr/bin:/bin",
-        "LANG": env["LANG"],
+        "LANG": "C.UTF-8",
         "SMTPCONN_ID": "1.a",
         "SMTPCONN_MAIL_FROM": "a\\r\\nb@x",
         "SMTPCONN_RCPT": "s@y",
