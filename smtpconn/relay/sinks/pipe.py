@@ -9,7 +9,8 @@ The environment is built from scratch, never inherited: the relay's own environm
 ``LANG`` and ``LC_ALL`` (when set) and the message's metadata: ``SMTPCONN_ID``,
 ``SMTPCONN_MAIL_FROM``, ``SMTPCONN_RCPT``, ``SMTPCONN_TAG`` (``authenticated``/
 ``unauthenticated``), ``SMTPCONN_MODE``, ``SMTPCONN_CLIENT_IP``, ``SMTPCONN_AUTH_USER``,
-``SMTPCONN_HELO``, ``SMTPCONN_TLS``, ``SMTPCONN_SUPPORT_ADDRESS``, ``SMTPCONN_ORIGIN``.
+``SMTPCONN_HELO``, ``SMTPCONN_TLS``, ``SMTPCONN_SUPPORT_ADDRESS``, ``SMTPCONN_ORIGIN``,
+``SMTPCONN_BOUNCE_OF``.
 Control characters in a value arrive escaped (a CR as the two characters ``\\r``), so
 a value can never break a line the command writes. A value holding a NUL byte cannot be put
 in an environment at all: that message is held (permanent failure), not retried.
@@ -42,6 +43,7 @@ METADATA_KEYS = (
     "tls",
     "support_address",
     "origin",
+    "bounce_of",
 )
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
