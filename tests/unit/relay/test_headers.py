@@ -4,17 +4,23 @@ the escaping of envelope values in headers and of every field in the log."""
 from __future__ import annotations
 
 import email
+import time
+from pathlib import Path
 
 import pytest
 
 from smtpconn.relay.authres import AuthVerdicts, pvalue
 from smtpconn.relay.authserv import Unparsable, claims, parse_head
+from smtpconn.relay.config import build_config
 from smtpconn.relay.escaping import escape_controls
+from smtpconn.relay.handover import SinkHandover
 from smtpconn.relay.log import format_event
 from smtpconn.relay.sinks.base import SinkError, SinkItem
 from smtpconn.relay.sinks.pipe import environment
+from smtpconn.relay.spool import Envelope, Spool
 from smtpconn.relay.tagging import return_path, safe_address, split_header_block, strip_untrusted
 from smtpconn.smtp.received import parse_authentication_results
+from tests.unit.relay.test_relay_units import profile
 
 OURS = "relay.helpdesk.test"
 CONTROLS = [chr(c) for c in range(0x20)] + ["\x7f", "\x85", "\u2028", "\u2029"]
@@ -239,3 +245,38 @@ def test_pipe_environment_refuses_a_nul_permanently() -> None:
     with pytest.raises(SinkError) as caught:
         environment(SinkItem("1.a", "a\x00b@x", "s@y", b""))
     assert caught.value.permanent and "mail_from" in str(caught.value)
+
+
+# -- hand-over: an error the message causes holds it --------------------------------------------
+
+
+async def test_a_sink_raising_on_a_message_holds_it_and_the_null_sender_is_empty(
+    tmp_path: Path,
+) -> None:
+    config = build_config(profile(), tmp_path)
+    spool = Spool(config.spool_dir)
+    spool.create()
+    seen: list[str] = []
+
+    class Fragile:
+        kind = "fragile"
+
+        async def deliver(self, item: SinkItem) -> None:
+            seen.append(item.mail_from)
+            if item.mail_from:
+                raise ValueError("embedded null byte")
+
+    handover = SinkHandover(config, spool, Fragile())
+    bad, null = spool.put_many(
+        [
+            (Envelope("inbound", "a\x00@x.test", ("r@x.test",), time.time()), b"m", None),
+            (Envelope("inbound", "<>", ("r@x.test",), time.time()), b"m", None),
+        ]
+    )
+    outcome = await handover(bad)
+    state = spool.state(bad)
+    assert outcome.state is not None and outcome.state.held
+    assert state.held and state.attempts == 1
+    assert "ValueError: embedded null byte" in (state.last_error or "")
+    assert (await handover(null)).state is None  # delivered, with the null sender as ""
+    assert seen == ["a\x00@x.test", ""]
