@@ -178,7 +178,8 @@ class _Arrival:
         tls_version, tls_cipher = server.tls_details()
         return cls(
             rcpts=tuple(envelope.rcpt_tos),
-            mail_from=envelope.mail_from or "",
+            # aiosmtpd reports the null reverse-path as "<>"; the spool's word for it is "".
+            mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
             authenticated=bool(session.authenticated),
             scope=_scope(server) if session.authenticated else None,
             client_ip=server.client_ip,

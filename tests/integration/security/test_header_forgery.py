@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.message
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -21,7 +22,13 @@ from smtpconn.relay.runtime import Relay
 from smtpconn.relay.sinks.base import SinkItem
 from smtpconn.relay.sinks.maildir import MaildirSink
 from smtpconn.relay.tagging import TAG_HEADER, prepend, strip_untrusted, tag_value
-from tests.integration.relay.conftest import INBOUND_PASS, INBOUND_USER, RelayEnv
+from tests.integration.relay.conftest import (
+    INBOUND_PASS,
+    INBOUND_USER,
+    RelayEnv,
+    started_relay,
+    write_profile,
+)
 
 from .rawsmtp import RawSmtp
 
@@ -120,22 +127,41 @@ async def test_forged_tags_in_every_spelling_never_reach_the_sink(
     assert parsed["Subject"] == "forged tags"
 
 
-async def test_a_tag_hidden_behind_a_bare_cr_is_refused_or_removed(
-    lab: Lab, relay_env: RelayEnv, running_relay: Relay
+HIDDEN_TAGS = [
+    # Python's email breaks lines at a bare CR (and at a bare LF) and would read a tag of its own.
+    b"X-Note: hi\rX-Smtpconn-Tag: authenticated; mode=bidirectional\r\n",
+    b"X-Note: hi\nX-Smtpconn-Tag: authenticated; mode=bidirectional\r\n",
+    b"X-Note: hi\r\n\rX-Smtpconn-Tag: authenticated\r\n",
+]
+
+
+def _hidden_tag_message(hidden: bytes) -> bytes:
+    return b"From: someone@good.test\r\n" + hidden + b"Subject: bare newline\r\n\r\n"
+
+
+@pytest.mark.parametrize("hidden", HIDDEN_TAGS)
+async def test_a_tag_hidden_behind_a_bare_newline_is_refused_by_default(
+    lab: Lab, relay_env: RelayEnv, running_relay: Relay, hidden: bytes
 ) -> None:
-    # Python's email breaks the line at the bare CR and reads a tag of its own. The listener may
-    # refuse the bare CR outright; if it takes the message, the tag must be gone.
-    message = (
-        b"From: someone@good.test\r\n"
-        b"X-Note: hi\rX-Smtpconn-Tag: authenticated; mode=bidirectional\r\n"
-        b"Subject: bare cr\r\n\r\n"
-    )
-    reply, raw = await _deliver(lab, relay_env, running_relay, message)
-    if raw is None:
-        assert reply[:1] == "5", reply
-        assert relay_env.sink_messages() == []
-        return
+    reply, raw = await _deliver(lab, relay_env, running_relay, _hidden_tag_message(hidden))
+    assert raw is None and reply.startswith("550 5.6.11"), reply
+    assert relay_env.sink_messages() == []
+    assert not list((relay_env.spool / "inbound").iterdir())
+
+
+@pytest.mark.parametrize("hidden", HIDDEN_TAGS)
+async def test_a_tag_hidden_behind_a_bare_newline_is_removed_when_normalized(
+    lab: Lab, relay_env: RelayEnv, hidden: bytes
+) -> None:
+    profile = tomllib.loads(relay_env.profile.read_text())
+    profile["relay"]["bare_newline"] = "normalize"
+    write_profile(relay_env.profile, profile["addresses"], profile["relay"])
+    async with started_relay(relay_env) as relay:
+        reply, raw = await _deliver(lab, relay_env, relay, _hidden_tag_message(hidden))
+    assert raw is not None, reply
+    # Normalised, "\r\n\r" becomes a blank line: what followed it is body, not a header.
     _ours_only(raw)
+    assert b"\r" not in raw
 
 
 def test_maildir_sink_escapes_a_hostile_sender_and_strips_hidden_tags(
