@@ -40,20 +40,20 @@ async def test_client_values_are_escaped_in_the_log(
 ) -> None:
     client = await RawSmtp.connect(running_relay.inbound_port)
     try:
-        ehlo = "EHLO x\x1b]0;owned\x07.example\x7f"
-        assert (await client.cmd(ehlo)).startswith("250")
+        # A hostile EHLO name is refused (and not logged raw); a plain one goes on.
+        assert (await client.cmd("EHLO x\x1b]0;owned\x07.example\x7f")).startswith("501")
+        assert (await client.cmd("EHLO client.good.test")).startswith("250")
         await client.starttls(lab.ca_file)
-        assert (await client.cmd(ehlo)).startswith("250")
+        assert (await client.cmd("EHLO client.good.test")).startswith("250")
         # AUTH PLAIN with a hostile user name: refused, and logged as auth.failed.
         blob = base64.b64encode(f"\0{HOSTILE}\0wrong".encode()).decode()
         assert (await client.cmd(f"AUTH PLAIN {blob}")).startswith("535")
         assert (await client.login(INBOUND_USER, INBOUND_PASS)).startswith("235")
-        # Control characters in the envelope: the listener may refuse them; if it takes them,
-        # they are logged escaped.
+        # Control characters in the envelope are refused before anything is logged.
         token = f"logesc-{uuid.uuid4().hex}"
         mail = await client.cmd(b"MAIL FROM:<s\x1b[31m\x7fx@good.test>\r\n")
-        if not mail.startswith("250"):
-            assert (await client.cmd("MAIL FROM:<s@good.test>")).startswith("250")
+        assert mail.startswith("553 5.1.7"), mail
+        assert (await client.cmd("MAIL FROM:<s@good.test>")).startswith("250")
         rcpt = await client.cmd(b"RCPT TO:<nobody\x1b[5m\x00@elsewhere.test>\r\n")
         assert rcpt[:1] == "5", rcpt
         assert (await client.cmd(f"RCPT TO:<support@{relay_env.domain}>")).startswith("250")
@@ -68,10 +68,6 @@ async def test_client_values_are_escaped_in_the_log(
     [failed] = [line for line in lines if "event=auth.failed" in line]
     assert f'user="{ESCAPED}"' in failed, failed
     assert not any(line.startswith("event=auth.ok user=admin") for line in lines)
-    if mail.startswith("250"):
-        [accepted] = [line for line in lines if "event=inbound.accepted" in line]
-        assert "s\\x1b[31m\\x7fx@good.test" in accepted, accepted
-    # The EHLO name reaches the Received line without its control characters.
     head = raw.split(b"\n\n", 1)[0]
     assert b"\x1b" not in head and b"\x07" not in head and b"\x7f" not in head
 
