@@ -236,7 +236,12 @@ def included_pass_terms(qualifier: str, inner_flat: list[str]) -> list[str]:
     """An include matches only when the inner result is pass: keep the inner pass terms (not
     ``all``), carrying the include's own qualifier."""
     q = "" if qualifier == "+" else qualifier
-    return [q + t for t in inner_flat if t[0] not in "-~?" and t.lstrip("+") != "all"]
+    # An inner "+ip4:…" loses its own "+": one qualifier per term ("~+ip4:" is not SPF).
+    return [
+        q + t.removeprefix("+")
+        for t in inner_flat
+        if t[0] not in "-~?" and t.removeprefix("+") != "all"
+    ]
 
 
 def _network(kind: str, address: str, cidr: int | None) -> str:

@@ -192,5 +192,13 @@ def test_mx_hosts_are_the_names_without_preference_or_root_dot() -> None:
 
 def test_an_include_keeps_only_inner_pass_terms_with_its_own_qualifier() -> None:
     inner = ["ip4:192.0.2.1", "+ip4:192.0.2.2", "-ip4:192.0.2.3", "~a:x.test", "?mx", "all", "+all"]
-    assert included_pass_terms("+", inner) == ["ip4:192.0.2.1", "+ip4:192.0.2.2"]
+    assert included_pass_terms("+", inner) == ["ip4:192.0.2.1", "ip4:192.0.2.2"]
     assert included_pass_terms("~", ["ip4:192.0.2.1", "-all"]) == ["~ip4:192.0.2.1"]
+
+
+def test_an_inner_explicit_plus_gives_way_to_the_includes_qualifier() -> None:
+    # "~+ip4:…" would be two qualifiers on one term: not SPF, and the fix would not parse.
+    terms = included_pass_terms("~", ["+ip4:192.0.2.2", "+a:mail.x.test"])
+    assert terms == ["~ip4:192.0.2.2", "~a:mail.x.test"]
+    record = parse_spf(" ".join(["v=spf1", *terms, "-all"]))
+    assert [t.qualifier for t in record.evaluated_terms()][:2] == ["~", "~"]
