@@ -16,6 +16,19 @@ from typing import Any
 
 from smtpconn.addresses import MailAddress, normalise_host, parse_address, parse_port
 from smtpconn.errors import UsageError
+from smtpconn.profile.keys import (
+    LISTEN,
+    PASSWORD_HASH,
+    PATH,
+    POSITIVE_INT,
+    SECONDS,
+    SIZE,
+    TEXT,
+    choice,
+    declare,
+    declared_keys,
+    enum_parser,
+)
 from smtpconn.profile.secrets import SecretRef, is_password_hash, parse_secret_ref
 
 PROFILE_VERSION = 1
@@ -108,25 +121,37 @@ class BareNewline(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RelaySettings:
-    inbound_listen: str = "127.0.0.1:2525"
-    submission_listen: str = "127.0.0.1:2587"
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    spool: str = "spool"
-    hostname: str | None = None
-    max_message_size: int = 25 * 1024 * 1024
+    """The ``[relay]`` table. Each key is declared once, here: its type and default, its kind
+    (what the reader accepts and refuses, how it is written) and whether ``smtpconn relay`` has
+    an option overriding it. The reader, the writer and the relay's overrides follow these."""
+
+    inbound_listen: str = declare("127.0.0.1:2525", LISTEN, cli=True)
+    submission_listen: str = declare("127.0.0.1:2587", LISTEN, cli=True)
+    tls_cert: str | None = declare(None, PATH, cli=True)
+    tls_key: str | None = declare(None, PATH, cli=True)
+    spool: str = declare("spool", PATH, cli=True)
+    hostname: str | None = declare(None, TEXT, cli=True)
+    max_message_size: int = declare(25 * 1024 * 1024, SIZE, cli=True)
     sink: SinkSettings = field(default_factory=SinkSettings)
-    inbound_tls_listen: str | None = None  # optional implicit-TLS (RFC 8314) inbound listener
-    submission_username: str | None = None  # AUTH on the submission listener when both are set
-    submission_password_hash: str | None = None
-    retry_initial: int = 60  # seconds before the first retry; doubles per attempt (cap 1 h)
-    retry_window: int = 5 * 24 * 3600  # seconds after which an undelivered message bounces
-    max_connections_per_ip: int = 20
-    max_sessions: int = 500  # simultaneous sessions on all listeners together (421 beyond)
-    max_memory: int = 256 * 1024 * 1024  # bytes of DATA held at once by all sessions
-    idle_timeout: float = 300.0  # seconds of client silence (also between DATA bytes)
-    data_timeout: float = 600.0  # seconds for one whole DATA phase, however steady
-    bare_newline: BareNewline = BareNewline.REJECT
+    # optional implicit-TLS (RFC 8314) inbound listener
+    inbound_tls_listen: str | None = declare(None, LISTEN, cli=True)
+    # AUTH on the submission listener when both are set
+    submission_username: str | None = declare(None, TEXT)
+    submission_password_hash: str | None = declare(None, PASSWORD_HASH)
+    # seconds before the first retry; doubles per attempt (cap 1 h)
+    retry_initial: int = declare(60, POSITIVE_INT, cli=True)
+    # seconds after which an undelivered message bounces
+    retry_window: int = declare(5 * 24 * 3600, POSITIVE_INT, cli=True)
+    max_connections_per_ip: int = declare(20, POSITIVE_INT, cli=True)
+    # simultaneous sessions on all listeners together (421 beyond)
+    max_sessions: int = declare(500, POSITIVE_INT)
+    # bytes of DATA held at once by all sessions
+    max_memory: int = declare(256 * 1024 * 1024, POSITIVE_INT)
+    # seconds of client silence (also between DATA bytes)
+    idle_timeout: float = declare(300.0, SECONDS)
+    # seconds for one whole DATA phase, however steady
+    data_timeout: float = declare(600.0, SECONDS)
+    bare_newline: BareNewline = declare(BareNewline.REJECT, choice(BareNewline))  # noqa: RUF009
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,22 +270,11 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def _enum_parser(enum: type[StrEnum]) -> Callable[[Any], Any]:
-    def parse(value: Any) -> Any:
-        try:
-            return enum(value)
-        except ValueError:
-            choices = ", ".join(m.value for m in enum)
-            raise ValueError(f"{value!r} is not one of: {choices}") from None
-
-    return parse
-
-
 def _read_outbound(table: _Table) -> OutboundServer | None:
     host = table.take_parsed("host", lambda v: normalise_host(str(v)), required=True)
     port = table.take_parsed("port", parse_port)
-    security = table.take_parsed("security", _enum_parser(Security))
-    auth = table.take_parsed("auth", _enum_parser(AuthMechanism))
+    security = table.take_parsed("security", enum_parser(Security))
+    auth = table.take_parsed("auth", enum_parser(AuthMechanism))
     username = table.take("username", str, required=True)
     secret = table.take_parsed("secret", lambda v: parse_secret_ref(str(v)), required=True)
     table.finish()
@@ -305,8 +319,8 @@ def _read_inbound(table: _Table) -> InboundCredentials | None:
 
 def _read_address(table: _Table) -> SupportAddress | None:
     address = table.take_parsed("address", lambda v: parse_address(str(v)), required=True)
-    mode = table.take_parsed("mode", _enum_parser(Mode), required=True)
-    workflow = table.take_parsed("workflow", _enum_parser(Workflow))
+    mode = table.take_parsed("mode", enum_parser(Mode), required=True)
+    workflow = table.take_parsed("workflow", enum_parser(Workflow))
     workflow = workflow or Workflow.AUTHENTICATED
     outbound_table = table.sub("outbound")
     dkim_table = table.sub("dkim")
@@ -383,73 +397,39 @@ def _read_sink(table: _Table) -> SinkSettings:
     )
 
 
+def _read_declared(table: _Table, record: type[Any]) -> tuple[dict[str, Any], set[str]]:
+    """The values of the keys ``record`` declares (defaults for the missing, empty or refused),
+    and the names of the keys the table gave a value of the right type."""
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for declared in declared_keys(record):
+        values[declared.name] = declared.default
+        raw = table.take(declared.name, declared.kind.accepts)
+        if raw is None:
+            continue
+        given.add(declared.name)
+        try:
+            value = declared.kind.parse(raw)
+        except ValueError as exc:
+            table.findings.add(f"{table.path}.{declared.name}", str(exc))
+            continue
+        # An empty string or zero means "the default" for a key that has one.
+        if value or declared.default is None:
+            values[declared.name] = value
+    return values, given
+
+
 def _read_relay(table: _Table) -> RelaySettings:
-    defaults = RelaySettings()
-    inbound_listen = table.take("inbound_listen", str) or defaults.inbound_listen
-    submission_listen = table.take("submission_listen", str) or defaults.submission_listen
-    tls_cert = table.take("tls_cert", str)
-    tls_key = table.take("tls_key", str)
-    spool = table.take("spool", str) or defaults.spool
-    hostname = table.take("hostname", str)
-    max_size = table.take("max_message_size", int) or defaults.max_message_size
-    inbound_tls_listen = table.take("inbound_tls_listen", str)
-    submission_username = table.take("submission_username", str)
-    submission_password_hash = table.take("submission_password_hash", str)
-    if submission_password_hash is not None and not is_password_hash(submission_password_hash):
-        table.findings.add(
-            f"{table.path}.submission_password_hash",
-            "is not a smtpconn scrypt hash; never put a clear password here",
-        )
-    if (submission_username is None) != (submission_password_hash is None):
+    values, given = _read_declared(table, RelaySettings)
+    if ("submission_username" in given) != ("submission_password_hash" in given):
         table.findings.add(
             f"{table.path}.submission_username",
             "and submission_password_hash must be set together",
         )
-    numbers = {}
-    for key in ("retry_initial", "retry_window", "max_connections_per_ip"):
-        value = table.take(key, int)
-        if value is not None and value <= 0:
-            table.findings.add(f"{table.path}.{key}", "must be a positive integer")
-            value = None
-        numbers[key] = value if value is not None else getattr(defaults, key)
-    for key in ("max_sessions", "max_memory"):
-        value = table.take(key, int)
-        if value is not None and value <= 0:
-            table.findings.add(f"{table.path}.{key}", "must be a positive integer")
-            value = None
-        numbers[key] = value if value is not None else getattr(defaults, key)
-    seconds = {}
-    for key in ("idle_timeout", "data_timeout"):
-        value = table.take(key, (int, float))
-        if value is not None and value <= 0:
-            table.findings.add(f"{table.path}.{key}", "must be a positive number of seconds")
-            value = None
-        seconds[key] = float(value) if value is not None else getattr(defaults, key)
-    bare_newline = table.take_parsed("bare_newline", _enum_parser(BareNewline))
     sink_table = table.sub("sink")
     sink = _read_sink(sink_table) if sink_table else SinkSettings()
     table.finish()
-    return RelaySettings(
-        inbound_listen=inbound_listen,
-        submission_listen=submission_listen,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        spool=spool,
-        hostname=hostname,
-        max_message_size=max_size,
-        sink=sink,
-        inbound_tls_listen=inbound_tls_listen,
-        submission_username=submission_username,
-        submission_password_hash=submission_password_hash,
-        retry_initial=numbers["retry_initial"],
-        retry_window=numbers["retry_window"],
-        max_connections_per_ip=numbers["max_connections_per_ip"],
-        max_sessions=numbers["max_sessions"],
-        max_memory=numbers["max_memory"],
-        idle_timeout=seconds["idle_timeout"],
-        data_timeout=seconds["data_timeout"],
-        bare_newline=bare_newline or defaults.bare_newline,
-    )
+    return RelaySettings(sink=sink, **values)
 
 
 def profile_from_data(data: Mapping[str, Any]) -> tuple[Profile, Findings]:
@@ -510,6 +490,16 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def _write_declared(record: Any) -> dict[str, Any]:
+    """The keys ``record``'s class declares, as TOML values (None: the key is left out)."""
+    data: dict[str, Any] = {}
+    for declared in declared_keys(type(record)):
+        value = getattr(record, declared.name)
+        if value is not None:
+            data[declared.name] = declared.kind.write(value)
+    return data
+
+
 def entry_to_data(entry: SupportAddress) -> dict[str, Any]:
     """One ``[[addresses]]`` table, exactly as the profile stores it."""
     item: dict[str, Any] = {
@@ -552,28 +542,7 @@ def profile_to_data(profile: Profile) -> dict[str, Any]:
         data["addresses"] = addresses
     if profile.relay is not None:
         r = profile.relay
-        relay = _drop_none(
-            {
-                "inbound_listen": r.inbound_listen,
-                "submission_listen": r.submission_listen,
-                "tls_cert": r.tls_cert,
-                "tls_key": r.tls_key,
-                "spool": r.spool,
-                "hostname": r.hostname,
-                "max_message_size": r.max_message_size,
-                "inbound_tls_listen": r.inbound_tls_listen,
-                "submission_username": r.submission_username,
-                "submission_password_hash": r.submission_password_hash,
-                "retry_initial": r.retry_initial,
-                "retry_window": r.retry_window,
-                "max_connections_per_ip": r.max_connections_per_ip,
-                "max_sessions": r.max_sessions,
-                "max_memory": r.max_memory,
-                "idle_timeout": r.idle_timeout,
-                "data_timeout": r.data_timeout,
-                "bare_newline": r.bare_newline.value,
-            }
-        )
+        relay = _write_declared(r)
         s = r.sink
         relay["sink"] = _drop_none(
             {

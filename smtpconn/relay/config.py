@@ -10,11 +10,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from smtpconn.addresses import MailAddress, parse_address
 from smtpconn.errors import UsageError
+from smtpconn.profile.keys import declared_keys
 from smtpconn.profile.model import (
     BareNewline,
     Mode,
@@ -65,7 +68,9 @@ def is_loopback(listen: ListenAddress) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RelayOverrides:
-    """Command-line values that win over the profile's ``[relay]`` keys (None = not given)."""
+    """Command-line values that win over the profile's ``[relay]`` keys (None = not given):
+    one field per key declared with ``cli=True`` in :class:`RelaySettings` (a test holds them
+    equal), typed as the command line gives them."""
 
     inbound_listen: str | None = None
     inbound_tls_listen: str | None = None
@@ -192,6 +197,21 @@ def _path(value: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir.absolute() / path
 
 
+def _effective_values(relay: RelaySettings, overrides: RelayOverrides) -> dict[str, Any]:
+    """The command-line-overridable keys: the option's value when given, else the profile's;
+    each refused here when its kind must be positive, whichever of the two it came from."""
+    pick: dict[str, Any] = {}
+    for declared in declared_keys(RelaySettings):
+        if not declared.cli:
+            continue
+        given = getattr(overrides, declared.name)
+        value = pick[declared.name] = given if given is not None else getattr(relay, declared.name)
+        refusal = declared.kind.start_refusal
+        if refusal is not None and value <= 0:
+            raise UsageError(refusal.format(key=declared.name, option=declared.option))
+    return pick
+
+
 def build_config(
     profile: Profile,
     base_dir: Path,
@@ -202,27 +222,7 @@ def build_config(
     settings = settings or Settings()
     o = overrides or RelayOverrides()
     r = profile.relay or RelaySettings()
-    pick = {
-        name: getattr(o, name) if getattr(o, name) is not None else getattr(r, name)
-        for name in (
-            "inbound_listen",
-            "inbound_tls_listen",
-            "submission_listen",
-            "tls_cert",
-            "tls_key",
-            "spool",
-            "hostname",
-            "max_message_size",
-            "retry_initial",
-            "retry_window",
-            "max_connections_per_ip",
-        )
-    }
-    if pick["max_message_size"] <= 0:
-        raise UsageError("max_message_size must be a positive number of bytes")
-    for name in ("retry_initial", "retry_window", "max_connections_per_ip"):
-        if pick[name] <= 0:
-            raise UsageError(f"{name.replace('_', '-')} must be positive")
+    pick = _effective_values(r, o)
     if (pick["tls_cert"] is None) != (pick["tls_key"] is None):
         raise UsageError(
             "relay.tls_cert and relay.tls_key must be given together",
@@ -274,47 +274,66 @@ def build_config(
 def check_config(config: RelayConfig) -> list[str]:
     """Problems that stop the relay from working safely (empty list = ready). ``--check`` and
     start-up both use it, so a relay never starts in a state it would refuse to check."""
+    return [problem for finder in _PROBLEM_FINDERS for problem in finder(config)]
+
+
+def _tls_problems(config: RelayConfig) -> list[str]:
+    if config.tls_cert is None:
+        return _tls_missing_problems(config)
+    from smtpconn.net import make_server_tls_context
+
+    assert config.tls_key is not None
+    unreadable = [
+        problem
+        for what, path in (
+            ("relay.tls_cert", config.tls_cert),
+            ("relay.tls_key", config.tls_key),
+        )
+        if (problem := _unreadable_file(path, what))
+    ]
+    if unreadable:
+        return unreadable
+    try:
+        make_server_tls_context(config.tls_cert, config.tls_key)
+    except UsageError:
+        return [
+            f"relay.tls_cert {config.tls_cert} / relay.tls_key {config.tls_key}: not a PEM "
+            "certificate chain and its matching private key"
+        ]
+    return []
+
+
+def _tls_missing_problems(config: RelayConfig) -> list[str]:
+    """What needs a certificate when none is configured."""
+    problems: list[str] = []
+    needs_tls = any(InboundRoute(e).needs_auth for e in config.profile.addresses)
+    if needs_tls:
+        problems.append(
+            "bidirectional addresses need TLS (AUTH is never accepted in clear text): "
+            "set relay.tls_cert and relay.tls_key"
+        )
+    if config.inbound_tls_listen is not None:
+        problems.append("relay.inbound_tls_listen needs relay.tls_cert and relay.tls_key")
+    if config.submission_auth and not is_loopback(config.submission_listen):
+        problems.append("submission AUTH needs relay.tls_cert and relay.tls_key")
+    return problems
+
+
+def _submission_exposure_problems(config: RelayConfig) -> list[str]:
+    if is_loopback(config.submission_listen) or config.submission_auth:
+        return []
+    return [
+        f"submission_listen {config.submission_listen} is not a loopback address and has "
+        "no AUTH: anyone reaching it could send as your support addresses; keep it on "
+        "127.0.0.1 or set submission_username / submission_password_hash"
+    ]
+
+
+def _address_problems(config: RelayConfig) -> list[str]:
+    """Each address's outbound secret, then its DKIM key (address by address, in profile order)."""
     from smtpconn.profile.secrets import resolve_secret
 
     problems: list[str] = []
-    needs_tls = any(InboundRoute(e).needs_auth for e in config.profile.addresses)
-    if config.tls_cert is None:
-        if needs_tls:
-            problems.append(
-                "bidirectional addresses need TLS (AUTH is never accepted in clear text): "
-                "set relay.tls_cert and relay.tls_key"
-            )
-        if config.inbound_tls_listen is not None:
-            problems.append("relay.inbound_tls_listen needs relay.tls_cert and relay.tls_key")
-        if config.submission_auth and not is_loopback(config.submission_listen):
-            problems.append("submission AUTH needs relay.tls_cert and relay.tls_key")
-    else:
-        from smtpconn.net import make_server_tls_context
-
-        assert config.tls_key is not None
-        unreadable = [
-            problem
-            for what, path in (
-                ("relay.tls_cert", config.tls_cert),
-                ("relay.tls_key", config.tls_key),
-            )
-            if (problem := _unreadable_file(path, what))
-        ]
-        problems += unreadable
-        if not unreadable:
-            try:
-                make_server_tls_context(config.tls_cert, config.tls_key)
-            except UsageError:
-                problems.append(
-                    f"relay.tls_cert {config.tls_cert} / relay.tls_key {config.tls_key}: not a PEM "
-                    "certificate chain and its matching private key"
-                )
-    if not is_loopback(config.submission_listen) and not config.submission_auth:
-        problems.append(
-            f"submission_listen {config.submission_listen} is not a loopback address and has "
-            "no AUTH: anyone reaching it could send as your support addresses; keep it on "
-            "127.0.0.1 or set submission_username / submission_password_hash"
-        )
     for entry in config.profile.addresses:
         if entry.outbound is not None:
             try:
@@ -325,8 +344,19 @@ def check_config(config: RelayConfig) -> list[str]:
             problem = _dkim_problem(entry, config.base_dir)
             if problem:
                 problems.append(f"{entry.address.display}: {problem}")
+    return problems
+
+
+def _spool_problems(config: RelayConfig) -> list[str]:
     if problem := _unwritable_dir(config.spool_dir):
-        problems.append(f"relay.spool {config.spool_dir}: {problem}")
+        return [f"relay.spool {config.spool_dir}: {problem}"]
+    return []
+
+
+def _sink_problems(config: RelayConfig) -> list[str]:
+    from smtpconn.profile.secrets import resolve_secret
+
+    problems: list[str] = []
     sink = config.sink
     if sink.kind == "maildir" and sink.path and (problem := _unwritable_dir(Path(sink.path))):
         problems.append(f"relay.sink.path {sink.path}: {problem}")
@@ -353,6 +383,16 @@ def check_config(config: RelayConfig) -> list[str]:
                 f"(not found, or not executable){hint}"
             )
     return problems
+
+
+# In the order --check lists their problems.
+_PROBLEM_FINDERS: tuple[Callable[[RelayConfig], list[str]], ...] = (
+    _tls_problems,
+    _submission_exposure_problems,
+    _address_problems,
+    _spool_problems,
+    _sink_problems,
+)
 
 
 def _unreadable_file(path: Path, what: str) -> str | None:
