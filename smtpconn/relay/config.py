@@ -20,6 +20,7 @@ from smtpconn.profile.model import (
     Mode,
     Profile,
     RelaySettings,
+    SinkKind,
     SinkSettings,
     SupportAddress,
     Workflow,
@@ -235,7 +236,7 @@ def build_config(
             fix="raise max_memory or lower max_message_size",
         )
     sink = r.sink
-    if sink.kind == "maildir":
+    if sink.kind == SinkKind.MAILDIR:
         sink = replace(sink, path=str(_path(sink.path or "maildir", base_dir)))
     routes = {_key(e.address): InboundRoute(e) for e in profile.addresses}
     hostname = pick["hostname"] or profile.connector.ehlo_name or socket.getfqdn()
@@ -328,16 +329,20 @@ def check_config(config: RelayConfig) -> list[str]:
     if problem := _unwritable_dir(config.spool_dir):
         problems.append(f"relay.spool {config.spool_dir}: {problem}")
     sink = config.sink
-    if sink.kind == "maildir" and sink.path and (problem := _unwritable_dir(Path(sink.path))):
+    if (
+        sink.kind == SinkKind.MAILDIR
+        and sink.path
+        and (problem := _unwritable_dir(Path(sink.path)))
+    ):
         problems.append(f"relay.sink.path {sink.path}: {problem}")
-    if sink.kind == "webhook" and sink.url and (problem := _url_problem(sink.url)):
+    if sink.kind == SinkKind.WEBHOOK and sink.url and (problem := _url_problem(sink.url)):
         problems.append(f"relay.sink.url {sink.url!r}: {problem}")
-    if sink.kind == "webhook" and sink.secret is not None:
+    if sink.kind == SinkKind.WEBHOOK and sink.secret is not None:
         try:
             resolve_secret(sink.secret, config.base_dir)
         except UsageError as exc:
             problems.append(f"relay.sink.secret: {exc.message}")
-    if sink.kind == "pipe" and sink.command:
+    if sink.kind == SinkKind.PIPE and sink.command:
         import shutil
 
         program = sink.command[0]

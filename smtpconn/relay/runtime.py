@@ -45,6 +45,7 @@ from types import TracebackType
 from typing import Any
 
 from smtpconn.errors import UsageError
+from smtpconn.profile.model import SinkKind
 from smtpconn.relay.config import (
     ListenAddress,
     RelayConfig,
@@ -66,7 +67,7 @@ __all__ = ["Relay", "RelayConfig", "RelayOverrides"]
 # get few parallel connections, as any MTA would; a local Maildir is only disk work, and with
 # few slots it became the relay's bottleneck behind a fast listener (benchmarks/README.md).
 DEFAULT_CONCURRENCY = 4
-SINK_CONCURRENCY = {"maildir": 16}
+SINK_CONCURRENCY = {SinkKind.MAILDIR: 16}
 
 
 class Relay:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from smtpconn.profile.model import SinkKind
+
 if TYPE_CHECKING:
     from smtpconn.relay.config import RelayConfig
 
@@ -40,22 +42,22 @@ class SinkItem:
 
 
 class Sink(Protocol):
-    kind: str
+    kind: SinkKind
 
     async def deliver(self, item: SinkItem) -> None: ...
 
 
 def make_sink(config: RelayConfig) -> Sink:
     kind = config.sink.kind
-    if kind == "maildir":
+    if kind == SinkKind.MAILDIR:
         from smtpconn.relay.sinks.maildir import MaildirSink
 
         return MaildirSink(config)
-    if kind == "webhook":
+    if kind == SinkKind.WEBHOOK:
         from smtpconn.relay.sinks.webhook import WebhookSink
 
         return WebhookSink(config)
-    if kind == "pipe":
+    if kind == SinkKind.PIPE:
         from smtpconn.relay.sinks.pipe import PipeSink
 
         return PipeSink(config)

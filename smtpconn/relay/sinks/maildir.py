@@ -16,6 +16,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from smtpconn.profile.model import SinkKind
 from smtpconn.relay.config import RelayConfig
 from smtpconn.relay.sinks.base import SinkError, SinkItem
 from smtpconn.relay.tagging import return_path, safe_address
@@ -35,7 +36,7 @@ def ensure_maildir(root: Path) -> None:
 
 
 class MaildirSink:
-    kind = "maildir"
+    kind = SinkKind.MAILDIR
 
     def __init__(self, config: RelayConfig) -> None:
         assert config.sink.path is not None

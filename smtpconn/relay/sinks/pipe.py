@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 
+from smtpconn.profile.model import SinkKind
 from smtpconn.relay.config import RelayConfig
 from smtpconn.relay.escaping import escape_controls
 from smtpconn.relay.sinks.base import SinkError, SinkItem
@@ -71,7 +72,7 @@ def environment(item: SinkItem) -> dict[str, str]:
 
 
 class PipeSink:
-    kind = "pipe"
+    kind = SinkKind.PIPE
 
     def __init__(self, config: RelayConfig) -> None:
         assert config.sink.command

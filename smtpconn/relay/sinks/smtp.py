@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 
+from smtpconn.profile.model import SinkKind
 from smtpconn.relay.config import RelayConfig
 from smtpconn.relay.sinks.base import SinkError, SinkItem
 
@@ -69,7 +70,7 @@ class SmtpSink:
         assert config.sink.host is not None
         self.kind = config.sink.kind
         self.host = config.sink.host
-        self.port = config.sink.port or (24 if self.kind == "lmtp" else 25)
+        self.port = config.sink.port or (24 if self.kind == SinkKind.LMTP else 25)
         self.timeout = config.sink_timeout
         self.hostname = config.hostname
         self.ca_file = config.settings.ca_file
@@ -80,7 +81,7 @@ class SmtpSink:
     def _deliver(self, item: SinkItem) -> None:
         from smtpconn.net import make_client_tls_context
 
-        client_class = _GuardedLMTP if self.kind == "lmtp" else _GuardedSMTP
+        client_class = _GuardedLMTP if self.kind == SinkKind.LMTP else _GuardedSMTP
         try:
             with client_class(
                 self.host, self.port, local_hostname=self.hostname, timeout=self.timeout

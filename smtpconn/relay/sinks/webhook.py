@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 
+from smtpconn.profile.model import SinkKind
 from smtpconn.profile.secrets import resolve_secret
 from smtpconn.relay.config import RelayConfig
 from smtpconn.relay.escaping import escape_controls
@@ -65,7 +66,7 @@ def encode_multipart(metadata: dict[str, object], message: bytes) -> tuple[bytes
 
 
 class WebhookSink:
-    kind = "webhook"
+    kind = SinkKind.WEBHOOK
 
     def __init__(self, config: RelayConfig) -> None:
         assert config.sink.url is not None
