@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
+from typing import ClassVar
 
-from smtpconn.profile.model import SinkKind
-from smtpconn.relay.config import RelayConfig
-from smtpconn.relay.sinks.base import SinkError, SinkItem
+from smtpconn.profile.model import SinkKind, SinkSettings
+from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 from smtpconn.relay.tagging import return_path, safe_address
 
 
@@ -37,11 +37,15 @@ def ensure_maildir(root: Path) -> None:
 
 class MaildirSink:
     kind = SinkKind.MAILDIR
+    # Remote sinks get few parallel hand-overs, as any MTA would; a local Maildir is only disk
+    # work, and with few slots it became the relay's bottleneck behind a fast listener
+    # (benchmarks/README.md).
+    concurrency: ClassVar[int | None] = 16
 
-    def __init__(self, config: RelayConfig) -> None:
-        assert config.sink.path is not None
-        self.root = Path(config.sink.path)
-        self.hostname = config.hostname.replace("/", "_").replace(":", "_")
+    def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
+        assert settings.path is not None
+        self.root = Path(settings.path)
+        self.hostname = context.hostname.replace("/", "_").replace(":", "_")
         self._ready = False  # tmp/new/cur exist (checked once; recreated if delivery fails)
 
     def _delivered_before(self, base: str) -> bool:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from typing import ClassVar
 
-from smtpconn.profile.model import SinkKind
-from smtpconn.relay.config import RelayConfig
+from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.relay.escaping import escape_controls
-from smtpconn.relay.sinks.base import SinkError, SinkItem
+from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 
 EX_TEMPFAIL = 75
 
@@ -73,12 +73,13 @@ def environment(item: SinkItem) -> dict[str, str]:
 
 class PipeSink:
     kind = SinkKind.PIPE
+    concurrency: ClassVar[int | None] = None
 
-    def __init__(self, config: RelayConfig) -> None:
-        assert config.sink.command
-        self.command = list(config.sink.command)
-        self.timeout = config.sink_timeout
-        self.cwd = config.base_dir
+    def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
+        assert settings.command
+        self.command = list(settings.command)
+        self.timeout = context.timeout
+        self.cwd = context.base_dir
 
     async def deliver(self, item: SinkItem) -> None:
         env = environment(item)

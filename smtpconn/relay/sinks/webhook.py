@@ -20,12 +20,12 @@ import secrets
 import time
 import urllib.error
 import urllib.request
+from typing import ClassVar
 
-from smtpconn.profile.model import SinkKind
+from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.profile.secrets import resolve_secret
-from smtpconn.relay.config import RelayConfig
 from smtpconn.relay.escaping import escape_controls
-from smtpconn.relay.sinks.base import SinkError, SinkItem
+from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 
 SIGNATURE_HEADER = "X-Smtpconn-Signature"
 
@@ -67,14 +67,15 @@ def encode_multipart(metadata: dict[str, object], message: bytes) -> tuple[bytes
 
 class WebhookSink:
     kind = SinkKind.WEBHOOK
+    concurrency: ClassVar[int | None] = None
 
-    def __init__(self, config: RelayConfig) -> None:
-        assert config.sink.url is not None
-        self.url = config.sink.url
-        self.secret_ref = config.sink.secret
-        self.base_dir = config.base_dir
-        self.timeout = config.sink_timeout
-        self.ca_file = config.settings.ca_file
+    def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
+        assert settings.url is not None
+        self.url = settings.url
+        self.secret_ref = settings.secret
+        self.base_dir = context.base_dir
+        self.timeout = context.timeout
+        self.ca_file = context.ca_file
 
     async def deliver(self, item: SinkItem) -> None:
         await asyncio.to_thread(self._deliver, item)
