@@ -8,7 +8,6 @@ command-line overrides applied), so the listeners and workers never read the pro
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,8 @@ from smtpconn.profile.model import (
     SupportAddress,
     Workflow,
 )
+from smtpconn.relay.folders import unwritable_dir
+from smtpconn.relay.sinks import SinkContext, sink_problems
 from smtpconn.settings import Settings
 
 DEFAULT_SINK_TIMEOUT = 60.0
@@ -180,6 +181,16 @@ class RelayConfig:
     def submission_auth(self) -> bool:
         return self.submission_username is not None and self.submission_password_hash is not None
 
+    @property
+    def sink_context(self) -> SinkContext:
+        """What a sink may know of the relay besides its own ``[relay.sink]`` settings."""
+        return SinkContext(
+            hostname=self.hostname,
+            timeout=self.sink_timeout,
+            base_dir=self.base_dir,
+            ca_file=self.settings.ca_file,
+        )
+
 
 def _key(address: MailAddress) -> str:
     # Domains are case-insensitive; local parts are matched case-insensitively too because
@@ -326,37 +337,9 @@ def check_config(config: RelayConfig) -> list[str]:
             problem = _dkim_problem(entry, config.base_dir)
             if problem:
                 problems.append(f"{entry.address.display}: {problem}")
-    if problem := _unwritable_dir(config.spool_dir):
+    if problem := unwritable_dir(config.spool_dir):
         problems.append(f"relay.spool {config.spool_dir}: {problem}")
-    sink = config.sink
-    if (
-        sink.kind == SinkKind.MAILDIR
-        and sink.path
-        and (problem := _unwritable_dir(Path(sink.path)))
-    ):
-        problems.append(f"relay.sink.path {sink.path}: {problem}")
-    if sink.kind == SinkKind.WEBHOOK and sink.url and (problem := _url_problem(sink.url)):
-        problems.append(f"relay.sink.url {sink.url!r}: {problem}")
-    if sink.kind == SinkKind.WEBHOOK and sink.secret is not None:
-        try:
-            resolve_secret(sink.secret, config.base_dir)
-        except UsageError as exc:
-            problems.append(f"relay.sink.secret: {exc.message}")
-    if sink.kind == SinkKind.PIPE and sink.command:
-        import shutil
-
-        program = sink.command[0]
-        if shutil.which(program) is None:
-            hint = (
-                " (command is an array of arguments, e.g. "
-                f"command = {json.dumps(program.split())}; no shell is used)"
-                if " " in program.strip()
-                else ""
-            )
-            problems.append(
-                f"relay.sink.command: {program} is not an executable file "
-                f"(not found, or not executable){hint}"
-            )
+    problems += sink_problems(config.sink, config.sink_context)
     return problems
 
 
@@ -383,40 +366,3 @@ def _dkim_problem(entry: SupportAddress, base_dir: Path) -> str | None:
     return None
 
 
-def _unwritable_dir(path: Path) -> str | None:
-    """Why the relay could not create files in ``path`` (None: it can). Probed with a real
-    temporary file, because permission bits alone say nothing for root or read-only mounts;
-    nothing is left behind."""
-    import os
-    import tempfile
-
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is not a folder"
-    try:
-        fd, name = tempfile.mkstemp(prefix=".smtpconn-check-", dir=probe)
-    except OSError as exc:
-        where = "" if probe == path else f" (it would be created in {probe})"
-        return f"cannot write there{where}: {exc.strerror}"
-    os.close(fd)
-    os.unlink(name)
-    return None
-
-
-def _url_problem(url: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError as exc:
-        return f"not a valid URL ({exc})"
-    if parts.scheme not in ("http", "https"):
-        return "must start with https:// (or http:// on a trusted network)"
-    if not parts.hostname or any(c.isspace() for c in url):
-        return "not a valid URL (no host name, or spaces in it)"
-    return None

@@ -124,7 +124,7 @@ class Relay:
         await asyncio.to_thread(self.spool.lock)
         self._sessions = SessionPool()
         try:
-            sink = make_sink(self.config)
+            sink = make_sink(self.config.sink, self.config.sink_context)
             client_tls = secure_client_context(
                 self.config.settings.ca_file, insecure=self.config.settings.insecure
             )

@@ -5,13 +5,9 @@ only when that kind is used; :func:`make_sink` builds the configured one."""
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
-from smtpconn.profile.model import SinkKind
+from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.relay.sinks.base import Sink, SinkClass, SinkContext, SinkError, SinkItem
-
-if TYPE_CHECKING:
-    from smtpconn.relay.config import RelayConfig
 
 __all__ = [
     "SINKS",
@@ -21,7 +17,7 @@ __all__ = [
     "SinkItem",
     "make_sink",
     "sink_class",
-    "sink_context",
+    "sink_problems",
 ]
 
 SINKS: dict[SinkKind, str] = {
@@ -39,14 +35,10 @@ def sink_class(kind: SinkKind) -> SinkClass:
     return cls
 
 
-def sink_context(config: RelayConfig) -> SinkContext:
-    return SinkContext(
-        hostname=config.hostname,
-        timeout=config.sink_timeout,
-        base_dir=config.base_dir,
-        ca_file=config.settings.ca_file,
-    )
+def make_sink(settings: SinkSettings, context: SinkContext) -> Sink:
+    return sink_class(settings.kind)(settings, context)
 
 
-def make_sink(config: RelayConfig) -> Sink:
-    return sink_class(config.sink.kind)(config.sink, sink_context(config))
+def sink_problems(settings: SinkSettings, context: SinkContext) -> list[str]:
+    """What would stop the configured sink from working (``relay --check`` and start-up)."""
+    return sink_class(settings.kind).problems(settings, context)

@@ -7,7 +7,7 @@ the spool for an administrator, never dropped), otherwise the spool retries with
 Sinks see every message at least once and may see one twice (a crash between hand-over and
 spool removal); ``SinkItem.id`` is the same on every attempt so the receiving side can de-duplicate.
 
-A sink class is built from its own ``[relay.sink]`` settings plus the few relay-wide values in
+A sink class checks (``problems``) and is built from its own ``[relay.sink]`` settings plus the few relay-wide values in
 :class:`SinkContext`, never from the whole relay configuration; which class serves which kind is
 the registry in :mod:`smtpconn.relay.sinks`, so this module knows no concrete sink.
 """
@@ -65,3 +65,6 @@ class SinkClass(Protocol):
     """What the registry loads: a class built from (settings, context)."""
 
     def __call__(self, settings: SinkSettings, context: SinkContext) -> Sink: ...
+
+    # Checked before the relay starts, so a sink it could never use stops it at once.
+    def problems(self, settings: SinkSettings, context: SinkContext) -> list[str]: ...

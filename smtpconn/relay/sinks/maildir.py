@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from smtpconn.profile.model import SinkKind, SinkSettings
+from smtpconn.relay.folders import unwritable_dir
 from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 from smtpconn.relay.tagging import return_path, safe_address
 
@@ -47,6 +48,12 @@ class MaildirSink:
         self.root = Path(settings.path)
         self.hostname = context.hostname.replace("/", "_").replace(":", "_")
         self._ready = False  # tmp/new/cur exist (checked once; recreated if delivery fails)
+
+    @staticmethod
+    def problems(settings: SinkSettings, context: SinkContext) -> list[str]:
+        if settings.path and (problem := unwritable_dir(Path(settings.path))):
+            return [f"relay.sink.path {settings.path}: {problem}"]
+        return []
 
     def _delivered_before(self, base: str) -> bool:
         # Listing cur/ costs as much as the help desk keeps there, so it is only done for

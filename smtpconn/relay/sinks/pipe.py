@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 from typing import ClassVar
 
 from smtpconn.profile.model import SinkKind, SinkSettings
@@ -80,6 +82,21 @@ class PipeSink:
         self.command = list(settings.command)
         self.timeout = context.timeout
         self.cwd = context.base_dir
+
+    @staticmethod
+    def problems(settings: SinkSettings, context: SinkContext) -> list[str]:
+        if not settings.command or shutil.which(program := settings.command[0]) is not None:
+            return []
+        hint = (
+            " (command is an array of arguments, e.g. "
+            f"command = {json.dumps(program.split())}; no shell is used)"
+            if " " in program.strip()
+            else ""
+        )
+        return [
+            f"relay.sink.command: {program} is not an executable file "
+            f"(not found, or not executable){hint}"
+        ]
 
     async def deliver(self, item: SinkItem) -> None:
         env = environment(item)

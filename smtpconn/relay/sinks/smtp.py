@@ -79,6 +79,10 @@ class SmtpSink:
         self.hostname = context.hostname
         self.ca_file = context.ca_file
 
+    @staticmethod
+    def problems(settings: SinkSettings, context: SinkContext) -> list[str]:
+        return []  # the server is reached at hand-over time: down now may be up then
+
     async def deliver(self, item: SinkItem) -> None:
         await asyncio.to_thread(self._deliver, item)
 

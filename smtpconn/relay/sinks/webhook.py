@@ -21,7 +21,9 @@ import time
 import urllib.error
 import urllib.request
 from typing import ClassVar
+from urllib.parse import urlsplit
 
+from smtpconn.errors import UsageError
 from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.profile.secrets import resolve_secret
 from smtpconn.relay.escaping import escape_controls
@@ -46,6 +48,19 @@ def verify_signature(secret: bytes, body: bytes, header: str, *, tolerance: floa
         return False
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
     return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+def url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with https:// (or http:// on a trusted network)"
+    if not parts.hostname or any(c.isspace() for c in url):
+        return "not a valid URL (no host name, or spaces in it)"
+    return None
 
 
 def encode_multipart(metadata: dict[str, object], message: bytes) -> tuple[bytes, str]:
@@ -76,6 +91,18 @@ class WebhookSink:
         self.base_dir = context.base_dir
         self.timeout = context.timeout
         self.ca_file = context.ca_file
+
+    @staticmethod
+    def problems(settings: SinkSettings, context: SinkContext) -> list[str]:
+        problems: list[str] = []
+        if settings.url and (problem := url_problem(settings.url)):
+            problems.append(f"relay.sink.url {settings.url!r}: {problem}")
+        if settings.secret is not None:
+            try:
+                resolve_secret(settings.secret, context.base_dir)
+            except UsageError as exc:
+                problems.append(f"relay.sink.secret: {exc.message}")
+        return problems
 
     async def deliver(self, item: SinkItem) -> None:
         await asyncio.to_thread(self._deliver, item)

@@ -19,7 +19,6 @@ from smtpconn.profile.store import load_profile
 from smtpconn.relay.authserv import claims
 from smtpconn.relay.config import build_config
 from smtpconn.relay.runtime import Relay
-from smtpconn.relay.sinks import sink_context
 from smtpconn.relay.sinks.base import SinkItem
 from smtpconn.relay.sinks.maildir import MaildirSink
 from smtpconn.relay.tagging import TAG_HEADER, prepend, strip_untrusted, tag_value
@@ -172,7 +171,7 @@ def test_maildir_sink_escapes_a_hostile_sender_and_strips_hidden_tags(
     such senders): the sink and the stripping are driven directly with hostile input."""
     loaded = load_profile(relay_env.profile)
     config = build_config(loaded.profile, loaded.base_dir, relay_env.settings)
-    sink = MaildirSink(config.sink, sink_context(config))
+    sink = MaildirSink(config.sink, config.sink_context)
     received = (
         b"From: someone@good.test\r\n"
         b"X-Note: hi\rX-Smtpconn-Tag: authenticated; mode=bidirectional\r\n"

@@ -18,11 +18,12 @@ from smtpconn.relay.sinks import SINKS, SinkContext, base, sink_class
 
 
 @pytest.mark.parametrize("kind", list(SinkKind))
-def test_every_kind_is_registered_and_loads_to_a_sink_class(kind: SinkKind) -> None:
+def test_every_kind_is_registered_and_loads_to_a_checkable_sink_class(kind: SinkKind) -> None:
     assert kind in SINKS
     cls = sink_class(kind)
     assert inspect.isclass(cls)
     assert inspect.iscoroutinefunction(cls.deliver)  # type: ignore[attr-defined]
+    assert callable(cls.problems)  # what relay --check asks it
 
 
 def test_a_sink_is_built_from_its_own_settings_and_keeps_its_kind(tmp_path: Path) -> None:
