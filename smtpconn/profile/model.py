@@ -100,9 +100,20 @@ class SupportAddress:
     inbound: InboundCredentials | None = None
 
 
+class SinkKind(StrEnum):
+    """Where the relay hands inbound mail: ``[relay.sink] kind`` (one sink per kind in
+    ``smtpconn.relay.sinks``)."""
+
+    MAILDIR = "maildir"
+    WEBHOOK = "webhook"
+    PIPE = "pipe"
+    SMTP = "smtp"
+    LMTP = "lmtp"
+
+
 @dataclass(frozen=True, slots=True)
 class SinkSettings:
-    kind: str = "maildir"  # maildir | webhook | pipe | smtp | lmtp
+    kind: SinkKind = SinkKind.MAILDIR
     path: str | None = None
     url: str | None = None
     secret: SecretRef | None = None  # HMAC key for webhook signatures
@@ -348,11 +359,11 @@ def _read_address(table: _Table) -> SupportAddress | None:
 
 
 def _read_sink(table: _Table) -> SinkSettings:
-    kind = table.take("kind", str) or "maildir"
-    if kind not in ("maildir", "webhook", "pipe", "smtp", "lmtp"):
-        table.findings.add(
-            f"{table.path}.kind", f"{kind!r} is not one of: maildir, webhook, pipe, smtp, lmtp"
-        )
+    try:
+        kind = enum_parser(SinkKind)(table.take("kind", str) or SinkKind.MAILDIR)
+    except ValueError as exc:
+        table.findings.add(f"{table.path}.kind", str(exc))
+        kind = SinkKind.MAILDIR  # only to finish reading: the finding stops the load
     path = table.take("path", str)
     url = table.take("url", str)
     secret = table.take_parsed("secret", lambda v: parse_secret_ref(str(v)))
@@ -378,10 +389,10 @@ def _read_sink(table: _Table) -> SinkSettings:
         table.findings.add(f"{table.path}.timeout", "must be a positive number of seconds")
     table.finish()
     needs = {
-        "webhook": ("url", url),
-        "pipe": ("command", command),
-        "smtp": ("host", host),
-        "lmtp": ("host", host),
+        SinkKind.WEBHOOK: ("url", url),
+        SinkKind.PIPE: ("command", command),
+        SinkKind.SMTP: ("host", host),
+        SinkKind.LMTP: ("host", host),
     }
     if kind in needs and needs[kind][1] is None:
         table.findings.add(f"{table.path}.{needs[kind][0]}", f"is required for a {kind} sink")

@@ -8,7 +8,6 @@ command-line overrides applied), so the listeners and workers never read the pro
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -23,10 +22,13 @@ from smtpconn.profile.model import (
     Mode,
     Profile,
     RelaySettings,
+    SinkKind,
     SinkSettings,
     SupportAddress,
     Workflow,
 )
+from smtpconn.relay.folders import unwritable_dir
+from smtpconn.relay.sinks import SinkContext, sink_problems
 from smtpconn.settings import Settings
 
 DEFAULT_SINK_TIMEOUT = 60.0
@@ -184,6 +186,16 @@ class RelayConfig:
     def submission_auth(self) -> bool:
         return self.submission_username is not None and self.submission_password_hash is not None
 
+    @property
+    def sink_context(self) -> SinkContext:
+        """What a sink may know of the relay besides its own ``[relay.sink]`` settings."""
+        return SinkContext(
+            hostname=self.hostname,
+            timeout=self.sink_timeout,
+            base_dir=self.base_dir,
+            ca_file=self.settings.ca_file,
+        )
+
 
 def _key(address: MailAddress) -> str:
     # Domains are case-insensitive; local parts are matched case-insensitively too because
@@ -235,7 +247,7 @@ def build_config(
             fix="raise max_memory or lower max_message_size",
         )
     sink = r.sink
-    if sink.kind == "maildir":
+    if sink.kind == SinkKind.MAILDIR:
         sink = replace(sink, path=str(_path(sink.path or "maildir", base_dir)))
     routes = {_key(e.address): InboundRoute(e) for e in profile.addresses}
     hostname = pick["hostname"] or profile.connector.ehlo_name or socket.getfqdn()
@@ -348,41 +360,13 @@ def _address_problems(config: RelayConfig) -> list[str]:
 
 
 def _spool_problems(config: RelayConfig) -> list[str]:
-    if problem := _unwritable_dir(config.spool_dir):
+    if problem := unwritable_dir(config.spool_dir):
         return [f"relay.spool {config.spool_dir}: {problem}"]
     return []
 
 
 def _sink_problems(config: RelayConfig) -> list[str]:
-    from smtpconn.profile.secrets import resolve_secret
-
-    problems: list[str] = []
-    sink = config.sink
-    if sink.kind == "maildir" and sink.path and (problem := _unwritable_dir(Path(sink.path))):
-        problems.append(f"relay.sink.path {sink.path}: {problem}")
-    if sink.kind == "webhook" and sink.url and (problem := _url_problem(sink.url)):
-        problems.append(f"relay.sink.url {sink.url!r}: {problem}")
-    if sink.kind == "webhook" and sink.secret is not None:
-        try:
-            resolve_secret(sink.secret, config.base_dir)
-        except UsageError as exc:
-            problems.append(f"relay.sink.secret: {exc.message}")
-    if sink.kind == "pipe" and sink.command:
-        import shutil
-
-        program = sink.command[0]
-        if shutil.which(program) is None:
-            hint = (
-                " (command is an array of arguments, e.g. "
-                f"command = {json.dumps(program.split())}; no shell is used)"
-                if " " in program.strip()
-                else ""
-            )
-            problems.append(
-                f"relay.sink.command: {program} is not an executable file "
-                f"(not found, or not executable){hint}"
-            )
-    return problems
+    return sink_problems(config.sink, config.sink_context)
 
 
 # In the order --check lists their problems.
@@ -418,40 +402,3 @@ def _dkim_problem(entry: SupportAddress, base_dir: Path) -> str | None:
     return None
 
 
-def _unwritable_dir(path: Path) -> str | None:
-    """Why the relay could not create files in ``path`` (None: it can). Probed with a real
-    temporary file, because permission bits alone say nothing for root or read-only mounts;
-    nothing is left behind."""
-    import os
-    import tempfile
-
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is not a folder"
-    try:
-        fd, name = tempfile.mkstemp(prefix=".smtpconn-check-", dir=probe)
-    except OSError as exc:
-        where = "" if probe == path else f" (it would be created in {probe})"
-        return f"cannot write there{where}: {exc.strerror}"
-    os.close(fd)
-    os.unlink(name)
-    return None
-
-
-def _url_problem(url: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError as exc:
-        return f"not a valid URL ({exc})"
-    if parts.scheme not in ("http", "https"):
-        return "must start with https:// (or http:// on a trusted network)"
-    if not parts.hostname or any(c.isspace() for c in url):
-        return "not a valid URL (no host name, or spaces in it)"
-    return None

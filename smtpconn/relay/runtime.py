@@ -63,10 +63,8 @@ from smtpconn.settings import Settings
 __all__ = ["Relay", "RelayConfig", "RelayOverrides"]
 
 # Deliveries at once per direction. Remote peers (webhook, SMTP forward, the customer's server)
-# get few parallel connections, as any MTA would; a local Maildir is only disk work, and with
-# few slots it became the relay's bottleneck behind a fast listener (benchmarks/README.md).
+# get few parallel connections, as any MTA would; a sink may ask for more (its `concurrency`).
 DEFAULT_CONCURRENCY = 4
-SINK_CONCURRENCY = {"maildir": 16}
 
 
 class Relay:
@@ -126,7 +124,7 @@ class Relay:
         await asyncio.to_thread(self.spool.lock)
         self._sessions = SessionPool()
         try:
-            sink = make_sink(self.config)
+            sink = make_sink(self.config.sink, self.config.sink_context)
             client_tls = secure_client_context(
                 self.config.settings.ca_file, insecure=self.config.settings.insecure
             )
@@ -134,7 +132,7 @@ class Relay:
                 self.spool,
                 "inbound",
                 SinkHandover(self.config, self.spool, sink),
-                concurrency=SINK_CONCURRENCY.get(self.config.sink.kind, DEFAULT_CONCURRENCY),
+                concurrency=sink.concurrency or DEFAULT_CONCURRENCY,
                 poll=self.poll,
             )
             self._workers["outbound"] = QueueWorker(

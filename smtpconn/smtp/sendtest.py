@@ -40,6 +40,7 @@ from smtpconn.profile.model import (
     OutboundServer,
     Profile,
     Security,
+    SinkKind,
     SupportAddress,
     Workflow,
 )
@@ -342,7 +343,7 @@ async def _plain_forward(
 
 def sink_maildir(profile: Profile, base_dir: Path) -> Path | None:
     relay = profile.relay
-    if relay is None or relay.sink.kind != "maildir":
+    if relay is None or relay.sink.kind != SinkKind.MAILDIR:
         return None
     path = Path(relay.sink.path or "maildir").expanduser()
     return path if path.is_absolute() else base_dir / path

@@ -6,15 +6,19 @@ the spool for an administrator, never dropped), otherwise the spool retries with
 
 Sinks see every message at least once and may see one twice (a crash between hand-over and
 spool removal); ``SinkItem.id`` is the same on every attempt so the receiving side can de-duplicate.
+
+A sink class checks (``problems``) and is built from its own ``[relay.sink]`` settings plus the few relay-wide values in
+:class:`SinkContext`, never from the whole relay configuration; which class serves which kind is
+the registry in :mod:`smtpconn.relay.sinks`, so this module knows no concrete sink.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
-if TYPE_CHECKING:
-    from smtpconn.relay.config import RelayConfig
+from smtpconn.profile.model import SinkKind, SinkSettings
 
 
 class SinkError(Exception):
@@ -39,26 +43,28 @@ class SinkItem:
         return {"id": self.id, "mail_from": self.mail_from, "rcpt": self.rcpt, **self.meta}
 
 
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """The relay-wide values a sink may need besides its own settings."""
+
+    hostname: str  # our name: EHLO to an smtp/lmtp server, Maildir file names
+    timeout: float  # seconds for one hand-over
+    base_dir: Path  # the profile's folder: file: secrets, the pipe command's working folder
+    ca_file: Path | None  # trusted besides the system store (https webhook, STARTTLS)
+
+
 class Sink(Protocol):
-    kind: str
+    kind: SinkKind
+    # Hand-overs at once; None = the relay's default for a remote peer (a few connections).
+    concurrency: ClassVar[int | None]
 
     async def deliver(self, item: SinkItem) -> None: ...
 
 
-def make_sink(config: RelayConfig) -> Sink:
-    kind = config.sink.kind
-    if kind == "maildir":
-        from smtpconn.relay.sinks.maildir import MaildirSink
+class SinkClass(Protocol):
+    """What the registry loads: a class built from (settings, context)."""
 
-        return MaildirSink(config)
-    if kind == "webhook":
-        from smtpconn.relay.sinks.webhook import WebhookSink
+    def __call__(self, settings: SinkSettings, context: SinkContext) -> Sink: ...
 
-        return WebhookSink(config)
-    if kind == "pipe":
-        from smtpconn.relay.sinks.pipe import PipeSink
-
-        return PipeSink(config)
-    from smtpconn.relay.sinks.smtp import SmtpSink
-
-    return SmtpSink(config)
+    # Checked before the relay starts, so a sink it could never use stops it at once.
+    def problems(self, settings: SinkSettings, context: SinkContext) -> list[str]: ...

@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
+from typing import ClassVar
 
-from smtpconn.relay.config import RelayConfig
-from smtpconn.relay.sinks.base import SinkError, SinkItem
+from smtpconn.profile.model import SinkKind, SinkSettings
+from smtpconn.relay.folders import unwritable_dir
+from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 from smtpconn.relay.tagging import return_path, safe_address
 
 
@@ -35,13 +37,23 @@ def ensure_maildir(root: Path) -> None:
 
 
 class MaildirSink:
-    kind = "maildir"
+    kind = SinkKind.MAILDIR
+    # Remote sinks get few parallel hand-overs, as any MTA would; a local Maildir is only disk
+    # work, and with few slots it became the relay's bottleneck behind a fast listener
+    # (benchmarks/README.md).
+    concurrency: ClassVar[int | None] = 16
 
-    def __init__(self, config: RelayConfig) -> None:
-        assert config.sink.path is not None
-        self.root = Path(config.sink.path)
-        self.hostname = config.hostname.replace("/", "_").replace(":", "_")
+    def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
+        assert settings.path is not None
+        self.root = Path(settings.path)
+        self.hostname = context.hostname.replace("/", "_").replace(":", "_")
         self._ready = False  # tmp/new/cur exist (checked once; recreated if delivery fails)
+
+    @staticmethod
+    def problems(settings: SinkSettings, context: SinkContext) -> list[str]:
+        if settings.path and (problem := unwritable_dir(Path(settings.path))):
+            return [f"relay.sink.path {settings.path}: {problem}"]
+        return []
 
     def _delivered_before(self, base: str) -> bool:
         # Listing cur/ costs as much as the help desk keeps there, so it is only done for

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
+from typing import ClassVar
 
-from smtpconn.relay.config import RelayConfig
+from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.relay.escaping import escape_controls
-from smtpconn.relay.sinks.base import SinkError, SinkItem
+from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 
 EX_TEMPFAIL = 75
 
@@ -71,13 +74,29 @@ def environment(item: SinkItem) -> dict[str, str]:
 
 
 class PipeSink:
-    kind = "pipe"
+    kind = SinkKind.PIPE
+    concurrency: ClassVar[int | None] = None
 
-    def __init__(self, config: RelayConfig) -> None:
-        assert config.sink.command
-        self.command = list(config.sink.command)
-        self.timeout = config.sink_timeout
-        self.cwd = config.base_dir
+    def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
+        assert settings.command
+        self.command = list(settings.command)
+        self.timeout = context.timeout
+        self.cwd = context.base_dir
+
+    @staticmethod
+    def problems(settings: SinkSettings, context: SinkContext) -> list[str]:
+        if not settings.command or shutil.which(program := settings.command[0]) is not None:
+            return []
+        hint = (
+            " (command is an array of arguments, e.g. "
+            f"command = {json.dumps(program.split())}; no shell is used)"
+            if " " in program.strip()
+            else ""
+        )
+        return [
+            f"relay.sink.command: {program} is not an executable file "
+            f"(not found, or not executable){hint}"
+        ]
 
     async def deliver(self, item: SinkItem) -> None:
         env = environment(item)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+from typing import ClassVar
 
-from smtpconn.relay.config import RelayConfig
-from smtpconn.relay.sinks.base import SinkError, SinkItem
+from smtpconn.profile.model import SinkKind, SinkSettings
+from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 
 INJECTION = "possible STARTTLS injection by a middlebox"
 
@@ -65,14 +66,22 @@ class _GuardedLMTP(_GuardedSMTP, smtplib.LMTP):
 
 
 class SmtpSink:
-    def __init__(self, config: RelayConfig) -> None:
-        assert config.sink.host is not None
-        self.kind = config.sink.kind
-        self.host = config.sink.host
-        self.port = config.sink.port or (24 if self.kind == "lmtp" else 25)
-        self.timeout = config.sink_timeout
-        self.hostname = config.hostname
-        self.ca_file = config.settings.ca_file
+    """Serves both ``smtp`` and ``lmtp``: the kind picks the protocol and the default port."""
+
+    concurrency: ClassVar[int | None] = None
+
+    def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
+        assert settings.host is not None
+        self.kind = settings.kind
+        self.host = settings.host
+        self.port = settings.port or (24 if self.kind == SinkKind.LMTP else 25)
+        self.timeout = context.timeout
+        self.hostname = context.hostname
+        self.ca_file = context.ca_file
+
+    @staticmethod
+    def problems(settings: SinkSettings, context: SinkContext) -> list[str]:
+        return []  # the server is reached at hand-over time: down now may be up then
 
     async def deliver(self, item: SinkItem) -> None:
         await asyncio.to_thread(self._deliver, item)
@@ -80,7 +89,7 @@ class SmtpSink:
     def _deliver(self, item: SinkItem) -> None:
         from smtpconn.net import make_client_tls_context
 
-        client_class = _GuardedLMTP if self.kind == "lmtp" else _GuardedSMTP
+        client_class = _GuardedLMTP if self.kind == SinkKind.LMTP else _GuardedSMTP
         try:
             with client_class(
                 self.host, self.port, local_hostname=self.hostname, timeout=self.timeout

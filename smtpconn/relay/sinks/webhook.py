@@ -20,11 +20,14 @@ import secrets
 import time
 import urllib.error
 import urllib.request
+from typing import ClassVar
+from urllib.parse import urlsplit
 
+from smtpconn.errors import UsageError
+from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.profile.secrets import resolve_secret
-from smtpconn.relay.config import RelayConfig
 from smtpconn.relay.escaping import escape_controls
-from smtpconn.relay.sinks.base import SinkError, SinkItem
+from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 
 SIGNATURE_HEADER = "X-Smtpconn-Signature"
 
@@ -47,6 +50,19 @@ def verify_signature(secret: bytes, body: bytes, header: str, *, tolerance: floa
     return hmac.compare_digest(expected, fields.get("v1", ""))
 
 
+def url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with https:// (or http:// on a trusted network)"
+    if not parts.hostname or any(c.isspace() for c in url):
+        return "not a valid URL (no host name, or spaces in it)"
+    return None
+
+
 def encode_multipart(metadata: dict[str, object], message: bytes) -> tuple[bytes, str]:
     boundary = "smtpconn-" + secrets.token_hex(12)
     meta = json.dumps(metadata, ensure_ascii=False).encode("utf-8")
@@ -65,15 +81,28 @@ def encode_multipart(metadata: dict[str, object], message: bytes) -> tuple[bytes
 
 
 class WebhookSink:
-    kind = "webhook"
+    kind = SinkKind.WEBHOOK
+    concurrency: ClassVar[int | None] = None
 
-    def __init__(self, config: RelayConfig) -> None:
-        assert config.sink.url is not None
-        self.url = config.sink.url
-        self.secret_ref = config.sink.secret
-        self.base_dir = config.base_dir
-        self.timeout = config.sink_timeout
-        self.ca_file = config.settings.ca_file
+    def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
+        assert settings.url is not None
+        self.url = settings.url
+        self.secret_ref = settings.secret
+        self.base_dir = context.base_dir
+        self.timeout = context.timeout
+        self.ca_file = context.ca_file
+
+    @staticmethod
+    def problems(settings: SinkSettings, context: SinkContext) -> list[str]:
+        problems: list[str] = []
+        if settings.url and (problem := url_problem(settings.url)):
+            problems.append(f"relay.sink.url {settings.url!r}: {problem}")
+        if settings.secret is not None:
+            try:
+                resolve_secret(settings.secret, context.base_dir)
+            except UsageError as exc:
+                problems.append(f"relay.sink.secret: {exc.message}")
+        return problems
 
     async def deliver(self, item: SinkItem) -> None:
         await asyncio.to_thread(self._deliver, item)

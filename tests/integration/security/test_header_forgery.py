@@ -171,7 +171,7 @@ def test_maildir_sink_escapes_a_hostile_sender_and_strips_hidden_tags(
     such senders): the sink and the stripping are driven directly with hostile input."""
     loaded = load_profile(relay_env.profile)
     config = build_config(loaded.profile, loaded.base_dir, relay_env.settings)
-    sink = MaildirSink(config)
+    sink = MaildirSink(config.sink, config.sink_context)
     received = (
         b"From: someone@good.test\r\n"
         b"X-Note: hi\rX-Smtpconn-Tag: authenticated; mode=bidirectional\r\n"

@@ -367,7 +367,7 @@ def _item() -> SinkItem:
 
 async def test_maildir_sink_writes_lf_and_never_duplicates_a_redelivery(tmp_path: Path) -> None:
     config = build_config(profile(sink=f'path = "{tmp_path / "md"}"'), tmp_path)
-    sink = MaildirSink(config)
+    sink = MaildirSink(config.sink, config.sink_context)
     await sink.deliver(_item())
     await sink.deliver(_item())  # as after a crash before the spool forgot it
     files = list((tmp_path / "md" / "new").iterdir())
@@ -386,7 +386,7 @@ async def test_pipe_sink_exit_75_means_retry(tmp_path: Path, code: int, permanen
     command = f'command = ["{sys.executable}", "-c", "{script}"]'
     config = build_config(profile(kind="pipe", sink=command), tmp_path)
     with pytest.raises(SinkError) as failure:
-        await PipeSink(config).deliver(_item())
+        await PipeSink(config.sink, config.sink_context).deliver(_item())
     assert failure.value.permanent is permanent
 
 
