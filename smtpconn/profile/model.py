@@ -17,6 +17,8 @@ from typing import Any
 from smtpconn.addresses import MailAddress, normalise_host, parse_address, parse_port
 from smtpconn.errors import UsageError
 from smtpconn.profile.secrets import SecretRef, is_password_hash, parse_secret_ref
+from smtpconn.smtp.vocab import AuthMechanism as AuthMechanism
+from smtpconn.smtp.vocab import Security as Security
 
 PROFILE_VERSION = 1
 
@@ -29,18 +31,6 @@ class Mode(StrEnum):
 class Workflow(StrEnum):
     AUTHENTICATED = "authenticated"
     FORWARDING = "forwarding"
-
-
-class Security(StrEnum):
-    STARTTLS = "starttls"  # RFC 3207 on the submission port
-    TLS = "tls"  # RFC 8314 implicit TLS
-
-
-class AuthMechanism(StrEnum):
-    AUTO = "auto"
-    PLAIN = "plain"
-    LOGIN = "login"
-    XOAUTH2 = "xoauth2"
 
 
 DEFAULT_PORTS: dict[Security, int] = {Security.STARTTLS: 587, Security.TLS: 465}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 
-from smtpconn.profile.model import AuthMechanism
+from smtpconn.smtp.vocab import AuthMechanism
 
 # "auto" never picks XOAUTH2: a password is not a bearer token, so sending it as one would only
 # fail (and leak it to a log on the server side). PLAIN before LOGIN: one round trip, standard.

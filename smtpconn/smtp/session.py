@@ -69,7 +69,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from smtpconn.profile.model import AuthMechanism, OutboundServer, Security
+from smtpconn.profile.model import OutboundServer
 from smtpconn.smtp import sasl
 from smtpconn.smtp.replies import (
     Extensions,
@@ -79,6 +79,7 @@ from smtpconn.smtp.replies import (
     parse_queue_id,
     parse_reply_line,
 )
+from smtpconn.smtp.vocab import AuthMechanism, Security
 
 BANNER_TIMEOUT = (
     30.0  # postscreen's default greet pause is 6 s, but sites raise it; RFC 5321 says 5 min
