@@ -30,6 +30,7 @@ from smtpconn.errors import UsageError
 from smtpconn.net import resolve_host
 from smtpconn.profile.model import OutboundServer
 from smtpconn.profile.secrets import resolve_secret
+from smtpconn.profile.wire import sign_for
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.dsn import FailedRecipient, build_dsn
 from smtpconn.relay.log import log_event
@@ -46,7 +47,6 @@ from smtpconn.relay.spool import (
 )
 from smtpconn.relay.tagging import prepend, tag_value
 from smtpconn.relay.worker import Attempted
-from smtpconn.smtp.dkim import sign_for
 
 MAX_RECIPIENTS = 100
 

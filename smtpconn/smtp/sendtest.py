@@ -44,8 +44,8 @@ from smtpconn.profile.model import (
     Workflow,
 )
 from smtpconn.profile.secrets import SecretRef, resolve_secret
+from smtpconn.profile.wire import load_dkim_key
 from smtpconn.settings import Settings
-from smtpconn.smtp.dkim import load_dkim_key
 from smtpconn.smtp.received import MaildirWatch, describe_received, verify_dkim
 from smtpconn.smtp.session import DeliveryResult, Transcript, deliver, secure_client_context
 from smtpconn.smtp.testmessage import TestMessage, build_test_message
