@@ -23,17 +23,13 @@ from smtpconn.checks import catalogue
 from smtpconn.checks.common import no_server_reason, server_addresses
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.errors import SmtpconnError
-from smtpconn.profile.model import AuthMechanism, OutboundServer, Security, SupportAddress
+from smtpconn.profile.model import OutboundServer, SupportAddress
 from smtpconn.smtp import sasl
 from smtpconn.smtp.certinfo import CertSummary, summarise_certificate
+from smtpconn.smtp.failures import CertProblem, FailureKind, SmtpFailure
 from smtpconn.smtp.replies import Extensions
-from smtpconn.smtp.session import (
-    CertProblem,
-    FailureKind,
-    SmtpFailure,
-    SmtpSession,
-    TlsInfo,
-)
+from smtpconn.smtp.session import SmtpSession, TlsInfo
+from smtpconn.smtp.vocab import Security
 
 IDS = CHECK_IDS = catalogue.TLS_AUTH
 EXPIRY_WARN_DAYS = 21
@@ -241,6 +237,7 @@ async def _one_session(
 
 async def _try_login(ctx: CheckContext, probe: _Probe, session: SmtpSession) -> CheckResult:
     from smtpconn.profile.secrets import resolve_secret
+    from smtpconn.profile.wire import server_spec
     from smtpconn.smtp.session import login
 
     server = probe.server
@@ -270,7 +267,7 @@ async def _try_login(ctx: CheckContext, probe: _Probe, session: SmtpSession) -> 
             fix=exc.fix or "make the secret reference readable where smtpconn runs",
         )
     try:
-        reply = await login(session, server, secret)
+        reply = await login(session, server_spec(server), secret)
     except SmtpFailure as failure:
         detail = str(failure.reply) if failure.reply else ""
         if failure.reply is not None and failure.reply.transient:
@@ -285,12 +282,9 @@ async def _try_login(ctx: CheckContext, probe: _Probe, session: SmtpSession) -> 
             f"check outbound.username ({server.username}) and the secret behind "
             f"{server.secret}; the account must be allowed to send via SMTP AUTH"
         )
-        if "XOAUTH2" in offered and server.auth is not AuthMechanism.XOAUTH2:
-            fix = (
-                "the server offers XOAUTH2 and may have basic AUTH switched off (Microsoft 365, "
-                'Google Workspace): set outbound.auth = "xoauth2" and outbound.secret to a '
-                "reference holding an OAuth 2.0 access token; otherwise " + fix
-            )
+        advice = sasl.xoauth2_advice(server.auth, offered)
+        if advice is not None:
+            fix = advice + "; otherwise " + fix
         return _result(
             "auth.login",
             Status.FAIL,
@@ -423,15 +417,10 @@ def _judge(ctx: CheckContext, probe: _Probe) -> list[CheckResult]:
                 f"AUTH {chosen} is offered after TLS (offered: {offered_text})",
             )
         else:
-            wanted = (
-                "PLAIN or LOGIN" if server.auth is AuthMechanism.AUTO else server.auth.value.upper()
+            wanted = sasl.wanted_text(server.auth)
+            fix = sasl.xoauth2_advice(server.auth, offered) or (
+                f"enable AUTH {wanted} on the server after TLS, or set outbound.auth to one it offers"
             )
-            fix = f"enable AUTH {wanted} on the server after TLS, or set outbound.auth to one it offers"
-            if "XOAUTH2" in offered and server.auth is not AuthMechanism.XOAUTH2:
-                fix = (
-                    'the server offers XOAUTH2 only: set outbound.auth = "xoauth2" and '
-                    "outbound.secret to a reference holding an OAuth 2.0 access token"
-                )
             results["auth.mechanisms"] = _result(
                 "auth.mechanisms",
                 Status.FAIL,

@@ -1,4 +1,5 @@
-"""The profile's entries as the wire's inputs: an address's DKIM key (and signing with it).
+"""The profile's entries as the wire's inputs: a server entry as a ``ServerSpec``, an address's
+DKIM key (and signing with it).
 
 ``smtpconn.smtp`` does not know the profile's schema; the use cases (relay, send-test, verify)
 turn profile entries into what the wire takes here, so that conversion is written once.
@@ -9,8 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from smtpconn.errors import UsageError
-from smtpconn.profile.model import SupportAddress
+from smtpconn.profile.model import OutboundServer, SupportAddress
 from smtpconn.smtp.dkim import DkimKey, dkim_sign
+from smtpconn.smtp.session import ServerSpec
+
+
+def server_spec(server: OutboundServer) -> ServerSpec:
+    """What the wire needs of an outbound server entry (its secret is resolved separately)."""
+    return ServerSpec(server.host, server.port, server.security, server.auth, server.username)
 
 
 def load_dkim_key(entry: SupportAddress, base_dir: Path) -> DkimKey | None:
