@@ -37,10 +37,11 @@ from smtpconn.net import resolve_host
 from smtpconn.profile.model import Mode, Profile, SupportAddress, Workflow
 from smtpconn.profile.secrets import resolve_secret
 from smtpconn.profile.wire import load_dkim_key, server_spec
+from smtpconn.sendtest.received import MaildirWatch, describe_received, verify_dkim
+from smtpconn.sendtest.testmessage import TestMessage, build_test_message
 from smtpconn.settings import Settings
 from smtpconn.smtp.delivery import DeliveryResult, RecipientOutcome, deliver
 from smtpconn.smtp.failures import SmtpFailure
-from smtpconn.smtp.received import MaildirWatch, describe_received, verify_dkim
 from smtpconn.smtp.replies import parse_queue_id
 from smtpconn.smtp.session import (
     ServerSpec,
@@ -49,7 +50,6 @@ from smtpconn.smtp.session import (
     establish,
     secure_client_context,
 )
-from smtpconn.smtp.testmessage import TestMessage, build_test_message
 from smtpconn.smtp.vocab import AuthMechanism, Security
 
 POLL_INTERVAL = 0.1  # seconds between looks into the sink while waiting for the message

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from smtpconn.sendtest.testmessage import TOKEN_HEADER
 from smtpconn.settings import Settings
-from smtpconn.smtp.testmessage import TOKEN_HEADER
 
 TAG_HEADER = "X-Smtpconn-Tag"  # smtpconn.relay.tagging.TAG_HEADER; the grammar is stable
 CLOCK_SLACK = 5.0  # seconds: a file this much older than the watch cannot hold the new token
