@@ -30,7 +30,7 @@ from pathlib import Path
 
 from smtpconn.checks import catalogue
 from smtpconn.checks.common import could_not_tell, skipped
-from smtpconn.checks.dnscache import DnsOutcome
+from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
 from smtpconn.profile.model import SupportAddress
@@ -192,12 +192,17 @@ async def check_key(ctx: CheckContext, entry: SupportAddress, local: LocalKey | 
     assert entry.dkim is not None
     selector, domain = entry.dkim.selector, entry.address.domain
     name = f"{selector}._domainkey.{domain}"
-    found = Published(name)
     answer = await ctx.resolver.query(name, "TXT")
+    return classify_key(answer, name, _publish_fix(name, local, selector))
+
+
+def classify_key(answer: DnsAnswer, name: str, fix: str) -> Published:
+    """What the TXT answer at ``name`` (``<selector>._domainkey.<domain>``) publishes; ``fix`` is
+    what to publish there when it holds no usable key."""
+    found = Published(name)
     if answer.outcome is DnsOutcome.ERROR:
         found.result = could_not_tell("dkim.key", f"TXT of {name}", [answer.error])
         return found
-    fix = _publish_fix(name, local, selector)
     if answer.void:
         found.result = CheckResult(
             "dkim.key",
@@ -218,56 +223,66 @@ async def check_key(ctx: CheckContext, entry: SupportAddress, local: LocalKey | 
         )
         return found
     found.record = candidates[0]
-    tags = parse_tags(found.record)
-    problem = ""
-    if "v" in tags and tags["v"] != "DKIM1":
-        problem = f"v={tags['v']} (must be DKIM1, and first)"
+    _judge_record(found, found.record, fix)
+    return found
+
+
+def _judge_record(found: Published, record: str, fix: str) -> None:
+    """Fill in ``found`` (key, testing, result) from its one key record."""
+    name = found.name
+    tags = parse_tags(record)
     algorithm = tags.get("k", "rsa").lower()
-    if not problem and algorithm not in ("rsa", "ed25519"):
-        problem = f"k={algorithm} is not a DKIM key type (rsa or ed25519)"
+    problem = _tag_problem(tags, algorithm)
     if not problem and tags.get("p", "") == "":
         found.result = CheckResult(
-            "dkim.key",
-            Status.FAIL,
-            f"the key at {name} is revoked (empty p=)",
-            detail=found.record,
-            fix=fix,
+            "dkim.key", Status.FAIL, f"the key at {name} is revoked (empty p=)", record, fix
         )
-        return found
+        return
     if not problem:
         try:
             found.key = decode_public(algorithm, tags["p"])
         except ValueError as exc:
             problem = str(exc)
-    if problem:
+    if problem or found.key is None:
         found.result = CheckResult(
             "dkim.key",
             Status.FAIL,
             f"the DKIM record at {name} does not parse: {problem}",
-            detail=found.record,
+            detail=record,
             fix=fix,
         )
-        return found
-    assert found.key is not None
-    flags = tags.get("t", "").split(":")
+        return
     summary = f"{name}: {found.key.algorithm} key published"
+    flags = tags.get("t", "").split(":")
     if "y" in flags:
         found.testing = True
-        kept = ":".join(f for f in flags if f and f != "y")
-        parts = [p.strip() for p in found.record.split(";") if p.strip()]
-        without = [p for p in parts if not p.lower().startswith("t=")]
-        if kept:
-            without.insert(1, f"t={kept}")
-        found.result = CheckResult(
-            "dkim.key",
-            Status.WARN,
-            f"{summary}, but in testing mode (t=y): receivers may ignore its signatures",
-            detail=found.record,
-            fix=f"once signing works, publish without t=y: {txt_record(name, '; '.join(without))}",
-        )
-        return found
-    found.result = CheckResult("dkim.key", Status.PASS, summary, detail=found.record)
-    return found
+        found.result = _testing_mode(name, record, flags, summary)
+        return
+    found.result = CheckResult("dkim.key", Status.PASS, summary, detail=record)
+
+
+def _tag_problem(tags: dict[str, str], algorithm: str) -> str:
+    if "v" in tags and tags["v"] != "DKIM1":
+        return f"v={tags['v']} (must be DKIM1, and first)"
+    if algorithm not in ("rsa", "ed25519"):
+        return f"k={algorithm} is not a DKIM key type (rsa or ed25519)"
+    return ""
+
+
+def _testing_mode(name: str, record: str, flags: list[str], summary: str) -> CheckResult:
+    """t=y: the warning, and the record to publish without it (other flags kept)."""
+    kept = ":".join(f for f in flags if f and f != "y")
+    parts = [p.strip() for p in record.split(";") if p.strip()]
+    without = [p for p in parts if not p.lower().startswith("t=")]
+    if kept:
+        without.insert(1, f"t={kept}")
+    return CheckResult(
+        "dkim.key",
+        Status.WARN,
+        f"{summary}, but in testing mode (t=y): receivers may ignore its signatures",
+        detail=record,
+        fix=f"once signing works, publish without t=y: {txt_record(name, '; '.join(without))}",
+    )
 
 
 def check_strength(found: Published, selector: str, name: str) -> CheckResult:

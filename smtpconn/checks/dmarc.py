@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from smtpconn.checks import catalogue
@@ -90,100 +91,94 @@ class Found:
 
 async def find_dmarc(ctx: CheckContext, domain: str) -> Found:
     async def walk() -> Found:
-        fresh = f"publish: {txt_record('_dmarc.' + domain, starter(domain))}"
         for name in walk_names(domain):
             answer = await ctx.resolver.query(f"_dmarc.{name}", "TXT")
             if answer.outcome.value == "error":
-                return Found(
-                    domain,
-                    None,
-                    None,
-                    {},
-                    could_not_tell("dmarc.record", f"TXT of _dmarc.{name}", [answer.error]),
-                )
-            records = [r for r in answer.records if r.replace(" ", "").startswith("v=DMARC1")]
-            if not records:
-                continue
-            if len(records) > 1:
-                keep = _strongest(records)
-                delete = " and ".join(f'"{r}"' for r in records if r != keep)
-                return Found(
-                    domain,
-                    name,
-                    None,
-                    {},
-                    CheckResult(
-                        "dmarc.record",
-                        Status.FAIL,
-                        f"_dmarc.{name} has {len(records)} DMARC records; receivers then use none",
-                        detail=" | ".join(records),
-                        fix=f"delete {delete} and keep exactly one: "
-                        f"{txt_record('_dmarc.' + name, keep)}",
-                    ),
-                )
-            published = records[0]
-            # A missing ";" makes receivers read "v=DMARC1 p=reject" as one invalid value.
-            record = separated(published)
-            glued = record.count(";") > published.rstrip("; ").count(";")
-            tags = {
-                k: v.lower() if k in ("p", "sp", "np", "adkim", "aspf", "t") else v
-                for k, v in parse_tags(record).items()
-            }
-            bad: list[str] = [
-                t for t in ("p", "sp", "np") if t in tags and tags[t] not in _POLICIES
-            ]
-            bad += [t for t in ("adkim", "aspf") if t in tags and tags[t] not in ("r", "s")]
-            if "p" not in tags or bad or glued:
-                what = f"invalid {', '.join(f'{t}={tags[t]}' for t in bad)}" if bad else "no p= tag"
-                repaired = record
-                if "p" not in tags or "p" in bad:
-                    repaired = with_tag(repaired, "p", "quarantine")
-                for t in bad:
-                    if t != "p":
-                        repaired = without_tag(repaired, t)
-                if glued:
-                    what = "a ';' missing between tags" + (
-                        f" and {what}" if bad or "p" not in tags else ""
-                    )
-                return Found(
-                    domain,
-                    name,
-                    None,
-                    {},
-                    CheckResult(
-                        "dmarc.record",
-                        Status.FAIL,
-                        f"the DMARC record at _dmarc.{name} has {what}",
-                        detail=published,
-                        fix=f"publish: {txt_record('_dmarc.' + name, repaired)}",
-                    ),
-                )
-            where = "" if name == domain else f" (organisational domain of {domain})"
-            return Found(
-                domain,
-                name,
-                record,
-                tags,
-                CheckResult(
-                    "dmarc.record", Status.PASS, f"DMARC record at _dmarc.{name}{where}", record
-                ),
-            )
-        return Found(
-            domain,
-            None,
-            None,
-            {},
-            CheckResult(
-                "dmarc.record",
-                Status.FAIL,
-                f"no DMARC record for {domain}",
-                detail="asked: " + ", ".join(f"_dmarc.{n}" for n in walk_names(domain)),
-                fix=fresh
-                + " (start with p=quarantine; read the rua= reports, then move to p=reject)",
-            ),
-        )
+                result = could_not_tell("dmarc.record", f"TXT of _dmarc.{name}", [answer.error])
+                return Found(domain, None, None, {}, result)
+            found = classify_dmarc(domain, name, answer.records)
+            if found is not None:
+                return found
+        return _no_dmarc(domain)
 
     return await ctx.once(("dmarc", domain), walk)
+
+
+def classify_dmarc(domain: str, name: str, txt: Iterable[str]) -> Found | None:
+    """What the TXT records at ``_dmarc.<name>`` say for ``domain``; None when none of them is a
+    DMARC record (the walk goes on up)."""
+    records = [r for r in txt if r.replace(" ", "").startswith("v=DMARC1")]
+    if not records:
+        return None
+    if len(records) > 1:
+        return Found(domain, name, None, {}, _several_records(name, records))
+    published = records[0]
+    # A missing ";" makes receivers read "v=DMARC1 p=reject" as one invalid value.
+    record = separated(published)
+    tags = {
+        k: v.lower() if k in ("p", "sp", "np", "adkim", "aspf", "t") else v
+        for k, v in parse_tags(record).items()
+    }
+    invalid = _invalid_record(name, published, record, tags)
+    if invalid is not None:
+        return Found(domain, name, None, {}, invalid)
+    where = "" if name == domain else f" (organisational domain of {domain})"
+    result = CheckResult(
+        "dmarc.record", Status.PASS, f"DMARC record at _dmarc.{name}{where}", record
+    )
+    return Found(domain, name, record, tags, result)
+
+
+def _several_records(name: str, records: list[str]) -> CheckResult:
+    keep = _strongest(records)
+    delete = " and ".join(f'"{r}"' for r in records if r != keep)
+    return CheckResult(
+        "dmarc.record",
+        Status.FAIL,
+        f"_dmarc.{name} has {len(records)} DMARC records; receivers then use none",
+        detail=" | ".join(records),
+        fix=f"delete {delete} and keep exactly one: {txt_record('_dmarc.' + name, keep)}",
+    )
+
+
+def _invalid_record(
+    name: str, published: str, record: str, tags: dict[str, str]
+) -> CheckResult | None:
+    """The failure for a record without p=, with an invalid policy or alignment value, or with
+    tags glued together without ";" (``record`` is ``published`` with the ";" put back)."""
+    glued = record.count(";") > published.rstrip("; ").count(";")
+    bad: list[str] = [t for t in ("p", "sp", "np") if t in tags and tags[t] not in _POLICIES]
+    bad += [t for t in ("adkim", "aspf") if t in tags and tags[t] not in ("r", "s")]
+    if "p" in tags and not bad and not glued:
+        return None
+    what = f"invalid {', '.join(f'{t}={tags[t]}' for t in bad)}" if bad else "no p= tag"
+    repaired = record
+    if "p" not in tags or "p" in bad:
+        repaired = with_tag(repaired, "p", "quarantine")
+    for t in bad:
+        if t != "p":
+            repaired = without_tag(repaired, t)
+    if glued:
+        what = "a ';' missing between tags" + (f" and {what}" if bad or "p" not in tags else "")
+    return CheckResult(
+        "dmarc.record",
+        Status.FAIL,
+        f"the DMARC record at _dmarc.{name} has {what}",
+        detail=published,
+        fix=f"publish: {txt_record('_dmarc.' + name, repaired)}",
+    )
+
+
+def _no_dmarc(domain: str) -> Found:
+    fresh = f"publish: {txt_record('_dmarc.' + domain, starter(domain))}"
+    result = CheckResult(
+        "dmarc.record",
+        Status.FAIL,
+        f"no DMARC record for {domain}",
+        detail="asked: " + ", ".join(f"_dmarc.{n}" for n in walk_names(domain)),
+        fix=fresh + " (start with p=quarantine; read the rua= reports, then move to p=reject)",
+    )
+    return Found(domain, None, None, {}, result)
 
 
 def check_policy(found: Found) -> CheckResult:

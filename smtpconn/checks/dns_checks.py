@@ -5,6 +5,8 @@ resolves back to it: forward-confirmed reverse DNS, which many receivers require
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from smtpconn.checks import catalogue
 from smtpconn.checks.common import (
@@ -15,7 +17,7 @@ from smtpconn.checks.common import (
     server_addresses,
     skipped,
 )
-from smtpconn.checks.dnscache import DnsOutcome
+from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import fqdn
 from smtpconn.profile.model import SupportAddress
@@ -27,6 +29,17 @@ async def run_dns(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]
     mx, server = await asyncio.gather(check_mx(ctx, entry), check_server_address(ctx, entry))
     reverse = await check_reverse(ctx, entry)
     return [mx, server, reverse]
+
+
+@dataclass(frozen=True, slots=True)
+class MxHost:
+    """One MX host and what its lookups found."""
+
+    preference: int
+    name: str
+    resolves: bool = False  # it has an A or AAAA record
+    errors: tuple[str, ...] = ()  # lookups that could not tell
+    alias: str | None = None  # the CNAME target, when the name is an alias
 
 
 async def check_mx(ctx: CheckContext, entry: SupportAddress) -> CheckResult:
@@ -41,29 +54,8 @@ async def check_mx(ctx: CheckContext, entry: SupportAddress) -> CheckResult:
         a, aaaa = await asyncio.gather(
             ctx.resolver.query(domain, "A"), ctx.resolver.query(domain, "AAAA")
         )
-        errors = [x.error for x in (a, aaaa) if x.outcome is DnsOutcome.ERROR]
-        if a.ok or aaaa.ok:
-            return CheckResult(
-                "dns.mx",
-                Status.WARN,
-                f"{domain} has no MX; mail goes to its own address (implicit MX)",
-                detail=", ".join(a.records + aaaa.records),
-                fix=publish,
-            )
-        if errors:
-            return could_not_tell("dns.mx", f"address of {domain} (no MX)", errors)
-        return CheckResult(
-            "dns.mx",
-            Status.FAIL,
-            f"{domain} has no MX and no address: mail to {entry.address.ascii} cannot be delivered",
-            detail=f"MX {answer.outcome.value}, A {a.outcome.value}, AAAA {aaaa.outcome.value}",
-            fix=publish,
-        )
-    hosts = []
-    for record in answer.records:
-        preference, _, host = record.partition(" ")
-        hosts.append((int(preference), host.rstrip(".")))
-    hosts.sort()
+        return judge_no_mx(domain, entry.address.ascii, (answer, a, aaaa), publish)
+    hosts = parse_mx(answer.records)
     if len(hosts) == 1 and hosts[0][1] in ("", "."):
         return CheckResult(
             "dns.mx",
@@ -72,41 +64,71 @@ async def check_mx(ctx: CheckContext, entry: SupportAddress) -> CheckResult:
             detail=f"MX {answer.records[0]}",
             fix=f"replace the null MX with: {fqdn(domain)} MX 10 {fqdn(mail_host)}",
         )
+    return judge_mx_hosts(domain, await _look_up_mx_hosts(ctx, hosts), publish)
 
-    async def resolves(host: str) -> tuple[str, bool, list[str]]:
-        a, aaaa = await asyncio.gather(
-            ctx.resolver.query(host, "A"), ctx.resolver.query(host, "AAAA")
+
+def parse_mx(records: Iterable[str]) -> list[tuple[int, str]]:
+    """(preference, host) of each MX record, most preferred first."""
+    hosts = []
+    for record in records:
+        preference, _, host = record.partition(" ")
+        hosts.append((int(preference), host.rstrip(".")))
+    return sorted(hosts)
+
+
+async def _look_up_mx_hosts(ctx: CheckContext, hosts: list[tuple[int, str]]) -> list[MxHost]:
+    async def look_up(preference: int, host: str) -> MxHost:
+        a, aaaa, cname = await asyncio.gather(
+            ctx.resolver.query(host, "A"),
+            ctx.resolver.query(host, "AAAA"),
+            ctx.resolver.query(host, "CNAME"),
         )
-        errors = [x.error for x in (a, aaaa) if x.outcome is DnsOutcome.ERROR]
-        return host, a.ok or aaaa.ok, errors
+        return MxHost(
+            preference,
+            host,
+            resolves=a.ok or aaaa.ok,
+            errors=tuple(x.error for x in (a, aaaa) if x.outcome is DnsOutcome.ERROR),
+            alias=cname.records[0].rstrip(".") if cname.ok else None,
+        )
 
-    async def alias(host: str) -> str | None:
-        answer = await ctx.resolver.query(host, "CNAME")
-        return answer.records[0].rstrip(".") if answer.ok else None
+    return list(await asyncio.gather(*(look_up(p, h) for p, h in hosts)))
 
-    checked, aliases = await asyncio.gather(
-        asyncio.gather(*(resolves(h) for _, h in hosts)),
-        asyncio.gather(*(alias(h) for _, h in hosts)),
-    )
-    detail = "MX " + ", ".join(f"{p} {h}" for p, h in hosts)
-    good = [h for h, ok, _ in checked if ok]
-    bad = [h for h, ok, errors in checked if not ok and not errors]
-    unknown = [h for h, ok, errors in checked if not ok and errors]
-    cnames = {h: t for (_, h), t in zip(hosts, aliases, strict=True) if t and h in good}
-    if good and not bad and not unknown and cnames:
-        # RFC 2181 §10.3, RFC 5321 §5.1: an MX names a host, never an alias; some senders
-        # refuse or mis-handle it.
-        records = "; ".join(f"{fqdn(domain)} MX {p} {fqdn(cnames.get(h, h))}" for p, h in hosts)
+
+def judge_no_mx(
+    domain: str, recipient: str, answers: tuple[DnsAnswer, DnsAnswer, DnsAnswer], publish: str
+) -> CheckResult:
+    """The verdict for a domain without MX, from its (void) MX answer and its A and AAAA."""
+    mx, a, aaaa = answers
+    if a.ok or aaaa.ok:
         return CheckResult(
             "dns.mx",
             Status.WARN,
-            f"the MX of {domain} names an alias (CNAME), not a host: "
-            + ", ".join(f"{h} → {t}" for h, t in cnames.items()),
-            detail,
-            fix=f"publish the canonical names instead: {records} (and remove the MX records "
-            f"naming {', '.join(fqdn(h) for h in cnames)})",
+            f"{domain} has no MX; mail goes to its own address (implicit MX)",
+            detail=", ".join(a.records + aaaa.records),
+            fix=publish,
         )
+    errors = [x.error for x in (a, aaaa) if x.outcome is DnsOutcome.ERROR]
+    if errors:
+        return could_not_tell("dns.mx", f"address of {domain} (no MX)", errors)
+    return CheckResult(
+        "dns.mx",
+        Status.FAIL,
+        f"{domain} has no MX and no address: mail to {recipient} cannot be delivered",
+        detail=f"MX {mx.outcome.value}, A {a.outcome.value}, AAAA {aaaa.outcome.value}",
+        fix=publish,
+    )
+
+
+def judge_mx_hosts(domain: str, hosts: list[MxHost], publish: str) -> CheckResult:
+    """The verdict on a domain's MX hosts (most preferred first) from what their lookups found."""
+    detail = "MX " + ", ".join(f"{h.preference} {h.name}" for h in hosts)
+    good = [h.name for h in hosts if h.resolves]
+    bad = [h.name for h in hosts if not h.resolves and not h.errors]
+    unknown = [h.name for h in hosts if not h.resolves and h.errors]
     if good and not bad and not unknown:
+        aliases = {h.name: h.alias for h in hosts if h.alias and h.resolves}
+        if aliases:
+            return _mx_alias_warning(domain, hosts, aliases, detail)
         return CheckResult(
             "dns.mx", Status.PASS, f"{domain} receives mail at {', '.join(good)}", detail
         )
@@ -114,7 +136,7 @@ async def check_mx(ctx: CheckContext, entry: SupportAddress) -> CheckResult:
         return could_not_tell(
             "dns.mx",
             f"addresses of MX hosts {', '.join(unknown)}",
-            [e for *_, es in checked for e in es],
+            [e for h in hosts for e in h.errors],
         )
     if not good:
         return CheckResult(
@@ -131,6 +153,25 @@ async def check_mx(ctx: CheckContext, entry: SupportAddress) -> CheckResult:
         detail,
         fix=f"publish an A (or AAAA) record for {', '.join(fqdn(h) for h in bad + unknown)} "
         "or remove those MX records",
+    )
+
+
+def _mx_alias_warning(
+    domain: str, hosts: list[MxHost], aliases: dict[str, str], detail: str
+) -> CheckResult:
+    # RFC 2181 §10.3, RFC 5321 §5.1: an MX names a host, never an alias; some senders
+    # refuse or mis-handle it.
+    records = "; ".join(
+        f"{fqdn(domain)} MX {h.preference} {fqdn(aliases.get(h.name, h.name))}" for h in hosts
+    )
+    return CheckResult(
+        "dns.mx",
+        Status.WARN,
+        f"the MX of {domain} names an alias (CNAME), not a host: "
+        + ", ".join(f"{h} → {t}" for h, t in aliases.items()),
+        detail,
+        fix=f"publish the canonical names instead: {records} (and remove the MX records "
+        f"naming {', '.join(fqdn(h) for h in aliases)})",
     )
 
 

@@ -146,6 +146,9 @@ async def _resolve_servers_first(ctx: CheckContext, entries: Sequence[SupportAdd
     await asyncio.gather(*(server_addresses(ctx, host) for host in hosts), return_exceptions=True)
 
 
+_Tasks = dict[asyncio.Task[list[CheckResult]], tuple[int, Family]]
+
+
 async def run_checks(
     ctx: CheckContext,
     entries: Sequence[SupportAddress],
@@ -167,30 +170,14 @@ async def run_checks(
         await _resolve_servers_first(ctx, entries)
         # Created first, so their sessions open before the first wave of DNS questions.
         runnable.sort(key=lambda pair: not pair[0].needs_server)
-    tasks: dict[asyncio.Task[list[CheckResult]], tuple[int, Family]] = {}
+    tasks: _Tasks = {}
     for index, entry in enumerate(entries):
         for family, func in runnable:
             task = asyncio.create_task(_run_one(family, func, ctx, entry))
             tasks[task] = (index, family)
-    total = len(tasks)
-    finished = 0
-    if progress:
-        progress(0, total)
-
-    def count(_: asyncio.Task[list[CheckResult]]) -> None:
-        nonlocal finished
-        finished += 1
-        if progress:
-            progress(finished, total)
-
-    for task in tasks:
-        task.add_done_callback(count)
+    _report_progress(tasks, progress)
     remaining = max(deadline - (time.monotonic() - started), 0.001)
-    done, pending = await asyncio.wait(tasks, timeout=remaining) if tasks else (set(), set())
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
+    done = await _wait_until(tasks, remaining)
     bridge = await sync_dns(ctx)
     bridge.close()
 
@@ -215,3 +202,32 @@ async def run_checks(
         for entry, results in zip(entries, per_entry, strict=True)
     ]
     return VerifyReport(profile, addresses, insecure=ctx.settings.insecure)
+
+
+def _report_progress(tasks: _Tasks, progress: Progress | None) -> None:
+    """Call ``progress(finished, total)`` now and each time a task ends."""
+    if not progress:
+        return
+    total = len(tasks)
+    finished = 0
+    progress(0, total)
+
+    def count(_: asyncio.Task[list[CheckResult]]) -> None:
+        nonlocal finished
+        finished += 1
+        progress(finished, total)
+
+    for task in tasks:
+        task.add_done_callback(count)
+
+
+async def _wait_until(tasks: _Tasks, timeout: float) -> set[asyncio.Task[list[CheckResult]]]:
+    """The tasks done within ``timeout``; the others are cancelled (and awaited)."""
+    if not tasks:
+        return set()
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    return done

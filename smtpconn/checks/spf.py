@@ -21,7 +21,7 @@ from smtpconn.checks.common import (
     server_addresses,
     skipped,
 )
-from smtpconn.checks.dnscache import DnsOutcome
+from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
 from smtpconn.checks.spf_limits import (
@@ -60,68 +60,64 @@ def _server_terms(entry: SupportAddress, addresses: tuple[str, ...] = ()) -> lis
 
 async def find_record(ctx: CheckContext, entry: SupportAddress) -> SpfLookup:
     domain = entry.address.domain
+    answer = await ctx.resolver.query(domain, "TXT")
+    fresh = " ".join(["v=spf1", *_server_terms(entry), "-all"])
+    return classify_spf(domain, answer, fresh)
 
-    async def lookup() -> SpfLookup:
-        answer = await ctx.resolver.query(domain, "TXT")
-        if answer.outcome is DnsOutcome.ERROR:
-            return SpfLookup(
-                domain, None, could_not_tell("spf.record", f"TXT of {domain}", [answer.error])
-            )
-        records = [r for r in answer.records if spf_syntax.is_spf(r)]
-        if not records:
-            fresh = " ".join(["v=spf1", *_server_terms(entry), "-all"])
-            return SpfLookup(
-                domain,
-                None,
-                CheckResult(
-                    "spf.record",
-                    Status.FAIL,
-                    f"{domain} publishes no SPF record",
-                    detail=f"TXT {answer.outcome.value}: " + " | ".join(answer.records),
-                    fix=f"publish: {txt_record(domain, fresh)}",
-                ),
-            )
-        if len(records) > 1:
-            merged = spf_syntax.merge(records)
-            return SpfLookup(
-                domain,
-                None,
-                CheckResult(
-                    "spf.record",
-                    Status.FAIL,
-                    f"{domain} publishes {len(records)} SPF records (permerror, RFC 7208 §4.5)",
-                    detail=" | ".join(records),
-                    fix=f"publish exactly one v=spf1 record: merge into: {merged} "
-                    f"(replace the {len(records)} records with: {txt_record(domain, merged)})",
-                ),
-            )
-        record = spf_syntax.parse_spf(records[0])
-        if not record.valid:
-            problems = "; ".join(f"{p.term!r}: {p.reason}" for p in record.problems)
-            repaired = spf_syntax.corrected(record)
-            fix = f"replace the record with: {repaired}" if repaired else ""
-            stripped = spf_syntax.without_bad_terms(record)
-            fix += (" or, " if fix else "") + f"remove the offending term(s): {stripped}"
-            return SpfLookup(
-                domain,
-                None,
-                CheckResult(
-                    "spf.record",
-                    Status.FAIL,
-                    f"SPF syntax error (permerror) in {', '.join(repr(p.term) for p in record.problems)}",
-                    detail=f"{records[0]} — {problems}",
-                    fix=fix,
-                ),
-            )
+
+def classify_spf(domain: str, answer: DnsAnswer, fresh: str) -> SpfLookup:
+    """spf.record from the TXT answer of ``domain``; ``fresh`` is the record to publish when it
+    has none."""
+    if answer.outcome is DnsOutcome.ERROR:
         return SpfLookup(
-            domain,
-            record,
-            CheckResult(
-                "spf.record", Status.PASS, f"one valid SPF record for {domain}", records[0]
-            ),
+            domain, None, could_not_tell("spf.record", f"TXT of {domain}", [answer.error])
         )
+    records = [r for r in answer.records if spf_syntax.is_spf(r)]
+    if not records:
+        result = CheckResult(
+            "spf.record",
+            Status.FAIL,
+            f"{domain} publishes no SPF record",
+            detail=f"TXT {answer.outcome.value}: " + " | ".join(answer.records),
+            fix=f"publish: {txt_record(domain, fresh)}",
+        )
+        return SpfLookup(domain, None, result)
+    if len(records) > 1:
+        return SpfLookup(domain, None, _several_records(domain, records))
+    record = spf_syntax.parse_spf(records[0])
+    if not record.valid:
+        return SpfLookup(domain, None, _syntax_error(record))
+    result = CheckResult(
+        "spf.record", Status.PASS, f"one valid SPF record for {domain}", records[0]
+    )
+    return SpfLookup(domain, record, result)
 
-    return await lookup()
+
+def _several_records(domain: str, records: list[str]) -> CheckResult:
+    merged = spf_syntax.merge(records)
+    return CheckResult(
+        "spf.record",
+        Status.FAIL,
+        f"{domain} publishes {len(records)} SPF records (permerror, RFC 7208 §4.5)",
+        detail=" | ".join(records),
+        fix=f"publish exactly one v=spf1 record: merge into: {merged} "
+        f"(replace the {len(records)} records with: {txt_record(domain, merged)})",
+    )
+
+
+def _syntax_error(record: spf_syntax.SpfRecord) -> CheckResult:
+    problems = "; ".join(f"{p.term!r}: {p.reason}" for p in record.problems)
+    repaired = spf_syntax.corrected(record)
+    fix = f"replace the record with: {repaired}" if repaired else ""
+    stripped = spf_syntax.without_bad_terms(record)
+    fix += (" or, " if fix else "") + f"remove the offending term(s): {stripped}"
+    return CheckResult(
+        "spf.record",
+        Status.FAIL,
+        f"SPF syntax error (permerror) in {', '.join(repr(p.term) for p in record.problems)}",
+        detail=f"{record.text} — {problems}",
+        fix=fix,
+    )
 
 
 async def limit_report(ctx: CheckContext, domain: str, record: spf_syntax.SpfRecord) -> LimitReport:

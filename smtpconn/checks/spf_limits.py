@@ -7,6 +7,7 @@ the fix for "too many lookups" is a literal record with the same meaning and few
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from smtpconn.checks.dnscache import CachingResolver, DnsOutcome
@@ -91,12 +92,10 @@ class _Walker:
         """Count ``record``'s lookups; return its terms that match a *pass* (for flattening),
         each with the qualifier it carries at this level."""
         flat: list[str] = []
-        indent = "  " * depth
         for term in record.evaluated_terms():
             if self.report.lookups > _WALK_CAP:
                 self.report.problems.append(f"more than {_WALK_CAP} DNS lookups; stopped counting")
                 return flat
-            q = "" if term.qualifier == "+" else term.qualifier
             if depth == 0:
                 self.top, self.top_passes = term.text, term.qualifier == "+"
             if term.name == "all" and term.qualifier == "+" and self.top_passes:
@@ -105,85 +104,106 @@ class _Walker:
                 flat.append(term.text)
                 continue
             assert term.name in DNS_TERMS
-            self.report.lookups += 1
-            self.report.tree.append(f"{indent}{term.text} (in {domain}) -> {self.report.lookups}")
-            target = term.value or domain
-            if term.has_macro or term.name in ("ptr", "exists"):
-                if term.name == "ptr":
-                    self.report.notes.append(
-                        f"{term.text} in {domain}: ptr is discouraged (RFC 7208 §5.5)"
-                    )
-                if term.has_macro:
-                    self.report.notes.append(
-                        f"{term.text} in {domain} depends on the sender (macro)"
-                    )
-                elif term.name == "exists":
-                    answer = await self.resolver.query(target, "A")
-                    if answer.outcome is DnsOutcome.ERROR:
-                        self.report.errors.append(answer.error)
-                    elif answer.void:
-                        self.void(term, domain)
-                flat.append(term.text)
-                continue
-            if term.name == "a":
-                ips, void = await self.addresses(target, term)
-                if void:
-                    self.void(term, domain)
-                flat += [q + ip for ip in ips]
-            elif term.name == "mx":
-                answer = await self.resolver.query(target, "MX")
-                if answer.outcome is DnsOutcome.ERROR:
-                    self.report.errors.append(answer.error)
-                    continue
-                if answer.void:
-                    self.void(term, domain)
-                    continue
-                hosts = [r.split(" ", 1)[1].rstrip(".") for r in answer.records]
-                if len(hosts) > MAX_MX_NAMES:
-                    self.report.problems.append(
-                        f"{term.text} in {domain}: {len(hosts)} MX names (limit {MAX_MX_NAMES})"
-                    )
-                # Every host, even past the limit: the flattened record must keep them all.
-                for host in hosts:
-                    if host in ("", "."):
-                        continue
-                    ips, void = await self.addresses(host, term)
-                    if void:
-                        self.void(term, f"{domain}, MX host {host}")
-                    flat += [q + ip for ip in ips]
-            elif term.name == "include":
-                if target.lower() in chain:
-                    self.report.problems.append(f"{term.text} in {domain} loops back to {target}")
-                    continue
-                inner = await self.fetch_counting_void(term, domain, target)
-                if inner is not None:
-                    inner_flat = await self.walk(target, inner, depth + 1, (*chain, target.lower()))
-                    # An include matches only when the inner result is pass: keep the inner
-                    # pass terms, with this level's qualifier.
-                    flat += [
-                        q + t for t in inner_flat if t[0] not in "-~?" and t.lstrip("+") != "all"
-                    ]
+            self.count(term, domain, depth)
+            flat += await self.dns_term(term, domain, depth, chain)
         redirect = record.modifier("redirect")
         if redirect is not None and record.all_term is None:
-            if depth == 0:
-                self.top, self.top_passes = redirect.text, True
-            self.report.lookups += 1
-            self.report.tree.append(
-                f"{indent}{redirect.text} (in {domain}) -> {self.report.lookups}"
-            )
-            target = redirect.value
-            if redirect.has_macro:
-                self.report.notes.append(
-                    f"{redirect.text} in {domain} depends on the sender (macro)"
-                )
-                flat.append(redirect.text)
-            elif target.lower() in chain:
-                self.report.problems.append(f"{redirect.text} in {domain} loops back to {target}")
-            else:
-                inner = await self.fetch_counting_void(redirect, domain, target)
-                if inner is not None:
-                    flat += await self.walk(target, inner, depth + 1, (*chain, target.lower()))
+            flat += await self.redirect(redirect, domain, depth, chain)
         return flat
+
+    def count(self, term: Term, domain: str, depth: int) -> None:
+        self.report.lookups += 1
+        self.report.tree.append(f"{'  ' * depth}{term.text} (in {domain}) -> {self.report.lookups}")
+
+    async def dns_term(
+        self, term: Term, domain: str, depth: int, chain: tuple[str, ...]
+    ) -> list[str]:
+        """The flattened terms for one mechanism that costs a lookup."""
+        if term.has_macro or term.name in ("ptr", "exists"):
+            await self.sender_dependent(term, domain)
+            return [term.text]
+        q = "" if term.qualifier == "+" else term.qualifier
+        target = term.value or domain
+        if term.name == "a":
+            ips, void = await self.addresses(target, term)
+            if void:
+                self.void(term, domain)
+            return [q + ip for ip in ips]
+        if term.name == "mx":
+            return [q + ip for ip in await self.mx(term, domain, target)]
+        if term.name == "include":
+            return await self.include(term, domain, depth, chain)
+        return []
+
+    async def sender_dependent(self, term: Term, domain: str) -> None:
+        """ptr, exists and macro terms: counted and judged, but kept literally when flattening
+        (what they match depends on the sender)."""
+        if term.name == "ptr":
+            self.report.notes.append(f"{term.text} in {domain}: ptr is discouraged (RFC 7208 §5.5)")
+        if term.has_macro:
+            self.report.notes.append(f"{term.text} in {domain} depends on the sender (macro)")
+        elif term.name == "exists":
+            answer = await self.resolver.query(term.value or domain, "A")
+            if answer.outcome is DnsOutcome.ERROR:
+                self.report.errors.append(answer.error)
+            elif answer.void:
+                self.void(term, domain)
+
+    async def mx(self, term: Term, domain: str, target: str) -> list[str]:
+        """The ip4:/ip6: terms behind every MX host of ``target`` (unqualified)."""
+        answer = await self.resolver.query(target, "MX")
+        if answer.outcome is DnsOutcome.ERROR:
+            self.report.errors.append(answer.error)
+            return []
+        if answer.void:
+            self.void(term, domain)
+            return []
+        hosts = mx_hosts(answer.records)
+        if len(hosts) > MAX_MX_NAMES:
+            self.report.problems.append(
+                f"{term.text} in {domain}: {len(hosts)} MX names (limit {MAX_MX_NAMES})"
+            )
+        # Every host, even past the limit: the flattened record must keep them all.
+        out: list[str] = []
+        for host in hosts:
+            if host in ("", "."):
+                continue
+            ips, void = await self.addresses(host, term)
+            if void:
+                self.void(term, f"{domain}, MX host {host}")
+            out += ips
+        return out
+
+    async def include(
+        self, term: Term, domain: str, depth: int, chain: tuple[str, ...]
+    ) -> list[str]:
+        target = term.value or domain
+        if target.lower() in chain:
+            self.report.problems.append(f"{term.text} in {domain} loops back to {target}")
+            return []
+        inner = await self.fetch_counting_void(term, domain, target)
+        if inner is None:
+            return []
+        inner_flat = await self.walk(target, inner, depth + 1, (*chain, target.lower()))
+        return included_pass_terms(term.qualifier, inner_flat)
+
+    async def redirect(
+        self, redirect: Term, domain: str, depth: int, chain: tuple[str, ...]
+    ) -> list[str]:
+        if depth == 0:
+            self.top, self.top_passes = redirect.text, True
+        self.count(redirect, domain, depth)
+        target = redirect.value
+        if redirect.has_macro:
+            self.report.notes.append(f"{redirect.text} in {domain} depends on the sender (macro)")
+            return [redirect.text]
+        if target.lower() in chain:
+            self.report.problems.append(f"{redirect.text} in {domain} loops back to {target}")
+            return []
+        inner = await self.fetch_counting_void(redirect, domain, target)
+        if inner is None:
+            return []
+        return await self.walk(target, inner, depth + 1, (*chain, target.lower()))
 
     async def fetch_counting_void(self, term: Term, domain: str, target: str) -> SpfRecord | None:
         answer = await self.resolver.query(target, "TXT")
@@ -205,6 +225,23 @@ async def count_limits(resolver: CachingResolver, domain: str, record: SpfRecord
     if exp is not None:
         report.flattened.append(exp.text)
     return report
+
+
+def mx_hosts(records: Iterable[str]) -> list[str]:
+    """The host names of MX answers (``"10 mx.example."`` -> ``"mx.example"``)."""
+    return [r.split(" ", 1)[1].rstrip(".") for r in records]
+
+
+def included_pass_terms(qualifier: str, inner_flat: list[str]) -> list[str]:
+    """An include matches only when the inner result is pass: keep the inner pass terms (not
+    ``all``), carrying the include's own qualifier."""
+    q = "" if qualifier == "+" else qualifier
+    # An inner "+ip4:…" loses its own "+": one qualifier per term ("~+ip4:" is not SPF).
+    return [
+        q + t.removeprefix("+")
+        for t in inner_flat
+        if t[0] not in "-~?" and t.removeprefix("+") != "all"
+    ]
 
 
 def _network(kind: str, address: str, cidr: int | None) -> str:

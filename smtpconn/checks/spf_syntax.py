@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
@@ -120,18 +121,46 @@ def _suggest(name: str) -> str | None:
     return close[0] if close else None
 
 
-def _parse_term(text: str) -> tuple[Term | None, SyntaxProblem | None]:
+_Parsed = tuple[Term | None, SyntaxProblem | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Mechanism:
+    """A mechanism as written, split up: ``-a:example.com/24`` is ``-``, ``a``, ``:``,
+    ``example.com/24``."""
+
+    text: str
+    qualifier: str
+    name: str  # lower case
+    sep: str  # ":" when an argument was given with a colon, else ""
+    arg: str
+
+    def problem(self, reason: str, suggestion: str | None = None) -> _Parsed:
+        return None, SyntaxProblem(self.text, reason, suggestion)
+
+
+def _parse_term(text: str) -> _Parsed:
     modifier = re.fullmatch(r"([A-Za-z][A-Za-z0-9_.-]*)=(.*)", text)
     if modifier:
-        name, value = modifier.group(1).lower(), modifier.group(2)
-        if name in ("redirect", "exp"):
-            reason = _check_domain_spec(value)
-            if reason:
-                return None, SyntaxProblem(text, f"{name}= {reason}")
-        elif _MACRO.sub("", value).count("%"):
-            return None, SyntaxProblem(text, "has an invalid macro")
-        return Term(text, name, value=value, modifier=True), None
+        return _parse_modifier(text, modifier.group(1).lower(), modifier.group(2))
+    mech, written = _split_mechanism(text)
+    if mech.name not in MECHANISMS:
+        return _unknown_mechanism(mech, written)
+    return _MECHANISM_PARSERS[mech.name](mech)
 
+
+def _parse_modifier(text: str, name: str, value: str) -> _Parsed:
+    if name in ("redirect", "exp"):
+        reason = _check_domain_spec(value)
+        if reason:
+            return None, SyntaxProblem(text, f"{name}= {reason}")
+    elif _MACRO.sub("", value).count("%"):
+        return None, SyntaxProblem(text, "has an invalid macro")
+    return Term(text, name, value=value, modifier=True), None
+
+
+def _split_mechanism(text: str) -> tuple[_Mechanism, str]:
+    """The mechanism, and its name as written (for messages)."""
     qualifier = "+"
     body = text
     if body and body[0] in _QUALIFIERS:
@@ -140,48 +169,73 @@ def _parse_term(text: str) -> tuple[Term | None, SyntaxProblem | None]:
     if not sep and "/" in name:
         name, slash, rest = name.partition("/")
         arg, sep = slash + rest, ""
-    lname = name.lower()
-    if lname not in MECHANISMS:
-        guess = _suggest(lname)
-        suggestion = f"{'' if qualifier == '+' else qualifier}{guess}{sep}{arg}" if guess else None
-        hint = f" (did you mean {guess}{sep}?)" if guess else ""
-        return None, SyntaxProblem(text, f"unknown mechanism {name!r}{hint}", suggestion)
-    if lname == "all":
-        if sep or arg:
-            return None, SyntaxProblem(text, "'all' takes no argument")
-        return Term(text, "all", qualifier), None
-    if lname in ("ip4", "ip6"):
-        if not sep or not arg:
-            return None, SyntaxProblem(
-                text,
-                f"{lname}: needs a network, e.g. {lname}:"
-                + ("192.0.2.0/24" if lname == "ip4" else "2001:db8::/32"),
-            )
-        try:
-            network = ipaddress.ip_network(arg, strict=False)
-        except ValueError:
-            return None, SyntaxProblem(text, f"{arg!r} is not an {lname} address or network")
-        if network.version != (4 if lname == "ip4" else 6):
-            return None, SyntaxProblem(text, f"{arg!r} is not an {lname} address")
-        return Term(text, lname, qualifier, value=arg), None
-    if lname in ("include", "exists"):
-        if not sep:
-            return None, SyntaxProblem(text, f"{lname} needs ':' and a domain")
-        reason = _check_domain_spec(arg)
-        if reason:
-            return None, SyntaxProblem(text, f"{lname}: {reason}")
-        return Term(text, lname, qualifier, value=arg), None
-    # a, mx, ptr: optional domain-spec, and (a, mx) optional CIDR lengths
-    value, cidr4, cidr6, cidr_problem = _split_cidr(arg)
+    return _Mechanism(text, qualifier, name.lower(), sep, arg), name
+
+
+def _unknown_mechanism(mech: _Mechanism, written: str) -> _Parsed:
+    guess = _suggest(mech.name)
+    q = "" if mech.qualifier == "+" else mech.qualifier
+    suggestion = f"{q}{guess}{mech.sep}{mech.arg}" if guess else None
+    hint = f" (did you mean {guess}{mech.sep}?)" if guess else ""
+    return mech.problem(f"unknown mechanism {written!r}{hint}", suggestion)
+
+
+def _parse_all(mech: _Mechanism) -> _Parsed:
+    if mech.sep or mech.arg:
+        return mech.problem("'all' takes no argument")
+    return Term(mech.text, "all", mech.qualifier), None
+
+
+def _parse_ip(mech: _Mechanism) -> _Parsed:
+    name, arg = mech.name, mech.arg
+    if not mech.sep or not arg:
+        example = "192.0.2.0/24" if name == "ip4" else "2001:db8::/32"
+        return mech.problem(f"{name}: needs a network, e.g. {name}:{example}")
+    try:
+        network = ipaddress.ip_network(arg, strict=False)
+    except ValueError:
+        return mech.problem(f"{arg!r} is not an {name} address or network")
+    if network.version != (4 if name == "ip4" else 6):
+        return mech.problem(f"{arg!r} is not an {name} address")
+    return Term(mech.text, name, mech.qualifier, value=arg), None
+
+
+def _parse_domain_arg(mech: _Mechanism) -> _Parsed:
+    """include and exists: a domain-spec is required."""
+    if not mech.sep:
+        return mech.problem(f"{mech.name} needs ':' and a domain")
+    reason = _check_domain_spec(mech.arg)
+    if reason:
+        return mech.problem(f"{mech.name}: {reason}")
+    return Term(mech.text, mech.name, mech.qualifier, value=mech.arg), None
+
+
+def _parse_host(mech: _Mechanism) -> _Parsed:
+    """a, mx, ptr: optional domain-spec, and (a, mx) optional CIDR lengths."""
+    value, cidr4, cidr6, cidr_problem = _split_cidr(mech.arg)
     if cidr_problem:
-        return None, SyntaxProblem(text, cidr_problem)
-    if lname == "ptr" and (cidr4 is not None or cidr6 is not None):
-        return None, SyntaxProblem(text, "ptr takes no prefix length")
-    if sep:
+        return mech.problem(cidr_problem)
+    if mech.name == "ptr" and (cidr4 is not None or cidr6 is not None):
+        return mech.problem("ptr takes no prefix length")
+    if mech.sep:
         reason = _check_domain_spec(value)
         if reason:
-            return None, SyntaxProblem(text, f"{lname}: {reason}")
-    return Term(text, lname, qualifier, value=value, cidr4=cidr4, cidr6=cidr6), None
+            return mech.problem(f"{mech.name}: {reason}")
+    term = Term(mech.text, mech.name, mech.qualifier, value=value, cidr4=cidr4, cidr6=cidr6)
+    return term, None
+
+
+_MECHANISM_PARSERS: dict[str, Callable[[_Mechanism], _Parsed]] = {
+    "all": _parse_all,
+    "ip4": _parse_ip,
+    "ip6": _parse_ip,
+    "include": _parse_domain_arg,
+    "exists": _parse_domain_arg,
+    "a": _parse_host,
+    "mx": _parse_host,
+    "ptr": _parse_host,
+}
+assert set(_MECHANISM_PARSERS) == set(MECHANISMS)
 
 
 def parse_spf(text: str) -> SpfRecord:

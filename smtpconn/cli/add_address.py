@@ -15,6 +15,8 @@ from smtpconn.errors import UsageError
 from smtpconn.settings import Settings
 
 if TYPE_CHECKING:  # the profile library is imported when the command runs, not for --help
+    from rich.console import Console
+
     from smtpconn.profile.edit import AddPlan
 
 HELP = """Add a support address to the connector profile, or re-add one (--readd).
@@ -176,31 +178,44 @@ def _report_dry_run(settings: Settings, plan: AddPlan, old_text: str, new_text: 
 
 
 def _report(settings: Settings, plan: AddPlan, password_file: Path | None) -> None:
-    entry = plan.entry
     action = "re-added" if plan.replaced is not None else "added"
     for message in plan.warnings:
         warn(message)
     if settings.json:
-        document: dict[str, Any] = {
-            "action": action,
-            "profile": str(settings.profile_path),
-            **describe_entry(entry),
-            "warnings": plan.warnings,
-        }
-        if plan.replaced is not None:
-            document["previous_workflow"] = plan.replaced.workflow.value
-        if entry.inbound is not None:
-            document["inbound_username"] = entry.inbound.username
-            # What the relay will accept this login for (it refuses any other recipient).
-            document["inbound_login_scope"] = [a.ascii for a in plan.login_scope]
-            if plan.shared_with is not None:
-                document["inbound_credentials_shared_with"] = plan.shared_with.ascii
-            elif password_file is not None:
-                document["inbound_password_file"] = str(password_file)
-            else:
-                document["inbound_password"] = plan.new_password
-        print_json(document)
-        return
+        print_json(_report_document(settings, plan, password_file, action))
+    else:
+        _print_report(settings, plan, password_file, action)
+
+
+def _report_document(
+    settings: Settings, plan: AddPlan, password_file: Path | None, action: str
+) -> dict[str, Any]:
+    entry = plan.entry
+    document: dict[str, Any] = {
+        "action": action,
+        "profile": str(settings.profile_path),
+        **describe_entry(entry),
+        "warnings": plan.warnings,
+    }
+    if plan.replaced is not None:
+        document["previous_workflow"] = plan.replaced.workflow.value
+    if entry.inbound is not None:
+        document["inbound_username"] = entry.inbound.username
+        # What the relay will accept this login for (it refuses any other recipient).
+        document["inbound_login_scope"] = [a.ascii for a in plan.login_scope]
+        if plan.shared_with is not None:
+            document["inbound_credentials_shared_with"] = plan.shared_with.ascii
+        elif password_file is not None:
+            document["inbound_password_file"] = str(password_file)
+        else:
+            document["inbound_password"] = plan.new_password
+    return document
+
+
+def _print_report(
+    settings: Settings, plan: AddPlan, password_file: Path | None, action: str
+) -> None:
+    entry = plan.entry
     out = console()
     moved = ""
     if plan.replaced is not None and plan.replaced.workflow is not entry.workflow:
@@ -217,20 +232,24 @@ def _report(settings: Settings, plan: AddPlan, password_file: Path | None) -> No
             f"  outbound: {escape(o.host)}:{o.port} ({o.security.value}, auth {o.auth.value}) "
             f"as {escape(o.username)}, secret {escape(str(o.secret))}"
         )
-    if entry.inbound is None:
-        return
+    if entry.inbound is not None:
+        _print_inbound(out, plan, entry.inbound.username, password_file)
+
+
+def _print_inbound(out: Console, plan: AddPlan, username: str, password_file: Path | None) -> None:
+    """The inbound login: shared with other addresses, or new (its password shown once)."""
     if plan.shared_with is not None:
-        others = [a.display for a in plan.login_scope if a.key != entry.address.key]
+        others = [a.display for a in plan.login_scope if a.key != plan.entry.address.key]
         reach = "both" if len(others) == 1 else f"all {len(others) + 1} of them"
         out.print(
-            f"  inbound: shares the inbound login {escape(entry.inbound.username)} with "
+            f"  inbound: shares the inbound login {escape(username)} with "
             f"{escape(', '.join(others))}: that login may now deliver to {reach}"
         )
         return
     out.print(
         "\n[bold]Inbound credentials for the customer's server[/] (relaying to the help desk):"
     )
-    out.print(f"  user name: {escape(entry.inbound.username)}")
+    out.print(f"  user name: {escape(username)}")
     if password_file is not None:
         out.print(f"  password:  written to {escape(str(password_file))} (mode 0600)")
     else:

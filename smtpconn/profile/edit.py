@@ -151,10 +151,45 @@ def plan_add(profile: Profile, request: AddRequest, *, base_dir: Path) -> AddPla
     """Validate ``request`` against ``profile`` and return the profile it would produce."""
     address = parse_address(request.address)
     workflow = _choice(Workflow, request.workflow, "--workflow")
-    warnings: list[str] = []
     existing = profile.find(address)
+    _check_readd(address, workflow, existing, request.readd)
+    if workflow is Workflow.FORWARDING:
+        return _plan_forwarding(profile, request, address, existing)
 
-    if existing is not None and not request.readd:
+    warnings: list[str] = []
+    if not request.mode:
+        raise UsageError(
+            "--mode is required", fix="use --mode bidirectional or --mode outbound-only"
+        )
+    mode = _choice(Mode, request.mode, "--mode")
+    outbound = _outbound(request, base_dir, warnings)
+    dkim = _dkim(request, base_dir)
+    inbound = _inbound(profile, request, address, mode)
+    entry = SupportAddress(
+        address=address,
+        mode=mode,
+        workflow=workflow,
+        outbound=outbound,
+        dkim=dkim,
+        inbound=inbound.credentials,
+    )
+    new_profile = profile.with_address(entry)
+    return AddPlan(
+        profile=new_profile,
+        entry=entry,
+        replaced=existing,
+        new_password=inbound.new_password,
+        shared_with=inbound.shared_with,
+        login_scope=login_scope(new_profile, inbound.credentials),
+        warnings=warnings,
+    )
+
+
+def _check_readd(
+    address: MailAddress, workflow: Workflow, existing: SupportAddress | None, readd: bool
+) -> None:
+    """--readd is required exactly when the address is already in the profile."""
+    if existing is not None and not readd:
         if existing.workflow is Workflow.FORWARDING and workflow is Workflow.AUTHENTICATED:
             raise UsageError(
                 f"{address.display} is set up under standard forwarding and can't be reused as is",
@@ -164,101 +199,92 @@ def plan_add(profile: Profile, request: AddRequest, *, base_dir: Path) -> AddPla
             f"{address.display} already exists ({existing.workflow.value}, {existing.mode.value})",
             fix="add --readd to replace its settings, or remove-address it first",
         )
-    if existing is None and request.readd:
+    if existing is None and readd:
         raise UsageError(
             f"--readd: {address.display} is not in the profile", fix="add it without --readd"
         )
 
-    if workflow is Workflow.FORWARDING:
-        given = [
-            option
-            for option, value in (
-                ("--server", request.server),
-                ("--username", request.username),
-                ("--secret", request.secret),
-                ("--dkim-selector", request.dkim_selector),
-                ("--dkim-key", request.dkim_key),
-                ("--inbound-username", request.inbound_username),
-            )
-            if value
-        ]
-        if given:
-            raise UsageError(
-                f"{', '.join(given)} cannot be used with --workflow forwarding",
-                fix="standard forwarding has no server of yours; drop those options, or add the "
-                "address under the authenticated workflow",
-            )
-        mode = _choice(Mode, request.mode, "--mode") if request.mode else Mode.OUTBOUND_ONLY
-        if mode is Mode.BIDIRECTIONAL:
-            raise UsageError(
-                "--workflow forwarding is always outbound-only",
-                fix="standard forwarding has no authenticated inbound leg; drop --mode",
-            )
-        entry = SupportAddress(address=address, mode=mode, workflow=workflow)
-        return AddPlan(
-            profile=profile.with_address(entry),
-            entry=entry,
-            replaced=existing,
-            new_password=None,
-            warnings=warnings,
-        )
 
-    if not request.mode:
+def _plan_forwarding(
+    profile: Profile, request: AddRequest, address: MailAddress, existing: SupportAddress | None
+) -> AddPlan:
+    """Standard forwarding: no server, key or login of the customer's; always outbound-only."""
+    given = [
+        option
+        for option, value in (
+            ("--server", request.server),
+            ("--username", request.username),
+            ("--secret", request.secret),
+            ("--dkim-selector", request.dkim_selector),
+            ("--dkim-key", request.dkim_key),
+            ("--inbound-username", request.inbound_username),
+        )
+        if value
+    ]
+    if given:
         raise UsageError(
-            "--mode is required", fix="use --mode bidirectional or --mode outbound-only"
+            f"{', '.join(given)} cannot be used with --workflow forwarding",
+            fix="standard forwarding has no server of yours; drop those options, or add the "
+            "address under the authenticated workflow",
         )
-    mode = _choice(Mode, request.mode, "--mode")
-    outbound = _outbound(request, base_dir, warnings)
-
-    dkim = None
-    if bool(request.dkim_selector) != bool(request.dkim_key):
-        raise UsageError("--dkim-selector and --dkim-key go together", fix="give both, or neither")
-    if request.dkim_selector and request.dkim_key:
-        if not _SELECTOR.fullmatch(request.dkim_selector):
-            raise UsageError(
-                f"DKIM selector {request.dkim_selector!r} is not a valid DNS label",
-                fix="use letters, digits and hyphens, e.g. smtpconn2026",
-            )
-        key_path = _check_dkim_key(request.dkim_key, base_dir)
-        dkim = DkimSettings(selector=request.dkim_selector, private_key=key_path)
-
-    inbound = None
-    new_password = None
-    shared_with = None
+    mode = _choice(Mode, request.mode, "--mode") if request.mode else Mode.OUTBOUND_ONLY
     if mode is Mode.BIDIRECTIONAL:
-        username = check_username(request.inbound_username or address.ascii, "--inbound-username")
-        for other in profile.addresses:
-            if other.address.key == address.key or other.inbound is None:
-                continue
-            if other.inbound.username == username:
-                # One customer server relays for several support addresses with one login:
-                # share the existing hash rather than invalidating the password it already has.
-                inbound, shared_with = other.inbound, other.address
-                break
-        if inbound is None:
-            new_password = generate_password()
-            inbound = InboundCredentials(
-                username=username, password_hash=hash_password(new_password)
-            )
-    elif request.inbound_username:
         raise UsageError(
-            "--inbound-username only applies to bidirectional addresses",
-            fix="outbound-only addresses receive by ordinary forwarding; drop the option",
+            "--workflow forwarding is always outbound-only",
+            fix="standard forwarding has no authenticated inbound leg; drop --mode",
         )
-
-    entry = SupportAddress(
-        address=address, mode=mode, workflow=workflow, outbound=outbound, dkim=dkim, inbound=inbound
-    )
-    new_profile = profile.with_address(entry)
+    entry = SupportAddress(address=address, mode=mode, workflow=Workflow.FORWARDING)
     return AddPlan(
-        profile=new_profile,
+        profile=profile.with_address(entry),
         entry=entry,
         replaced=existing,
-        new_password=new_password,
-        shared_with=shared_with,
-        login_scope=login_scope(new_profile, inbound),
-        warnings=warnings,
+        new_password=None,
+        warnings=[],
     )
+
+
+def _dkim(request: AddRequest, base_dir: Path) -> DkimSettings | None:
+    if bool(request.dkim_selector) != bool(request.dkim_key):
+        raise UsageError("--dkim-selector and --dkim-key go together", fix="give both, or neither")
+    if not (request.dkim_selector and request.dkim_key):
+        return None
+    if not _SELECTOR.fullmatch(request.dkim_selector):
+        raise UsageError(
+            f"DKIM selector {request.dkim_selector!r} is not a valid DNS label",
+            fix="use letters, digits and hyphens, e.g. smtpconn2026",
+        )
+    key_path = _check_dkim_key(request.dkim_key, base_dir)
+    return DkimSettings(selector=request.dkim_selector, private_key=key_path)
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    credentials: InboundCredentials | None = None
+    new_password: str | None = None  # generated now, to show once
+    shared_with: MailAddress | None = None  # the address whose login is shared
+
+
+def _inbound(profile: Profile, request: AddRequest, address: MailAddress, mode: Mode) -> _Inbound:
+    """The inbound login of a bidirectional address: an existing one with the same user name is
+    shared, else a new password is generated."""
+    if mode is not Mode.BIDIRECTIONAL:
+        if request.inbound_username:
+            raise UsageError(
+                "--inbound-username only applies to bidirectional addresses",
+                fix="outbound-only addresses receive by ordinary forwarding; drop the option",
+            )
+        return _Inbound()
+    username = check_username(request.inbound_username or address.ascii, "--inbound-username")
+    for other in profile.addresses:
+        if other.address.key == address.key or other.inbound is None:
+            continue
+        if other.inbound.username == username:
+            # One customer server relays for several support addresses with one login:
+            # share the existing hash rather than invalidating the password it already has.
+            return _Inbound(other.inbound, shared_with=other.address)
+    new_password = generate_password()
+    credentials = InboundCredentials(username=username, password_hash=hash_password(new_password))
+    return _Inbound(credentials, new_password=new_password)
 
 
 def login_scope(profile: Profile, inbound: InboundCredentials | None) -> tuple[MailAddress, ...]:

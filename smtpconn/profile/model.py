@@ -89,6 +89,13 @@ class SinkSettings:
     timeout: int | None = None  # seconds for one webhook/pipe/smtp hand-over; 60 if unset
 
 
+class BareNewline(StrEnum):
+    """What the relay does with a bare CR or bare LF inside DATA (a smuggling vector)."""
+
+    REJECT = "reject"  # 550 5.6.11, as Postfix's smtpd_forbid_bare_newline and chasquid
+    NORMALIZE = "normalize"  # turn each into CRLF and accept
+
+
 @dataclass(frozen=True, slots=True)
 class RelaySettings:
     inbound_listen: str = "127.0.0.1:2525"
@@ -105,6 +112,11 @@ class RelaySettings:
     retry_initial: int = 60  # seconds before the first retry; doubles per attempt (cap 1 h)
     retry_window: int = 5 * 24 * 3600  # seconds after which an undelivered message bounces
     max_connections_per_ip: int = 20
+    max_sessions: int = 500  # simultaneous sessions on all listeners together (421 beyond)
+    max_memory: int = 256 * 1024 * 1024  # bytes of DATA held at once by all sessions
+    idle_timeout: float = 300.0  # seconds of client silence (also between DATA bytes)
+    data_timeout: float = 600.0  # seconds for one whole DATA phase, however steady
+    bare_newline: BareNewline = BareNewline.REJECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +226,7 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     names = {
         str: "a string",
         int: "an integer",
+        float: "a number",
         dict: "a table",
         list: "an array",
         bool: "a boolean",
@@ -389,6 +402,20 @@ def _read_relay(table: _Table) -> RelaySettings:
             table.findings.add(f"{table.path}.{key}", "must be a positive integer")
             value = None
         numbers[key] = value if value is not None else getattr(defaults, key)
+    for key in ("max_sessions", "max_memory"):
+        value = table.take(key, int)
+        if value is not None and value <= 0:
+            table.findings.add(f"{table.path}.{key}", "must be a positive integer")
+            value = None
+        numbers[key] = value if value is not None else getattr(defaults, key)
+    seconds = {}
+    for key in ("idle_timeout", "data_timeout"):
+        value = table.take(key, (int, float))
+        if value is not None and value <= 0:
+            table.findings.add(f"{table.path}.{key}", "must be a positive number of seconds")
+            value = None
+        seconds[key] = float(value) if value is not None else getattr(defaults, key)
+    bare_newline = table.take_parsed("bare_newline", _enum_parser(BareNewline))
     sink_table = table.sub("sink")
     sink = _read_sink(sink_table) if sink_table else SinkSettings()
     table.finish()
@@ -407,6 +434,11 @@ def _read_relay(table: _Table) -> RelaySettings:
         retry_initial=numbers["retry_initial"],
         retry_window=numbers["retry_window"],
         max_connections_per_ip=numbers["max_connections_per_ip"],
+        max_sessions=numbers["max_sessions"],
+        max_memory=numbers["max_memory"],
+        idle_timeout=seconds["idle_timeout"],
+        data_timeout=seconds["data_timeout"],
+        bare_newline=bare_newline or defaults.bare_newline,
     )
 
 
@@ -525,6 +557,11 @@ def profile_to_data(profile: Profile) -> dict[str, Any]:
                 "retry_initial": r.retry_initial,
                 "retry_window": r.retry_window,
                 "max_connections_per_ip": r.max_connections_per_ip,
+                "max_sessions": r.max_sessions,
+                "max_memory": r.max_memory,
+                "idle_timeout": r.idle_timeout,
+                "data_timeout": r.data_timeout,
+                "bare_newline": r.bare_newline.value,
             }
         )
         s = r.sink

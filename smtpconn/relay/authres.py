@@ -19,11 +19,13 @@ suffixes such as ``co.uk``.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from email.utils import getaddresses
 
 from smtpconn.checks.dnscache import CachingResolver, DnsOutcome
 from smtpconn.checks.syncdns import DnsUnavailable, SyncDns, bound
+from smtpconn.relay.escaping import escape_controls
 from smtpconn.relay.tagging import header_value
 
 
@@ -35,6 +37,34 @@ class AuthInput:
     message: bytes
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
+_ADDR = re.compile(
+    r"(?:[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+@)?[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?"
+)
+
+
+def pvalue(text: str) -> str:
+    """A property value (RFC 8601 ``pvalue``) from client-supplied text: as it is when it is a
+    plain token, domain or ``local@domain``, otherwise an escaped quoted-string, so a HELO name,
+    a sender, a From domain or a signature's d= can never add a result of its own (``x;
+    dkim=pass``) or break the line."""
+    if text and (_ADDR.fullmatch(text) or _TOKEN.fullmatch(text)):
+        return text
+    return '"' + escape_controls(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def comment(text: str) -> str:
+    """Text for inside a ``( … )`` comment: no parentheses, backslashes or controls."""
+    # A backslash would quote the closing parenthesis; escapes stay readable without it (x1b).
+    return re.sub(r"[()\\]", "", escape_controls(text))
+
+
+def spf_sender(mail_from: str, helo: str) -> str:
+    """The identity SPF checks: MAIL FROM, or ``postmaster@<HELO>`` for the null sender
+    (RFC 7208 §2.4)."""
+    return mail_from or f"postmaster@{helo}"
+
+
 @dataclass(frozen=True, slots=True)
 class AuthVerdicts:
     spf: str
@@ -43,21 +73,23 @@ class AuthVerdicts:
     dmarc: str
     dmarc_policy: str | None
     from_domain: str | None
+    spf_helo: str | None = None  # set for the null sender: SPF checked postmaster@<HELO>
 
     def header(self, authserv_id: str, client_ip: str) -> str:
         parts = [authserv_id]
-        parts.append(
-            f"spf={self.spf} smtp.mailfrom={self.spf_domain or '<>'} (client-ip={client_ip})"
-        )
+        spf = f"spf={self.spf} smtp.mailfrom={pvalue(self.spf_domain) if self.spf_domain else '<>'}"
+        if self.spf_helo is not None:
+            spf += f" smtp.helo={pvalue(self.spf_helo)}"
+        parts.append(f"{spf} (client-ip={comment(client_ip)})")
         if self.dkim:
-            parts += [f"dkim={result} header.d={domain}" for result, domain in self.dkim]
+            parts += [f"dkim={result} header.d={pvalue(domain)}" for result, domain in self.dkim]
         else:
             parts.append("dkim=none")
         dmarc = f"dmarc={self.dmarc}"
         if self.dmarc_policy:
-            dmarc += f" (p={self.dmarc_policy})"
+            dmarc += f" (p={comment(self.dmarc_policy)})"
         if self.from_domain:
-            dmarc += f" header.from={self.from_domain}"
+            dmarc += f" header.from={pvalue(self.from_domain)}"
         parts.append(dmarc)
         return "Authentication-Results: " + ";\r\n\t".join(parts)
 
@@ -99,8 +131,11 @@ def evaluate(inp: AuthInput, timeout: float, dns: SyncDns) -> AuthVerdicts:
     import dkim
     import spf
 
-    sender = inp.mail_from or f"postmaster@{inp.helo}"
-    spf_domain = sender.rpartition("@")[2].lower()
+    sender = spf_sender(inp.mail_from, inp.helo)
+    # RFC 8601 §2.7.2: smtp.mailfrom is the domain (or address) SPF evaluated; for the null
+    # sender that is postmaster@<HELO>, reported in full beside smtp.helo.
+    sender_domain = sender.rpartition("@")[2].lower()
+    spf_domain = sender_domain if inp.mail_from else sender
     try:
         with bound(dns):
             spf_result, _explanation = spf.check2(
@@ -137,7 +172,7 @@ def evaluate(inp: AuthInput, timeout: float, dns: SyncDns) -> AuthVerdicts:
         if record is not None:
             policy = record.get("p")
             spf_ok = spf_result == "pass" and _aligned(
-                spf_domain, from_domain, record.get("aspf", "r") == "s"
+                sender_domain, from_domain, record.get("aspf", "r") == "s"
             )
             dkim_ok = any(
                 r == "pass" and _aligned(d, from_domain, record.get("adkim", "r") == "s")
@@ -151,6 +186,7 @@ def evaluate(inp: AuthInput, timeout: float, dns: SyncDns) -> AuthVerdicts:
         dmarc=dmarc,
         dmarc_policy=policy,
         from_domain=from_domain,
+        spf_helo=None if inp.mail_from else inp.helo,
     )
 
 
@@ -180,11 +216,16 @@ async def authentication_results(
     except TimeoutError:
         verdicts = AuthVerdicts(
             spf="temperror",
-            spf_domain=inp.mail_from.rpartition("@")[2].lower(),
+            spf_domain=(
+                inp.mail_from.rpartition("@")[2].lower()
+                if inp.mail_from
+                else spf_sender("", inp.helo)
+            ),
             dkim=[],
             dmarc="temperror",
             dmarc_policy=None,
             from_domain=_from_domain(inp.message),
+            spf_helo=None if inp.mail_from else inp.helo,
         )
     finally:
         dns.close()  # a thread still evaluating gets "could not tell" at once from now on

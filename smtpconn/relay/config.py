@@ -16,6 +16,7 @@ from pathlib import Path
 from smtpconn.addresses import MailAddress, parse_address
 from smtpconn.errors import UsageError
 from smtpconn.profile.model import (
+    BareNewline,
     Mode,
     Profile,
     RelaySettings,
@@ -132,6 +133,11 @@ class RelayConfig:
     max_connections_per_ip: int
     submission_username: str | None
     submission_password_hash: str | None
+    max_sessions: int = 500  # all listeners together
+    max_memory: int = 256 * 1024 * 1024  # DATA bytes held at once by all sessions
+    idle_timeout: float = 300.0
+    data_timeout: float = 600.0
+    bare_newline: BareNewline = BareNewline.REJECT
     auth_failures_allowed: int = 5  # per client IP within auth_failure_window
     auth_failure_window: float = 300.0
     _routes: dict[str, InboundRoute] = field(default_factory=dict, repr=False)
@@ -222,6 +228,12 @@ def build_config(
             "relay.tls_cert and relay.tls_key must be given together",
             fix="set both to PEM files (certificate chain and its private key)",
         )
+    if r.max_memory < pick["max_message_size"]:
+        raise UsageError(
+            f"relay.max_memory ({r.max_memory} bytes) is smaller than max_message_size "
+            f"({pick['max_message_size']} bytes): no message of the largest size could arrive",
+            fix="raise max_memory or lower max_message_size",
+        )
     sink = r.sink
     if sink.kind == "maildir":
         sink = replace(sink, path=str(_path(sink.path or "maildir", base_dir)))
@@ -248,6 +260,11 @@ def build_config(
         retry_initial=float(pick["retry_initial"]),
         retry_window=float(pick["retry_window"]),
         max_connections_per_ip=int(pick["max_connections_per_ip"]),
+        max_sessions=r.max_sessions,
+        max_memory=r.max_memory,
+        idle_timeout=r.idle_timeout,
+        data_timeout=r.data_timeout,
+        bare_newline=r.bare_newline,
         submission_username=r.submission_username,
         submission_password_hash=r.submission_password_hash,
         _routes=routes,

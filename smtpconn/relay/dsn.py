@@ -6,12 +6,14 @@ desk through the sink like any inbound message, so a failed reply is always seen
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from email.utils import formatdate, make_msgid
 
-from smtpconn.relay.tagging import split_header_block
+from smtpconn.relay.escaping import escape_controls
+from smtpconn.relay.tagging import safe_address, split_header_block
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,7 @@ def build_dsn(
             "",
             "Your message could not be delivered to the following recipient(s):",
             "",
-            *(f"  <{f.recipient}>: {_one_line(f.diagnostic)}" for f in failures),
+            *(f"  <{safe_address(f.recipient)}>: {_one_line(f.diagnostic)}" for f in failures),
         ]
     )
     status = (
@@ -47,7 +49,7 @@ def build_dsn(
     for f in failures:
         status += (
             "\r\n"
-            f"Final-Recipient: rfc822; {f.recipient}\r\n"
+            f"Final-Recipient: rfc822; {safe_address(f.recipient)}\r\n"
             "Action: failed\r\n"
             f"Status: {f.status}\r\n"
             f"Diagnostic-Code: smtp; {_one_line(f.diagnostic)}\r\n"
@@ -55,7 +57,7 @@ def build_dsn(
     fields, _ = split_header_block(original)
     head = (
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\r\n"
-        f"To: <{sender}>\r\n"
+        f"To: <{safe_address(sender)}>\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"
         f"Date: {formatdate(localtime=True)}\r\n"
         f"Message-ID: {make_msgid(domain=reporting_mta)}\r\n"
@@ -69,7 +71,9 @@ def build_dsn(
         f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n{status}"
         f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
     )
-    headers = b"".join(fields).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    # Every line end (CR, LF or CRLF) becomes CRLF: the quoted header block cannot smuggle a
+    # bare CR that one reader takes for a line end and another does not.
+    headers = re.sub(rb"\r\n|\r|\n", b"\r\n", b"".join(fields))
     return (
         head.encode("ascii", "replace")
         + body.encode("ascii", "replace")
@@ -79,7 +83,8 @@ def build_dsn(
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())[:900]
+    # The diagnostic is a remote server's text (or ours): one line, no control characters.
+    return escape_controls(" ".join(text.split()))[:900]
 
 
 def enhanced_status(code: int | None, permanent: bool) -> str:

@@ -3,7 +3,9 @@
 ``Authentication-Results`` is computed here (bounded by the timeout), not before the ``250``, so
 acknowledging never waits for DNS. A temporary sink failure is retried with back-off for ever
 (past the retry window the message is *held* and logged as an error: the help desk's side is
-ours to fix, and nobody else would get a bounce); a permanent one holds the message at once.
+ours to fix, and nobody else would get a bounce); a permanent one holds the message at once, and
+so does an unexpected error raised while handing this message over (its data is at fault: it
+would fail the same way every time).
 Held messages are listed by ``smtpconn queue list`` and released with ``smtpconn queue retry``.
 """
 
@@ -44,6 +46,8 @@ class SinkHandover:
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
+        # aiosmtpd reports the null reverse-path as "<>"; the spool's word for it is "".
+        mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
         message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
         meta = dict(envelope.meta)
         if meta.get("client_ip") and meta.get("origin") != "relay-dsn":
@@ -51,7 +55,7 @@ class SinkHandover:
                 AuthInput(
                     client_ip=str(meta["client_ip"]),
                     helo=str(meta.get("helo", "")),
-                    mail_from=envelope.mail_from,
+                    mail_from=mail_from,
                     message=message,
                 ),
                 self.config.hostname,
@@ -61,7 +65,7 @@ class SinkHandover:
             message = prepend(message, header)
         item = SinkItem(
             id=entry.id,
-            mail_from=envelope.mail_from,
+            mail_from=mail_from,
             rcpt=envelope.rcpts[0] if envelope.rcpts else "",
             message=message,
             meta=meta,
@@ -73,6 +77,13 @@ class SinkHandover:
             await self.sink.deliver(item)
         except SinkError as exc:
             await asyncio.to_thread(self._failed, entry, state, str(exc), exc.permanent)
+            return Attempted(state)
+        except Exception as exc:
+            # Sinks report what the help desk side did as SinkError; anything else was raised by
+            # this message's own data (a NUL, an undecodable address …) and fails the same way
+            # on every attempt: hold it for an administrator instead of retrying for ever.
+            error = f"{self.sink.kind} sink failed on this message: {type(exc).__name__}: {exc}"
+            await asyncio.to_thread(self._failed, entry, state, error, True)
             return Attempted(state)
         await asyncio.to_thread(self.spool.remove, entry)
         log_event(

@@ -7,21 +7,29 @@
 * An outbound-only address (and any address under the forwarding workflow) takes ordinary
   auto-forwarded mail without AUTH; it is tagged ``unauthenticated``.
 
-* A session that logged in may only deliver to the addresses its login was issued for: the
-  entries holding that same user name and hash (``add-address --inbound-username`` of an existing
-  login extends it explicitly). Any other recipient, bidirectional or outbound-only, gets
-  ``550 5.7.1``: one customer's login never carries mail, let alone the ``authenticated`` tag, to
-  another customer's address.
+* A login is valid only for the addresses it was issued for: the entries holding that same user
+  name and hash (``add-address --inbound-username`` of an existing login extends it explicitly).
+  A logged-in session that names an authenticated-workflow address outside its login's scope
+  gets ``550 5.7.1``. An address on the forwarding path (outbound-only, or still under the
+  forwarding workflow) takes the message as anyone's forwarded mail, tagged
+  ``unauthenticated``: a customer's Postfix logs in on every connection to its relay host, and
+  refusing its ordinary forwarding would bounce mail, but the login was not issued for that
+  address, so it never earns the ``authenticated`` tag there.
 
-Each recipient becomes its own spool entry, so every copy carries the tag of its own address's
-mode, and ``250`` is only sent once all of them are on disk (written together: one directory
-fsync per message, not per recipient).
+Each support address becomes its own spool entry, so every copy carries the tag of its own
+address's mode, and ``250`` is only sent once all of them are on disk (written together: one
+directory fsync per message, not per recipient). A recipient repeated in one transaction (in any
+spelling of the same address) gets ``250`` but no second copy, and the copies are built one at a
+time as the spool writes them, never all in memory at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from smtpconn.relay.config import RelayConfig
@@ -58,7 +66,7 @@ class InboundHandler:
                 "inbound.refused", client=server.client_ip, rcpt=address, reason="auth-required"
             )
             return f"530 5.7.0 <{address}>: authentication required (log in over TLS)"
-        if session.authenticated and not server.may_deliver_to(route):
+        if route.needs_auth and not server.may_deliver_to(route):
             log_event(
                 "inbound.refused",
                 client=server.client_ip,
@@ -67,6 +75,8 @@ class InboundHandler:
                 reason="outside-credential-scope",
             )
             return f"550 5.7.1 <{address}>: not authorised for this login"
+        if any(self.config.route_for(rcpt) == route for rcpt in envelope.rcpt_tos):
+            return "250 2.1.5 OK (already a recipient)"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
@@ -78,62 +88,28 @@ class InboundHandler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         clean = strip_untrusted(raw, self.config.hostname)
-        authenticated = bool(session.authenticated)
-        tls_version, tls_cipher = server.tls_details()
-        now = time.time()
-        copies: list[tuple[Envelope, bytes, str | None]] = []
-        for rcpt in envelope.rcpt_tos:
-            route = self.config.route_for(rcpt)
-            if route is None:  # the profile cannot change under us, but never guess
-                continue
-            mode = route.address.mode.value
-            tag = tag_value(authenticated, mode)
-            meta = {
-                "tag": "authenticated" if authenticated else "unauthenticated",
-                "mode": mode,
-                "support_address": route.address.address.ascii,
-                "client_ip": server.client_ip,
-                "helo": session.host_name or "",
-                "tls": tls_version or "",
-                "auth_user": server.login_user or "",
-            }
-            entry_id = new_id()
-            trace = received_header(
-                TraceInfo(
-                    helo=session.host_name or "",
-                    client_ip=server.client_ip,
-                    hostname=self.config.hostname,
-                    queue_id=entry_id,
-                    recipient=rcpt,
-                    tls_version=tls_version,
-                    tls_cipher=tls_cipher,
-                    authenticated=authenticated,
-                ),
-                when=now,
-            )
-            message = prepend(clean, f"{TAG_HEADER}: {tag}", trace)
-            copies.append(
-                (
-                    Envelope("inbound", envelope.mail_from or "", (rcpt,), now, meta),
-                    message,
-                    entry_id,
-                )
-            )
+        arrival = _Arrival.of(server, session, envelope)
         try:
-            # One directory fsync for all the copies of this message (Spool.put_many).
-            stored = await asyncio.to_thread(self.spool.put_many, copies)
+            # One directory fsync for all the copies of this message (Spool.put_many), which
+            # builds each copy as it writes it.
+            stored = await asyncio.to_thread(
+                self.spool.put_many, self._copies(arrival, clean)
+            )
         except OSError as exc:
-            log_event("inbound.store-failed", client=server.client_ip, error=exc.strerror)
+            log_event(
+                "inbound.store-failed", logging.ERROR, client=server.client_ip, error=exc.strerror
+            )
             # Copies already renamed into the queue stay and are delivered: the client retries
             # and the help desk may see a duplicate, which is better than losing one.
             return "451 4.3.0 Could not store the message; try again later"
+        tls_version, _cipher = server.tls_details()
         for entry in stored:
             log_event(
                 "inbound.accepted",
                 id=entry.id,
                 client=server.client_ip,
                 auth=server.login_user,
-                tag="authenticated" if authenticated else "unauthenticated",
+                tag=entry.envelope.meta.get("tag"),
                 mail_from=envelope.mail_from,
                 rcpt=entry.envelope.rcpts[0],
                 size=len(raw),
@@ -141,3 +117,81 @@ class InboundHandler:
             )
         self.on_stored("inbound", stored)
         return f"250 2.0.0 OK queued as {','.join(e.id for e in stored)}"
+
+    def _copies(
+        self, arrival: _Arrival, clean: bytes
+    ) -> Iterator[tuple[Envelope, bytes, str | None]]:
+        """One tagged copy per recipient, each built only when the spool asks for it (in the
+        spool's worker thread, hence from a snapshot of the session taken on the loop)."""
+        now = time.time()
+        for rcpt in arrival.rcpts:
+            route = self.config.route_for(rcpt)
+            if route is None:  # the profile cannot change under us, but never guess
+                continue
+            mode = route.address.mode.value
+            # Authenticated only where the session's login was issued for this very address.
+            authenticated = arrival.scope is not None and route.key in arrival.scope
+            meta = {
+                "tag": "authenticated" if authenticated else "unauthenticated",
+                "mode": mode,
+                "support_address": route.address.address.ascii,
+                "client_ip": arrival.client_ip,
+                "helo": arrival.helo,
+                "tls": arrival.tls_version or "",
+                "auth_user": arrival.auth_user or "",
+            }
+            entry_id = new_id()
+            trace = received_header(
+                TraceInfo(
+                    helo=arrival.helo,
+                    client_ip=arrival.client_ip,
+                    hostname=self.config.hostname,
+                    queue_id=entry_id,
+                    recipient=rcpt,
+                    tls_version=arrival.tls_version,
+                    tls_cipher=arrival.tls_cipher,
+                    authenticated=arrival.authenticated,
+                ),
+                when=now,
+            )
+            tag = tag_value(authenticated, mode)
+            message = prepend(clean, f"{TAG_HEADER}: {tag}", trace)
+            yield Envelope("inbound", arrival.mail_from, (rcpt,), now, meta), message, entry_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    """What the copies of one message need to know about its session."""
+
+    rcpts: tuple[str, ...]
+    mail_from: str
+    authenticated: bool  # the session logged in (the trace header's ESMTPA)
+    scope: frozenset[str] | None  # route keys the login may deliver to as authenticated
+    client_ip: str
+    helo: str
+    auth_user: str | None
+    tls_version: str | None
+    tls_cipher: str | None
+
+    @classmethod
+    def of(cls, server: RelaySMTP, session: Any, envelope: Any) -> _Arrival:
+        tls_version, tls_cipher = server.tls_details()
+        return cls(
+            rcpts=tuple(envelope.rcpt_tos),
+            # aiosmtpd reports the null reverse-path as "<>"; the spool's word for it is "".
+            mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
+            authenticated=bool(session.authenticated),
+            scope=_scope(server) if session.authenticated else None,
+            client_ip=server.client_ip,
+            helo=session.host_name or "",
+            auth_user=server.login_user,
+            tls_version=tls_version,
+            tls_cipher=tls_cipher,
+        )
+
+
+def _scope(server: RelaySMTP) -> frozenset[str] | None:
+    credential = server.credential
+    if credential is None or credential.scope is None:
+        return None  # a login not bound to addresses vouches for none of them
+    return credential.scope

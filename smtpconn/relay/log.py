@@ -2,8 +2,10 @@
 
 ``event=inbound.accepted id=… client=203.0.113.5 auth=customer-relay tag=authenticated …``.
 Values with spaces or quotes are double-quoted with escapes, so ``grep 'event=outbound.bounced'``
-and ``awk`` work. Secrets are never passed here: callers log user names, never passwords, and
-error texts from remote servers are truncated to one line.
+and ``awk`` work. Every control character in a value (CR, LF, ESC, NUL, DEL, C1 …) is written as
+an escape (``\r``, ``\x1b``), whatever the field: a client's EHLO name, login or address, or a
+remote server's error text, can neither start a log line of its own nor drive a terminal.
+Secrets are never passed here: callers log user names, never passwords.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import re
 import time
 from typing import Any
+
+from smtpconn.relay.escaping import escape_controls
 
 LOGGER = logging.getLogger("smtpconn.relay")
 _PLAIN = re.compile(r"[A-Za-z0-9_.,:@/+\-\[\]<>=]+")
@@ -22,10 +26,13 @@ def _value(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         value = f"{value:.3f}"
-    text = " ".join(str(value).split())[:300]
+    text = str(value)[:300]
     if text and _PLAIN.fullmatch(text):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # Quote first, then escape controls: a client's literal backslash shows as \\ and a control
+    # character as \xNN (or \r \n \t), never raw, so no value can forge or split a log line.
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escape_controls(quoted) + '"'
 
 
 def format_event(event: str, fields: dict[str, Any]) -> str:

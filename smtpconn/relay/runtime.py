@@ -54,7 +54,7 @@ from smtpconn.relay.config import (
 )
 from smtpconn.relay.log import log_event
 from smtpconn.relay.outbound import Deliverer
-from smtpconn.relay.server import CredentialChecker, RelaySMTP, SessionTracker
+from smtpconn.relay.server import CredentialChecker, RelayLimits, RelaySMTP, SessionTracker
 from smtpconn.relay.sessions import SessionPool
 from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
 from smtpconn.relay.worker import QueueWorker
@@ -62,7 +62,6 @@ from smtpconn.settings import Settings
 
 __all__ = ["Relay", "RelayConfig", "RelayOverrides"]
 
-SESSION_TIMEOUT = 300.0  # seconds of client silence before aiosmtpd drops a session
 # Deliveries at once per direction. Remote peers (webhook, SMTP forward, the customer's server)
 # get few parallel connections, as any MTA would; a local Maildir is only disk work, and with
 # few slots it became the relay's bottleneck behind a fast listener (benchmarks/README.md).
@@ -86,6 +85,8 @@ class Relay:
         self._deliverer = deliverer
         self._servers: list[asyncio.base_events.Server] = []
         self._trackers: list[SessionTracker] = []
+        # One budget for all listeners: the caps are on the process, not on each port.
+        self.limits = RelayLimits(config.max_sessions, config.max_memory)
         self._workers: dict[str, QueueWorker] = {}
         self._sessions: SessionPool | None = None  # outbound connection cache
         self.inbound_port = 0
@@ -229,7 +230,7 @@ class Relay:
         *,
         implicit: bool,
     ) -> int:
-        tracker = SessionTracker(self.config.max_connections_per_ip)
+        tracker = SessionTracker(self.config.max_connections_per_ip, self.limits)
         self._trackers.append(tracker)
         config = self.config
 
@@ -244,7 +245,9 @@ class Relay:
                 ident="smtpconn relay",
                 tls_context=None if implicit else tls,
                 data_size_limit=config.max_message_size,
-                timeout=SESSION_TIMEOUT,
+                timeout=config.idle_timeout,
+                data_timeout=config.data_timeout,
+                bare_newline=config.bare_newline,
                 loop=asyncio.get_running_loop(),
             )
 

@@ -25,11 +25,20 @@ from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, syntax
 
+from smtpconn.profile.model import BareNewline
 from smtpconn.profile.secrets import verify_password
 from smtpconn.relay.config import Credential, InboundRoute
 from smtpconn.relay.log import log_event
+from smtpconn.relay.wire import (
+    HELO_REFUSED,
+    MAIL_PATH_REFUSED,
+    RCPT_PATH_REFUSED,
+    DataReader,
+    envelope_refusal,
+    has_control,
+)
 
 MAX_AUTH_FAILURES_PER_SESSION = 3
 SUCCESS_CACHE_SIZE = 1024  # remembered (user, password) digests; a profile has a few logins
@@ -162,11 +171,33 @@ _DUMMY_HASH = (
 )
 
 
+class RelayLimits:
+    """What all listeners share: how many sessions are open and how many DATA bytes are held in
+    memory at once. Per-IP limits alone leave the relay open to many addresses at once, and a
+    25 MB message per session adds up fast; beyond either cap a client gets ``421 4.3.2``."""
+
+    def __init__(self, max_sessions: int, max_memory: int) -> None:
+        self.max_sessions = max_sessions
+        self.max_memory = max_memory
+        self.sessions = 0
+        self.memory = 0
+
+    def reserve(self, size: int) -> bool:
+        if self.memory + size > self.max_memory:
+            return False
+        self.memory += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.memory = max(0, self.memory - size)
+
+
 class SessionTracker:
     """Every live connection of a listener, to close idle ones and await busy ones on stop."""
 
-    def __init__(self, max_per_ip: int) -> None:
+    def __init__(self, max_per_ip: int, limits: RelayLimits) -> None:
         self.max_per_ip = max_per_ip
+        self.limits = limits
         self.sessions: set[RelaySMTP] = set()
         self.per_ip: dict[str, int] = defaultdict(int)
         self.closing = False
@@ -194,8 +225,10 @@ def peer_ip(peer: Any) -> str:
 
 
 class RelaySMTP(SMTP):
-    """aiosmtpd's SMTP with asynchronous AUTH against a :class:`CredentialChecker`, per-IP
-    connection limits and shutdown tracking."""
+    """aiosmtpd's SMTP with asynchronous AUTH against a :class:`CredentialChecker`, per-IP and
+    global connection limits, shutdown tracking, and our own DATA reading (CRLF.CRLF only, the
+    bare-newline rule, a shared memory budget, an idle timer reset by progress and a total
+    deadline). ``timeout`` (aiosmtpd's) is the idle timeout."""
 
     def __init__(
         self,
@@ -205,12 +238,17 @@ class RelaySMTP(SMTP):
         tracker: SessionTracker,
         listener: str,
         implicit_tls: bool = False,
+        bare_newline: BareNewline = BareNewline.REJECT,
+        data_timeout: float = 600.0,
         **kwargs: Any,
     ) -> None:
         self.checker = checker
         self.tracker = tracker
         self.listener = listener
         self.implicit_tls = implicit_tls
+        self.bare_newline = bare_newline
+        self.data_timeout = data_timeout
+        self._in_data = False
         self.login_failures = 0
         self._login: tuple[Any, Credential] | None = None  # (session, the login it proved)
         self._counted_ip: str | None = None
@@ -232,22 +270,34 @@ class RelaySMTP(SMTP):
         first = self._original_transport is None and self.transport is None
         if first:
             ip = peer_ip(transport.get_extra_info("peername"))
-            if self.tracker.closing or self.tracker.per_ip[ip] >= self.tracker.max_per_ip:
+            refusal = self._refusal(ip)
+            if refusal is not None:
                 self._refused = True
-                reason = "shutting down" if self.tracker.closing else "too many connections"
+                status, reason = refusal
                 log_event("session.refused", listener=self.listener, client=ip, reason=reason)
-                transport.write(f"421 4.7.0 {reason}, try again later\r\n".encode())
+                transport.write(f"421 {status} {reason}, try again later\r\n".encode())
                 transport.close()
                 return
             self._counted_ip = ip
             self.tracker.per_ip[ip] += 1
+            self.tracker.limits.sessions += 1
             self.tracker.sessions.add(self)
         super().connection_made(transport)
+
+    def _refusal(self, ip: str) -> tuple[str, str] | None:
+        if self.tracker.closing:
+            return "4.7.0", "shutting down"
+        if self.tracker.per_ip[ip] >= self.tracker.max_per_ip:
+            return "4.7.0", "too many connections"
+        if self.tracker.limits.sessions >= self.tracker.limits.max_sessions:
+            return "4.3.2", "too many sessions"
+        return None
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
         if self._counted_ip is not None:
+            self.tracker.limits.sessions -= 1
             self.tracker.per_ip[self._counted_ip] -= 1
             if self.tracker.per_ip[self._counted_ip] <= 0:
                 del self.tracker.per_ip[self._counted_ip]
@@ -289,6 +339,153 @@ class RelaySMTP(SMTP):
             return None, None
         cipher = ssl_object.cipher()
         return ssl_object.version(), cipher[0] if cipher else None
+
+    # -- timeouts -----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        # In DATA every byte is progress: a slow but steady sender is not cut at the idle
+        # timeout (the DATA deadline bounds a trickle). Commands only count when complete.
+        if self._in_data:
+            self._reset_timeout()
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        self._cut("idle")
+
+    def _cut(self, phase: str) -> None:
+        log_event("session.timeout", listener=self.listener, client=self.client_ip, phase=phase)
+        hostname = self.hostname
+        self.close_now(f"421 4.4.2 {hostname} Error: timeout exceeded")
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def _refuse_command(self, command: str, reply: str) -> None:
+        # The argument is not logged: it is exactly what must never reach a log raw.
+        log_event(
+            "session.command-refused",
+            listener=self.listener,
+            client=self.client_ip,
+            command=command,
+            reason="control-character",
+        )
+        await self.push(reply)
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        if hostname and has_control(hostname):
+            await self._refuse_command("HELO", HELO_REFUSED)
+            return
+        await super().smtp_HELO(hostname)
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if hostname and has_control(hostname):
+            await self._refuse_command("EHLO", HELO_REFUSED)
+            return
+        await super().smtp_EHLO(hostname)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        reply = envelope_refusal(arg, path_reply=MAIL_PATH_REFUSED)
+        if reply is not None:
+            await self._refuse_command("MAIL", reply)
+            return
+        await super().smtp_MAIL(arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        reply = envelope_refusal(arg, path_reply=RCPT_PATH_REFUSED)
+        if reply is not None:
+            await self._refuse_command("RCPT", reply)
+            return
+        await super().smtp_RCPT(arg)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA (same checks, 354, 552 size limit, dot un-stuffing, handle_DATA),
+        read by :class:`DataReader` so line endings, the memory budget and the timeouts are
+        ours."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        reader = DataReader(
+            size_limit=self.data_size_limit,
+            line_limit=self.line_length_limit,
+            normalize=self.bare_newline is BareNewline.NORMALIZE,
+        )
+        limits = self.tracker.limits
+        reserved = 0
+        deadline = self.loop.call_later(self.data_timeout, self._cut, "data")
+        self._in_data = True
+        try:
+            while True:
+                try:
+                    piece = await self._reader.readuntil(b"\n")
+                except asyncio.LimitOverrunError as exc:
+                    piece = await self._reader.read(exc.consumed)
+                held = reader.held
+                if reader.feed(piece):
+                    break
+                grown = reader.held - held
+                if grown > 0:
+                    if not limits.reserve(grown):
+                        self._out_of_memory()
+                        return
+                    reserved += grown
+            self._in_data = False
+            deadline.cancel()
+            self._reset_timeout()
+            await self._finish_data(reader)
+        finally:
+            self._in_data = False
+            deadline.cancel()
+            limits.release(reserved)
+
+    def _out_of_memory(self) -> None:
+        log_event(
+            "session.refused",
+            listener=self.listener,
+            client=self.client_ip,
+            reason="memory budget exhausted",
+        )
+        self.close_now("421 4.3.2 Too much mail in progress, try again later")
+
+    async def _finish_data(self, reader: DataReader) -> None:
+        assert self.envelope is not None
+        if reader.problem is not None:
+            if reader.problem.startswith("550 5.6.11"):
+                log_event(
+                    "session.data-refused",
+                    listener=self.listener,
+                    client=self.client_ip,
+                    reason="bare-newline",
+                )
+            self.envelope = self._create_envelope()  # aiosmtpd's post-DATA state
+            await self.push(reader.problem)
+            return
+        content = reader.content()
+        if self._decode_data:
+            try:
+                self.envelope.content = content.decode(
+                    "utf-8" if self.enable_SMTPUTF8 else "ascii",
+                    "surrogateescape" if self.enable_SMTPUTF8 else "strict",
+                )
+            except UnicodeDecodeError:
+                await self.push("500 Error: strict ASCII mode")
+                return
+        else:
+            self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self.envelope = self._create_envelope()  # aiosmtpd's post-DATA state
+        await self.push("250 OK" if status is MISSING else status)
 
     # -- AUTH ---------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,9 +155,10 @@ class Spool:
         """Store durably; when this returns the message may be acknowledged."""
         return self.put_many([(envelope, message, entry_id)])[0].id
 
-    def put_many(self, items: Sequence[tuple[Envelope, bytes, str | None]]) -> list[SpoolEntry]:
+    def put_many(self, items: Iterable[tuple[Envelope, bytes, str | None]]) -> list[SpoolEntry]:
         """Store several messages durably (the copies of one message for its recipients); when
-        this returns they may all be acknowledged.
+        this returns they may all be acknowledged. ``items`` may be a generator that builds
+        each copy as it is asked for: only one copy is then in memory at a time.
 
         Every file is written and fsync'ed in ``tmp/`` first, then all are renamed and each
         queue directory touched is fsync'ed once: one directory fsync per SMTP transaction

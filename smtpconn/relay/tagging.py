@@ -23,6 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import format_datetime, localtime
 
+from smtpconn.relay.authserv import claims
+from smtpconn.relay.escaping import escape_controls, has_controls
+
 TAG_HEADER = "X-Smtpconn-Tag"
 AUTHENTICATED = "authenticated"
 UNAUTHENTICATED = "unauthenticated"
@@ -83,22 +86,88 @@ def _clean(text: str) -> str:
     return re.sub(r"[^\x21-\x7e]", "", text)[:255]
 
 
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u00a0-\U0010ffff]"
+_DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
+_QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u00a0-\U0010ffff]|\\[\x20-\x7e])*"')
+_DOMAIN = re.compile(r"[A-Za-z0-9.\-_\u00a0-\U0010ffff]+|\[[\x21-\x5a\x5e-\x7e]+\]")
+_DOMAIN_SAFE = re.compile(r"[A-Za-z0-9.\-_:\[\]]")
+
+
+def _domain_char(char: str) -> str:
+    if _DOMAIN_SAFE.fullmatch(char) or (ord(char) >= 0xA0 and not has_controls(char)):
+        return char
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def safe_address(address: str) -> str:
+    """An envelope address as it may appear in a header we write (``Return-Path``,
+    ``Delivered-To``): unchanged when it is a well-formed mailbox, otherwise with the local part
+    as an escaped quoted-string and every unsafe character of the domain as ``\\xNN`` — never a
+    line break, a control character or a ``>`` that ends the path early."""
+    if not address:
+        return ""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    if (
+        not (_DOT_ATOM.fullmatch(local) or _QUOTED.fullmatch(local))
+        or escape_controls(local) != local
+    ):
+        inner = local[1:-1] if len(local) >= 2 and local[0] == local[-1] == '"' else local
+        inner = escape_controls(inner).replace("\\", "\\\\").replace('"', '\\"')
+        local = f'"{inner}"'
+    if domain and (not _DOMAIN.fullmatch(domain) or escape_controls(domain) != domain):
+        domain = "".join(_domain_char(char) for char in domain)
+    return f"{local}@{domain}" if at else local
+
+
+def return_path(mail_from: str) -> str:
+    """``Return-Path: <…>``; the null sender stays ``<>`` (RFC 5321 §4.4)."""
+    return f"Return-Path: <{safe_address(mail_from)}>"
+
+
+# The line ends of every reader we care about: Python's ``email`` breaks lines at CR, LF and
+# CRLF alike; most MTAs and help desks at LF (or CRLF) only.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _lines(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """(content, terminator) pairs, breaking at CR, LF and CRLF; the last may lack one."""
+    out: list[tuple[bytes, bytes]] = []
+    pos = 0
+    for match in _LINE_END.finditer(raw):
+        out.append((raw[pos : match.start()], match.group()))
+        pos = match.end()
+    if pos < len(raw):
+        out.append((raw[pos:], b""))
+    return out
+
+
 def split_header_block(raw: bytes) -> tuple[list[bytes], bytes]:
-    """(header fields each with its folded continuation lines, the rest from the blank line)."""
+    """(header fields each with its folded continuation lines, the rest from the blank line).
+
+    The bytes are kept as they are (DKIM stays verifiable); only the boundaries are decided here,
+    so that a field is a field for every reader: a line that begins after a bare CR is its own
+    field if it looks like one (a CR-breaking reader sees it so), and otherwise stays with the
+    field before it (an LF-breaking reader sees it so) instead of ending the header block.
+    """
     fields: list[bytes] = []
     pos = 0
-    while pos < len(raw):
-        end = raw.find(b"\n", pos)
-        line = raw[pos:] if end < 0 else raw[pos : end + 1]
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t") and fields:
+    after_lf = True  # the line starts where an LF-only reader starts one too
+    for content, end in _lines(raw):
+        line = content + end
+        if after_lf and not content and (end.endswith(b"\n") or end == b"\r"):
+            break  # the blank line: the body follows
+        if content[:1] in (b" ", b"\t") and fields:
             fields[-1] += line
-        elif b":" in line:
+        elif b":" in content:
             fields.append(line)
+        elif not after_lf and fields:
+            fields[-1] += line  # hidden behind a bare CR: LF readers still read it as header
         else:
             break  # not a header: the body starts here (a message without a blank line)
         pos += len(line)
+        after_lf = end.endswith(b"\n")
     return fields, raw[pos:]
 
 
@@ -114,14 +183,15 @@ def strip_headers(raw: bytes, drop: Callable[[str, str], bool]) -> bytes:
 
 
 def strip_untrusted(raw: bytes, authserv_id: str) -> bytes:
-    ours = authserv_id.lower()
+    """Remove every ``X-Smtpconn-Tag`` and every ``Authentication-Results`` claiming our id."""
+    ours = authserv_id
 
     def drop(name: str, value: str) -> bool:
         lname = name.lower()
         if lname == TAG_HEADER.lower():
             return True
         if lname == "authentication-results":
-            return value.split(";", 1)[0].strip().lower() == ours
+            return claims(value, ours)
         return False
 
     return strip_headers(raw, drop)

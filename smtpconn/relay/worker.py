@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -229,7 +230,13 @@ class QueueWorker:
         except Exception as exc:  # a bug must not kill the worker; the message stays spooled
             failed = True
             if entry.path.exists():
-                log_event("worker.error", direction=self.direction, id=entry.id, error=repr(exc))
+                log_event(
+                    "worker.error",
+                    logging.ERROR,
+                    direction=self.direction,
+                    id=entry.id,
+                    error=repr(exc),
+                )
         try:
             state = outcome.state if outcome else await asyncio.to_thread(self._after, entry)
         finally:

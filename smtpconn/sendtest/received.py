@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from smtpconn.relay.authserv import Unparsable, parse_head, split_top_level
 from smtpconn.sendtest.testmessage import TOKEN_HEADER
 from smtpconn.settings import Settings
 
@@ -89,8 +90,12 @@ def parse_authentication_results(value: str) -> tuple[str, dict[str, Any]]:
     Each result is {"result": …} plus its properties (``smtp.mailfrom``, ``header.d`` …) and
     its comments joined as ``comment``.
     """
-    parts = [p.strip() for p in _unfold(value).split(";")]
-    authserv_id = parts[0].split()[0].lower() if parts and parts[0] else ""
+    parts = [p.strip() for p in split_top_level(_unfold(value))]
+    try:
+        # Through comments, quotes and a version number, as the relay strips them.
+        authserv_id = parse_head(_unfold(value)).authserv_id.strip().rstrip(".").lower()
+    except Unparsable:
+        authserv_id = ""
     methods: dict[str, Any] = {}
     for part in parts[1:]:
         match = _METHOD.match(part)

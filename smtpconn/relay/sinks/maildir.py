@@ -4,7 +4,9 @@ Each message is written to ``tmp/``, fsync'ed, renamed into ``new/`` and ``new/`
 a reader never sees half a message and a delivered message survives a crash. The file name is
 the spool id plus our host name, so a redelivery after a crash finds the first copy (in ``new/``
 or, already read, in ``cur/``) and does not create a duplicate. ``Return-Path`` and
-``Delivered-To`` are added on top, as a local delivery agent does; line endings become LF.
+``Delivered-To`` are added on top, as a local delivery agent does, with the envelope addresses
+escaped (:func:`~smtpconn.relay.tagging.safe_address`): whatever the listener let through, no
+sender can add a header line of its own there. Line endings become LF.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from smtpconn.relay.config import RelayConfig
 from smtpconn.relay.sinks.base import SinkError, SinkItem
+from smtpconn.relay.tagging import return_path, safe_address
 
 
 def _fsync_dir(path: Path) -> None:
@@ -60,10 +63,8 @@ class MaildirSink:
                 self._ready = True
             if item.maybe_delivered and self._delivered_before(base):
                 return  # delivered before a crash; the spool just did not know yet
-            data = (
-                f"Return-Path: <{item.mail_from}>\r\nDelivered-To: {item.rcpt}\r\n".encode()
-                + item.message
-            ).replace(b"\r\n", b"\n")
+            head = f"{return_path(item.mail_from)}\r\nDelivered-To: {safe_address(item.rcpt)}\r\n"
+            data = (head.encode() + item.message).replace(b"\r\n", b"\n")
             tmp = self.root / "tmp" / base
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as handle:

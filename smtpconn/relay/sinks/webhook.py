@@ -23,6 +23,7 @@ import urllib.request
 
 from smtpconn.profile.secrets import resolve_secret
 from smtpconn.relay.config import RelayConfig
+from smtpconn.relay.escaping import escape_controls
 from smtpconn.relay.sinks.base import SinkError, SinkItem
 
 SIGNATURE_HEADER = "X-Smtpconn-Signature"
@@ -81,7 +82,9 @@ class WebhookSink:
         from smtpconn.net import make_client_tls_context
 
         body, content_type = encode_multipart(item.metadata(), item.message)
-        headers = {"Content-Type": content_type, "X-Smtpconn-Id": item.id}
+        # JSON escapes every control character in the metadata; the one value in an HTTP header
+        # is escaped here (a spool id comes from a file name, which may hold anything).
+        headers = {"Content-Type": content_type, "X-Smtpconn-Id": escape_controls(item.id)}
         if self.secret_ref is not None:
             secret = resolve_secret(self.secret_ref, self.base_dir).encode("utf-8")
             headers[SIGNATURE_HEADER] = sign(secret, body, int(time.time()))

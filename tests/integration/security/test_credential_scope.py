@@ -116,6 +116,13 @@ def _accepted_rcpts(env: RelayEnv) -> list[str]:
     ]
 
 
+def _copy_for(env: RelayEnv, token: str, rcpt: str) -> bytes:
+    for raw in env.sink_messages():
+        if token.encode() in raw and f"Delivered-To: {rcpt}".encode() in raw:
+            return raw
+    raise AssertionError(f"no copy of {token} for {rcpt}")
+
+
 async def test_a_login_cannot_deliver_to_another_customers_address(
     lab: Lab, relay_env: RelayEnv
 ) -> None:
@@ -128,19 +135,24 @@ async def test_a_login_cannot_deliver_to_another_customers_address(
             assert (await _data(client, token)).startswith("250"), replies
         finally:
             await client.close()
-        assert await _wait_delivered(relay_env, token, 1) == {a["a"]}
+        assert await _wait_delivered(relay_env, token, 2) == {a["a"], a["forward"]}
         await asyncio.sleep(0.5)  # room for any wrongly accepted copy to arrive too
-    raw = next(m for m in relay_env.sink_messages() if token.encode() in m)
-    for rcpt in (a["b"], a["c1"], a["forward"]):
+    for rcpt in (a["b"], a["c1"]):
         assert replies[rcpt].startswith("550 5.7.1"), (rcpt, replies[rcpt])
         assert "not authorised for this login" in replies[rcpt]
     assert replies[a["a"]].startswith("250"), replies
-    # Only A's own address got a copy, and it is tagged authenticated; nothing else was spooled.
-    assert _delivered_to(relay_env, token) == {a["a"]}
-    assert b"X-Smtpconn-Tag: authenticated; mode=bidirectional" in raw
-    assert _accepted_rcpts(relay_env) == [a["a"]]
+    # The forwarding path takes anyone's mail, a logged-in stranger's too, but the login was not
+    # issued for that address: its copy is tagged unauthenticated.
+    assert replies[a["forward"]].startswith("250"), replies
+    assert _delivered_to(relay_env, token) == {a["a"], a["forward"]}
+    own = _copy_for(relay_env, token, a["a"])
+    assert b"X-Smtpconn-Tag: authenticated; mode=bidirectional" in own
+    forwarded = _copy_for(relay_env, token, a["forward"])
+    assert b"X-Smtpconn-Tag: unauthenticated; mode=outbound-only" in forwarded
+    assert b"X-Smtpconn-Tag: authenticated" not in forwarded
+    assert sorted(_accepted_rcpts(relay_env)) == sorted([a["a"], a["forward"]])
     log = relay_env.log_text()
-    for rcpt in (a["b"], a["c1"], a["forward"]):
+    for rcpt in (a["b"], a["c1"]):
         refusals = [
             line
             for line in relay_env.log_lines
@@ -149,6 +161,12 @@ async def test_a_login_cannot_deliver_to_another_customers_address(
         assert len(refusals) == 1, log
         assert "reason=outside-credential-scope" in refusals[0]
         assert f"user={ALPHA[0]}" in refusals[0]
+    accepted_forward = [
+        line
+        for line in relay_env.log_lines
+        if "event=inbound.accepted" in line and f"rcpt={a['forward']}" in line
+    ]
+    assert len(accepted_forward) == 1 and "tag=unauthenticated" in accepted_forward[0]
     assert "event=auth.ok" in log and f"user={ALPHA[0]}" in log and "scope=1" in log
     assert ALPHA[1] not in log
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 from smtpconn.addresses import parse_address
 from smtpconn.checks.model import Status
 from smtpconn.checks.spf import run_spf
-from smtpconn.checks.spf_limits import count_limits, flattened_record
+from smtpconn.checks.spf_limits import (
+    count_limits,
+    flattened_record,
+    included_pass_terms,
+    mx_hosts,
+)
 from smtpconn.checks.spf_syntax import parse_spf
 from smtpconn.profile.model import (
     AuthMechanism,
@@ -175,3 +180,25 @@ async def test_mx_over_ten_names_keeps_every_host_in_the_flattened_record() -> N
     assert "ip4:198.51.100.11" in report.flattened
     # a/24 is flattened to the network receivers match, not to a host with a prefix length.
     assert report.flattened[0] == "ip4:192.0.2.0/24"
+
+
+def test_mx_hosts_are_the_names_without_preference_or_root_dot() -> None:
+    assert mx_hosts(("10 mx1.ex.test.", "20 mx2.ex.test", "0 .")) == [
+        "mx1.ex.test",
+        "mx2.ex.test",
+        "",
+    ]
+
+
+def test_an_include_keeps_only_inner_pass_terms_with_its_own_qualifier() -> None:
+    inner = ["ip4:192.0.2.1", "+ip4:192.0.2.2", "-ip4:192.0.2.3", "~a:x.test", "?mx", "all", "+all"]
+    assert included_pass_terms("+", inner) == ["ip4:192.0.2.1", "ip4:192.0.2.2"]
+    assert included_pass_terms("~", ["ip4:192.0.2.1", "-all"]) == ["~ip4:192.0.2.1"]
+
+
+def test_an_inner_explicit_plus_gives_way_to_the_includes_qualifier() -> None:
+    # "~+ip4:…" would be two qualifiers on one term: not SPF, and the fix would not parse.
+    terms = included_pass_terms("~", ["+ip4:192.0.2.2", "+a:mail.x.test"])
+    assert terms == ["~ip4:192.0.2.2", "~a:mail.x.test"]
+    record = parse_spf(" ".join(["v=spf1", *terms, "-all"]))
+    assert [t.qualifier for t in record.evaluated_terms()][:2] == ["~", "~"]

@@ -53,6 +53,12 @@ def test_valid_record_terms() -> None:
         ("exists:100%.example.com", "invalid macro"),
         ("all:foo", "no argument"),
         ("ptr/24", "no prefix"),
+        ("include", "needs ':' and a domain"),
+        ("ip6", "needs a network, e.g. ip6:2001:db8::/32"),
+        ("ip6:192.0.2.1", "not an ip6 address"),
+        ("redirect=1.2.3.4", "redirect= does not end in a valid top-level label"),
+        ("foo=%x", "has an invalid macro"),
+        ("~MXX/24", "unknown mechanism 'MXX' (did you mean mx?)"),
     ],
 )
 def test_syntax_errors_name_the_offending_term(term: str, reason: str) -> None:
@@ -65,6 +71,13 @@ def test_syntax_errors_name_the_offending_term(term: str, reason: str) -> None:
 def test_duplicate_redirect_is_an_error() -> None:
     record = parse_spf("v=spf1 redirect=a.example redirect=b.example")
     assert [p.term for p in record.problems] == ["redirect=b.example"]
+
+
+def test_a_correction_keeps_the_qualifier_and_the_argument() -> None:
+    [problem] = parse_spf("v=spf1 ~MXX/24 -all").problems
+    assert problem.suggestion == "~mx/24"
+    [problem] = parse_spf("v=spf1 inclde:x.example -all").problems
+    assert problem.suggestion == "include:x.example"
 
 
 def test_corrections() -> None:

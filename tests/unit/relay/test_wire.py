@@ -1,0 +1,128 @@
+"""The listeners' wire rules as pure functions: control characters in envelopes, and DATA
+assembly (end marker, dot un-stuffing, bare newlines, limits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smtpconn.errors import ProfileError
+from smtpconn.profile.model import BareNewline, RelaySettings
+from smtpconn.profile.store import load_profile, save_profile
+from smtpconn.relay.wire import (
+    BARE_NEWLINE_REFUSED,
+    LINE_TOO_LONG,
+    MAIL_PATH_REFUSED,
+    PARAMS_REFUSED,
+    TOO_MUCH_DATA,
+    DataReader,
+    envelope_refusal,
+)
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("FROM:<a@b.example>", None),
+        ("FROM:<a@b.example> SIZE=10 BODY=8BITMIME", None),
+        ('FROM:<"x\rX-Tag: 1"@b.example>', MAIL_PATH_REFUSED),
+        ('FROM:<"a>\r"@b.example> SIZE=1', MAIL_PATH_REFUSED),  # '>' inside quotes
+        ("FROM:<a\x00b@b.example>", MAIL_PATH_REFUSED),
+        ("FROM:<a\x7f@b.example>", MAIL_PATH_REFUSED),
+        ("FROM:a\x01@b.example SIZE=1", MAIL_PATH_REFUSED),  # no angle brackets
+        ("FROM:<a@b.example> SIZE=1\x0b", PARAMS_REFUSED),
+        ("FROM:<a@b.example>\tSIZE=1", PARAMS_REFUSED),
+        ("FROM\x01<a@b.example>", MAIL_PATH_REFUSED),  # no colon at all
+    ],
+)
+def test_envelope_refusal(arg: str, expected: str | None) -> None:
+    assert envelope_refusal(arg, path_reply=MAIL_PATH_REFUSED) == expected
+
+
+def _read(data: bytes, *, normalize: bool = False, size_limit: int | None = None) -> DataReader:
+    """Feed ``data`` as a stream reader would (pieces ending in LF), up to the end marker."""
+    reader = DataReader(size_limit=size_limit, line_limit=1001, normalize=normalize)
+    pieces = data.split(b"\n")
+    for index, piece in enumerate(pieces):
+        last = index == len(pieces) - 1
+        if reader.feed(piece if last else piece + b"\n"):
+            assert b"\n".join(pieces[index + 1 :]) == b"", "data after the end marker"
+            return reader
+    raise AssertionError("no end marker")
+
+
+def test_plain_message_is_unstuffed() -> None:
+    reader = _read(b"Subject: x\r\n\r\n..dot\r\n.\r\n")
+    assert reader.problem is None
+    assert reader.content() == b"Subject: x\r\n\r\n.dot\r\n"
+
+
+def test_empty_message() -> None:
+    assert _read(b".\r\n").content() == b""
+
+
+@pytest.mark.parametrize("marker", [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r"])
+def test_bare_newline_markers_neither_end_nor_pass(marker: bytes) -> None:
+    data = b"a" + marker + b"MAIL FROM:<x@y>\r\nsecond\r\n.\r\n"
+    reader = _read(data)
+    assert reader.problem == BARE_NEWLINE_REFUSED
+    assert reader.content() == b""
+    normalized = _read(data, normalize=True)
+    assert normalized.problem is None
+    content = normalized.content()
+    assert b"second" in content and b"MAIL FROM" in content
+    assert content.replace(b"\r\n", b"").count(b"\r") == 0
+    assert content.replace(b"\r\n", b"").count(b"\n") == 0
+
+
+def test_size_and_line_limits_answer_after_the_end() -> None:
+    too_big = _read(b"x" * 50 + b"\r\n" + b"y" * 60 + b"\r\n.\r\n", size_limit=100)
+    assert too_big.problem == TOO_MUCH_DATA and too_big.held == 0
+    reader = DataReader(size_limit=None, line_limit=10, normalize=False)
+    assert not reader.feed(b"0123456789ab")  # a fragment longer than a line may be
+    assert not reader.feed(b"cd\r\n")
+    assert reader.feed(b".\r\n")
+    assert reader.problem == LINE_TOO_LONG
+
+
+def test_fragment_then_dot_line_is_not_the_end() -> None:
+    reader = DataReader(size_limit=None, line_limit=1001, normalize=False)
+    assert not reader.feed(b"abc")  # a line split by the stream limit
+    assert not reader.feed(b".\r\n")  # continues that line: "abc.\r\n", not the end
+    assert reader.feed(b".\r\n")
+    assert reader.content() == b"abc.\r\n"
+
+
+def test_relay_keys_parse_validate_and_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        "version = 1\n[relay]\nmax_sessions = 7\nmax_memory = 123456789\n"
+        'idle_timeout = 1.5\ndata_timeout = 30\nbare_newline = "normalize"\n'
+    )
+    relay = load_profile(path).profile.relay
+    assert relay is not None
+    assert (relay.max_sessions, relay.max_memory) == (7, 123456789)
+    assert (relay.idle_timeout, relay.data_timeout) == (1.5, 30.0)
+    assert relay.bare_newline is BareNewline.NORMALIZE
+    save_profile(path, load_profile(path).profile)
+    assert load_profile(path).profile.relay == relay
+    assert RelaySettings().bare_newline is BareNewline.REJECT
+    path.write_text(
+        'version = 1\n[relay]\nmax_sessions = 0\nidle_timeout = -1\nbare_newline = "strip"\n'
+    )
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    text = str(caught.value) + str(getattr(caught.value, "details", ""))
+    for key in ("max_sessions", "idle_timeout", "bare_newline"):
+        assert key in text
+
+
+def test_max_memory_must_hold_one_largest_message(tmp_path: Path) -> None:
+    from smtpconn.errors import UsageError
+    from smtpconn.profile.model import Profile
+    from smtpconn.relay.config import build_config
+
+    relay = RelaySettings(max_memory=1000, max_message_size=2000)
+    with pytest.raises(UsageError, match="max_memory"):
+        build_config(Profile(relay=relay), tmp_path)
