@@ -17,7 +17,7 @@ from smtpconn.errors import ExitCode, UsageError
 from smtpconn.settings import Settings
 
 if TYPE_CHECKING:
-    from smtpconn.smtp.sendtest import SendTestReport
+    from smtpconn.sendtest.run import SendTestReport
 
 INSECURE_BANNER = "INSECURE: --insecure is set, server certificates are NOT checked"
 
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
 
         from smtpconn.addresses import parse_address
         from smtpconn.profile.store import load_profile
-        from smtpconn.smtp import sendtest
+        from smtpconn.sendtest import run as sendtest
 
         if insecure:
             settings = replace(settings, insecure=True)

@@ -30,6 +30,8 @@ from smtpconn.profile.keys import (
     enum_parser,
 )
 from smtpconn.profile.secrets import SecretRef, is_password_hash, parse_secret_ref
+from smtpconn.smtp.vocab import AuthMechanism as AuthMechanism
+from smtpconn.smtp.vocab import Security as Security
 
 PROFILE_VERSION = 1
 
@@ -42,18 +44,6 @@ class Mode(StrEnum):
 class Workflow(StrEnum):
     AUTHENTICATED = "authenticated"
     FORWARDING = "forwarding"
-
-
-class Security(StrEnum):
-    STARTTLS = "starttls"  # RFC 3207 on the submission port
-    TLS = "tls"  # RFC 8314 implicit TLS
-
-
-class AuthMechanism(StrEnum):
-    AUTO = "auto"
-    PLAIN = "plain"
-    LOGIN = "login"
-    XOAUTH2 = "xoauth2"
 
 
 DEFAULT_PORTS: dict[Security, int] = {Security.STARTTLS: 587, Security.TLS: 465}

@@ -391,7 +391,8 @@ def _unreadable_file(path: Path, what: str) -> str | None:
 
 
 def _dkim_problem(entry: SupportAddress, base_dir: Path) -> str | None:
-    from smtpconn.smtp.dkim import dkim_sign, load_dkim_key
+    from smtpconn.profile.wire import load_dkim_key
+    from smtpconn.smtp.dkim import dkim_sign
 
     try:
         key = load_dkim_key(entry, base_dir)

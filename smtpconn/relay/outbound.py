@@ -7,7 +7,7 @@ when ``relay.submission_username`` / ``submission_password_hash`` are set (and t
 TLS). The message is DKIM-signed (when the address has ``[addresses.dkim]``) *before* it is
 spooled, so what is acknowledged is exactly what will be sent.
 
-Delivery goes through the shared client policy (``smtpconn.smtp.session``: TLS + AUTH, never
+Delivery goes through the shared client policy (``smtpconn.smtp.delivery``: TLS + AUTH, never
 clear text), over cached sessions (:mod:`smtpconn.relay.sessions`: replies to the same customer
 server share one authenticated connection, ``RSET`` between messages). Per recipient: accepted → done; 5xx → bounce; 4xx, connection, TLS or AUTH
 problems → retry with exponential back-off until the retry window ends, then bounce. Bounces are
@@ -30,6 +30,7 @@ from smtpconn.errors import UsageError
 from smtpconn.net import resolve_host
 from smtpconn.profile.model import OutboundServer
 from smtpconn.profile.secrets import resolve_secret
+from smtpconn.profile.wire import server_spec, sign_for
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.dsn import FailedRecipient, build_dsn
 from smtpconn.relay.log import log_event
@@ -46,13 +47,12 @@ from smtpconn.relay.spool import (
 )
 from smtpconn.relay.tagging import prepend, tag_value
 from smtpconn.relay.worker import Attempted
-from smtpconn.smtp.dkim import sign_for
 
 MAX_RECIPIENTS = 100
 
 
 class Outcome(Protocol):
-    """What the relay reads from ``smtpconn.smtp.session.RecipientOutcome``."""
+    """What the relay reads from ``smtpconn.smtp.delivery.RecipientOutcome``."""
 
     recipient: str
     accepted: bool
@@ -70,7 +70,7 @@ Deliverer = Callable[..., Awaitable[Result]]
 
 
 def default_deliverer() -> Deliverer:
-    from smtpconn.smtp.session import deliver
+    from smtpconn.smtp.delivery import deliver
 
     return deliver
 
@@ -271,7 +271,7 @@ class OutboundDelivery:
                 timeout=settings.timeout,
             )
         return await self.deliverer(
-            server,
+            server_spec(server),
             secret,
             mail_from,
             rcpts,

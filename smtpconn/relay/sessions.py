@@ -1,5 +1,5 @@
 """Outbound connection cache: replies to the same customer server reuse an authenticated
-session (``smtpconn.smtp.session.DeliverySession``) instead of paying TCP + TLS + AUTH each.
+session (``smtpconn.smtp.delivery.DeliverySession``) instead of paying TCP + TLS + AUTH each.
 
 Like Postfix's connection cache: a session goes back to the pool after a message and is reused
 by the next reply for the same server (same host, port, security, login) within
@@ -15,7 +15,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from smtpconn.profile.model import OutboundServer
-from smtpconn.smtp.session import DeliveryResult, DeliverySession
+from smtpconn.profile.wire import server_spec
+from smtpconn.smtp.delivery import DeliveryResult, DeliverySession
 
 IDLE_SECONDS = 5.0  # well under servers' idle timeouts (Postfix smtpd: 300 s), like Postfix's 2 s
 MAX_MESSAGES = 100  # per connection, then a fresh one (Postfix: smtp_connection_reuse_count_limit)
@@ -62,7 +63,7 @@ class SessionPool:
         session = self._take(key)
         if session is None:
             session = DeliverySession(
-                server,
+                server_spec(server),
                 secret,
                 tls_context=tls_context,
                 ehlo_name=ehlo_name,

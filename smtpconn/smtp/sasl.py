@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 
-from smtpconn.profile.model import AuthMechanism
+from smtpconn.smtp.vocab import AuthMechanism
 
 # "auto" never picks XOAUTH2: a password is not a bearer token, so sending it as one would only
 # fail (and leak it to a log on the server side). PLAIN before LOGIN: one round trip, standard.
@@ -50,3 +50,20 @@ def decode_challenge(text: str) -> str:
         return base64.b64decode(text.strip(), validate=True).decode("utf-8", errors="replace")
     except ValueError:
         return text
+
+
+def wanted_text(configured: AuthMechanism) -> str:
+    """The mechanisms ``configured`` accepts, as a message names them."""
+    return " or ".join(AUTO_PREFERENCE) if configured is AuthMechanism.AUTO else configured.value.upper()
+
+
+def xoauth2_advice(configured: AuthMechanism, offered: frozenset[str]) -> str | None:
+    """What to do when the server offers XOAUTH2 and another mechanism is configured (the one
+    wording of this advice, for verify's checks and for a failed login alike); None otherwise."""
+    if "XOAUTH2" not in offered or configured is AuthMechanism.XOAUTH2:
+        return None
+    return (
+        "the server offers XOAUTH2 and may have basic AUTH switched off (Microsoft 365, "
+        'Google Workspace): set outbound.auth = "xoauth2" and outbound.secret to a reference '
+        "holding an OAuth 2.0 access token"
+    )

@@ -22,7 +22,8 @@ be advertised and will send AUTH in clear text if offered. Here:
 * The banner gets at least ``BANNER_TIMEOUT`` seconds (postscreen greet pauses); every other reply
   gets ``timeout`` seconds.
 
-Public API (stable; the relay imports it):
+Public API (stable; the relay imports it; delivery itself is in ``smtp.delivery``, the
+stages, failure kinds and ``SmtpFailure`` in ``smtp.failures``):
 
 ``SmtpSession(host, port, *, security, tls_context, ehlo_name, timeout, address=None,
 transcript=None)``
@@ -36,26 +37,16 @@ transcript=None)``
 ``await establish(session, security)``
     open + EHLO + (STARTTLS + EHLO) per the policy.
 
-``await deliver(server, secret, mail_from, rcpt_to, message, *, tls_context, ehlo_name,
-timeout, address=None, transcript=None) -> DeliveryResult``
-    Deliver one message. ``DeliveryResult.recipients`` holds one ``RecipientOutcome`` per
-    recipient (accepted, or failed permanently / temporarily with the reply); ``queue_id`` is read
-    from the final 250. Classification: a 5xx reply to MAIL, RCPT or DATA is permanent; 4xx,
-    timeouts, lost connections, and every failure before MAIL (connect, TLS, certificate, AUTH)
-    are temporary, because they concern the connector's set-up rather than the message and a
-    bounce would lose mail that a fixed set-up can deliver.
+``await login(session, server, secret)``
+    AUTH with the mechanism ``server.auth`` names (the best one offered for ``auto``).
 
-``DeliverySession(server, secret, *, tls_context, ehlo_name, timeout, address=None,
-transcript=None)``
-    Several messages over one connection: ``await send(mail_from, rcpt_to, message) ->
-    DeliveryResult`` (classified like ``deliver``; TLS + AUTH on the first, ``RSET`` between,
-    a fresh connection when the old one went stale), ``connected``, ``messages``, ``last_used``,
-    ``await close()``.
+``ServerSpec(host, port, security, auth, username)``
+    What the wire needs to know of a server to reach it and log in (no secret: that is given
+    separately, already resolved).
 
 ``secure_client_context(ca_file, insecure=False)``
     ``make_client_tls_context`` with TLS 1.2 as the minimum, for callers that send mail.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -64,21 +55,27 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smtpconn.profile.model import AuthMechanism, OutboundServer, Security
 from smtpconn.smtp import sasl
+from smtpconn.smtp.failures import (
+    FailureKind,
+    PolicyError,
+    SmtpFailure,
+    StageName,
+    StageRecord,
+    classify_certificate_error,
+)
 from smtpconn.smtp.replies import (
     Extensions,
     Reply,
     ReplyParseError,
     parse_ehlo,
-    parse_queue_id,
     parse_reply_line,
 )
+from smtpconn.smtp.vocab import AuthMechanism, Security
 
 BANNER_TIMEOUT = (
     30.0  # postscreen's default greet pause is 6 s, but sites raise it; RFC 5321 says 5 min
@@ -86,96 +83,6 @@ BANNER_TIMEOUT = (
 MAX_REPLY_LINES = 1000
 MAX_LINE = 4096
 TLS_MIN_FOR_SECRETS = ssl.TLSVersion.TLSv1_2
-
-
-class StageName(StrEnum):
-    CONNECT = "connect"
-    BANNER = "banner"
-    EHLO = "ehlo"
-    STARTTLS = "starttls"
-    TLS = "tls"  # the handshake itself (for implicit TLS, and after 220 to STARTTLS)
-    AUTH = "auth"
-    MAIL = "mail"
-    RCPT = "rcpt"
-    DATA = "data"
-    QUIT = "quit"
-    RSET = "rset"  # between messages of a DeliverySession
-
-
-class FailureKind(StrEnum):
-    RESOLVE = "resolve"  # the host name has no address
-    REFUSED = "refused"  # TCP RST: nothing listens there
-    UNREACHABLE = "unreachable"  # no route, network down
-    TIMEOUT = "timeout"  # no reply in time
-    CLOSED = "closed"  # the server closed the connection
-    BANNER_REJECTED = "banner-rejected"  # 421 / 554 greeting
-    PROTOCOL = "protocol"  # the peer does not speak SMTP
-    NO_STARTTLS = "no-starttls"  # STARTTLS required but not advertised
-    STARTTLS_REJECTED = "starttls-rejected"  # advertised, but the command was refused
-    # Bytes already waiting after the 220 to STARTTLS: a middlebox appending clear-text replies
-    # that would be read as the server's first answers inside TLS (RFC 3207 §5, CVE-2011-0411).
-    STARTTLS_INJECTION = "starttls-injection"
-    TLS_HANDSHAKE = "tls-handshake"  # the handshake failed (not a certificate problem)
-    CERTIFICATE = "certificate"  # the certificate did not verify (see CertProblem)
-    TLS_TOO_OLD = "tls-too-old"  # below TLS 1.2: we will not send secrets or mail
-    AUTH_NOT_OFFERED = "auth-not-offered"  # the configured mechanism is not offered
-    AUTH_FAILED = "auth-failed"  # credentials refused
-    REJECTED = "rejected"  # a MAIL/RCPT/DATA reply refused the message
-    POLICY = "policy"  # the caller asked for something the policy forbids
-
-
-class CertProblem(StrEnum):
-    UNTRUSTED_ISSUER = "untrusted-issuer"
-    SELF_SIGNED = "self-signed"
-    EXPIRED = "expired"
-    NOT_YET_VALID = "not-yet-valid"
-    HOSTNAME_MISMATCH = "hostname-mismatch"
-    OTHER = "other"
-
-
-# OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) that name a reason a person can act on.
-_CERT_CODES: dict[int, CertProblem] = {
-    2: CertProblem.UNTRUSTED_ISSUER,  # unable to get issuer certificate
-    9: CertProblem.NOT_YET_VALID,
-    10: CertProblem.EXPIRED,
-    18: CertProblem.SELF_SIGNED,  # depth zero self-signed
-    19: CertProblem.SELF_SIGNED,  # self-signed certificate in chain (a private root)
-    20: CertProblem.UNTRUSTED_ISSUER,  # unable to get local issuer certificate
-    21: CertProblem.UNTRUSTED_ISSUER,  # unable to verify the first certificate
-    62: CertProblem.HOSTNAME_MISMATCH,
-}
-
-
-def classify_certificate_error(error: ssl.SSLCertVerificationError) -> CertProblem:
-    problem = _CERT_CODES.get(getattr(error, "verify_code", 0) or 0)
-    if problem is not None:
-        return problem
-    message = str(getattr(error, "verify_message", "") or error).lower()
-    if "hostname mismatch" in message or "ip address mismatch" in message:
-        return CertProblem.HOSTNAME_MISMATCH
-    return CertProblem.OTHER
-
-
-class PolicyError(Exception):
-    """The caller asked the session to do something the policy forbids (a bug in the caller)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StageRecord:
-    stage: str
-    ok: bool
-    seconds: float
-    code: int | None = None
-    text: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage,
-            "ok": self.ok,
-            "code": self.code,
-            "reply": self.text,
-            "seconds": round(self.seconds, 3),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,48 +101,16 @@ class TlsInfo:
         return {"version": self.version, "cipher": self.cipher, "verified": self.verified}
 
 
-class SmtpFailure(Exception):
-    """A stage failed. ``kind`` says how; ``reply`` is the server's answer when there was one."""
 
-    def __init__(
-        self,
-        stage: StageName,
-        kind: FailureKind,
-        message: str,
-        *,
-        reply: Reply | None = None,
-        cert_problem: CertProblem | None = None,
-        permanent: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.kind = kind
-        self.message = message
-        self.reply = reply
-        self.cert_problem = cert_problem
-        self.permanent = permanent
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """A server to send through: where it is, how the connection is secured, how to log in."""
 
-    @property
-    def could_not_connect(self) -> bool:
-        """True when we never spoke SMTP with the server (exit 3 territory)."""
-        return self.stage in (StageName.CONNECT, StageName.BANNER) and self.kind in (
-            FailureKind.RESOLVE,
-            FailureKind.REFUSED,
-            FailureKind.UNREACHABLE,
-            FailureKind.TIMEOUT,
-            FailureKind.CLOSED,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage.value,
-            "kind": self.kind.value,
-            "message": self.message,
-            "code": self.reply.code if self.reply else None,
-            "reply": self.reply.text if self.reply else None,
-            "certificate_problem": self.cert_problem.value if self.cert_problem else None,
-            "permanent": self.permanent,
-        }
+    host: str  # also the name its certificate must carry
+    port: int
+    security: Security
+    auth: AuthMechanism
+    username: str
 
 
 def secure_client_context(ca_file: Path | None, *, insecure: bool = False) -> ssl.SSLContext:
@@ -789,21 +664,19 @@ async def establish(session: SmtpSession, security: Security) -> Extensions:
     return await session.ehlo()
 
 
-async def login(session: SmtpSession, server: OutboundServer, secret: str) -> Reply:
-    """AUTH with the mechanism the profile configures (or the best one for ``auto``)."""
+async def login(session: SmtpSession, server: ServerSpec, secret: str) -> Reply:
+    """AUTH with the mechanism the server spec names (or the best one for ``auto``)."""
     offered = session.extensions.auth_mechanisms if session.extensions else frozenset()
     mechanism = sasl.choose_mechanism(server.auth, offered)
+    advice = sasl.xoauth2_advice(server.auth, offered)
     if mechanism is None:
         started = time.monotonic()
-        wanted = (
-            "PLAIN or LOGIN" if server.auth is AuthMechanism.AUTO else server.auth.value.upper()
-        )
         message = (
-            f"{session.target} does not offer AUTH {wanted} after TLS "
+            f"{session.target} does not offer AUTH {sasl.wanted_text(server.auth)} after TLS "
             f"(offered: {', '.join(sorted(offered)) or 'no AUTH at all'})"
         )
-        if "XOAUTH2" in offered and server.auth is not AuthMechanism.XOAUTH2:
-            message += '; it offers XOAUTH2: set auth = "xoauth2" with an OAuth token reference'
+        if advice is not None:
+            message += "; " + advice
         session.stages.append(
             StageRecord(StageName.AUTH.value, False, time.monotonic() - started, text=message)
         )
@@ -811,262 +684,6 @@ async def login(session: SmtpSession, server: OutboundServer, secret: str) -> Re
     try:
         return await session.authenticate(mechanism, server.username, secret)
     except SmtpFailure as failure:
-        if (
-            failure.kind is FailureKind.AUTH_FAILED
-            and "XOAUTH2" in offered
-            and mechanism != "XOAUTH2"
-        ):
-            failure.message += (
-                "; the server also offers XOAUTH2 — Microsoft 365 and Google Workspace are "
-                'switching basic AUTH off: set auth = "xoauth2" and secret to an OAuth token '
-                "reference"
-            )
+        if failure.kind is FailureKind.AUTH_FAILED and advice is not None:
+            failure.message += "; " + advice
         raise
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientOutcome:
-    recipient: str
-    accepted: bool  # the server took responsibility for this recipient
-    permanent: bool  # for a failure: bounce (True) or retry later (False)
-    code: int | None
-    text: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "recipient": self.recipient,
-            "accepted": self.accepted,
-            "permanent": self.permanent,
-            "code": self.code,
-            "reply": self.text,
-        }
-
-
-@dataclass
-class DeliveryResult:
-    recipients: list[RecipientOutcome]
-    stages: list[StageRecord]
-    transcript: list[str]
-    queue_id: str | None = None
-    failure: SmtpFailure | None = None
-    tls: TlsInfo | None = None
-    peer_address: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def delivered(self) -> bool:
-        return bool(self.recipients) and all(r.accepted for r in self.recipients)
-
-    @property
-    def accepted(self) -> list[str]:
-        return [r.recipient for r in self.recipients if r.accepted]
-
-    @property
-    def permanent_failures(self) -> list[RecipientOutcome]:
-        return [r for r in self.recipients if not r.accepted and r.permanent]
-
-    @property
-    def temporary_failures(self) -> list[RecipientOutcome]:
-        return [r for r in self.recipients if not r.accepted and not r.permanent]
-
-
-async def deliver(
-    server: OutboundServer,
-    secret: str,
-    mail_from: str,
-    rcpt_to: list[str],
-    message: bytes,
-    *,
-    tls_context: ssl.SSLContext,
-    ehlo_name: str,
-    timeout: float,
-    address: str | None = None,
-    transcript: Transcript | None = None,
-) -> DeliveryResult:
-    """Deliver one message through ``server`` with TLS + AUTH. Never raises ``SmtpFailure``:
-    the outcome of every recipient is in the result."""
-    session = SmtpSession(
-        server.host,
-        server.port,
-        tls_context=tls_context,
-        ehlo_name=ehlo_name,
-        timeout=timeout,
-        address=address,
-        transcript=transcript,
-    )
-    result = DeliveryResult([], session.stages, session.transcript_lines)
-    try:
-        await _secure_login(session, server, secret, result)
-        await _transaction(session, mail_from, rcpt_to, message, result)
-        await session.quit()
-    except SmtpFailure as failure:
-        _fail_undecided(result, rcpt_to, failure)
-        await session.quit()
-    finally:
-        session.close()
-        result.peer_address = session.peer_address
-    return result
-
-
-async def _secure_login(
-    session: SmtpSession, server: OutboundServer, secret: str, result: DeliveryResult
-) -> None:
-    """Connect, encrypt and authenticate per the policy, or raise ``SmtpFailure``."""
-    await establish(session, server.security)
-    result.tls = session.tls
-    if session.tls is not None and not session.tls.version_ok:
-        raise SmtpFailure(
-            StageName.TLS,
-            FailureKind.TLS_TOO_OLD,
-            f"{session.target} negotiated {session.tls.version}; smtpconn needs TLS 1.2+",
-        )
-    await login(session, server, secret)
-
-
-async def _transaction(
-    session: SmtpSession,
-    mail_from: str,
-    rcpt_to: list[str],
-    message: bytes,
-    result: DeliveryResult,
-) -> None:
-    """MAIL, RCPT for each recipient, DATA when any was accepted; outcomes go to ``result``."""
-    pending: list[str] = []
-    await session.mail(mail_from)
-    for recipient in rcpt_to:
-        reply = await session.rcpt(recipient)
-        if reply.code in (250, 251):
-            pending.append(recipient)
-        else:
-            result.recipients.append(
-                RecipientOutcome(recipient, False, reply.permanent, reply.code, reply.text)
-            )
-    if pending:
-        reply = await session.data(message)
-        result.queue_id = parse_queue_id(reply)
-        result.recipients.extend(
-            RecipientOutcome(r, True, False, reply.code, reply.text) for r in pending
-        )
-
-
-def _fail_undecided(result: DeliveryResult, rcpt_to: list[str], failure: SmtpFailure) -> None:
-    """Every recipient without an outcome yet fails with ``failure``: permanently only for a
-    5xx to MAIL or DATA (see ``deliver``)."""
-    result.failure = failure
-    decided = {r.recipient for r in result.recipients}
-    permanent = failure.permanent and failure.stage in (StageName.MAIL, StageName.DATA)
-    for recipient in rcpt_to:
-        if recipient not in decided:
-            result.recipients.append(
-                RecipientOutcome(
-                    recipient,
-                    False,
-                    permanent,
-                    failure.reply.code if failure.reply else None,
-                    failure.message,
-                )
-            )
-
-
-class DeliverySession:
-    """Several messages to one server over one connection: TLS and AUTH once, ``RSET`` between
-    messages (what MTAs' connection caches do; a new TLS + AUTH session per message was most of
-    the relay's outbound cost).
-
-    The policy is the one of :func:`deliver`, which this mirrors message by message: the
-    connection is encrypted and authenticated before any MAIL, and each :meth:`send` returns a
-    ``DeliveryResult`` classified exactly like ``deliver``'s (it never raises ``SmtpFailure``).
-    The connection is opened by the first :meth:`send`; when a later send finds it closed, or
-    its ``RSET`` fails (the server dropped an idle connection), a fresh one is opened for that
-    message, so a stale connection never costs a message a retry. After a failure that broke the
-    connection the next send reconnects; a refused message (5xx/4xx reply) leaves it usable.
-    ``close()`` says QUIT. Not safe for concurrent sends: one message at a time.
-    """
-
-    def __init__(
-        self,
-        server: OutboundServer,
-        secret: str,
-        *,
-        tls_context: ssl.SSLContext,
-        ehlo_name: str,
-        timeout: float,
-        address: str | None = None,
-        transcript: Transcript | None = None,
-    ) -> None:
-        self.server = server
-        self._secret = secret
-        self._tls_context = tls_context
-        self._ehlo_name = ehlo_name
-        self._timeout = timeout
-        self.address = address
-        self._transcript = transcript
-        self._session: SmtpSession | None = None
-        self.messages = 0  # transactions on the current connection
-        self.last_used = time.monotonic()
-
-    @property
-    def connected(self) -> bool:
-        return self._session is not None and self._session.usable
-
-    def _new_session(self) -> SmtpSession:
-        return SmtpSession(
-            self.server.host,
-            self.server.port,
-            tls_context=self._tls_context,
-            ehlo_name=self._ehlo_name,
-            timeout=self._timeout,
-            address=self.address,
-            transcript=self._transcript,
-        )
-
-    async def _drop(self) -> None:
-        if self._session is not None:
-            await self._session.quit()
-            self._session = None
-        self.messages = 0
-
-    async def send(self, mail_from: str, rcpt_to: list[str], message: bytes) -> DeliveryResult:
-        self.last_used = time.monotonic()
-        if self._session is not None:
-            try:
-                if not self._session.usable:
-                    raise SmtpFailure(StageName.RSET, FailureKind.CLOSED, "connection closed")
-                await self._session.rset()
-            except SmtpFailure:
-                await self._drop()  # stale: nothing of this message was sent on it
-        result = DeliveryResult([], [], [])
-        session = self._session or self._new_session()
-        try:
-            if self._session is None:
-                # Only a connection that got through TLS *and* AUTH is kept for the next
-                # message: MAIL on a half-set-up one would be refused and bounce the mail.
-                await _secure_login(session, self.server, self._secret, result)
-                self._session = session
-            result.tls = session.tls
-            self.messages += 1
-            await _transaction(session, mail_from, rcpt_to, message, result)
-        except SmtpFailure as failure:
-            _fail_undecided(result, rcpt_to, failure)
-        except BaseException:
-            session.close()
-            self._session = None
-            self.messages = 0
-            raise
-        finally:
-            result.stages = list(session.stages)
-            result.transcript = list(session.transcript_lines)
-            result.peer_address = session.peer_address
-            # This message's records only; a long-lived connection must not grow them.
-            session.stages.clear()
-            session.transcript_lines.clear()
-            self.last_used = time.monotonic()
-        if self._session is None:
-            await session.quit()  # set-up failed: say goodbye, keep nothing
-        elif not session.usable:
-            await self._drop()
-        return result
-
-    async def close(self) -> None:
-        """QUIT (politely; a server that already hung up is fine)."""
-        await self._drop()

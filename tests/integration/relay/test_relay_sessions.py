@@ -11,14 +11,12 @@ from lab.lab import Lab
 from smtpconn.net import resolve_host
 from smtpconn.profile.model import OutboundServer
 from smtpconn.profile.store import load_profile
+from smtpconn.profile.wire import server_spec
 from smtpconn.relay.runtime import Relay
 from smtpconn.relay.sessions import SessionPool
-from smtpconn.smtp.session import (
-    DeliveryResult,
-    DeliverySession,
-    StageName,
-    secure_client_context,
-)
+from smtpconn.smtp.delivery import DeliveryResult, DeliverySession
+from smtpconn.smtp.failures import StageName
+from smtpconn.smtp.session import secure_client_context
 
 from .conftest import RelayEnv
 from .test_relay_outbound import reply, submit
@@ -35,7 +33,7 @@ async def _session(lab: Lab, relay_env: RelayEnv) -> DeliverySession:
     settings = relay_env.settings
     server = _server(relay_env)
     return DeliverySession(
-        server,
+        server_spec(server),
         lab.user.password,
         tls_context=secure_client_context(settings.ca_file),
         ehlo_name="relay.helpdesk.test",

@@ -19,7 +19,7 @@ from smtpconn.relay.sinks.base import SinkError, SinkItem
 from smtpconn.relay.sinks.pipe import environment
 from smtpconn.relay.spool import Envelope, Spool
 from smtpconn.relay.tagging import return_path, safe_address, split_header_block, strip_untrusted
-from smtpconn.smtp.received import parse_authentication_results
+from smtpconn.sendtest.received import parse_authentication_results
 from tests.unit.relay.test_relay_units import profile
 
 OURS = "relay.helpdesk.test"

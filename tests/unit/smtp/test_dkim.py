@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from smtpconn.addresses import parse_address
 from smtpconn.errors import UsageError
 from smtpconn.profile.model import DkimSettings, Mode, SupportAddress, Workflow
-from smtpconn.smtp.dkim import load_dkim_key, sign_for
-from smtpconn.smtp.testmessage import build_test_message
+from smtpconn.profile.wire import load_dkim_key, sign_for
+from smtpconn.sendtest.testmessage import build_test_message
 
 REPLY = (
     b"From: support@example.test\r\nTo: bob@example.org\r\nSubject: Re: ticket 42\r\n"

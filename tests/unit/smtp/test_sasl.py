@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from smtpconn.profile.model import AuthMechanism
 from smtpconn.smtp.sasl import choose_mechanism, decode_challenge, plain_response, xoauth2_response
+from smtpconn.smtp.vocab import AuthMechanism
 
 
 @pytest.mark.parametrize(

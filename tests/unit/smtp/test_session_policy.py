@@ -7,17 +7,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from smtpconn.profile.model import AuthMechanism, OutboundServer, Security
-from smtpconn.profile.secrets import SecretRef
-from smtpconn.smtp.session import (
-    FailureKind,
-    PolicyError,
-    SmtpSession,
-    StageName,
-    deliver,
-    dot_stuff,
-    secure_client_context,
-)
+from smtpconn.smtp.delivery import deliver
+from smtpconn.smtp.failures import FailureKind, PolicyError, StageName
+from smtpconn.smtp.session import ServerSpec, SmtpSession, dot_stuff, secure_client_context
+from smtpconn.smtp.vocab import AuthMechanism, Security
 
 from .conftest import FakeServer, Script
 
@@ -25,14 +18,13 @@ PASSWORD = "s3cret-Pa55word"
 Start = Callable[[Script], Awaitable[FakeServer]]
 
 
-def _server(port: int, security: Security = Security.STARTTLS) -> OutboundServer:
-    return OutboundServer(
+def _server(port: int, security: Security = Security.STARTTLS) -> ServerSpec:
+    return ServerSpec(
         host="fake.test",
         port=port,
         security=security,
         auth=AuthMechanism.AUTO,
         username="user@fake.test",
-        secret=SecretRef("env", "X"),
     )
 
 

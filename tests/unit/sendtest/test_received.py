@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from smtpconn.smtp.received import (
+from smtpconn.sendtest.received import (
     MaildirWatch,
     describe_received,
     parse_authentication_results,

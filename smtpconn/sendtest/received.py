@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from smtpconn.relay.authserv import Unparsable, parse_head, split_top_level
+from smtpconn.sendtest.testmessage import TOKEN_HEADER
 from smtpconn.settings import Settings
-from smtpconn.smtp.testmessage import TOKEN_HEADER
 
 TAG_HEADER = "X-Smtpconn-Tag"  # smtpconn.relay.tagging.TAG_HEADER; the grammar is stable
 CLOCK_SLACK = 5.0  # seconds: a file this much older than the watch cannot hold the new token

@@ -9,8 +9,8 @@ import pytest
 from smtpconn.addresses import parse_address
 from smtpconn.errors import CouldNotRun, UsageError
 from smtpconn.profile.model import Mode, Profile, RelaySettings, SupportAddress, Workflow
+from smtpconn.sendtest.run import roundtrip, send_outbound
 from smtpconn.settings import Settings
-from smtpconn.smtp.sendtest import roundtrip, send_outbound
 
 
 async def test_forwarding_workflow_address_has_nothing_to_send_outbound(tmp_path: Path) -> None:

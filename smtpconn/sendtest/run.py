@@ -1,6 +1,6 @@
 """``send-test``: one test message, outbound, inbound or round trip, and a report of each stage.
 
-* outbound: through the customer's server exactly as the relay sends (``session.deliver``).
+* outbound: through the customer's server exactly as the relay sends (``delivery.deliver``).
 * inbound: to the relay's inbound listener, as the customer's server would (TLS + AUTH with the
   inbound credentials for bidirectional, plain forwarding for outbound-only), then read back
   from the relay's Maildir sink to confirm it arrived and was tagged.
@@ -34,22 +34,23 @@ from typing import Any
 from smtpconn.addresses import MailAddress, parse_host_port
 from smtpconn.errors import CouldNotRun, ExitCode, UsageError
 from smtpconn.net import resolve_host
-from smtpconn.profile.model import (
-    AuthMechanism,
-    Mode,
-    OutboundServer,
-    Profile,
-    Security,
-    SinkKind,
-    SupportAddress,
-    Workflow,
-)
-from smtpconn.profile.secrets import SecretRef, resolve_secret
+from smtpconn.profile.model import Mode, Profile, SinkKind, SupportAddress, Workflow
+from smtpconn.profile.secrets import resolve_secret
+from smtpconn.profile.wire import load_dkim_key, server_spec
+from smtpconn.sendtest.received import MaildirWatch, describe_received, verify_dkim
+from smtpconn.sendtest.testmessage import TestMessage, build_test_message
 from smtpconn.settings import Settings
-from smtpconn.smtp.dkim import load_dkim_key
-from smtpconn.smtp.received import MaildirWatch, describe_received, verify_dkim
-from smtpconn.smtp.session import DeliveryResult, Transcript, deliver, secure_client_context
-from smtpconn.smtp.testmessage import TestMessage, build_test_message
+from smtpconn.smtp.delivery import DeliveryResult, RecipientOutcome, deliver
+from smtpconn.smtp.failures import SmtpFailure
+from smtpconn.smtp.replies import parse_queue_id
+from smtpconn.smtp.session import (
+    ServerSpec,
+    SmtpSession,
+    Transcript,
+    establish,
+    secure_client_context,
+)
+from smtpconn.smtp.vocab import AuthMechanism, Security
 
 POLL_INTERVAL = 0.1  # seconds between looks into the sink while waiting for the message
 
@@ -157,7 +158,7 @@ async def send_outbound(
     )  # fmt: skip
     report.started = time.time()
     result = await deliver(
-        server,
+        server_spec(server),
         secret,
         entry.address.ascii,
         [recipient.ascii],
@@ -215,13 +216,12 @@ async def send_inbound(
     tls_context = secure_client_context(settings.ca_file, insecure=settings.insecure)
     if entry.mode is Mode.BIDIRECTIONAL:
         assert entry.inbound is not None and inbound_password
-        server = OutboundServer(
+        server = ServerSpec(
             host=server_name,
             port=port,
             security=Security.STARTTLS,
             auth=AuthMechanism.AUTO,
             username=entry.inbound.username,
-            secret=SecretRef("env", "SMTPCONN_INBOUND_PASSWORD"),  # unused: the secret is given
         )
         result = await deliver(
             server,
@@ -300,14 +300,6 @@ async def _plain_forward(
     transcript: Transcript | None,
 ) -> DeliveryResult:
     """Ordinary forwarding (outbound-only): STARTTLS, no AUTH, like an MTA."""
-    from smtpconn.smtp.replies import parse_queue_id
-    from smtpconn.smtp.session import (
-        RecipientOutcome,
-        SmtpFailure,
-        SmtpSession,
-        establish,
-    )
-
     session = SmtpSession(
         server_name, port, tls_context=secure_client_context(settings.ca_file,
         insecure=settings.insecure), ehlo_name=_ehlo_name(profile), timeout=settings.timeout,

@@ -1,0 +1,44 @@
+"""``verify``'s TLS and AUTH family: what the customer's outbound server does on the wire.
+
+``probe`` talks to the server (I/O) and records what it found; ``judge`` turns that into one
+result per check id (pure); ``advice`` holds the fix texts. ``run_tls_auth`` is the family's
+entry point (``checks.runner.FAMILIES``).
+"""
+
+from __future__ import annotations
+
+from smtpconn.checks.common import no_server_reason, server_addresses
+from smtpconn.checks.model import CheckContext, CheckResult
+from smtpconn.checks.tls_auth.judge import CHECK_IDS, judge, judge_unresolved, skip_all
+from smtpconn.checks.tls_auth.probe import probe_server
+from smtpconn.profile.model import OutboundServer, SupportAddress
+
+__all__ = ["CHECK_IDS", "IDS", "run_tls_auth"]
+
+IDS = CHECK_IDS
+
+
+async def run_tls_auth(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
+    reason = no_server_reason(entry)
+    if reason is not None or entry.outbound is None:
+        return skip_all(reason or "no outbound server")
+    server = entry.outbound
+    # One session per server and credentials, shared by every address that uses them.
+    key = (
+        "tls-auth",
+        server.host.lower(),
+        server.port,
+        server.security.value,
+        server.auth.value,
+        server.username,
+        str(server.secret),
+    )
+    return await ctx.once(key, lambda: _check_server(ctx, server))
+
+
+async def _check_server(ctx: CheckContext, server: OutboundServer) -> list[CheckResult]:
+    found = await server_addresses(ctx, server.host)
+    if not found.addresses:
+        return judge_unresolved(server.host, found.errors)
+    probe = await probe_server(ctx, server, found.addresses)
+    return judge(probe, insecure=ctx.settings.insecure)

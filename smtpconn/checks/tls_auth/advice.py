@@ -1,0 +1,135 @@
+"""What to do about each TLS and AUTH finding: the fix texts of the family, in one place."""
+
+from __future__ import annotations
+
+from smtpconn.smtp.failures import FailureKind, SmtpFailure
+
+RESOLVER = "check the resolver (--resolver) and try again"
+BANNER_421 = (
+    "try again later; if it persists, the server limits connections from this "
+    "address (Postfix: smtpd_client_connection_count_limit, postscreen)"
+)
+BANNER_REFUSED = (
+    "allow the relay's IP address on the server (it is blocked, or not on the "
+    "list of clients allowed to connect)"
+)
+CONNECT: dict[FailureKind, str] = {
+    FailureKind.REFUSED: "check outbound.host and outbound.port (587 for STARTTLS, 465 for "
+    "implicit TLS), and that the server listens there",
+    FailureKind.TIMEOUT: "check outbound.host/port and any firewall between here and the "
+    "server (outgoing 587/465 is often blocked)",
+    FailureKind.UNREACHABLE: "check the network route to the server",
+    FailureKind.RESOLVE: "check outbound.host and the resolver",
+    FailureKind.CLOSED: "the server hung up before greeting: check its logs (client "
+    "restrictions, postscreen)",
+}
+CONNECT_OTHER = "check the server"
+
+AUTH_BEFORE_TLS = (
+    "offer AUTH only after TLS: Postfix `smtpd_tls_auth_only = yes` (and "
+    "`smtpd_tls_security_level = encrypt` on the submission port); Exchange: "
+    "require TLS on the receive connector; Exim: `auth_advertise_hosts = "
+    "${if eq{$tls_in_cipher}{}{}{*}}`"
+)
+NO_STARTTLS = (
+    "enable STARTTLS on the server (Postfix: `smtpd_tls_security_level = encrypt` "
+    "with smtpd_tls_chain_files); if the server has it, a firewall or middlebox on "
+    "the path is stripping it (Cisco 'ESMTP inspection' and similar): switch that off"
+)
+STARTTLS_REJECTED = "check the server's TLS certificate and key configuration and its log"
+STARTTLS_INJECTION = (
+    "something on the path between this machine and the server adds SMTP replies in "
+    "clear text after the server accepts STARTTLS (a man in the middle, or a broken "
+    "firewall/'SMTP inspection' proxy); a client that believed them would report a login "
+    "or a delivery the server never made. Find and remove it (run verify from another "
+    "network to narrow it down); smtpconn sends no credentials or mail over this path. "
+    "If nothing sits on the path, the server itself writes clear text after its 220 "
+    "instead of starting TLS: check its TLS configuration and log (Postfix: "
+    "smtpd_tls_chain_files, and 'cannot load' in the log)"
+)
+
+TLS_VERSION = (
+    "enable TLS 1.2 and 1.3 (Postfix: `smtpd_tls_protocols = >=TLSv1.2`, "
+    "`smtpd_tls_mandatory_protocols = >=TLSv1.2`)"
+)
+NO_TLS_VERSION = "enable TLS 1.2 and 1.3 on the server"
+OLD_TLS = "enable TLS 1.2 or newer on the server"
+NOT_IMPLICIT_TLS = (
+    "the server answered in plain text: this is not an implicit-TLS port. Use "
+    'security = "starttls" (port 587), or port 465 for implicit TLS'
+)
+HANDSHAKE = (
+    "check the server's TLS configuration and its log: a STARTTLS that cannot complete "
+    "usually means the certificate or key cannot be loaded (Postfix: smtpd_tls_chain_files "
+    "or smtpd_tls_cert_file/smtpd_tls_key_file, and 'cannot load' in the log) or no "
+    "protocol/cipher in common (smtpd_tls_protocols)"
+)
+
+INSECURE_CERTIFICATE = "remove --insecure once the server's certificate chains to a trusted CA"
+UNTRUSTED_ISSUER = (
+    "use a certificate from a public CA and serve the full chain (Postfix: "
+    "smtpd_tls_chain_files = key, certificate, intermediates); for a private CA, "
+    "give its certificate with --ca-file"
+)
+SELF_SIGNED = (
+    "replace it with a certificate from a public CA (e.g. Let's Encrypt); for a "
+    "private CA give its certificate with --ca-file"
+)
+EXPIRED = "renew the certificate and reload the server"
+CLOCK = "check the server's clock and the certificate's dates"
+CHAIN_OTHER = "check the certificate chain"
+RENEW_NOW = "renew the certificate now"
+RENEW_SOON = "renew the certificate before it expires (automate it, e.g. certbot renew)"
+
+LOGIN_TLS_TOO_OLD = "enable TLS 1.2 or newer on the server (see tls.version)"
+SEE_MECHANISMS = "see auth.mechanisms"
+SECRET_UNREADABLE = "make the secret reference readable where smtpconn runs"
+AUTH_BACKEND = "try again later; if it persists, check the server's authentication backend"
+LOGIN_CERTIFICATE = (
+    "fix the certificate (see tls.certificate / tls.hostname); for a private test "
+    "set-up only, --insecure skips certificate checks"
+)
+
+
+def looks_like_old_tls(failure: SmtpFailure) -> bool:
+    text = failure.message.lower()
+    return any(
+        s in text for s in ("unsupported protocol", "no protocols available", "version too low")
+    )
+
+
+def handshake(failure: SmtpFailure, *, implicit: bool) -> str:
+    text = failure.message.lower()
+    if implicit and (
+        "wrong version number" in text or "record layer" in text or "packet length" in text
+    ):
+        return NOT_IMPLICIT_TLS
+    if looks_like_old_tls(failure):
+        return OLD_TLS
+    return HANDSHAKE
+
+
+def wrong_hostname(host: str, names: str) -> str:
+    return (
+        f"install a certificate whose subjectAltName includes {host}, or set "
+        f"outbound.host to a name the certificate covers ({names})"
+    )
+
+
+def mechanism_missing(wanted: str) -> str:
+    return f"enable AUTH {wanted} on the server after TLS, or set outbound.auth to one it offers"
+
+
+def credentials(username: str, secret: str) -> str:
+    return (
+        f"check outbound.username ({username}) and the secret behind "
+        f"{secret}; the account must be allowed to send via SMTP AUTH"
+    )
+
+
+def no_address(host: str) -> str:
+    return f"publish an A/AAAA record for {host}, or correct outbound.host"
+
+
+def insecure_hostname(host: str) -> str:
+    return "remove --insecure once the certificate is valid for " + host

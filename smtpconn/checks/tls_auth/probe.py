@@ -1,0 +1,221 @@
+"""The I/O half of the TLS and AUTH family: what the customer's outbound server does on the wire.
+
+One polite session per server (banner, EHLO, STARTTLS, EHLO, AUTH, QUIT) through the wire's own
+``establish`` and ``login``, so the session layer enforces the policy here too: nothing secret
+goes out before TLS 1.2+, and a missing STARTTLS is a failure, never a fall-back.
+
+When the certificate does not verify, the session ends there (no password goes to a server we
+cannot authenticate) and a second session with a more lenient context finds out what else is
+wrong (which names the certificate covers, when it expires, which mechanisms are offered after
+TLS), so that every problem is reported at once rather than one per run. What was found is a
+``Probe``: plain data, judged by ``judge.py`` without any socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from smtpconn.checks.model import CheckContext
+from smtpconn.errors import SmtpconnError
+from smtpconn.profile.model import OutboundServer
+from smtpconn.profile.secrets import resolve_secret
+from smtpconn.profile.wire import server_spec
+from smtpconn.smtp import sasl
+from smtpconn.smtp.certinfo import CertSummary, summarise_certificate
+from smtpconn.smtp.failures import CertProblem, FailureKind, SmtpFailure
+from smtpconn.smtp.replies import Extensions, Reply
+from smtpconn.smtp.session import SmtpSession, TlsInfo, establish, login
+
+CONNECT_ERRORS = (
+    FailureKind.RESOLVE,
+    FailureKind.REFUSED,
+    FailureKind.UNREACHABLE,
+    FailureKind.TIMEOUT,
+    FailureKind.CLOSED,
+)
+
+
+class LoginStep(StrEnum):
+    """How far the AUTH attempt got."""
+
+    TLS_TOO_OLD = "tls-too-old"  # not attempted: no credentials below TLS 1.2
+    NOT_OFFERED = "not-offered"  # not attempted: the configured mechanism is not offered
+    SECRET_UNREADABLE = "secret-unreadable"  # not attempted: the secret could not be read
+    REFUSED = "refused"  # the server answered no (or could not check now)
+    ACCEPTED = "accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginOutcome:
+    step: LoginStep
+    reply: Reply | None = None  # ACCEPTED: the server's yes
+    failure: SmtpFailure | None = None  # REFUSED: its no
+    error: SmtpconnError | None = None  # SECRET_UNREADABLE: why
+
+
+@dataclass
+class Probe:
+    """What one (or, for a bad certificate, two) sessions found out."""
+
+    server: OutboundServer
+    address: str | None = None
+    banner: str = ""
+    connect_failure: SmtpFailure | None = None
+    before_tls: Extensions | None = None
+    after_tls: Extensions | None = None
+    tls_failure: SmtpFailure | None = None  # STARTTLS missing/refused, handshake failed
+    tls: TlsInfo | None = None  # of the session that got through TLS (maybe the lenient one)
+    cert_problems: list[CertProblem] = field(default_factory=list)
+    cert_messages: list[str] = field(default_factory=list)
+    chain_verified: bool = False
+    hostname_verified: bool = False
+    leaf: CertSummary | None = None
+    login: LoginOutcome | None = None  # None: no session was trusted with the password
+
+
+async def probe_server(
+    ctx: CheckContext, server: OutboundServer, addresses: Sequence[str]
+) -> Probe:
+    """Probe the server's addresses in turn until one answers (one connection per IP address at
+    a time, across every check of this run)."""
+    probe = Probe(server)
+    for address in addresses:
+        lock = await ctx.once(("tls-auth.ip-lock", address), _new_lock)
+        async with lock:
+            await _probe_address(ctx, probe, address)
+        if probe.connect_failure is None or probe.connect_failure.kind not in CONNECT_ERRORS:
+            break
+    return probe
+
+
+async def _new_lock() -> asyncio.Lock:
+    return asyncio.Lock()
+
+
+def _context(ctx: CheckContext, *, verify_chain: bool, verify_host: bool) -> ssl.SSLContext:
+    from smtpconn.net import make_client_tls_context
+
+    # The library-default minimum is kept so an old server completes the handshake and
+    # tls.version can say what it speaks; the session refuses AUTH below TLS 1.2 anyway.
+    context = make_client_tls_context(ctx.settings.ca_file, insecure=ctx.settings.insecure)
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    if not verify_host or not verify_chain:
+        context.check_hostname = False
+    if not verify_chain:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _transcript(ctx: CheckContext, host: str) -> Callable[[str], None] | None:
+    if ctx.transcript is None:
+        return None
+    out = ctx.transcript
+    return lambda line: out(f"[{host}] {line}")
+
+
+async def _probe_address(ctx: CheckContext, probe: Probe, address: str) -> None:
+    probe.address = address
+    probe.connect_failure = None
+    if ctx.settings.insecure:
+        await _run_level(ctx, probe, address, verify_chain=False, verify_host=False)
+        return
+    if await _run_level(ctx, probe, address, verify_chain=True, verify_host=True):
+        return
+    # The certificate failed. Learn the rest with more lenient sessions, which never send AUTH:
+    # chain-only first when the name was the (first) problem, then no verification at all.
+    if probe.cert_problems[-1] is CertProblem.HOSTNAME_MISMATCH and await _run_level(
+        ctx, probe, address, verify_chain=True, verify_host=False
+    ):
+        return
+    await _run_level(ctx, probe, address, verify_chain=False, verify_host=False)
+
+
+async def _run_level(
+    ctx: CheckContext, probe: Probe, address: str, *, verify_chain: bool, verify_host: bool
+) -> bool:
+    context = _context(ctx, verify_chain=verify_chain, verify_host=verify_host)
+    session = _session(ctx, probe.server, address, context)
+    try:
+        return await _one_session(ctx, probe, session, verify_chain, verify_host)
+    finally:
+        await session.quit()
+
+
+def _session(
+    ctx: CheckContext, server: OutboundServer, address: str, context: ssl.SSLContext
+) -> SmtpSession:
+    return SmtpSession(
+        server.host,
+        server.port,
+        tls_context=context,
+        ehlo_name=socket.getfqdn() or "localhost",
+        timeout=ctx.settings.timeout,
+        address=address,
+        transcript=_transcript(ctx, server.host),
+    )
+
+
+def _note_before_tls(probe: Probe, session: SmtpSession) -> None:
+    # A lenient session that failed before its first EHLO leaves what an earlier one learnt.
+    if session.extensions_before_tls is not None:
+        probe.before_tls = session.extensions_before_tls
+
+
+async def _one_session(
+    ctx: CheckContext, probe: Probe, session: SmtpSession, verify_chain: bool, verify_host: bool
+) -> bool:
+    """Run one session; True when nothing more can be learnt from another one."""
+    try:
+        probe.after_tls = await establish(session, probe.server.security)
+    except SmtpFailure as failure:
+        _note_before_tls(probe, session)
+        if session.banner is not None:
+            probe.banner = str(session.banner)
+        if failure.kind is FailureKind.CERTIFICATE:
+            assert failure.cert_problem is not None
+            probe.cert_problems.append(failure.cert_problem)
+            probe.cert_messages.append(failure.message)
+            return False
+        if (
+            failure.kind in CONNECT_ERRORS and session.banner is None
+        ) or failure.kind is FailureKind.BANNER_REJECTED:
+            probe.connect_failure = failure
+        else:
+            probe.tls_failure = failure
+        return True
+    _note_before_tls(probe, session)
+    probe.banner = str(session.banner) if session.banner else ""
+    probe.tls = session.tls
+    assert session.tls is not None
+    if session.tls.peer_cert_der:
+        probe.leaf = summarise_certificate(session.tls.peer_cert_der)
+    if verify_chain and not ctx.settings.insecure:
+        probe.chain_verified = True
+        probe.hostname_verified = verify_host
+    if (verify_chain and verify_host) or ctx.settings.insecure:
+        probe.login = await _try_login(ctx, probe, session)
+    return True
+
+
+async def _try_login(ctx: CheckContext, probe: Probe, session: SmtpSession) -> LoginOutcome:
+    server = probe.server
+    assert session.tls is not None
+    if not session.tls.version_ok:
+        return LoginOutcome(LoginStep.TLS_TOO_OLD)
+    offered = probe.after_tls.auth_mechanisms if probe.after_tls else frozenset()
+    if sasl.choose_mechanism(server.auth, offered) is None:
+        return LoginOutcome(LoginStep.NOT_OFFERED)
+    try:
+        secret = resolve_secret(server.secret, ctx.base_dir)
+    except SmtpconnError as exc:
+        return LoginOutcome(LoginStep.SECRET_UNREADABLE, error=exc)
+    try:
+        reply = await login(session, server_spec(server), secret)
+    except SmtpFailure as failure:
+        return LoginOutcome(LoginStep.REFUSED, failure=failure)
+    return LoginOutcome(LoginStep.ACCEPTED, reply=reply)
