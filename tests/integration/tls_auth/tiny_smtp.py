@@ -45,12 +45,20 @@ class TinySmtp:
 
         def run() -> None:
             loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             self._loop = loop
             self._server = loop.run_until_complete(asyncio.start_server(self._handle, self.host, 0))
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             loop.run_forever()
             self._server.close()
+            # Connection handlers still waiting for a client finish here, on a running loop,
+            # rather than when the garbage collector closes them on a closed one.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending))
             loop.run_until_complete(self._server.wait_closed())
             loop.close()
 
