@@ -7,8 +7,8 @@ import asyncio
 import ipaddress
 from dataclasses import dataclass, field
 
-from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
+from smtpconn.dns import DnsAnswer, DnsOutcome
 from smtpconn.profile.model import SupportAddress, Workflow
 
 

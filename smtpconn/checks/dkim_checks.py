@@ -30,9 +30,9 @@ from pathlib import Path
 
 from smtpconn.checks import catalogue
 from smtpconn.checks.common import could_not_tell, skipped
-from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
+from smtpconn.dns import DnsAnswer, DnsOutcome
 from smtpconn.profile.model import SupportAddress
 
 IDS = catalogue.DKIM

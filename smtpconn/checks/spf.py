@@ -21,7 +21,6 @@ from smtpconn.checks.common import (
     server_addresses,
     skipped,
 )
-from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
 from smtpconn.checks.spf_limits import (
@@ -33,6 +32,7 @@ from smtpconn.checks.spf_limits import (
     flattened_record,
 )
 from smtpconn.checks.syncdns import SyncDns, bound, sync_dns
+from smtpconn.dns import DnsAnswer, DnsOutcome
 from smtpconn.profile.model import SupportAddress
 
 IDS = catalogue.SPF

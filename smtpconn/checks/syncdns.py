@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from smtpconn.checks.dnscache import CachingResolver, DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext
+from smtpconn.dns import DnsAnswer, DnsOutcome, Resolver
 
 
 class DnsUnavailable(Exception):
@@ -30,7 +30,7 @@ class DnsUnavailable(Exception):
 class SyncDns:
     """Blocking lookups for worker threads; must not be called on the loop's own thread."""
 
-    def __init__(self, resolver: CachingResolver, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, resolver: Resolver, loop: asyncio.AbstractEventLoop) -> None:
         self._resolver = resolver
         self._loop = loop
         self._closed = threading.Event()

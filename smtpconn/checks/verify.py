@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from smtpconn.checks.dnscache import CachingResolver
 from smtpconn.checks.model import CheckContext
 from smtpconn.checks.report import VerifyReport
 from smtpconn.checks.runner import DEFAULT_DEADLINE, Progress, Selection, run_checks
+from smtpconn.dns import CachingResolver
 from smtpconn.errors import UsageError
 from smtpconn.profile.model import Profile, SupportAddress
 from smtpconn.settings import Settings

@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from email.utils import getaddresses
 
-from smtpconn.checks.dnscache import CachingResolver, DnsOutcome
 from smtpconn.checks.syncdns import DnsUnavailable, SyncDns, bound
+from smtpconn.dns import DnsOutcome, Resolver
 from smtpconn.relay.escaping import escape_controls
 from smtpconn.relay.tagging import header_value
 
@@ -201,7 +201,7 @@ def _from_domain(message: bytes) -> str | None:
 
 
 async def authentication_results(
-    inp: AuthInput, authserv_id: str, timeout: float, resolver: CachingResolver
+    inp: AuthInput, authserv_id: str, timeout: float, resolver: Resolver
 ) -> str:
     """The complete header line; ``temperror`` for what missed the deadline.
 
