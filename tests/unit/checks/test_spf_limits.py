@@ -131,7 +131,7 @@ async def test_dns_failure_during_evaluation_is_error_not_fail() -> None:
 def test_pyspf_keeps_its_own_lookup_outside_a_run() -> None:
     import spf
 
-    from smtpconn.checks import syncdns
+    from smtpconn.dns import sync as syncdns
 
     syncdns._install_spf_dispatch()
     assert spf.DNSLookup is syncdns._spf_dispatch
