@@ -53,7 +53,7 @@ MAX_DNS_IN_FLIGHT = 128
 def make_resolver_for_run(settings: Settings) -> dns.asyncresolver.Resolver:
     """``--timeout`` bounds each question; within it a lost UDP packet is retried (three tries)
     rather than reported as a timeout."""
-    from smtpconn.net import make_resolver
+    from smtpconn.dns.resolvers import make_resolver
 
     resolver = make_resolver(settings.resolvers, timeout=settings.timeout)
     resolver.timeout = max(settings.timeout / 3, 0.2)

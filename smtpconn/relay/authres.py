@@ -4,7 +4,7 @@ the MAIL FROM domain (pyspf), DKIM signatures (dkimpy), DMARC of the From domain
 Both libraries are synchronous, so the whole evaluation runs in a worker thread and is bounded by
 a deadline; what does not finish in time is reported as ``temperror`` rather than holding mail.
 Their lookups go through the same bridge verify uses (:mod:`smtpconn.dns.sync`): handed
-back to the event loop and answered by a CachingResolver over ``net.make_resolver``, so
+back to the event loop and answered by a CachingResolver over ``dns.resolvers.make_resolver``, so
 ``--resolver`` means the same here as everywhere, and pyspf is redirected only in the worker
 thread that evaluates (no process-wide DNS switch).
 

@@ -149,7 +149,7 @@ def verify_dkim(raw: bytes, settings: Settings) -> dict[str, Any]:
     import dns.exception
     import dns.resolver
 
-    from smtpconn.net import make_sync_resolver
+    from smtpconn.dns.resolvers import make_sync_resolver
 
     resolver = make_sync_resolver(settings.resolvers, timeout=settings.timeout)
 

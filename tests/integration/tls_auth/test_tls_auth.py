@@ -11,7 +11,7 @@ from smtpconn.addresses import parse_address
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.tls_auth import run_tls_auth
 from smtpconn.dns import CachingResolver
-from smtpconn.net import make_resolver, parse_resolver
+from smtpconn.dns.resolvers import make_resolver, parse_resolver
 from smtpconn.profile.model import (
     AuthMechanism,
     Mode,
