@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from smtpconn.checks import catalogue
 from smtpconn.checks.common import NO_SERVER_FIX, could_not_tell, no_server_reason, skipped
-from smtpconn.checks.dkim_checks import parse_tags
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
+from smtpconn.dns.tags import parse_tags
 from smtpconn.profile.model import SupportAddress
 
 IDS = catalogue.DMARC

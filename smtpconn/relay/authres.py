@@ -25,6 +25,7 @@ from email.utils import getaddresses
 
 from smtpconn.dns import DnsOutcome, Resolver
 from smtpconn.dns.sync import DnsUnavailable, SyncDns, bound
+from smtpconn.dns.tags import parse_tags
 from smtpconn.relay.escaping import escape_controls
 from smtpconn.relay.tagging import header_value
 
@@ -115,10 +116,7 @@ def _dmarc_record(dns: SyncDns, domain: str) -> dict[str, str] | None:
     for name in dict.fromkeys([domain, _org_domain(domain)]):
         for text in _txt(dns, f"_dmarc.{name}"):
             if text.lower().startswith("v=dmarc1"):
-                tags = {}
-                for item in text.split(";"):
-                    key, _, value = item.strip().partition("=")
-                    tags[key.strip().lower()] = value.strip()
+                tags = parse_tags(text)
                 if name != domain and "sp" in tags:
                     tags["p"] = tags["sp"]
                 return tags
