@@ -5,7 +5,7 @@ It sits below ``checks``, ``relay``, ``smtp`` and ``profile`` and imports none o
 and the relay share one implementation of each.
 """
 
-from smtpconn.dns.answers import DnsAnswer, DnsOutcome, Resolver
+from smtpconn.dns.answers import DnsAnswer, DnsOutcome, DnsUnavailable, Resolver
 from smtpconn.dns.cache import CachingResolver
 
-__all__ = ["CachingResolver", "DnsAnswer", "DnsOutcome", "Resolver"]
+__all__ = ["CachingResolver", "DnsAnswer", "DnsOutcome", "DnsUnavailable", "Resolver"]

@@ -35,6 +35,10 @@ class DnsAnswer:
         return self.outcome in (DnsOutcome.NXDOMAIN, DnsOutcome.NODATA)
 
 
+class DnsUnavailable(Exception):
+    """The resolver could not tell (timeout, SERVFAIL, unreachable)."""
+
+
 class Resolver(Protocol):
     """Asks one (name, type) question and classifies the answer; never raises for DNS trouble
     (that is :attr:`DnsOutcome.ERROR`, with the reason in :attr:`DnsAnswer.error`)."""

@@ -23,10 +23,6 @@ from typing import Any
 from smtpconn.dns.answers import DnsAnswer, DnsOutcome, Resolver
 
 
-class DnsUnavailable(Exception):
-    """The resolver could not tell (timeout, SERVFAIL, unreachable)."""
-
-
 class SyncDns:
     """Blocking lookups for worker threads; must not be called on the loop's own thread."""
 
