@@ -7,8 +7,9 @@ import asyncio
 import ipaddress
 from dataclasses import dataclass, field
 
-from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
+from smtpconn.dns import DnsAnswer, DnsOutcome
+from smtpconn.dns.sync import SyncDns
 from smtpconn.profile.model import SupportAddress, Workflow
 
 
@@ -94,3 +95,13 @@ def could_not_tell(check_id: str, what: str, errors: list[str] | tuple[str, ...]
         detail="; ".join(dict.fromkeys(errors)),
         fix="make sure the resolver answers (--resolver HOST[:PORT]), then run verify again",
     )
+
+
+async def sync_dns(ctx: CheckContext) -> SyncDns:
+    """The run's one blocking bridge for pyspf/dkimpy (so the runner can close it when the run
+    ends)."""
+
+    async def make() -> SyncDns:
+        return SyncDns(ctx.resolver, asyncio.get_running_loop())
+
+    return await ctx.once(("sync-dns",), make)

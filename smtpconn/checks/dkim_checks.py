@@ -30,9 +30,10 @@ from pathlib import Path
 
 from smtpconn.checks import catalogue
 from smtpconn.checks.common import could_not_tell, skipped
-from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
+from smtpconn.dns import DnsAnswer, DnsOutcome
+from smtpconn.dns.tags import parse_tags
 from smtpconn.profile.model import SupportAddress
 
 IDS = catalogue.DKIM
@@ -41,16 +42,6 @@ NO_DKIM_FIX = (
     "if the connector should sign, re-add the address with a key: smtpconn add-address ADDRESS "
     "--readd --dkim-selector SELECTOR --dkim-key KEY.pem (and publish the record verify prints)"
 )
-
-
-def parse_tags(text: str) -> dict[str, str]:
-    """RFC 6376 §3.2 tag=value list; white space inside values (e.g. folded p=) is dropped."""
-    tags: dict[str, str] = {}
-    for part in text.split(";"):
-        name, sep, value = part.partition("=")
-        if sep:
-            tags[name.strip().lower()] = "".join(value.split())
-    return tags
 
 
 @dataclass(frozen=True)

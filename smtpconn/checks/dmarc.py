@@ -2,11 +2,9 @@
 (``p=none`` only monitors) and ``dmarc.alignment`` (the mail the connector sends passes DMARC:
 SPF or DKIM passes for an identifier aligned with the From domain).
 
-Tree walk (DMARCbis §4.10): ask ``_dmarc.<domain>``; if there is no record, walk up: from a name
-of more than 8 labels jump to its last 7, then drop one label at a time. We stop at two labels:
-single-label public-suffix records (psd=y at a TLD) are outside what a support address needs.
-A record found above the address's own domain is the organisational domain's, whose ``sp=``
-(else ``p=``) applies.
+The tree walk (RFC 9989 §4.10) is :mod:`smtpconn.dns.dmarc_tree`, shared with the relay; this
+module judges what it found. A record found above the address's own domain is the organisational
+domain's, whose ``sp=`` (else ``p=``) applies.
 """
 
 from __future__ import annotations
@@ -18,26 +16,14 @@ from dataclasses import dataclass
 
 from smtpconn.checks import catalogue
 from smtpconn.checks.common import NO_SERVER_FIX, could_not_tell, no_server_reason, skipped
-from smtpconn.checks.dkim_checks import parse_tags
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
+from smtpconn.dns.dmarc_tree import find_policy, is_dmarc, walk_names
+from smtpconn.dns.tags import parse_tags
 from smtpconn.profile.model import SupportAddress
 
 IDS = catalogue.DMARC
-MAX_WALK_LABELS = 8
 _POLICIES = ("none", "quarantine", "reject")
-
-
-def walk_names(domain: str) -> list[str]:
-    labels = domain.rstrip(".").lower().split(".")
-    names = [".".join(labels)]
-    rest = labels[1:]
-    if len(rest) > MAX_WALK_LABELS - 1:
-        rest = rest[-(MAX_WALK_LABELS - 1) :]
-    while len(rest) >= 2:
-        names.append(".".join(rest))
-        rest = rest[1:]
-    return names
 
 
 _GLUED = re.compile(r"\s+(?=[A-Za-z]+\s*=)")
@@ -91,15 +77,12 @@ class Found:
 
 async def find_dmarc(ctx: CheckContext, domain: str) -> Found:
     async def walk() -> Found:
-        for name in walk_names(domain):
-            answer = await ctx.resolver.query(f"_dmarc.{name}", "TXT")
-            if answer.outcome.value == "error":
-                result = could_not_tell("dmarc.record", f"TXT of _dmarc.{name}", [answer.error])
-                return Found(domain, None, None, {}, result)
-            found = classify_dmarc(domain, name, answer.records)
-            if found is not None:
-                return found
-        return _no_dmarc(domain)
+        lookup = await find_policy(ctx.resolver, domain)
+        if lookup.error:
+            what = f"TXT of _dmarc.{lookup.asked[-1]}"
+            return Found(domain, None, None, {}, could_not_tell("dmarc.record", what, [lookup.error]))
+        found = classify_dmarc(domain, lookup.at, lookup.records) if lookup.at else None
+        return found if found is not None else _no_dmarc(domain)
 
     return await ctx.once(("dmarc", domain), walk)
 
@@ -107,7 +90,7 @@ async def find_dmarc(ctx: CheckContext, domain: str) -> Found:
 def classify_dmarc(domain: str, name: str, txt: Iterable[str]) -> Found | None:
     """What the TXT records at ``_dmarc.<name>`` say for ``domain``; None when none of them is a
     DMARC record (the walk goes on up)."""
-    records = [r for r in txt if r.replace(" ", "").startswith("v=DMARC1")]
+    records = [r for r in txt if is_dmarc(r)]
     if not records:
         return None
     if len(records) > 1:

@@ -17,9 +17,9 @@ from smtpconn.checks.common import (
     server_addresses,
     skipped,
 )
-from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import fqdn
+from smtpconn.dns import DnsAnswer, DnsOutcome
 from smtpconn.profile.model import SupportAddress
 
 IDS = catalogue.DNS

@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from smtpconn.checks.dnscache import CachingResolver
+from smtpconn.dns import Resolver
 from smtpconn.settings import Settings
 
 T = TypeVar("T")
@@ -54,7 +54,7 @@ class CheckContext:
 
     settings: Settings
     base_dir: Path  # the profile's folder, for file: references
-    resolver: CachingResolver
+    resolver: Resolver
     transcript: Callable[[str], None] | None = None  # -v output; callers redact secrets
     _memo: dict[Hashable, asyncio.Future[Any]] = field(default_factory=dict)
 

@@ -12,9 +12,9 @@ import re
 
 from smtpconn.checks import catalogue
 from smtpconn.checks.common import could_not_tell
-from smtpconn.checks.dkim_checks import parse_tags
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
+from smtpconn.dns.tags import parse_tags
 from smtpconn.profile.model import SupportAddress
 
 IDS = catalogue.MTA_STS

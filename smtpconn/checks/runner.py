@@ -9,7 +9,7 @@ A family is one coroutine function::
 registered as one ``Family(...)`` line in ``FAMILIES`` with the check ids it may return (in
 catalogue order) and ``"module:function"``. It returns one ``CheckResult`` per id it ran
 (``skip`` with a reason and a fix when it could not run one), never raises for a finding, and uses
-only ``ctx.resolver`` for DNS (pyspf/dkimpy through ``smtpconn.checks.syncdns``) and
+only ``ctx.resolver`` for DNS (pyspf/dkimpy through ``smtpconn.dns.sync``) and
 ``ctx.settings`` for timeouts, CA file and ``insecure``. Work shared between addresses or
 families (one SMTP session per server, one SPF evaluation per domain) goes through
 ``ctx.once(key, factory)``. Blocking libraries run in threads (``asyncio.to_thread``).
@@ -160,7 +160,7 @@ async def run_checks(
     families: Sequence[Family] | None = None,
 ) -> VerifyReport:
     """Every selected check for every entry, all at once; results in catalogue order."""
-    from smtpconn.checks.syncdns import sync_dns
+    from smtpconn.checks.common import sync_dns
 
     families = list(families if families is not None else FAMILIES)
     loaded = [(f, f.load()) for f in families if any(selection.wants(i) for i in f.ids)]

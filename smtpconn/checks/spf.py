@@ -5,7 +5,7 @@ outbound server passes SPF for the support address's domain).
 Syntax and limits are judged by our own parser (``spf_syntax``, ``spf_limits``) because they must
 name the offending term and count the worst case; the pass/fail verdict for each server address
 comes from pyspf, an independent implementation, run in a worker thread with its DNS lookups
-answered by the run's resolver (``syncdns``).
+answered by the run's resolver (``smtpconn.dns.sync``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from smtpconn.checks.common import (
     no_server_reason,
     server_addresses,
     skipped,
+    sync_dns,
 )
-from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
 from smtpconn.checks.spf_limits import (
@@ -32,7 +32,8 @@ from smtpconn.checks.spf_limits import (
     count_limits,
     flattened_record,
 )
-from smtpconn.checks.syncdns import SyncDns, bound, sync_dns
+from smtpconn.dns import DnsAnswer, DnsOutcome
+from smtpconn.dns.sync import SyncDns, bound
 from smtpconn.profile.model import SupportAddress
 
 IDS = catalogue.SPF

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from smtpconn.checks.dnscache import CachingResolver, DnsOutcome
 from smtpconn.checks.spf_syntax import DNS_TERMS, SpfRecord, Term, is_spf, parse_spf
+from smtpconn.dns import DnsOutcome, Resolver
 
 MAX_DNS_TERMS = 10
 MAX_VOID = 2
@@ -41,7 +41,7 @@ class LimitReport:
 
 
 class _Walker:
-    def __init__(self, resolver: CachingResolver, report: LimitReport) -> None:
+    def __init__(self, resolver: Resolver, report: LimitReport) -> None:
         self.resolver = resolver
         self.report = report
         self.top = ""  # the top-level term being walked (what a fix must change)
@@ -212,7 +212,7 @@ class _Walker:
         return await self.fetch(target)
 
 
-async def count_limits(resolver: CachingResolver, domain: str, record: SpfRecord) -> LimitReport:
+async def count_limits(resolver: Resolver, domain: str, record: SpfRecord) -> LimitReport:
     report = LimitReport(domain)
     walker = _Walker(resolver, report)
     flat = await walker.walk(domain, record, 0, (domain.lower(),))

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from smtpconn.checks.dnscache import CachingResolver
 from smtpconn.checks.model import CheckContext
 from smtpconn.checks.report import VerifyReport
 from smtpconn.checks.runner import DEFAULT_DEADLINE, Progress, Selection, run_checks
+from smtpconn.dns import CachingResolver
 from smtpconn.errors import UsageError
 from smtpconn.profile.model import Profile, SupportAddress
 from smtpconn.settings import Settings
@@ -53,7 +53,7 @@ MAX_DNS_IN_FLIGHT = 128
 def make_resolver_for_run(settings: Settings) -> dns.asyncresolver.Resolver:
     """``--timeout`` bounds each question; within it a lost UDP packet is retried (three tries)
     rather than reported as a timeout."""
-    from smtpconn.net import make_resolver
+    from smtpconn.dns.resolvers import make_resolver
 
     resolver = make_resolver(settings.resolvers, timeout=settings.timeout)
     resolver.timeout = max(settings.timeout / 3, 0.2)

@@ -93,7 +93,7 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
 
 def settings_from_options(values: dict[str, Any], base: Settings | None = None) -> Settings:
     """Merge option values (None/False = not given) over ``base`` and the environment."""
-    from smtpconn.net import parse_resolver, parse_resolver_list
+    from smtpconn.dns.resolvers import parse_resolver, parse_resolver_list
 
     settings = base or Settings(
         profile_path=DEFAULT_PROFILE,

@@ -1,19 +1,20 @@
 """``Authentication-Results`` (RFC 8601) for an inbound message: SPF of the connecting client for
 the MAIL FROM domain (pyspf), DKIM signatures (dkimpy), DMARC of the From domain.
 
-Both libraries are synchronous, so the whole evaluation runs in a worker thread and is bounded by
-a deadline; what does not finish in time is reported as ``temperror`` rather than holding mail.
-Their lookups go through the same bridge verify uses (:mod:`smtpconn.checks.syncdns`): handed
-back to the event loop and answered by a CachingResolver over ``net.make_resolver``, so
-``--resolver`` means the same here as everywhere, and pyspf is redirected only in the worker
-thread that evaluates (no process-wide DNS switch).
+Both libraries are synchronous, so SPF and DKIM run in a worker thread; the whole evaluation is
+bounded by a deadline, and what does not finish in time is reported as ``temperror`` rather than
+holding mail. Their lookups go through the same bridge verify uses (:mod:`smtpconn.dns.sync`):
+handed back to the event loop and answered by a CachingResolver over
+``dns.resolvers.make_resolver``, so ``--resolver`` means the same here as everywhere, and pyspf is
+redirected only in the worker thread that evaluates (no process-wide DNS switch).
 
 It is evaluated when the message is handed to the sink, not before the ``250``: acknowledging a
 message never waits for DNS.
 
-DMARC's organisational domain is approximated as the last two labels (no Public Suffix List is
-shipped); that is exact for the usual ``example.com`` and errs towards "not aligned" under
-suffixes such as ``co.uk``.
+DMARC (policy discovery and the organisational domain for relaxed alignment) is the RFC 9989 tree
+walk of :mod:`smtpconn.dns.dmarc_tree`, the one verify uses: for ``help.example.co.uk`` the policy
+is found at ``_dmarc.help.example.co.uk`` or ``_dmarc.example.co.uk``, never guessed from the last
+two labels.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import re
 from dataclasses import dataclass
 from email.utils import getaddresses
 
-from smtpconn.checks.dnscache import CachingResolver, DnsOutcome
-from smtpconn.checks.syncdns import DnsUnavailable, SyncDns, bound
+from smtpconn.dns import DnsUnavailable, Resolver
+from smtpconn.dns.dmarc_tree import PolicyLookup, aligned, find_policy
+from smtpconn.dns.sync import SyncDns, bound
+from smtpconn.dns.tags import parse_tags
 from smtpconn.relay.escaping import escape_controls
 from smtpconn.relay.tagging import header_value
 
@@ -94,48 +97,19 @@ class AuthVerdicts:
         return "Authentication-Results: " + ";\r\n\t".join(parts)
 
 
-def _txt(dns: SyncDns, name: str) -> list[str]:
-    answer = dns.query(name, "TXT")
-    if answer.outcome is DnsOutcome.ERROR:
-        raise DnsUnavailable(answer.error)
-    return list(answer.records)
+@dataclass(frozen=True, slots=True)
+class SpfDkim:
+    spf: str
+    dkim: list[tuple[str, str]]  # (result, d= domain)
 
 
-def _org_domain(domain: str) -> str:
-    labels = domain.lower().rstrip(".").split(".")
-    return ".".join(labels[-2:])
-
-
-def _aligned(a: str, b: str, strict: bool) -> bool:
-    a, b = a.lower().rstrip("."), b.lower().rstrip(".")
-    return a == b if strict else _org_domain(a) == _org_domain(b)
-
-
-def _dmarc_record(dns: SyncDns, domain: str) -> dict[str, str] | None:
-    for name in dict.fromkeys([domain, _org_domain(domain)]):
-        for text in _txt(dns, f"_dmarc.{name}"):
-            if text.lower().startswith("v=dmarc1"):
-                tags = {}
-                for item in text.split(";"):
-                    key, _, value = item.strip().partition("=")
-                    tags[key.strip().lower()] = value.strip()
-                if name != domain and "sp" in tags:
-                    tags["p"] = tags["sp"]
-                return tags
-    return None
-
-
-def evaluate(inp: AuthInput, timeout: float, dns: SyncDns) -> AuthVerdicts:
-    """SPF, DKIM and DMARC, synchronously, in a worker thread (never on the loop's thread: every
-    lookup is answered there); call it through :func:`authentication_results`."""
+def check_spf_dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> SpfDkim:
+    """SPF and DKIM, synchronously, in a worker thread (never on the loop's thread: every lookup
+    is answered there); call it through :func:`authentication_results`."""
     import dkim
     import spf
 
     sender = spf_sender(inp.mail_from, inp.helo)
-    # RFC 8601 §2.7.2: smtp.mailfrom is the domain (or address) SPF evaluated; for the null
-    # sender that is postmaster@<HELO>, reported in full beside smtp.helo.
-    sender_domain = sender.rpartition("@")[2].lower()
-    spf_domain = sender_domain if inp.mail_from else sender
     try:
         with bound(dns):
             spf_result, _explanation = spf.check2(
@@ -161,28 +135,55 @@ def evaluate(inp: AuthInput, timeout: float, dns: SyncDns) -> AuthVerdicts:
             dkim_results.append((result, domain))
     except Exception:
         dkim_results.append(("permerror", "unknown"))
+    return SpfDkim(spf_result, dkim_results)
 
+
+async def check_dmarc(
+    resolver: Resolver, lookup: PolicyLookup, sender_domain: str, found: SpfDkim
+) -> tuple[str, str | None]:
+    """(dmarc result, the policy that applies) for the From domain ``lookup`` started from."""
+    if lookup.error:
+        return "temperror", None
+    if len(lookup.records) != 1:
+        return "none", None  # no record, or several: receivers apply none (RFC 7489 §6.6.3)
+    tags = parse_tags(lookup.records[0])
+    policy = tags.get("sp") if lookup.inherited and "sp" in tags else tags.get("p")
+    author = lookup.domain
+    try:
+        if found.spf == "pass" and await aligned(
+            resolver, sender_domain, author, strict=tags.get("aspf", "r") == "s"
+        ):
+            return "pass", policy
+        for result, domain in found.dkim:
+            if result == "pass" and await aligned(
+                resolver, domain, author, strict=tags.get("adkim", "r") == "s"
+            ):
+                return "pass", policy
+    except DnsUnavailable:
+        return "temperror", policy
+    return "fail", policy
+
+
+async def evaluate(
+    inp: AuthInput, timeout: float, resolver: Resolver, dns: SyncDns
+) -> AuthVerdicts:
+    """SPF and DKIM in a worker thread while the From domain's DMARC policy is looked up on the
+    loop; then DMARC, which needs both."""
+    sender = spf_sender(inp.mail_from, inp.helo)
+    # RFC 8601 §2.7.2: smtp.mailfrom is the domain (or address) SPF evaluated; for the null
+    # sender that is postmaster@<HELO>, reported in full beside smtp.helo.
+    sender_domain = sender.rpartition("@")[2].lower()
     from_domain = _from_domain(inp.message)
-    dmarc, policy = "none", None
+    thread = asyncio.to_thread(check_spf_dkim, inp, timeout, dns)
     if from_domain:
-        try:
-            record = _dmarc_record(dns, from_domain)
-        except Exception:
-            record, dmarc = None, "temperror"
-        if record is not None:
-            policy = record.get("p")
-            spf_ok = spf_result == "pass" and _aligned(
-                sender_domain, from_domain, record.get("aspf", "r") == "s"
-            )
-            dkim_ok = any(
-                r == "pass" and _aligned(d, from_domain, record.get("adkim", "r") == "s")
-                for r, d in dkim_results
-            )
-            dmarc = "pass" if spf_ok or dkim_ok else "fail"
+        found, lookup = await asyncio.gather(thread, find_policy(resolver, from_domain))
+        dmarc, policy = await check_dmarc(resolver, lookup, sender_domain, found)
+    else:
+        found, dmarc, policy = await thread, "none", None
     return AuthVerdicts(
-        spf=spf_result,
-        spf_domain=spf_domain,
-        dkim=dkim_results,
+        spf=found.spf,
+        spf_domain=sender_domain if inp.mail_from else sender,
+        dkim=found.dkim,
         dmarc=dmarc,
         dmarc_policy=policy,
         from_domain=from_domain,
@@ -201,7 +202,7 @@ def _from_domain(message: bytes) -> str | None:
 
 
 async def authentication_results(
-    inp: AuthInput, authserv_id: str, timeout: float, resolver: CachingResolver
+    inp: AuthInput, authserv_id: str, timeout: float, resolver: Resolver
 ) -> str:
     """The complete header line; ``temperror`` for what missed the deadline.
 
@@ -210,9 +211,7 @@ async def authentication_results(
     """
     dns = SyncDns(resolver, asyncio.get_running_loop())
     try:
-        verdicts = await asyncio.wait_for(
-            asyncio.to_thread(evaluate, inp, timeout, dns), timeout * 2
-        )
+        verdicts = await asyncio.wait_for(evaluate(inp, timeout, resolver, dns), timeout * 2)
     except TimeoutError:
         verdicts = AuthVerdicts(
             spf="temperror",

@@ -17,8 +17,8 @@ import time
 
 import dns.resolver
 
-from smtpconn.checks.dnscache import CachingResolver
-from smtpconn.net import make_resolver
+from smtpconn.dns import CachingResolver
+from smtpconn.dns.resolvers import make_resolver
 from smtpconn.relay.authres import AuthInput, authentication_results
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.log import log_event

@@ -26,8 +26,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from smtpconn.dns.resolvers import resolve_host
 from smtpconn.errors import UsageError
-from smtpconn.net import resolve_host
 from smtpconn.profile.model import OutboundServer
 from smtpconn.profile.secrets import resolve_secret
 from smtpconn.profile.wire import server_spec, sign_for

@@ -38,16 +38,6 @@ def tag_value(authenticated: bool, mode: str, origin: str | None = None) -> str:
     return value
 
 
-def parse_tag(value: str) -> dict[str, str]:
-    """``authenticated; mode=bidirectional`` -> {"tag": "authenticated", "mode": …}."""
-    parts = [p.strip() for p in value.split(";") if p.strip()]
-    result = {"tag": parts[0] if parts else ""}
-    for part in parts[1:]:
-        key, _, val = part.partition("=")
-        result[key.strip().lower()] = val.strip()
-    return result
-
-
 @dataclass(frozen=True, slots=True)
 class TraceInfo:
     helo: str

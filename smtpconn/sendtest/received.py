@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from smtpconn.dns.tags import parse_tag_header as parse_tag
 from smtpconn.relay.authserv import Unparsable, parse_head, split_top_level
 from smtpconn.sendtest.testmessage import TOKEN_HEADER
 from smtpconn.settings import Settings
@@ -61,16 +62,6 @@ class MaildirWatch:
 
 def _unfold(value: str) -> str:
     return " ".join(value.split())
-
-
-def parse_tag(value: str) -> dict[str, str]:
-    """``authenticated; mode=bidirectional`` -> {"tag": "authenticated", "mode": …}."""
-    parts = [p.strip() for p in value.split(";") if p.strip()]
-    result = {"tag": parts[0].lower() if parts else ""}
-    for part in parts[1:]:
-        key, _, val = part.partition("=")
-        result[key.strip().lower()] = val.strip()
-    return result
 
 
 def parse_received_from(value: str) -> dict[str, str] | None:
@@ -149,7 +140,7 @@ def verify_dkim(raw: bytes, settings: Settings) -> dict[str, Any]:
     import dns.exception
     import dns.resolver
 
-    from smtpconn.net import make_sync_resolver
+    from smtpconn.dns.resolvers import make_sync_resolver
 
     resolver = make_sync_resolver(settings.resolvers, timeout=settings.timeout)
 

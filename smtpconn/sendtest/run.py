@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from smtpconn.addresses import MailAddress, parse_host_port
+from smtpconn.dns.resolvers import resolve_host
 from smtpconn.errors import CouldNotRun, ExitCode, UsageError
-from smtpconn.net import resolve_host
 from smtpconn.profile.model import Mode, Profile, SinkKind, SupportAddress, Workflow
 from smtpconn.profile.secrets import resolve_secret
 from smtpconn.profile.wire import load_dkim_key, server_spec

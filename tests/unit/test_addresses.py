@@ -52,7 +52,7 @@ def test_bad_host_port(typed: str) -> None:
 
 @pytest.mark.parametrize("typed", ["nonsense", "mail.example.com", "mail.example.com:53", "x:99"])
 def test_a_resolver_must_be_an_address_and_the_error_says_so(typed: str) -> None:
-    from smtpconn.net import parse_resolver, parse_resolver_list
+    from smtpconn.dns.resolvers import parse_resolver, parse_resolver_list
 
     with pytest.raises(UsageError, match="must be an IP address"):
         parse_resolver(typed)

@@ -8,7 +8,7 @@ import time
 import uuid
 
 from lab.lab import Lab
-from smtpconn.net import resolve_host
+from smtpconn.dns.resolvers import resolve_host
 from smtpconn.profile.model import OutboundServer
 from smtpconn.profile.store import load_profile
 from smtpconn.profile.wire import server_spec

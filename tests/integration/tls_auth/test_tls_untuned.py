@@ -12,10 +12,10 @@ import pytest
 
 from lab.lab import Lab
 from smtpconn.addresses import parse_address
-from smtpconn.checks.dnscache import CachingResolver
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.tls_auth import run_tls_auth
-from smtpconn.net import make_resolver, parse_resolver
+from smtpconn.dns import CachingResolver
+from smtpconn.dns.resolvers import make_resolver, parse_resolver
 from smtpconn.profile.model import (
     AuthMechanism,
     Mode,

@@ -10,12 +10,12 @@ import pytest
 
 from lab import zones
 from lab.lab import Lab
-from smtpconn.checks.dnscache import CachingResolver
 from smtpconn.checks.model import CheckResult, Status
 from smtpconn.checks.report import VerifyReport
 from smtpconn.checks.runner import Selection, catalogue
 from smtpconn.checks.verify import MAX_DNS_IN_FLIGHT, make_resolver_for_run, verify_entries
-from smtpconn.net import make_resolver, parse_resolver
+from smtpconn.dns import CachingResolver
+from smtpconn.dns.resolvers import make_resolver, parse_resolver
 from smtpconn.profile.model import Workflow
 from smtpconn.settings import Settings
 from tests.integration.verify.conftest import lab_entry

@@ -20,7 +20,7 @@ from smtpconn.checks.model import CheckResult, Status
 from smtpconn.checks.report import VerifyReport
 from smtpconn.checks.runner import Selection
 from smtpconn.checks.verify import verify_entries
-from smtpconn.net import parse_resolver
+from smtpconn.dns.resolvers import parse_resolver
 from smtpconn.profile.model import (
     AuthMechanism,
     DkimSettings,

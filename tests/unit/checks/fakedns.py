@@ -1,13 +1,13 @@
-"""A stand-in for CachingResolver answering from a dict, for unit tests (no sockets)."""
+"""A :class:`~smtpconn.dns.Resolver` answering from a dict, for unit tests (no sockets)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from smtpconn.checks.dnscache import CachingResolver, DnsAnswer, DnsOutcome
 from smtpconn.checks.model import CheckContext
+from smtpconn.dns import DnsAnswer, DnsOutcome
 from smtpconn.settings import Settings
 
 
@@ -37,11 +37,5 @@ class FakeResolver:
         return DnsAnswer(name, rdtype, DnsOutcome.NXDOMAIN)
 
 
-def as_resolver(fake: FakeResolver) -> CachingResolver:
-    return cast(CachingResolver, fake)
-
-
 def context(fake: FakeResolver, **settings: Any) -> CheckContext:
-    return CheckContext(
-        settings=Settings(timeout=2, **settings), base_dir=Path("/"), resolver=as_resolver(fake)
-    )
+    return CheckContext(settings=Settings(timeout=2, **settings), base_dir=Path("/"), resolver=fake)

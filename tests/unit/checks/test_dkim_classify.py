@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from smtpconn.checks.dkim_checks import classify_key
-from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import Status
+from smtpconn.dns import DnsAnswer, DnsOutcome
 
 NAME = "s1._domainkey.ex.test"
 FIX = "publish: the key"

@@ -17,12 +17,13 @@ from smtpconn.checks.dkim_checks import (
     decode_public,
     fingerprint,
     load_local_key,
-    parse_tags,
     run_dkim,
 )
-from smtpconn.checks.dmarc import check_policy, find_dmarc, walk_names, with_tag, without_tag
+from smtpconn.checks.dmarc import check_policy, find_dmarc, with_tag, without_tag
 from smtpconn.checks.model import Status
 from smtpconn.checks.records import split_txt, txt_record
+from smtpconn.dns.dmarc_tree import walk_names
+from smtpconn.dns.tags import parse_tags
 from smtpconn.profile.model import DkimSettings, Mode, SupportAddress, Workflow
 from tests.unit.checks.fakedns import FakeResolver, context
 

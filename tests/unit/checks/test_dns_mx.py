@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from smtpconn.checks.dns_checks import MxHost, judge_mx_hosts, judge_no_mx, parse_mx
-from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import Status
+from smtpconn.dns import DnsAnswer, DnsOutcome
 
 PUBLISH = "publish: ex.test. MX 10 mail.ex.test."
 

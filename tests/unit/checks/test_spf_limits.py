@@ -21,7 +21,7 @@ from smtpconn.profile.model import (
     Workflow,
 )
 from smtpconn.profile.secrets import SecretRef
-from tests.unit.checks.fakedns import FakeResolver, as_resolver, context
+from tests.unit.checks.fakedns import FakeResolver, context
 
 
 def nested(n_includes: int, per: int) -> dict[tuple[str, str], list[str]]:
@@ -39,25 +39,23 @@ def nested(n_includes: int, per: int) -> dict[tuple[str, str], list[str]]:
 async def test_nested_includes_are_counted_in_full() -> None:
     fake = FakeResolver(nested(4, 3))
     record = parse_spf(fake.records[("ex.test", "TXT")][0])
-    report = await count_limits(as_resolver(fake), "ex.test", record)
+    report = await count_limits(fake, "ex.test", record)
     assert report.lookups == 16 and report.void == 0 and report.over
 
 
 async def test_flattened_fix_is_within_the_limits_and_keeps_the_addresses() -> None:
     fake = FakeResolver(nested(4, 3))
-    report = await count_limits(
-        as_resolver(fake), "ex.test", parse_spf(fake.records[("ex.test", "TXT")][0])
-    )
+    report = await count_limits(fake, "ex.test", parse_spf(fake.records[("ex.test", "TXT")][0]))
     flat = flattened_record(report)
     assert "ip4:192.0.2.32" in flat and "ip4:127.0.0.1" in flat and flat.endswith(" -all")
-    again = await count_limits(as_resolver(fake), "ex.test", parse_spf(flat))
+    again = await count_limits(fake, "ex.test", parse_spf(flat))
     assert again.lookups == 0 and not again.over
 
 
 async def test_void_lookups_and_all_stops_the_walk() -> None:
     fake = FakeResolver({("ex.test", "TXT"): ["x"]})
     record = parse_spf("v=spf1 a:v1.ex.test mx:v2.ex.test include:v3.ex.test -all a:after.ex.test")
-    report = await count_limits(as_resolver(fake), "ex.test", record)
+    report = await count_limits(fake, "ex.test", record)
     assert report.lookups == 3 and report.void == 3
     # A target without SPF is its own finding (what to publish there), not a limit problem.
     assert report.missing == [("include:v3.ex.test", "v3.ex.test")] and not report.problems
@@ -71,30 +69,22 @@ async def test_redirect_counts_only_without_all_and_loops_are_found() -> None:
             ("loop.ex.test", "TXT"): ["v=spf1 include:ex.test"],
         }
     )
-    report = await count_limits(
-        as_resolver(fake), "ex.test", parse_spf("v=spf1 redirect=loop.ex.test")
-    )
+    report = await count_limits(fake, "ex.test", parse_spf("v=spf1 redirect=loop.ex.test"))
     assert report.lookups == 2 and any("loops back" in p for p in report.problems)
-    plain = await count_limits(
-        as_resolver(fake), "ex.test", parse_spf("v=spf1 -all redirect=x.test")
-    )
+    plain = await count_limits(fake, "ex.test", parse_spf("v=spf1 -all redirect=x.test"))
     assert plain.lookups == 0
 
 
 async def test_more_than_ten_mx_names_is_a_problem() -> None:
     records = {("ex.test", "MX"): [f"{i} mx{i}.ex.test." for i in range(11)]}
     records.update({(f"mx{i}.ex.test", "A"): [f"192.0.2.{i}"] for i in range(11)})
-    report = await count_limits(
-        as_resolver(FakeResolver(records)), "ex.test", parse_spf("v=spf1 mx -all")
-    )
+    report = await count_limits(FakeResolver(records), "ex.test", parse_spf("v=spf1 mx -all"))
     assert any("11 MX names" in p for p in report.problems)
 
 
 async def test_dns_error_is_reported_not_counted_as_void() -> None:
     fake = FakeResolver({}, broken={"down.ex.test"})
-    report = await count_limits(
-        as_resolver(fake), "ex.test", parse_spf("v=spf1 a:down.ex.test -all")
-    )
+    report = await count_limits(fake, "ex.test", parse_spf("v=spf1 a:down.ex.test -all"))
     assert report.errors and report.void == 0
 
 
@@ -141,7 +131,7 @@ async def test_dns_failure_during_evaluation_is_error_not_fail() -> None:
 def test_pyspf_keeps_its_own_lookup_outside_a_run() -> None:
     import spf
 
-    from smtpconn.checks import syncdns
+    from smtpconn.dns import sync as syncdns
 
     syncdns._install_spf_dispatch()
     assert spf.DNSLookup is syncdns._spf_dispatch
@@ -156,13 +146,13 @@ async def test_plus_all_reached_through_an_include_or_redirect_is_permissive() -
         }
     )
     record = parse_spf("v=spf1 include:shut.ex.test include:open.ex.test -all")
-    report = await count_limits(as_resolver(fake), "ex.test", record)
+    report = await count_limits(fake, "ex.test", record)
     assert report.permissive == [("include:open.ex.test", "open.ex.test")]
-    top = await count_limits(as_resolver(fake), "ex.test", parse_spf("v=spf1 ip4:192.0.2.1 all"))
+    top = await count_limits(fake, "ex.test", parse_spf("v=spf1 ip4:192.0.2.1 all"))
     assert top.permissive == [("all", "ex.test")]
     # "-include:" of an open record fails every address: not permissive.
     negated = await count_limits(
-        as_resolver(fake), "ex.test", parse_spf("v=spf1 -include:open.ex.test ip4:192.0.2.1 ~all")
+        fake, "ex.test", parse_spf("v=spf1 -include:open.ex.test ip4:192.0.2.1 ~all")
     )
     assert negated.permissive == []
 
@@ -173,9 +163,7 @@ async def test_mx_over_ten_names_keeps_every_host_in_the_flattened_record() -> N
         ("ex.test", "A"): ["192.0.2.77"],
     }
     answers.update({(f"mx{n}.ex.test", "A"): [f"198.51.100.{n}"] for n in range(1, 12)})
-    report = await count_limits(
-        as_resolver(FakeResolver(answers)), "ex.test", parse_spf("v=spf1 a/24 mx -all")
-    )
+    report = await count_limits(FakeResolver(answers), "ex.test", parse_spf("v=spf1 a/24 mx -all"))
     assert any("11 MX names" in p for p in report.problems)
     assert "ip4:198.51.100.11" in report.flattened
     # a/24 is flattened to the network receivers match, not to a host with a prefix length.

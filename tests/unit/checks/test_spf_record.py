@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from smtpconn.checks.dnscache import DnsAnswer, DnsOutcome
 from smtpconn.checks.model import Status
 from smtpconn.checks.spf import classify_spf
+from smtpconn.dns import DnsAnswer, DnsOutcome
 
 FRESH = "v=spf1 a:mail.ex.test -all"
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from smtpconn.dns.tags import parse_tag_header
 from smtpconn.errors import ProfileError, UsageError
 from smtpconn.profile.model import profile_to_data
 from smtpconn.profile.secrets import hash_password
@@ -32,7 +33,6 @@ from smtpconn.relay.sinks.pipe import PipeSink
 from smtpconn.relay.sinks.webhook import encode_multipart, sign, verify_signature
 from smtpconn.relay.spool import Envelope, Spool, SpoolLocked, backoff_delay
 from smtpconn.relay.tagging import (
-    parse_tag,
     prepend,
     strip_untrusted,
     tag_value,
@@ -142,7 +142,7 @@ def test_backoff_doubles_and_is_capped() -> None:
 def test_tag_grammar_round_trips() -> None:
     value = tag_value(True, "bidirectional")
     assert value == "authenticated; mode=bidirectional"
-    assert parse_tag(tag_value(False, "outbound-only", "relay-dsn")) == {
+    assert parse_tag_header(tag_value(False, "outbound-only", "relay-dsn")) == {
         "tag": "unauthenticated",
         "mode": "outbound-only",
         "origin": "relay-dsn",

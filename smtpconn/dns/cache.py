@@ -1,5 +1,5 @@
-"""An in-run DNS cache over dnspython's async resolver that tells "no such record" apart from
-"could not tell".
+"""An in-run DNS cache over dnspython's async resolver; its answers are classified
+(:mod:`smtpconn.dns.answers`) so that "no such record" stays apart from "could not tell".
 
 Each (name, type) question is asked once per run, however many addresses need it; concurrent
 askers share the in-flight query. There is no cache between runs: verify must see DNS as it is.
@@ -9,37 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from smtpconn.dns.answers import DnsAnswer, DnsOutcome
 
 if TYPE_CHECKING:
     import dns.asyncresolver
-
-
-class DnsOutcome(StrEnum):
-    OK = "ok"  # at least one record
-    NXDOMAIN = "nxdomain"  # the name does not exist
-    NODATA = "nodata"  # the name exists, no record of this type
-    ERROR = "error"  # timeout, SERVFAIL, REFUSED, unreachable: we could not tell
-
-
-@dataclass(frozen=True, slots=True)
-class DnsAnswer:
-    name: str
-    rdtype: str
-    outcome: DnsOutcome
-    records: tuple[str, ...] = ()  # presentation form; TXT strings joined (RFC 7208 §3.3)
-    error: str = ""  # for ERROR: what happened, naming the resolver
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is DnsOutcome.OK
-
-    @property
-    def void(self) -> bool:
-        """RFC 7208 §4.6.4: a lookup that returned no records (NXDOMAIN or NODATA)."""
-        return self.outcome in (DnsOutcome.NXDOMAIN, DnsOutcome.NODATA)
 
 
 def _txt_join(rdata: object) -> str:

@@ -1,14 +1,15 @@
-"""A synchronous face on the run's CachingResolver, for libraries that only know blocking DNS
-(pyspf, dkimpy).
+"""The blocking twin of :class:`~smtpconn.dns.cache.CachingResolver`, for libraries that only
+know blocking DNS (pyspf, dkimpy).
 
 Those libraries run in worker threads (never on the event loop); each lookup they make is handed
-back to the loop thread and answered by the same CachingResolver the async checks use. So
+back to the loop thread and answered by the same Resolver the async code uses. So
 ``--resolver`` applies to them too, and a question the async checks already asked is not asked
 again.
 
 pyspf resolves through the module-global ``spf.DNSLookup``. We install one dispatcher in its
 place, once, which uses the bridge bound to the *current thread* and falls back to pyspf's own
-lookup only in threads that never bound one (code outside verify keeps working unchanged).
+lookup only in threads that never bound one (code outside verify and the relay's
+Authentication-Results keeps working unchanged).
 """
 
 from __future__ import annotations
@@ -19,18 +20,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from smtpconn.checks.dnscache import CachingResolver, DnsAnswer, DnsOutcome
-from smtpconn.checks.model import CheckContext
-
-
-class DnsUnavailable(Exception):
-    """The resolver could not tell (timeout, SERVFAIL, unreachable)."""
+from smtpconn.dns.answers import DnsAnswer, DnsOutcome, Resolver
 
 
 class SyncDns:
     """Blocking lookups for worker threads; must not be called on the loop's own thread."""
 
-    def __init__(self, resolver: CachingResolver, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, resolver: Resolver, loop: asyncio.AbstractEventLoop) -> None:
         self._resolver = resolver
         self._loop = loop
         self._closed = threading.Event()
@@ -80,15 +76,6 @@ class SyncDns:
         if answer.outcome is DnsOutcome.ERROR:
             raise dkim.DnsTimeoutError(answer.error)
         return answer.records[0].encode("utf-8") if answer.records else None
-
-
-async def sync_dns(ctx: CheckContext) -> SyncDns:
-    """The run's one bridge (so the runner can close it when the run ends)."""
-
-    async def make() -> SyncDns:
-        return SyncDns(ctx.resolver, asyncio.get_running_loop())
-
-    return await ctx.once(("sync-dns",), make)
 
 
 _local = threading.local()
