@@ -45,7 +45,7 @@ def _diff(path: Path, old: str, new: str) -> str:
 def write_password_file(path: Path, password: str, option: str) -> None:
     """Put a generated password in a 0600 file (before the profile is saved: a path that cannot
     be written leaves the profile unchanged). Shared with ``submission-credentials``."""
-    from smtpconn.profile.store import write_atomically
+    from smtpconn.durable import write_atomically
 
     try:
         write_atomically(path, f"{password}\n".encode(), mode=0o600)

@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import tomli_w
 
+from smtpconn.durable import write_atomically
 from smtpconn.errors import ProfileError
 from smtpconn.profile.model import Findings, Profile, profile_from_data, profile_to_data
 
@@ -131,33 +131,6 @@ def render_profile(profile: Profile, previous: bytes | None = None) -> str:
 def _same(text: str, profile: Profile) -> bool:
     reread, findings = profile_from_data(tomllib.loads(text))
     return not findings and reread == profile
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a mix."""
-    directory = path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(directory)
 
 
 @contextlib.contextmanager

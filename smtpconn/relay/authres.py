@@ -28,8 +28,8 @@ from smtpconn.dns import DnsUnavailable, Resolver
 from smtpconn.dns.dmarc_tree import PolicyLookup, aligned, find_policy
 from smtpconn.dns.sync import SyncDns, bound
 from smtpconn.dns.tags import parse_tags
-from smtpconn.relay.escaping import escape_controls
-from smtpconn.relay.tagging import header_value
+from smtpconn.message.escaping import escape_controls
+from smtpconn.message.headers import header_value
 
 
 @dataclass(frozen=True, slots=True)

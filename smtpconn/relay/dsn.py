@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 from email.utils import formatdate, make_msgid
 
-from smtpconn.relay.escaping import escape_controls
-from smtpconn.relay.tagging import safe_address, split_header_block
+from smtpconn.message.escaping import escape_controls
+from smtpconn.message.headers import split_header_block
+from smtpconn.relay.tagging import safe_address
 
 
 @dataclass(frozen=True, slots=True)

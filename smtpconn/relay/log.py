@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any
 
-from smtpconn.relay.escaping import escape_controls
+from smtpconn.message.escaping import escape_controls
 
 LOGGER = logging.getLogger("smtpconn.relay")
 _PLAIN = re.compile(r"[A-Za-z0-9_.,:@/+\-\[\]<>=]+")

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smtpconn.durable import fsync_dir, write_and_sync
 from smtpconn.errors import UsageError
 
 MAGIC = b"SMTPCONN-SPOOL 1\n"
@@ -76,14 +77,6 @@ OnStored = Callable[[str, Sequence[SpoolEntry]], None]
 
 class SpoolLocked(UsageError):
     pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def new_id() -> str:
@@ -178,7 +171,7 @@ class Spool:
                     tmp.unlink()
             raise
         for directory in {final.parent for _tmp, final, _entry in written}:
-            _fsync_dir(directory)
+            fsync_dir(directory)
         return [entry for _tmp, _final, entry in written]
 
     def _write_tmp(
@@ -199,10 +192,7 @@ class Spool:
         tmp = self.directory / "tmp" / f"{entry_id}.msg"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(MAGIC + header + b"\n" + message)
-                handle.flush()
-                os.fsync(handle.fileno())
+            write_and_sync(fd, MAGIC + header + b"\n" + message)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -214,7 +204,7 @@ class Spool:
         """Forget a delivered (or bounced, or deleted) message, durably."""
         with contextlib.suppress(FileNotFoundError):
             entry.path.unlink()
-        _fsync_dir(entry.path.parent)
+        fsync_dir(entry.path.parent)
         with contextlib.suppress(FileNotFoundError):
             entry.path.with_suffix(".state").unlink()
 

@@ -19,12 +19,25 @@ DKIM signatures made upstream stay verifiable.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import format_datetime, localtime
 
-from smtpconn.relay.authserv import claims
-from smtpconn.relay.escaping import escape_controls, has_controls
+from smtpconn.message.authserv import claims
+from smtpconn.message.escaping import escape_controls, has_controls
+from smtpconn.message.headers import strip_headers
+
+__all__ = [
+    "AUTHENTICATED",
+    "TAG_HEADER",
+    "UNAUTHENTICATED",
+    "TraceInfo",
+    "prepend",
+    "received_header",
+    "return_path",
+    "safe_address",
+    "strip_untrusted",
+    "tag_value",
+]
 
 TAG_HEADER = "X-Smtpconn-Tag"
 AUTHENTICATED = "authenticated"
@@ -116,62 +129,6 @@ def return_path(mail_from: str) -> str:
     return f"Return-Path: <{safe_address(mail_from)}>"
 
 
-# The line ends of every reader we care about: Python's ``email`` breaks lines at CR, LF and
-# CRLF alike; most MTAs and help desks at LF (or CRLF) only.
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-
-
-def _lines(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """(content, terminator) pairs, breaking at CR, LF and CRLF; the last may lack one."""
-    out: list[tuple[bytes, bytes]] = []
-    pos = 0
-    for match in _LINE_END.finditer(raw):
-        out.append((raw[pos : match.start()], match.group()))
-        pos = match.end()
-    if pos < len(raw):
-        out.append((raw[pos:], b""))
-    return out
-
-
-def split_header_block(raw: bytes) -> tuple[list[bytes], bytes]:
-    """(header fields each with its folded continuation lines, the rest from the blank line).
-
-    The bytes are kept as they are (DKIM stays verifiable); only the boundaries are decided here,
-    so that a field is a field for every reader: a line that begins after a bare CR is its own
-    field if it looks like one (a CR-breaking reader sees it so), and otherwise stays with the
-    field before it (an LF-breaking reader sees it so) instead of ending the header block.
-    """
-    fields: list[bytes] = []
-    pos = 0
-    after_lf = True  # the line starts where an LF-only reader starts one too
-    for content, end in _lines(raw):
-        line = content + end
-        if after_lf and not content and (end.endswith(b"\n") or end == b"\r"):
-            break  # the blank line: the body follows
-        if content[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        elif b":" in content:
-            fields.append(line)
-        elif not after_lf and fields:
-            fields[-1] += line  # hidden behind a bare CR: LF readers still read it as header
-        else:
-            break  # not a header: the body starts here (a message without a blank line)
-        pos += len(line)
-        after_lf = end.endswith(b"\n")
-    return fields, raw[pos:]
-
-
-def strip_headers(raw: bytes, drop: Callable[[str, str], bool]) -> bytes:
-    """Remove the header fields for which ``drop(name, value)`` is true."""
-    fields, rest = split_header_block(raw)
-    kept = []
-    for field in fields:
-        name, _, value = field.decode("latin-1").partition(":")
-        if not drop(name.strip(), " ".join(value.split())):
-            kept.append(field)
-    return b"".join(kept) + rest
-
-
 def strip_untrusted(raw: bytes, authserv_id: str) -> bytes:
     """Remove every ``X-Smtpconn-Tag`` and every ``Authentication-Results`` claiming our id."""
     ours = authserv_id
@@ -194,12 +151,3 @@ def prepend(raw: bytes, *headers: str) -> bytes:
         text = header if header.endswith("\r\n") else header + "\r\n"
         block += text.encode("utf-8")
     return block + raw
-
-
-def header_value(raw: bytes, name: str) -> str | None:
-    fields, _ = split_header_block(raw)
-    for field in fields:
-        fname, _, value = field.decode("utf-8", "replace").partition(":")
-        if fname.strip().lower() == name.lower():
-            return " ".join(value.split())
-    return None

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from smtpconn.dns.tags import parse_tag_header as parse_tag
-from smtpconn.relay.authserv import Unparsable, parse_head, split_top_level
+from smtpconn.message.authserv import Unparsable, normalise_id, parse_head, split_top_level
+from smtpconn.message.headers import unfold
 from smtpconn.sendtest.testmessage import TOKEN_HEADER
 from smtpconn.settings import Settings
 
-TAG_HEADER = "X-Smtpconn-Tag"  # smtpconn.relay.tagging.TAG_HEADER; the grammar is stable
+TAG_HEADER = "X-Smtpconn-Tag"  # as relay/tagging.py writes it (the grammar is stable); a use
+# case does not import another, so the name is spelt here too
 CLOCK_SLACK = 5.0  # seconds: a file this much older than the watch cannot hold the new token
 
 _RECEIVED_FROM = re.compile(r"^from\s+(?P<helo>\S+)\s+\((?:(?P<rdns>\S+)\s+)?\[(?P<ip>[^\]]+)\]")
@@ -60,13 +62,9 @@ class MaildirWatch:
         return None
 
 
-def _unfold(value: str) -> str:
-    return " ".join(value.split())
-
-
 def parse_received_from(value: str) -> dict[str, str] | None:
     """The ``from HELO ([ip])`` part of a Received line (RFC 5321 §4.4)."""
-    match = _RECEIVED_FROM.match(_unfold(value))
+    match = _RECEIVED_FROM.match(unfold(value))
     if match is None:
         return None
     found = {"address": match["ip"].removeprefix("IPv6:"), "helo": match["helo"]}
@@ -81,10 +79,10 @@ def parse_authentication_results(value: str) -> tuple[str, dict[str, Any]]:
     Each result is {"result": …} plus its properties (``smtp.mailfrom``, ``header.d`` …) and
     its comments joined as ``comment``.
     """
-    parts = [p.strip() for p in split_top_level(_unfold(value))]
+    parts = [p.strip() for p in split_top_level(unfold(value))]
     try:
         # Through comments, quotes and a version number, as the relay strips them.
-        authserv_id = parse_head(_unfold(value)).authserv_id.strip().rstrip(".").lower()
+        authserv_id = normalise_id(parse_head(unfold(value)).authserv_id)
     except Unparsable:
         authserv_id = ""
     methods: dict[str, Any] = {}
@@ -111,10 +109,13 @@ def parse_authentication_results(value: str) -> tuple[str, dict[str, Any]]:
 def describe_received(raw: bytes, authserv_id: str | None) -> dict[str, Any]:
     """What the relay's copy says. ``authserv_id`` is the relay's host name (``[relay]
     hostname``); only its own ``Authentication-Results`` are believed (None: the topmost)."""
+    # Python's parser, not message.headers.split_header_block: the two disagree on odd header
+    # blocks (a space before the colon, a line behind a bare CR), so switching would change what
+    # send-test reports.
     parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
     tag_value = parsed.get(TAG_HEADER)
-    received = [_unfold(str(h)) for h in parsed.get_all("Received") or []]
-    results_raw = [_unfold(str(h)) for h in parsed.get_all("Authentication-Results") or []]
+    received = [unfold(str(h)) for h in parsed.get_all("Received") or []]
+    results_raw = [unfold(str(h)) for h in parsed.get_all("Authentication-Results") or []]
     authentication: dict[str, Any] | None = None
     for header in results_raw:
         server, methods = parse_authentication_results(header)
@@ -123,8 +124,8 @@ def describe_received(raw: bytes, authserv_id: str | None) -> dict[str, Any]:
             break
     return {
         "tag": parse_tag(str(tag_value)) if tag_value else None,
-        "tag_header": _unfold(str(tag_value)) if tag_value else None,
-        "token_header": _unfold(str(parsed.get(TOKEN_HEADER) or "")),
+        "tag_header": unfold(str(tag_value)) if tag_value else None,
+        "token_header": unfold(str(parsed.get(TOKEN_HEADER) or "")),
         # The relay's own trace line is on top: it names who really connected.
         "sending_server": parse_received_from(received[0]) if received else None,
         "received": received[:3],

@@ -12,23 +12,15 @@ sender can add a header line of its own there. Line endings become LF.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from pathlib import Path
 from typing import ClassVar
 
+from smtpconn.durable import publish, write_and_sync
 from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.relay.folders import unwritable_dir
 from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 from smtpconn.relay.tagging import return_path, safe_address
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def ensure_maildir(root: Path) -> None:
@@ -78,17 +70,9 @@ class MaildirSink:
             head = f"{return_path(item.mail_from)}\r\nDelivered-To: {safe_address(item.rcpt)}\r\n"
             data = (head.encode() + item.message).replace(b"\r\n", b"\n")
             tmp = self.root / "tmp" / base
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.rename(tmp, self.root / "new" / base)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-            _fsync_dir(self.root / "new")
+            # A write that fails leaves its partial file: the retry truncates it (same name).
+            write_and_sync(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), data)
+            publish(tmp, self.root / "new" / base)
         except OSError as exc:
             self._ready = False  # someone may have removed the folders: recreate them next time
             # A full disk or a permission problem can be fixed; keep retrying.

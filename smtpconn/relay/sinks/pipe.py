@@ -25,8 +25,8 @@ import os
 import shutil
 from typing import ClassVar
 
+from smtpconn.message.escaping import escape_controls
 from smtpconn.profile.model import SinkKind, SinkSettings
-from smtpconn.relay.escaping import escape_controls
 from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 
 EX_TEMPFAIL = 75

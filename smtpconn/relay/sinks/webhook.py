@@ -24,9 +24,9 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from smtpconn.errors import UsageError
+from smtpconn.message.escaping import escape_controls
 from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.profile.secrets import resolve_secret
-from smtpconn.relay.escaping import escape_controls
 from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 
 SIGNATURE_HEADER = "X-Smtpconn-Signature"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from lab.lab import Lab
+from smtpconn.message.authserv import claims
 from smtpconn.profile.store import load_profile
-from smtpconn.relay.authserv import claims
 from smtpconn.relay.config import build_config
 from smtpconn.relay.runtime import Relay
 from smtpconn.relay.sinks.base import SinkItem

@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from smtpconn.message.authserv import Unparsable, claims, parse_head
+from smtpconn.message.escaping import escape_controls
+from smtpconn.message.headers import split_header_block
 from smtpconn.relay.authres import AuthVerdicts, pvalue
-from smtpconn.relay.authserv import Unparsable, claims, parse_head
 from smtpconn.relay.config import build_config
-from smtpconn.relay.escaping import escape_controls
 from smtpconn.relay.handover import SinkHandover
 from smtpconn.relay.log import format_event
 from smtpconn.relay.sinks.base import SinkError, SinkItem
 from smtpconn.relay.sinks.pipe import environment
 from smtpconn.relay.spool import Envelope, Spool
-from smtpconn.relay.tagging import return_path, safe_address, split_header_block, strip_untrusted
+from smtpconn.relay.tagging import return_path, safe_address, strip_untrusted
 from smtpconn.sendtest.received import parse_authentication_results
 from tests.unit.relay.test_relay_units import profile
 

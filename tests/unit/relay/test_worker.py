@@ -148,7 +148,7 @@ def test_put_many_fsyncs_each_file_and_the_directory_once(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
-    monkeypatch.setattr(spool_module, "_fsync_dir", dir_syncs.append)
+    monkeypatch.setattr(spool_module, "fsync_dir", dir_syncs.append)
     entries = _put(spool, 3)
     assert len(file_syncs) == 3 and dir_syncs == [tmp_path / "s" / "inbound"]
     assert [spool.message(e) for e in entries] == [b"m0", b"m1", b"m2"]

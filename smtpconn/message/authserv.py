@@ -15,6 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "AuthservHead",
+    "Unparsable",
+    "claims",
+    "normalise_id",
+    "parse_head",
+    "split_top_level",
+]
+
 # RFC 2045 tspecials: a token is everything else that is printable and not a space.
 _TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
 
@@ -104,7 +113,9 @@ def parse_head(value: str) -> AuthservHead:
     return AuthservHead(authserv_id, version, rest)
 
 
-def _norm(authserv_id: str) -> str:
+def normalise_id(authserv_id: str) -> str:
+    """The form in which two authserv-ids compare: no surrounding space or trailing dot, any
+    case."""
     return authserv_id.strip().rstrip(".").lower()
 
 
@@ -116,9 +127,9 @@ def claims(value: str, ours: str) -> bool:
     and a header we remove by mistake costs nothing, one we keep by mistake is a forgery.
     """
     try:
-        return _norm(parse_head(value).authserv_id) == _norm(ours)
+        return normalise_id(parse_head(value).authserv_id) == normalise_id(ours)
     except Unparsable:
-        return _norm(ours) in value.lower()
+        return normalise_id(ours) in value.lower()
 
 
 def split_top_level(value: str) -> list[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+__all__ = ["escape_controls", "has_controls"]
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
 
