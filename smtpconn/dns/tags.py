@@ -2,7 +2,7 @@
 
 One parser for every record and header of that shape: DKIM keys (RFC 6376 §3.6.1), DMARC records
 (RFC 7489 §6.4), MTA-STS and TLS-RPT records (RFC 8461 §3.1, RFC 8460 §3), and our own
-``X-Smtpconn-Tag`` header, which starts with a bare word (:func:`parse_tag_header`).
+``X-Smtpconn-Tag`` header after its leading bare word (:mod:`smtpconn.message.tag`).
 """
 
 from __future__ import annotations
@@ -20,13 +20,3 @@ def parse_tags(text: str, *, keep_spaces: bool = False) -> dict[str, str]:
         if sep:
             tags[name.strip().lower()] = value.strip() if keep_spaces else "".join(value.split())
     return tags
-
-
-def parse_tag_header(value: str) -> dict[str, str]:
-    """``X-Smtpconn-Tag``: a bare word, then a tag list.
-
-    ``authenticated; mode=bidirectional`` -> ``{"tag": "authenticated", "mode": "bidirectional"}``
-    (the word lowercased, values trimmed).
-    """
-    word, _sep, rest = value.lstrip("; \t").partition(";")
-    return {"tag": word.strip().lower(), **parse_tags(rest, keep_spaces=True)}

@@ -32,18 +32,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from smtpconn.message.tag import TAG_HEADER, tag_value
 from smtpconn.relay.config import RelayConfig
 from smtpconn.relay.log import log_event
 from smtpconn.relay.server import RelaySMTP
 from smtpconn.relay.spool import Envelope, OnStored, Spool, new_id
-from smtpconn.relay.tagging import (
-    TAG_HEADER,
-    TraceInfo,
-    prepend,
-    received_header,
-    strip_untrusted,
-    tag_value,
-)
+from smtpconn.relay.tagging import TraceInfo, prepend, received_header, strip_untrusted
 
 MAX_RECIPIENTS = 100
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from smtpconn.dns.resolvers import resolve_host
 from smtpconn.errors import UsageError
+from smtpconn.message.tag import tag_value
 from smtpconn.profile.model import OutboundServer
 from smtpconn.profile.secrets import resolve_secret
 from smtpconn.profile.wire import server_spec, sign_for
@@ -45,7 +46,7 @@ from smtpconn.relay.spool import (
     backoff_delay,
     new_id,
 )
-from smtpconn.relay.tagging import prepend, tag_value
+from smtpconn.relay.tagging import prepend
 from smtpconn.relay.worker import Attempted
 
 MAX_RECIPIENTS = 100

@@ -1,10 +1,6 @@
 """The headers the relay adds to every inbound message, and the ones it removes.
 
-Tag header (help-desk triggers match on it; the grammar is stable)::
-
-    X-Smtpconn-Tag: authenticated; mode=bidirectional
-    X-Smtpconn-Tag: unauthenticated; mode=outbound-only
-    X-Smtpconn-Tag: authenticated; mode=bidirectional; origin=relay-dsn   (a bounce we generated)
+The tag header's name and grammar live in :mod:`smtpconn.message.tag` (send-test reads it too).
 
 ``authenticated`` means the message came over TLS from a client that logged in with the
 inbound credentials of this profile (the customer's server); ``unauthenticated`` means anyone
@@ -25,30 +21,16 @@ from email.utils import format_datetime, localtime
 from smtpconn.message.authserv import claims
 from smtpconn.message.escaping import escape_controls, has_controls
 from smtpconn.message.headers import strip_headers
+from smtpconn.message.tag import TAG_HEADER
 
 __all__ = [
-    "AUTHENTICATED",
-    "TAG_HEADER",
-    "UNAUTHENTICATED",
     "TraceInfo",
     "prepend",
     "received_header",
     "return_path",
     "safe_address",
     "strip_untrusted",
-    "tag_value",
 ]
-
-TAG_HEADER = "X-Smtpconn-Tag"
-AUTHENTICATED = "authenticated"
-UNAUTHENTICATED = "unauthenticated"
-
-
-def tag_value(authenticated: bool, mode: str, origin: str | None = None) -> str:
-    value = f"{AUTHENTICATED if authenticated else UNAUTHENTICATED}; mode={mode}"
-    if origin:
-        value += f"; origin={origin}"
-    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,14 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smtpconn.dns.tags import parse_tag_header as parse_tag
 from smtpconn.message.authserv import Unparsable, normalise_id, parse_head, split_top_level
 from smtpconn.message.headers import unfold
+from smtpconn.message.tag import TAG_HEADER, parse_tag
 from smtpconn.sendtest.testmessage import TOKEN_HEADER
 from smtpconn.settings import Settings
 
-TAG_HEADER = "X-Smtpconn-Tag"  # as relay/tagging.py writes it (the grammar is stable); a use
-# case does not import another, so the name is spelt here too
 CLOCK_SLACK = 5.0  # seconds: a file this much older than the watch cannot hold the new token
 
 _RECEIVED_FROM = re.compile(r"^from\s+(?P<helo>\S+)\s+\((?:(?P<rdns>\S+)\s+)?\[(?P<ip>[^\]]+)\]")

@@ -16,12 +16,13 @@ import pytest
 
 from lab.lab import Lab
 from smtpconn.message.authserv import claims
+from smtpconn.message.tag import TAG_HEADER, tag_value
 from smtpconn.profile.store import load_profile
 from smtpconn.relay.config import build_config
 from smtpconn.relay.runtime import Relay
 from smtpconn.relay.sinks.base import SinkItem
 from smtpconn.relay.sinks.maildir import MaildirSink
-from smtpconn.relay.tagging import TAG_HEADER, prepend, strip_untrusted, tag_value
+from smtpconn.relay.tagging import prepend, strip_untrusted
 from tests.integration.relay.conftest import (
     INBOUND_PASS,
     INBOUND_USER,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from smtpconn.dns.tags import parse_tag_header, parse_tags
-from smtpconn.relay.tagging import tag_value
+from smtpconn.dns.tags import parse_tags
+from smtpconn.message.tag import parse_tag as parse_tag_header
+from smtpconn.message.tag import tag_value
 
 
 def test_names_are_lowercased_and_the_last_repeat_wins() -> None:

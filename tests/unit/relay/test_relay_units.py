@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from smtpconn.dns.tags import parse_tag_header
 from smtpconn.errors import ProfileError, UsageError
+from smtpconn.message.tag import parse_tag as parse_tag_header
+from smtpconn.message.tag import tag_value
 from smtpconn.profile.model import profile_to_data
 from smtpconn.profile.secrets import hash_password
 from smtpconn.profile.store import parse_profile
@@ -32,11 +33,7 @@ from smtpconn.relay.sinks.maildir import MaildirSink
 from smtpconn.relay.sinks.pipe import PipeSink
 from smtpconn.relay.sinks.webhook import encode_multipart, sign, verify_signature
 from smtpconn.relay.spool import Envelope, Spool, SpoolLocked, backoff_delay
-from smtpconn.relay.tagging import (
-    prepend,
-    strip_untrusted,
-    tag_value,
-)
+from smtpconn.relay.tagging import prepend, strip_untrusted
 
 PROFILE = """
 version = 1
