@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from smtpconn.errors import ExitCode, SmtpconnError, UsageError
+from smtpconn.errors import ExitCode, SmtpconnError, SmtpconnFailure, UsageError
 from smtpconn.settings import DEFAULT_PROFILE, DEFAULT_TIMEOUT, Settings
 
 EXIT_CODES_HELP = (
@@ -119,6 +119,20 @@ def settings_from_options(values: dict[str, Any], base: Settings | None = None) 
     return replace(settings, **changes)
 
 
+def internal_error(error: Exception, *, verbose: bool, json_output: bool) -> NoReturn:
+    """A bug of ours: say so plainly, the traceback only with -v."""
+    if verbose:
+        raise error
+    fail(
+        SmtpconnError(
+            f"internal error: {type(error).__name__}: {error}",
+            fix="run again with -v for the traceback and report it",
+        ),
+        json_output=json_output,
+        exit_code=ExitCode.COULD_NOT_RUN,
+    )
+
+
 def fail(error: SmtpconnError, *, json_output: bool, exit_code: ExitCode | None = None) -> NoReturn:
     """Report ``error`` on stderr (and as JSON on stdout for scripts) and exit with its code."""
     from smtpconn.cli.render import error_console, escape, print_json
@@ -168,26 +182,20 @@ def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[Callable[..
             global_values = {n: values.pop(n) for n in _GLOBALS}
             base = _settings_of(values.pop("smtpconn_ctx"))
             json_output = bool(global_values["json_output"]) or (base is not None and base.json)
+            verbose = bool(global_values["verbose"]) or (base is not None and base.verbose)
             try:
                 settings = settings_from_options(global_values, base)
                 return func(*args, settings=settings, **values)
+            except SmtpconnFailure as error:  # meant for the layer that called: a bug of ours
+                internal_error(error, verbose=verbose, json_output=json_output)
             except SmtpconnError as error:
                 fail(error, json_output=json_output)
             except KeyboardInterrupt:
                 raise typer.Exit(130) from None
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
-            except Exception as error:  # a bug of ours: say so plainly, traceback only with -v
-                if global_values["verbose"] or (base is not None and base.verbose):
-                    raise
-                fail(
-                    SmtpconnError(
-                        f"internal error: {type(error).__name__}: {error}",
-                        fix="run again with -v for the traceback and report it",
-                    ),
-                    json_output=json_output,
-                    exit_code=ExitCode.COULD_NOT_RUN,
-                )
+            except Exception as error:  # a bug of ours
+                internal_error(error, verbose=verbose, json_output=json_output)
 
         wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
         wrapper.__annotations__ = {
