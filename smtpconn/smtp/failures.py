@@ -49,7 +49,6 @@ class FailureKind(StrEnum):
     AUTH_NOT_OFFERED = "auth-not-offered"  # the configured mechanism is not offered
     AUTH_FAILED = "auth-failed"  # credentials refused
     REJECTED = "rejected"  # a MAIL/RCPT/DATA reply refused the message
-    POLICY = "policy"  # the caller asked for something the policy forbids
 
 
 class CertProblem(StrEnum):

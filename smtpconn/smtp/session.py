@@ -91,7 +91,6 @@ class TlsInfo:
     cipher: str
     verified: bool  # False when the context skipped certificate checks (--insecure)
     peer_cert_der: bytes | None
-    peer_cert: dict[str, Any] | None  # ssl's decoded form; only available when verified
 
     @property
     def version_ok(self) -> bool:
@@ -161,10 +160,6 @@ class SmtpSession:
 
     # ----------------------------------------------------------------------------------------
     # Low level
-
-    @property
-    def encrypted(self) -> bool:
-        return self.tls is not None
 
     @property
     def target(self) -> str:
@@ -273,7 +268,6 @@ class SmtpSession:
             cipher=cipher[0] if cipher else "unknown",
             verified=verified,
             peer_cert_der=ssl_object.getpeercert(binary_form=True),
-            peer_cert=ssl_object.getpeercert() if verified else None,
         )
         self.tls = info
         self._log(
