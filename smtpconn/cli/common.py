@@ -1,6 +1,7 @@
 """What every command shares: the global options, error handling and exit codes.
 
-Global options (design brief §3) are accepted both before the command (``smtpconn --json list``)
+Global options (``--profile``, ``--resolver``, ``--ca-file``, ``--timeout``, ``--json``, ``-v``,
+``--no-color``) are accepted both before the command (``smtpconn --json list``)
 and after it (``smtpconn list --json``): the ``command`` decorator adds them to each command's
 signature, so scripts can put them wherever they like. Values given after the command win.
 """

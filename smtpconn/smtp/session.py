@@ -1,7 +1,7 @@
 """The one SMTP client used by ``verify``, ``send-test`` and the relay's outbound delivery.
 
 It is written on asyncio streams rather than on top of a general-purpose client library because
-the policy *is* the product (issue 5): common clients upgrade to TLS only when STARTTLS happens to
+the policy *is* the product (never a secret or a message in clear text): common clients upgrade to TLS only when STARTTLS happens to
 be advertised and will send AUTH in clear text if offered. Here:
 
 * AUTH, MAIL, RCPT and DATA are refused by the session itself on a connection that is not
