@@ -92,19 +92,24 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+RESOLVER_FIX = "e.g. --resolver 127.0.0.1:5353 or SMTPCONN_RESOLVER=192.0.2.53"
+
+
 def settings_from_options(values: dict[str, Any], base: Settings | None = None) -> Settings:
     """Merge option values (None/False = not given) over ``base`` and the environment."""
     from smtpconn.dns.resolvers import parse_resolver, parse_resolver_list
 
     settings = base or Settings(
         profile_path=DEFAULT_PROFILE,
-        resolvers=parse_resolver_list(os.environ.get("SMTPCONN_RESOLVER", "")),
+        resolvers=parse_resolver_list(os.environ.get("SMTPCONN_RESOLVER", ""), fix=RESOLVER_FIX),
     )
     changes: dict[str, Any] = {}
     if values.get("profile") is not None:
         changes["profile_path"] = values["profile"]
     if values.get("resolver"):
-        changes["resolvers"] = tuple(parse_resolver(v) for v in values["resolver"])
+        changes["resolvers"] = tuple(
+            parse_resolver(v, source="--resolver", fix=RESOLVER_FIX) for v in values["resolver"]
+        )
     if values.get("ca_file") is not None:
         changes["ca_file"] = values["ca_file"]
     if values.get("timeout") is not None:
