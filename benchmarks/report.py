@@ -148,7 +148,8 @@ def _summary(summary: dict[str, int] | None) -> str:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The performance targets (benchmarks/README.md), each with what was measured; reported, never asserted."""
+    """The performance targets (benchmarks/README.md), each with what was measured; reported,
+    never asserted."""
     out: list[dict[str, Any]] = []
     ve = results.get("verify")
     if ve and not results["meta"].get("quick"):
