@@ -1,4 +1,4 @@
-"""The printed table and the issue's targets, both computed from the results dict alone (so an
+"""The printed table and the performance targets, both computed from the results dict alone (so an
 old results file can be re-rendered: ``python -m benchmarks.report FILE``)."""
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def render_table(results: dict[str, Any]) -> str:
     ts = results.get("targets") or []
     if ts:
         rows = [[t["target"], t["measured"], "yes" if t["met"] else "NO"] for t in ts]
-        parts.append(_table("targets (issue 8)", ["target", "measured", "met"], rows))
+        parts.append(_table("targets", ["target", "measured", "met"], rows))
     return "\n".join(parts)
 
 
@@ -148,7 +148,8 @@ def _summary(summary: dict[str, int] | None) -> str:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, each with what was measured; reported, never asserted."""
+    """The performance targets (benchmarks/README.md), each with what was measured; reported,
+    never asserted."""
     out: list[dict[str, Any]] = []
     ve = results.get("verify")
     if ve and not results["meta"].get("quick"):

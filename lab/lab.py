@@ -268,10 +268,6 @@ class Lab:
                 out["dovecot"] = self.postfix.dovecot.pid
         return out
 
-    def processes(self) -> list[int]:
-        """Every live process of every server (leaders and children)."""
-        return [p for sid in self.pids().values() for p in session_members(sid)]
-
     # -- state -----------------------------------------------------------------------------
 
     def _require(self) -> tuple[NsdServer, PostfixServer, LabCA]:

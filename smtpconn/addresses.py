@@ -195,7 +195,3 @@ def parse_host_port(value: str, *, default_port: int | None) -> tuple[str, int |
         else default_port
     )
     return normalise_host(host), port
-
-
-def format_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

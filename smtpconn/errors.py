@@ -1,12 +1,63 @@
-"""Exceptions that map onto the CLI's exit codes (design brief §3).
+"""Every exception smtpconn raises, under one root: :class:`SmtpconnError`.
 
-The library raises these; the CLI layer turns them into a one-line message and the exit code, so
-no traceback ever reaches a user for a problem they can fix.
+A caller catches ``SmtpconnError`` for anything the library raises, one of its branches, or the
+builtin a class mixes in (``ReplyParseError`` is also a ``ValueError``). Each carries a message
+for a person and the exit code it implies; the CLI turns a :class:`UsageError` or
+:class:`CouldNotRun` into one line and that code, so no traceback reaches a user for a problem
+they can fix. Kinds of failure stay data (``smtp.failures.FailureKind``), not classes::
+
+    SmtpconnError
+    ├── UsageError                 bad usage or input, nothing changed (exit 2)
+    │   ├── ProfileError           the profile is unreadable or breaks the schema
+    │   └── SpoolLocked            relay.spool: another relay holds the spool
+    ├── CouldNotRun                a network, server or resolver was out of reach (exit 3)
+    └── SmtpconnFailure            one layer's report to the layer that called it
+        ├── SmtpFailure            smtp.failures: an SMTP stage failed (stage, kind, reply)
+        ├── PolicyError            smtp.failures: the caller asked for what the policy forbids
+        ├── ReplyParseError        smtp.replies: not an SMTP reply (also a ValueError)
+        ├── DnsUnavailable         dns.answers: the resolver could not tell
+        ├── SinkError              relay.sinks.base: a hand-over to the help desk failed
+        └── StartTlsInjection      relay.sinks.smtp: clear text followed the 220 to STARTTLS
+                                   (also an smtplib.SMTPException)
+
+A :class:`SmtpconnFailure` is meant for its caller, which judges it (verify), reports it
+(send-test) or retries and bounces (the relay); one that reaches the CLI is a bug of ours and is
+reported as an internal error (exit 3), like any other unexpected exception.
+
+This module is the bottom layer and is imported at CLI start-up, so it imports no other part of
+smtpconn: the domain classes live next to the code that raises them and are re-exported here on
+first use (module ``__getattr__``).
 """
 
 from __future__ import annotations
 
+import importlib
 from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from smtpconn.dns.answers import DnsUnavailable
+    from smtpconn.relay.sinks.base import SinkError
+    from smtpconn.relay.sinks.smtp import StartTlsInjection
+    from smtpconn.relay.spool import SpoolLocked
+    from smtpconn.smtp.failures import PolicyError, SmtpFailure
+    from smtpconn.smtp.replies import ReplyParseError
+
+__all__ = [
+    "CouldNotRun",
+    "DnsUnavailable",
+    "ExitCode",
+    "PolicyError",
+    "ProfileError",
+    "ReplyParseError",
+    "SinkError",
+    "SmtpFailure",
+    "SmtpconnError",
+    "SmtpconnFailure",
+    "SpoolLocked",
+    "StartTlsInjection",
+    "UsageError",
+]
 
 
 class ExitCode(IntEnum):
@@ -17,7 +68,7 @@ class ExitCode(IntEnum):
 
 
 class SmtpconnError(Exception):
-    """Base class: a message for the user and the exit code it implies."""
+    """The root: a message for the user, an optional fix, and the exit code it implies."""
 
     exit_code: ExitCode = ExitCode.BAD_INPUT
 
@@ -50,3 +101,30 @@ class CouldNotRun(SmtpconnError):
     """The network, a server or a resolver could not be reached (exit 3)."""
 
     exit_code = ExitCode.COULD_NOT_RUN
+
+
+class SmtpconnFailure(SmtpconnError):
+    """A layer's report to its caller, which decides what it means; never meant for a user as
+    it stands, so one that reaches the CLI is an internal error (exit 3)."""
+
+    exit_code = ExitCode.COULD_NOT_RUN
+
+
+# Defined next to the code that raises them; imported on first use so that this module stays
+# free of the rest of smtpconn.
+_ELSEWHERE = {
+    "DnsUnavailable": "smtpconn.dns.answers",
+    "PolicyError": "smtpconn.smtp.failures",
+    "ReplyParseError": "smtpconn.smtp.replies",
+    "SinkError": "smtpconn.relay.sinks.base",
+    "SmtpFailure": "smtpconn.smtp.failures",
+    "SpoolLocked": "smtpconn.relay.spool",
+    "StartTlsInjection": "smtpconn.relay.sinks.smtp",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,4 +1,4 @@
-"""Every check id of ``verify``, by family: the catalogue of design brief §4, in one place.
+"""Every check id of ``verify``, by family: the catalogue, in one place.
 
 The runner, ``--only``/``--skip`` validation and each family module take their ids from here, so
 an id is spelt once. Ids are stable: add new ones, never rename. Pure data, no imports, so the

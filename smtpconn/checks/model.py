@@ -1,6 +1,6 @@
 """The vocabulary of ``verify``: statuses, results, and the context every check runs in.
 
-Statuses never lie (design brief §3, §4): ``fail`` means we know something is wrong, ``error``
+Statuses never lie, so that a pass can be trusted and a failure acted on: ``fail`` means we know something is wrong, ``error``
 means we could not tell (timeout, SERVFAIL, refused connection), ``skip`` means the check could not
 run because an earlier one failed, and every non-pass result says how to fix it.
 """

@@ -1,5 +1,6 @@
-"""The result of a verify run and its machine forms: the JSON document of design brief §3 and
-JUnit XML for CI systems. Rendering for people lives in the CLI layer."""
+"""The result of a verify run and its machine forms: the ``--json`` document (profile, insecure,
+per address its checks, a summary of counts by status) and JUnit XML for CI systems, plus the
+exit code the run implies. Rendering for people lives in the CLI layer."""
 
 from __future__ import annotations
 

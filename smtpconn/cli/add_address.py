@@ -17,7 +17,7 @@ from smtpconn.settings import Settings
 if TYPE_CHECKING:  # the profile library is imported when the command runs, not for --help
     from rich.console import Console
 
-    from smtpconn.profile.edit import AddPlan
+    from smtpconn.profile.edit import AddPlan, InputNames
 
 HELP = """Add a support address to the connector profile, or re-add one (--readd).
 
@@ -54,6 +54,16 @@ def write_password_file(path: Path, password: str, option: str) -> None:
             f"cannot write {option} {path}: {exc.strerror}",
             fix="choose a path in a folder you can write (nothing was changed)",
         ) from None
+
+
+def _option_names() -> InputNames:
+    """The library's messages name a request's inputs; this command names them by its options
+    (typer spells parameter ``dkim_key`` as ``--dkim-key``)."""
+    from dataclasses import fields
+
+    from smtpconn.profile.edit import InputNames
+
+    return InputNames(**{f.name: "--" + f.name.replace("_", "-") for f in fields(InputNames)})
 
 
 def register(app: typer.Typer) -> None:
@@ -129,7 +139,7 @@ def register(app: typer.Typer) -> None:
         path = settings.profile_path
         with locked(path):
             loaded = load_profile(path, must_exist=False)
-            plan = plan_add(loaded.profile, request, base_dir=path.parent)
+            plan = plan_add(loaded.profile, request, base_dir=path.parent, names=_option_names())
             if inbound_password_file is not None and plan.new_password is None:
                 raise UsageError(
                     "--inbound-password-file: no new inbound password is generated for this address",

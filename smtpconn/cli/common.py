@@ -1,6 +1,7 @@
 """What every command shares: the global options, error handling and exit codes.
 
-Global options (design brief §3) are accepted both before the command (``smtpconn --json list``)
+Global options (``--profile``, ``--resolver``, ``--ca-file``, ``--timeout``, ``--json``, ``-v``,
+``--no-color``) are accepted both before the command (``smtpconn --json list``)
 and after it (``smtpconn list --json``): the ``command`` decorator adds them to each command's
 signature, so scripts can put them wherever they like. Values given after the command win.
 """
@@ -17,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from smtpconn.errors import ExitCode, SmtpconnError, UsageError
+from smtpconn.errors import ExitCode, SmtpconnError, SmtpconnFailure, UsageError
 from smtpconn.settings import DEFAULT_PROFILE, DEFAULT_TIMEOUT, Settings
 
 EXIT_CODES_HELP = (
@@ -91,19 +92,24 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+RESOLVER_FIX = "e.g. --resolver 127.0.0.1:5353 or SMTPCONN_RESOLVER=192.0.2.53"
+
+
 def settings_from_options(values: dict[str, Any], base: Settings | None = None) -> Settings:
     """Merge option values (None/False = not given) over ``base`` and the environment."""
     from smtpconn.dns.resolvers import parse_resolver, parse_resolver_list
 
     settings = base or Settings(
         profile_path=DEFAULT_PROFILE,
-        resolvers=parse_resolver_list(os.environ.get("SMTPCONN_RESOLVER", "")),
+        resolvers=parse_resolver_list(os.environ.get("SMTPCONN_RESOLVER", ""), fix=RESOLVER_FIX),
     )
     changes: dict[str, Any] = {}
     if values.get("profile") is not None:
         changes["profile_path"] = values["profile"]
     if values.get("resolver"):
-        changes["resolvers"] = tuple(parse_resolver(v) for v in values["resolver"])
+        changes["resolvers"] = tuple(
+            parse_resolver(v, source="--resolver", fix=RESOLVER_FIX) for v in values["resolver"]
+        )
     if values.get("ca_file") is not None:
         changes["ca_file"] = values["ca_file"]
     if values.get("timeout") is not None:
@@ -117,6 +123,20 @@ def settings_from_options(values: dict[str, Any], base: Settings | None = None) 
     if values.get("no_color"):
         changes["no_color"] = True
     return replace(settings, **changes)
+
+
+def internal_error(error: Exception, *, verbose: bool, json_output: bool) -> NoReturn:
+    """A bug of ours: say so plainly, the traceback only with -v."""
+    if verbose:
+        raise error
+    fail(
+        SmtpconnError(
+            f"internal error: {type(error).__name__}: {error}",
+            fix="run again with -v for the traceback and report it",
+        ),
+        json_output=json_output,
+        exit_code=ExitCode.COULD_NOT_RUN,
+    )
 
 
 def fail(error: SmtpconnError, *, json_output: bool, exit_code: ExitCode | None = None) -> NoReturn:
@@ -168,26 +188,20 @@ def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[Callable[..
             global_values = {n: values.pop(n) for n in _GLOBALS}
             base = _settings_of(values.pop("smtpconn_ctx"))
             json_output = bool(global_values["json_output"]) or (base is not None and base.json)
+            verbose = bool(global_values["verbose"]) or (base is not None and base.verbose)
             try:
                 settings = settings_from_options(global_values, base)
                 return func(*args, settings=settings, **values)
+            except SmtpconnFailure as error:  # meant for the layer that called: a bug of ours
+                internal_error(error, verbose=verbose, json_output=json_output)
             except SmtpconnError as error:
                 fail(error, json_output=json_output)
             except KeyboardInterrupt:
                 raise typer.Exit(130) from None
             except (typer.Exit, typer.Abort, SystemExit):
                 raise
-            except Exception as error:  # a bug of ours: say so plainly, traceback only with -v
-                if global_values["verbose"] or (base is not None and base.verbose):
-                    raise
-                fail(
-                    SmtpconnError(
-                        f"internal error: {type(error).__name__}: {error}",
-                        fix="run again with -v for the traceback and report it",
-                    ),
-                    json_output=json_output,
-                    exit_code=ExitCode.COULD_NOT_RUN,
-                )
+            except Exception as error:  # a bug of ours
+                internal_error(error, verbose=verbose, json_output=json_output)
 
         wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
         wrapper.__annotations__ = {

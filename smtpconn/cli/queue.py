@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from smtpconn.cli.common import command
+from smtpconn.errors import UsageError
 from smtpconn.settings import Settings
+
+if TYPE_CHECKING:
+    from smtpconn.relay.spool import Spool
 
 SpoolOption = Annotated[
     str | None, typer.Option("--spool", help="Spool folder. [default: relay.spool of the profile]")
@@ -25,6 +29,25 @@ def _spool_dir(settings: Settings, spool: str | None) -> Path:
         return Path(spool)
     loaded = load_profile(settings.profile_path)
     return build_config(loaded.profile, loaded.base_dir, settings, RelayOverrides()).spool_dir
+
+
+def _open_spool(settings: Settings, spool: str | None) -> Spool:
+    """The spool the options or the profile name; a missing one is reported with the option."""
+    from smtpconn.relay.queue import open_spool
+
+    directory = _spool_dir(settings, spool)
+    if not directory.is_dir():
+        raise UsageError(
+            f"no spool at {directory}",
+            fix="point --spool (or relay.spool in the profile) at the relay's spool folder",
+        )
+    return open_spool(directory)
+
+
+def _require_ids(ids: list[str] | None, everything: bool) -> list[str]:
+    if not ids and not everything:
+        raise UsageError("give one or more message ids, or --all", fix="see smtpconn queue list")
+    return ids or []
 
 
 def _when(timestamp: float | None, now: float) -> str:
@@ -104,12 +127,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         from smtpconn.cli.render import console, print_json
-        from smtpconn.errors import UsageError
-        from smtpconn.relay.queue import list_queue, open_spool
+        from smtpconn.relay.queue import list_queue
 
         if direction not in (None, "inbound", "outbound"):
             raise UsageError(f"--direction {direction!r} is not inbound or outbound")
-        items = list_queue(open_spool(_spool_dir(settings, spool)), direction)
+        items = list_queue(_open_spool(settings, spool), direction)
         if settings.json:
             print_json({"messages": [i.to_json() for i in items]})
             return
@@ -130,9 +152,10 @@ def register(app: typer.Typer) -> None:
         all_: AllOption = False,
     ) -> None:
         from smtpconn.cli.render import console, print_json
-        from smtpconn.relay.queue import open_spool, retry
+        from smtpconn.relay.queue import retry
 
-        done = retry(open_spool(_spool_dir(settings, spool)), ids or [], everything=all_)
+        # The spool first, then the ids: the order the library checks them in.
+        done = retry(_open_spool(settings, spool), _require_ids(ids, all_), everything=all_)
         if settings.json:
             print_json({"retried": done})
         else:
@@ -146,9 +169,10 @@ def register(app: typer.Typer) -> None:
         all_: AllOption = False,
     ) -> None:
         from smtpconn.cli.render import console, print_json
-        from smtpconn.relay.queue import delete, open_spool
+        from smtpconn.relay.queue import delete
 
-        done = delete(open_spool(_spool_dir(settings, spool)), ids or [], everything=all_)
+        # The spool first, then the ids: the order the library checks them in.
+        done = delete(_open_spool(settings, spool), _require_ids(ids, all_), everything=all_)
         if settings.json:
             print_json({"deleted": done})
         else:

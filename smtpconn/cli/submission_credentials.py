@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
                 plan = plan_remove_submission(loaded.profile)
             else:
                 assert username is not None
-                plan = plan_set_submission(loaded.profile, username)
+                plan = plan_set_submission(loaded.profile, username, username_name="--username")
             if not plan.changed:
                 _report(settings, plan, None)
                 return

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from smtpconn.errors import SmtpconnFailure
+
 
 class DnsOutcome(StrEnum):
     OK = "ok"  # at least one record
@@ -35,7 +37,7 @@ class DnsAnswer:
         return self.outcome in (DnsOutcome.NXDOMAIN, DnsOutcome.NODATA)
 
 
-class DnsUnavailable(Exception):
+class DnsUnavailable(SmtpconnFailure):
     """The resolver could not tell (timeout, SERVFAIL, unreachable)."""
 
 

@@ -18,16 +18,16 @@ if TYPE_CHECKING:  # dnspython is imported lazily: the CLI's start-up path does 
 DNS_PORT = 53
 
 
-def parse_resolver(value: str, *, source: str = "--resolver") -> tuple[str, int]:
+def parse_resolver(
+    value: str, *, source: str = "resolver", fix: str = "e.g. 127.0.0.1:5353 or [::1]:53"
+) -> tuple[str, int]:
     """``HOST[:PORT]`` of a nameserver; the host must be an IP address (we can't resolve the
-    resolver). ``source`` names where the value came from, for the error message."""
+    resolver). ``source`` names where the value came from and ``fix`` how to give a good one,
+    for the error message (the CLI names its option and variable)."""
     import ipaddress
 
     def not_an_address() -> UsageError:
-        return UsageError(
-            f"{source} {value!r} must be an IP address (optionally :PORT)",
-            fix="e.g. --resolver 127.0.0.1:5353 or SMTPCONN_RESOLVER=192.0.2.53",
-        )
+        return UsageError(f"{source} {value!r} must be an IP address (optionally :PORT)", fix=fix)
 
     try:
         host, port = parse_host_port(value, default_port=DNS_PORT)
@@ -39,10 +39,12 @@ def parse_resolver(value: str, *, source: str = "--resolver") -> tuple[str, int]
     return host, port
 
 
-def parse_resolver_list(value: str) -> tuple[tuple[str, int], ...]:
+def parse_resolver_list(
+    value: str, *, source: str = "SMTPCONN_RESOLVER", fix: str = "e.g. 127.0.0.1:5353 or [::1]:53"
+) -> tuple[tuple[str, int], ...]:
     """The SMTPCONN_RESOLVER variable: one or more resolvers separated by commas or spaces."""
     return tuple(
-        parse_resolver(item, source="SMTPCONN_RESOLVER") for item in value.replace(",", " ").split()
+        parse_resolver(item, source=source, fix=fix) for item in value.replace(",", " ").split()
     )
 
 

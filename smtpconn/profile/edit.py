@@ -49,6 +49,25 @@ def check_username(value: str, option: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class InputNames:
+    """How the caller names each input of a request in messages. The library speaks of the
+    :class:`AddRequest` fields; the CLI passes its option names, so that a library error never
+    names a command-line flag and the command's messages still do."""
+
+    mode: str = "mode"
+    workflow: str = "workflow"
+    server: str = "server"
+    username: str = "username"
+    secret: str = "secret"
+    security: str = "security"
+    auth: str = "auth"
+    dkim_selector: str = "dkim_selector"
+    dkim_key: str = "dkim_key"
+    inbound_username: str = "inbound_username"
+    readd: str = "readd"
+
+
+@dataclass(frozen=True, slots=True)
 class AddRequest:
     """What ``add-address`` was asked to do, as the user typed it (validated by ``plan_add``)."""
 
@@ -108,13 +127,15 @@ def _check_dkim_key(path_text: str, base_dir: Path) -> Path:
     return full
 
 
-def _outbound(request: AddRequest, base_dir: Path, warnings: list[str]) -> OutboundServer:
+def _outbound(
+    request: AddRequest, base_dir: Path, warnings: list[str], names: InputNames
+) -> OutboundServer:
     missing = [
         option
         for option, value in (
-            ("--server", request.server),
-            ("--username", request.username),
-            ("--secret", request.secret),
+            (names.server, request.server),
+            (names.username, request.username),
+            (names.secret, request.secret),
         )
         if not value
     ]
@@ -122,10 +143,11 @@ def _outbound(request: AddRequest, base_dir: Path, warnings: list[str]) -> Outbo
         raise UsageError(
             f"the authenticated workflow needs {', '.join(missing)}",
             fix="give the customer's outbound server, the SMTP AUTH user name and a secret "
-            "reference, e.g. --server mail.example.com --username helpdesk --secret env:SMTP_PASSWORD",
+            f"reference, e.g. {names.server} mail.example.com {names.username} helpdesk "
+            f"{names.secret} env:SMTP_PASSWORD",
         )
     assert request.server and request.username and request.secret
-    security = _choice(Security, request.security, "--security") if request.security else None
+    security = _choice(Security, request.security, names.security) if request.security else None
     host, port = parse_host_port(request.server, default_port=None)
     if security is None:
         security = default_security_for_port(port)
@@ -134,10 +156,10 @@ def _outbound(request: AddRequest, base_dir: Path, warnings: list[str]) -> Outbo
     elif (port, security) in ((465, Security.STARTTLS), (587, Security.TLS)):
         warnings.append(
             f"port {port} normally uses {'implicit TLS' if port == 465 else 'STARTTLS'}; "
-            f"--security {security.value} was kept as given"
+            f"{names.security} {security.value} was kept as given"
         )
-    auth = _choice(AuthMechanism, request.auth, "--auth") if request.auth else AuthMechanism.AUTO
-    check_username(request.username, "--username")
+    auth = _choice(AuthMechanism, request.auth, names.auth) if request.auth else AuthMechanism.AUTO
+    check_username(request.username, names.username)
     secret = parse_secret_ref(request.secret)
     if secret.scheme == "file":
         secret = SecretRef("file", str(Path(secret.target).expanduser().absolute()))
@@ -147,24 +169,28 @@ def _outbound(request: AddRequest, base_dir: Path, warnings: list[str]) -> Outbo
     )
 
 
-def plan_add(profile: Profile, request: AddRequest, *, base_dir: Path) -> AddPlan:
-    """Validate ``request`` against ``profile`` and return the profile it would produce."""
+def plan_add(
+    profile: Profile, request: AddRequest, *, base_dir: Path, names: InputNames = InputNames()
+) -> AddPlan:
+    """Validate ``request`` against ``profile`` and return the profile it would produce;
+    messages name the request's inputs as ``names`` says."""
     address = parse_address(request.address)
-    workflow = _choice(Workflow, request.workflow, "--workflow")
+    workflow = _choice(Workflow, request.workflow, names.workflow)
     existing = profile.find(address)
-    _check_readd(address, workflow, existing, request.readd)
+    _check_readd(address, workflow, existing, request.readd, names)
     if workflow is Workflow.FORWARDING:
-        return _plan_forwarding(profile, request, address, existing)
+        return _plan_forwarding(profile, request, address, existing, names)
 
     warnings: list[str] = []
     if not request.mode:
         raise UsageError(
-            "--mode is required", fix="use --mode bidirectional or --mode outbound-only"
+            f"{names.mode} is required",
+            fix=f"use {names.mode} bidirectional or {names.mode} outbound-only",
         )
-    mode = _choice(Mode, request.mode, "--mode")
-    outbound = _outbound(request, base_dir, warnings)
-    dkim = _dkim(request, base_dir)
-    inbound = _inbound(profile, request, address, mode)
+    mode = _choice(Mode, request.mode, names.mode)
+    outbound = _outbound(request, base_dir, warnings, names)
+    dkim = _dkim(request, base_dir, names)
+    inbound = _inbound(profile, request, address, mode, names)
     entry = SupportAddress(
         address=address,
         mode=mode,
@@ -186,52 +212,61 @@ def plan_add(profile: Profile, request: AddRequest, *, base_dir: Path) -> AddPla
 
 
 def _check_readd(
-    address: MailAddress, workflow: Workflow, existing: SupportAddress | None, readd: bool
+    address: MailAddress,
+    workflow: Workflow,
+    existing: SupportAddress | None,
+    readd: bool,
+    names: InputNames,
 ) -> None:
-    """--readd is required exactly when the address is already in the profile."""
+    """``readd`` is required exactly when the address is already in the profile."""
     if existing is not None and not readd:
         if existing.workflow is Workflow.FORWARDING and workflow is Workflow.AUTHENTICATED:
             raise UsageError(
                 f"{address.display} is set up under standard forwarding and can't be reused as is",
-                fix="re-add it under the authenticated workflow: repeat this command with --readd",
+                fix=f"re-add it under the authenticated workflow: repeat this command with {names.readd}",
             )
         raise UsageError(
             f"{address.display} already exists ({existing.workflow.value}, {existing.mode.value})",
-            fix="add --readd to replace its settings, or remove-address it first",
+            fix=f"add {names.readd} to replace its settings, or remove-address it first",
         )
     if existing is None and readd:
         raise UsageError(
-            f"--readd: {address.display} is not in the profile", fix="add it without --readd"
+            f"{names.readd}: {address.display} is not in the profile",
+            fix=f"add it without {names.readd}",
         )
 
 
 def _plan_forwarding(
-    profile: Profile, request: AddRequest, address: MailAddress, existing: SupportAddress | None
+    profile: Profile,
+    request: AddRequest,
+    address: MailAddress,
+    existing: SupportAddress | None,
+    names: InputNames,
 ) -> AddPlan:
     """Standard forwarding: no server, key or login of the customer's; always outbound-only."""
     given = [
         option
         for option, value in (
-            ("--server", request.server),
-            ("--username", request.username),
-            ("--secret", request.secret),
-            ("--dkim-selector", request.dkim_selector),
-            ("--dkim-key", request.dkim_key),
-            ("--inbound-username", request.inbound_username),
+            (names.server, request.server),
+            (names.username, request.username),
+            (names.secret, request.secret),
+            (names.dkim_selector, request.dkim_selector),
+            (names.dkim_key, request.dkim_key),
+            (names.inbound_username, request.inbound_username),
         )
         if value
     ]
     if given:
         raise UsageError(
-            f"{', '.join(given)} cannot be used with --workflow forwarding",
+            f"{', '.join(given)} cannot be used with {names.workflow} forwarding",
             fix="standard forwarding has no server of yours; drop those options, or add the "
             "address under the authenticated workflow",
         )
-    mode = _choice(Mode, request.mode, "--mode") if request.mode else Mode.OUTBOUND_ONLY
+    mode = _choice(Mode, request.mode, names.mode) if request.mode else Mode.OUTBOUND_ONLY
     if mode is Mode.BIDIRECTIONAL:
         raise UsageError(
-            "--workflow forwarding is always outbound-only",
-            fix="standard forwarding has no authenticated inbound leg; drop --mode",
+            f"{names.workflow} forwarding is always outbound-only",
+            fix=f"standard forwarding has no authenticated inbound leg; drop {names.mode}",
         )
     entry = SupportAddress(address=address, mode=mode, workflow=Workflow.FORWARDING)
     return AddPlan(
@@ -243,9 +278,11 @@ def _plan_forwarding(
     )
 
 
-def _dkim(request: AddRequest, base_dir: Path) -> DkimSettings | None:
+def _dkim(request: AddRequest, base_dir: Path, names: InputNames) -> DkimSettings | None:
     if bool(request.dkim_selector) != bool(request.dkim_key):
-        raise UsageError("--dkim-selector and --dkim-key go together", fix="give both, or neither")
+        raise UsageError(
+            f"{names.dkim_selector} and {names.dkim_key} go together", fix="give both, or neither"
+        )
     if not (request.dkim_selector and request.dkim_key):
         return None
     if not _SELECTOR.fullmatch(request.dkim_selector):
@@ -264,17 +301,19 @@ class _Inbound:
     shared_with: MailAddress | None = None  # the address whose login is shared
 
 
-def _inbound(profile: Profile, request: AddRequest, address: MailAddress, mode: Mode) -> _Inbound:
+def _inbound(
+    profile: Profile, request: AddRequest, address: MailAddress, mode: Mode, names: InputNames
+) -> _Inbound:
     """The inbound login of a bidirectional address: an existing one with the same user name is
     shared, else a new password is generated."""
     if mode is not Mode.BIDIRECTIONAL:
         if request.inbound_username:
             raise UsageError(
-                "--inbound-username only applies to bidirectional addresses",
+                f"{names.inbound_username} only applies to bidirectional addresses",
                 fix="outbound-only addresses receive by ordinary forwarding; drop the option",
             )
         return _Inbound()
-    username = check_username(request.inbound_username or address.ascii, "--inbound-username")
+    username = check_username(request.inbound_username or address.ascii, names.inbound_username)
     for other in profile.addresses:
         if other.address.key == address.key or other.inbound is None:
             continue

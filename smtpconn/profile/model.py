@@ -2,7 +2,8 @@
 
 The mapping is hand-written rather than generated so that every finding names the exact key
 (``addresses[2].outbound.port``) and says how to fix it, and so that unknown keys are an error
-instead of silently dropped (design brief §5).
+instead of silently dropped: a key we do not know is a typo or a setting we would ignore, and
+the administrator must hear of it.
 """
 
 from __future__ import annotations

@@ -26,9 +26,12 @@ class SubmissionPlan:
         return self.username is not None or self.previous_username is not None
 
 
-def plan_set_submission(profile: Profile, username: str) -> SubmissionPlan:
-    """A new random password for ``username``; any previous submission login stops working."""
-    check_username(username, "--username")
+def plan_set_submission(
+    profile: Profile, username: str, *, username_name: str = "username"
+) -> SubmissionPlan:
+    """A new random password for ``username``; any previous submission login stops working.
+    ``username_name`` is how the caller's messages name the user name (the CLI: its option)."""
+    check_username(username, username_name)
     password = generate_password()
     relay = profile.relay or RelaySettings()
     updated = replace(

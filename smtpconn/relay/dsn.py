@@ -88,7 +88,3 @@ def _one_line(text: str) -> str:
     return escape_controls(" ".join(text.split()))[:900]
 
 
-def enhanced_status(code: int | None, permanent: bool) -> str:
-    if code is not None and 200 <= code < 600:
-        return f"{code // 100}.0.0" if code >= 400 else ("5.0.0" if permanent else "4.0.0")
-    return "5.0.0" if permanent else "4.4.7"

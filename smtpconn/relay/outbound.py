@@ -52,28 +52,12 @@ from smtpconn.relay.worker import Attempted
 MAX_RECIPIENTS = 100
 
 
-class Outcome(Protocol):
-    """What the relay reads from ``smtpconn.smtp.delivery.RecipientOutcome``."""
-
-    recipient: str
-    accepted: bool
-    permanent: bool
-    code: int | None
-    text: str
-
-
 class Result(Protocol):
     @property
     def recipients(self) -> list[Any]: ...
 
 
 Deliverer = Callable[..., Awaitable[Result]]
-
-
-def default_deliverer() -> Deliverer:
-    from smtpconn.smtp.delivery import deliver
-
-    return deliver
 
 
 class SubmissionHandler:

@@ -55,7 +55,7 @@ def open_spool(directory: Path) -> Spool:
     if not directory.is_dir():
         raise UsageError(
             f"no spool at {directory}",
-            fix="point --spool (or relay.spool in the profile) at the relay's spool folder",
+            fix="point relay.spool in the profile at the relay's spool folder",
         )
     return Spool(directory)
 
@@ -69,7 +69,7 @@ def _select(spool: Spool, ids: list[str], everything: bool) -> list[SpoolEntry]:
     if everything:
         return [item.entry for item in list_queue(spool)]
     if not ids:
-        raise UsageError("give one or more message ids, or --all", fix="see smtpconn queue list")
+        raise UsageError("give one or more message ids, or everything", fix="list them first")
     known: list[SpoolEntry] | None = None
     entries = []
     for entry_id in ids:

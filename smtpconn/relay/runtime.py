@@ -114,7 +114,7 @@ class Relay:
         if problems:
             raise UsageError(
                 "the relay cannot start:\n  " + "\n  ".join(problems),
-                fix="correct the profile's [relay] table or the options (smtpconn relay --check)",
+                fix="correct the profile's [relay] table or the overrides (see config.check_config)",
             )
         from smtpconn.relay.handover import SinkHandover
         from smtpconn.relay.outbound import OutboundDelivery

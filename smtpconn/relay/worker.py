@@ -3,7 +3,7 @@ a bounded number of deliveries at once, sleeps until the next retry is due or ne
 
 The worker keeps what it knows about its queue in memory (a heap of due times) instead of
 reading the spool directory on every wake-up: re-reading every message's header and retry state
-to launch a handful of deliveries made a backlog of n messages cost O(n²) file reads (issue 8,
+to launch a handful of deliveries made a backlog of n messages cost O(n²) file reads (measured in
 ``benchmarks/README.md``). The memory is fed by:
 
 * the listeners, which hand over every message they spooled (:meth:`QueueWorker.add`);

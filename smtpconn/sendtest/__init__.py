@@ -4,3 +4,5 @@ through the wire (``smtpconn.smtp``), and report what each stage and the receive
 ``run`` (the three directions and their report), ``testmessage`` (the message itself),
 ``received`` (reading the copy back from the relay's Maildir sink).
 """
+
+__all__ = ["received", "run", "testmessage"]

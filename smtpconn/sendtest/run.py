@@ -14,7 +14,7 @@ tag could not be checked; a round trip cannot be confirmed at all and is refused
 Certificates are checked on every leg, forwarding included (``--insecure`` turns that off), so a
 relay certificate the customer's server would reject shows up here first.
 
-Exit codes follow design brief §3: 0 delivered (and received), 1 refused or not arrived in time,
+Exit codes are those of every command (``errors.ExitCode``): 0 delivered (and received), 1 refused or not arrived in time,
 3 could not connect at all.
 """
 

@@ -19,7 +19,6 @@ class CertSummary:
     ip_addresses: tuple[str, ...]
     not_before: dt.datetime
     not_after: dt.datetime
-    self_signed: bool
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -76,5 +75,4 @@ def summarise_certificate(der: bytes) -> CertSummary:
         ip_addresses=tuple(ips),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
-        self_signed=cert.issuer == cert.subject,
     )

@@ -74,14 +74,6 @@ class DeliveryResult:
     def accepted(self) -> list[str]:
         return [r.recipient for r in self.recipients if r.accepted]
 
-    @property
-    def permanent_failures(self) -> list[RecipientOutcome]:
-        return [r for r in self.recipients if not r.accepted and r.permanent]
-
-    @property
-    def temporary_failures(self) -> list[RecipientOutcome]:
-        return [r for r in self.recipients if not r.accepted and not r.permanent]
-
 
 async def deliver(
     server: ServerSpec,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from smtpconn.errors import SmtpconnFailure
 from smtpconn.smtp.replies import Reply
 
 
@@ -48,7 +49,6 @@ class FailureKind(StrEnum):
     AUTH_NOT_OFFERED = "auth-not-offered"  # the configured mechanism is not offered
     AUTH_FAILED = "auth-failed"  # credentials refused
     REJECTED = "rejected"  # a MAIL/RCPT/DATA reply refused the message
-    POLICY = "policy"  # the caller asked for something the policy forbids
 
 
 class CertProblem(StrEnum):
@@ -83,7 +83,7 @@ def classify_certificate_error(error: ssl.SSLCertVerificationError) -> CertProbl
     return CertProblem.OTHER
 
 
-class PolicyError(Exception):
+class PolicyError(SmtpconnFailure):
     """The caller asked the session to do something the policy forbids (a bug in the caller)."""
 
 
@@ -105,7 +105,7 @@ class StageRecord:
         }
 
 
-class SmtpFailure(Exception):
+class SmtpFailure(SmtpconnFailure):
     """A stage failed. ``kind`` says how; ``reply`` is the server's answer when there was one."""
 
     def __init__(
@@ -121,7 +121,6 @@ class SmtpFailure(Exception):
         super().__init__(message)
         self.stage = stage
         self.kind = kind
-        self.message = message
         self.reply = reply
         self.cert_problem = cert_problem
         self.permanent = permanent

@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from smtpconn.errors import SmtpconnFailure
+
 _REPLY_LINE = re.compile(r"(\d{3})([ -]?)(.*)")
 
 
-class ReplyParseError(ValueError):
+class ReplyParseError(SmtpconnFailure, ValueError):
     """A line that is not an SMTP reply (RFC 5321 §4.2): the peer is not speaking SMTP."""
 
 

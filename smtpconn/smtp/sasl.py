@@ -14,7 +14,6 @@ from smtpconn.smtp.vocab import AuthMechanism
 # "auto" never picks XOAUTH2: a password is not a bearer token, so sending it as one would only
 # fail (and leak it to a log on the server side). PLAIN before LOGIN: one round trip, standard.
 AUTO_PREFERENCE = ("PLAIN", "LOGIN")
-SUPPORTED = frozenset({"PLAIN", "LOGIN", "XOAUTH2"})
 
 REDACTED = "<redacted>"
 

@@ -1,7 +1,7 @@
 """The one SMTP client used by ``verify``, ``send-test`` and the relay's outbound delivery.
 
 It is written on asyncio streams rather than on top of a general-purpose client library because
-the policy *is* the product (issue 5): common clients upgrade to TLS only when STARTTLS happens to
+the policy *is* the product (never a secret or a message in clear text): common clients upgrade to TLS only when STARTTLS happens to
 be advertised and will send AUTH in clear text if offered. Here:
 
 * AUTH, MAIL, RCPT and DATA are refused by the session itself on a connection that is not
@@ -91,7 +91,6 @@ class TlsInfo:
     cipher: str
     verified: bool  # False when the context skipped certificate checks (--insecure)
     peer_cert_der: bytes | None
-    peer_cert: dict[str, Any] | None  # ssl's decoded form; only available when verified
 
     @property
     def version_ok(self) -> bool:
@@ -161,10 +160,6 @@ class SmtpSession:
 
     # ----------------------------------------------------------------------------------------
     # Low level
-
-    @property
-    def encrypted(self) -> bool:
-        return self.tls is not None
 
     @property
     def target(self) -> str:
@@ -273,7 +268,6 @@ class SmtpSession:
             cipher=cipher[0] if cipher else "unknown",
             verified=verified,
             peer_cert_der=ssl_object.getpeercert(binary_form=True),
-            peer_cert=ssl_object.getpeercert() if verified else None,
         )
         self.tls = info
         self._log(

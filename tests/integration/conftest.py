@@ -72,7 +72,7 @@ def lab() -> Iterator[Lab]:
         yield the_lab
     finally:
         the_lab.stop()
-        # The "done when": nothing we started is left running or listening.
+        # Nothing we started may be left running or listening once the session ends.
         left = {name: session_members(pid) for name, pid in pids.items()}
         left = {k: v for k, v in left.items() if v}
         listening = [p for p in ports if p and port_open(LOOPBACK, p, 0.2)]

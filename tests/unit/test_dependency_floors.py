@@ -1,4 +1,4 @@
-"""Issue 11, finding 8: the SMTP libraries' versions with known injection bugs are never admitted.
+"""The SMTP libraries' versions with known injection bugs are never admitted.
 
 * aiosmtpd < 1.4.5: ``\\n.\\r\\n`` ends DATA early and smuggles a second message
   (CVE-2024-27305); < 1.4.6: commands pipelined behind STARTTLS run inside TLS (CVE-2024-34083).
@@ -44,7 +44,7 @@ def test_pyproject_admits_no_version_below_the_floor(name: str) -> None:
 def test_installed_version_is_not_below_the_floor(name: str) -> None:
     installed = Version(version(name))
     assert installed >= FLOORS[name], (
-        f"{name} {installed} is installed; {FLOORS[name]} or newer is required (issue 11): "
+        f"{name} {installed} is installed; {FLOORS[name]} or newer is required (older ones have SMTP injection bugs): "
         f'pip install "{name}>={FLOORS[name]}"'
     )
 

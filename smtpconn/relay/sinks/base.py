@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from smtpconn.errors import SmtpconnFailure
 from smtpconn.profile.model import SinkKind, SinkSettings
 
 
-class SinkError(Exception):
+class SinkError(SmtpconnFailure):
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent

@@ -16,14 +16,16 @@ import asyncio
 import smtplib
 from typing import ClassVar
 
+from smtpconn.errors import SmtpconnFailure
 from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
 
 INJECTION = "possible STARTTLS injection by a middlebox"
 
 
-class StartTlsInjection(smtplib.SMTPException):
-    """Clear text followed the 220 to STARTTLS."""
+class StartTlsInjection(SmtpconnFailure, smtplib.SMTPException):
+    """Clear text followed the 220 to STARTTLS (an ``smtplib.SMTPException`` too, so smtplib's
+    own handling sees what it always saw)."""
 
 
 class _GuardedSMTP(smtplib.SMTP):

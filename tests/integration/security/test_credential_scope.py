@@ -1,4 +1,4 @@
-"""Issue 11, finding 5: one customer's inbound login must not deliver to another customer's
+"""One customer's inbound login must not deliver to another customer's
 addresses. A login is valid for the addresses whose entry holds that same user name and hash."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 11, findings 1 and 2: a client must not be able to put a header into the help desk's copy
+"""A client must not be able to put a header into the help desk's copy
 that looks like the relay's own: an ``X-Smtpconn-Tag`` or an ``Authentication-Results`` under our
 authserv-id, however it is spelled, folded or hidden behind a bare CR, nor one smuggled in through
 the envelope sender that the Maildir sink writes into ``Return-Path``."""

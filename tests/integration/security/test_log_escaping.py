@@ -1,4 +1,4 @@
-"""Issue 11, finding 7: control characters a client (or a program the relay runs) puts into a
+"""Control characters a client (or a program the relay runs) puts into a
 value reach the relay's log escaped, never raw: no forged log line, no terminal escape."""
 
 from __future__ import annotations

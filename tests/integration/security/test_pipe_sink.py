@@ -1,4 +1,4 @@
-"""Issue 11, findings 6 and 7: the pipe command gets a minimal environment (never the relay's, which
+"""The pipe command gets a minimal environment (never the relay's, which
 holds the profile's ``env:`` secrets), and a message whose metadata cannot be handed to it is held
 once, with the reason, instead of failing every second for ever."""
 

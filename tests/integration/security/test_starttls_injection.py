@@ -1,4 +1,4 @@
-"""Issue 11, finding 3: STARTTLS response injection against smtpconn's own clients.
+"""STARTTLS response injection against smtpconn's own clients.
 
 A man in the middle who cannot break TLS (``InjectingProxy``, a real TCP proxy in front of the
 lab's real Postfix or a real STARTTLS sink) appends forged replies right after the server's 220

@@ -1,4 +1,4 @@
-"""Issue 11: the submission listener. Exposed beyond loopback without AUTH it would let anyone send
+"""The submission listener. Exposed beyond loopback without AUTH it would let anyone send
 as the support addresses, so the relay refuses to start; with the login set by
 ``smtpconn submission-credentials`` it starts and requires AUTH (over TLS) from everyone."""
 

@@ -1,5 +1,5 @@
-"""TLS/AUTH against servers no other test was tuned to (issue 5, "done when"): a small asyncio
-SMTP server (tiny_smtp) that breaks the handshake after offering STARTTLS, greets with 421 or
+"""TLS/AUTH against servers no other test was tuned to, since checks that pass only the servers they
+were written against prove nothing: a small asyncio SMTP server (tiny_smtp) that breaks the handshake after offering STARTTLS, greets with 421 or
 554, offers only XOAUTH2, or serves a self-signed or not-yet-valid certificate. Each case must
 get its own finding, status and fix, and no credential may ever be sent in clear text."""
 

@@ -1,5 +1,5 @@
-"""verify against misconfigurations no check was tuned to (issue 4, "done when"): a second NSD
-serves them (untuned_zones.py). Each gives the right id and status, every non-pass result has a
+"""verify against misconfigurations no check was tuned to, since checks that pass only the zones
+they were written against prove nothing: a second NSD serves them (untuned_zones.py). Each gives the right id and status, every non-pass result has a
 fix, and a fix that names a record is literal: published as printed, the check passes."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Misconfigurations the lab's zones do not have, served by a second NSD of our own.
 
 The lab (lab/zones.py) has one zone per defect it was built for; ``verify`` was developed against
-those. These zones are the "new user" test of issue 4: the same kind of complete setup (MX, SPF,
+those. These zones are the "new user" test (a setup verify was not written against): the same kind of complete setup (MX, SPF,
 DKIM, DMARC, MTA-STS, TLS-RPT, built with ``lab.zones.Domain``) with one defect each, which no
 check was tuned to. Every zone is its own second-level ``.test`` zone (``u-*.test``) so that a
 DMARC tree walk or an SPF lookup never leaves what this server is authoritative for.

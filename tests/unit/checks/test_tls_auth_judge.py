@@ -48,12 +48,11 @@ def _leaf(days_left: float = 90, names: tuple[str, ...] = (HOST,)) -> CertSummar
         ip_addresses=(),
         not_before=NOW - dt.timedelta(days=30),
         not_after=NOW + dt.timedelta(days=days_left),
-        self_signed=False,
     )
 
 
 def _tls(version: str = "TLSv1.3") -> TlsInfo:
-    return TlsInfo(version, "TLS_AES_256_GCM_SHA384", True, b"der", None)
+    return TlsInfo(version, "TLS_AES_256_GCM_SHA384", True, b"der")
 
 
 def _good(**changes: object) -> Probe:
