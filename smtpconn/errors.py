@@ -17,8 +17,10 @@ they can fix. Kinds of failure stay data (``smtp.failures.FailureKind``), not cl
         ├── ReplyParseError        smtp.replies: not an SMTP reply (also a ValueError)
         ├── DnsUnavailable         dns.answers: the resolver could not tell
         ├── SinkError              relay.sinks.base: a hand-over to the help desk failed
-        └── StartTlsInjection      relay.sinks.smtp: clear text followed the 220 to STARTTLS
-                                   (also an smtplib.SMTPException)
+        ├── StartTlsInjection      relay.sinks.smtp: clear text followed the 220 to STARTTLS
+        │                          (also an smtplib.SMTPException)
+        └── Unparsable             message.authserv: not an RFC 8601 header head (also a
+                                   ValueError)
 
 A :class:`SmtpconnFailure` is meant for its caller, which judges it (verify), reports it
 (send-test) or retries and bounces (the relay); one that reaches the CLI is a bug of ours and is
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from smtpconn.dns.answers import DnsUnavailable
+    from smtpconn.message.authserv import Unparsable
     from smtpconn.relay.sinks.base import SinkError
     from smtpconn.relay.sinks.smtp import StartTlsInjection
     from smtpconn.relay.spool import SpoolLocked
@@ -56,6 +59,7 @@ __all__ = [
     "SmtpconnFailure",
     "SpoolLocked",
     "StartTlsInjection",
+    "Unparsable",
     "UsageError",
 ]
 
@@ -120,6 +124,7 @@ _ELSEWHERE = {
     "SmtpFailure": "smtpconn.smtp.failures",
     "SpoolLocked": "smtpconn.relay.spool",
     "StartTlsInjection": "smtpconn.relay.sinks.smtp",
+    "Unparsable": "smtpconn.message.authserv",
 }
 
 

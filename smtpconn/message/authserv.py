@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from smtpconn.errors import SmtpconnFailure
+
 __all__ = [
     "AuthservHead",
     "Unparsable",
@@ -28,8 +30,8 @@ __all__ = [
 _TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
 
 
-class Unparsable(ValueError):
-    pass
+class Unparsable(SmtpconnFailure, ValueError):
+    """Not an RFC 8601 header head (also a ValueError); callers treat it as a claim."""
 
 
 @dataclass(frozen=True, slots=True)

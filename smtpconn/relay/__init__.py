@@ -8,10 +8,8 @@ Modules are imported on use; ``__all__`` names the public ones.
 
 __all__ = [
     "authres",
-    "authserv",
     "config",
     "dsn",
-    "escaping",
     "folders",
     "handover",
     "inbound",
