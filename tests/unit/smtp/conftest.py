@@ -71,6 +71,86 @@ def _cert(tmp: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+class _FakeSession:
+    """One connection to the fake server: a reply per verb, as the script says."""
+
+    def __init__(
+        self,
+        script: Script,
+        server_ctx: ssl.SSLContext,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        received: list[str],
+        messages: list[bytes],
+    ) -> None:
+        self.script, self.server_ctx = script, server_ctx
+        self.reader, self.writer = reader, writer
+        self.received, self.messages = received, messages
+        self.tls = False
+
+    async def say(self, text: str) -> None:
+        self.writer.write(text.encode() + b"\r\n")
+        await self.writer.drain()
+
+    async def run(self) -> None:
+        await self.say(self.script.banner)
+        if self.script.banner.startswith("220"):
+            while line := (await self.reader.readline()).decode().rstrip("\r\n"):
+                self.received.append(line)
+                verb = line.split(" ")[0].upper()
+                if not await self.answer(verb, line):
+                    break
+        self.writer.close()
+
+    async def answer(self, verb: str, line: str) -> bool:
+        """Reply to one command; False ends the session."""
+        if verb == "EHLO":
+            await self.ehlo()
+        elif verb == "STARTTLS":
+            return await self.starttls()
+        elif verb == "AUTH":
+            await self.say("235 ok" if self.script.auth_ok else "535 5.7.8 authentication failed")
+        elif verb == "MAIL":
+            await self.say("250 ok")
+        elif verb == "RCPT":
+            rcpt = line[len("RCPT TO:<") : line.index(">")]
+            await self.say(self.script.rcpt_replies.get(rcpt, "250 ok"))
+        elif verb == "DATA":
+            await self.data()
+        elif verb == "QUIT":
+            await self.say("221 bye")
+            return False
+        else:
+            await self.say("502 unknown")
+        return True
+
+    async def ehlo(self) -> None:
+        caps = ["250-fake.test"]
+        if self.script.starttls and not self.tls:
+            caps.append("250-STARTTLS")
+        if self.tls or self.script.auth_before_tls:
+            caps.append("250-AUTH PLAIN LOGIN")
+        caps.append("250 8BITMIME")
+        await self.say("\r\n".join(caps))
+
+    async def starttls(self) -> bool:
+        await self.say("220 go ahead" + self.script.after_starttls)
+        try:
+            await self.writer.start_tls(self.server_ctx)
+        except (ssl.SSLError, ConnectionError):
+            return False  # the client walked away from the handshake
+        self.tls = True
+        return True
+
+    async def data(self) -> None:
+        await self.say("354 go")
+        body = b""
+        while (chunk := await self.reader.readline()) != b".\r\n":
+            body += chunk
+        self.messages.append(body)
+        await self.say(self.script.data_reply)
+
+
 @pytest.fixture
 async def fake_smtp(tmp_path: Path) -> AsyncIterator[Callable[[Script], Awaitable[FakeServer]]]:
     cert, key = _cert(tmp_path)
@@ -83,54 +163,7 @@ async def fake_smtp(tmp_path: Path) -> AsyncIterator[Callable[[Script], Awaitabl
         messages: list[bytes] = []
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            tls = False
-
-            async def say(text: str) -> None:
-                writer.write(text.encode() + b"\r\n")
-                await writer.drain()
-
-            await say(script.banner)
-            if not script.banner.startswith("220"):
-                writer.close()
-                return
-            while line := (await reader.readline()).decode().rstrip("\r\n"):
-                received.append(line)
-                verb = line.split(" ")[0].upper()
-                if verb == "EHLO":
-                    caps = ["250-fake.test"]
-                    if script.starttls and not tls:
-                        caps.append("250-STARTTLS")
-                    if tls or script.auth_before_tls:
-                        caps.append("250-AUTH PLAIN LOGIN")
-                    caps.append("250 8BITMIME")
-                    await say("\r\n".join(caps))
-                elif verb == "STARTTLS":
-                    await say("220 go ahead" + script.after_starttls)
-                    try:
-                        await writer.start_tls(server_ctx)
-                    except (ssl.SSLError, ConnectionError):
-                        break  # the client walked away from the handshake
-                    tls = True
-                elif verb == "AUTH":
-                    await say("235 ok" if script.auth_ok else "535 5.7.8 authentication failed")
-                elif verb == "MAIL":
-                    await say("250 ok")
-                elif verb == "RCPT":
-                    rcpt = line[len("RCPT TO:<") : line.index(">")]
-                    await say(script.rcpt_replies.get(rcpt, "250 ok"))
-                elif verb == "DATA":
-                    await say("354 go")
-                    body = b""
-                    while (chunk := await reader.readline()) != b".\r\n":
-                        body += chunk
-                    messages.append(body)
-                    await say(script.data_reply)
-                elif verb == "QUIT":
-                    await say("221 bye")
-                    break
-                else:
-                    await say("502 unknown")
-            writer.close()
+            await _FakeSession(script, server_ctx, reader, writer, received, messages).run()
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         servers.append(server)
