@@ -36,18 +36,18 @@ def _print_settings(st: LabState, state_dir: Path) -> None:
   DNS resolver     {st.resolver}      (authoritative for the lab zones: good.test, nospf.test, ...)
   CA file          {st.ca_file}
   mail server      {st.server_name} = {st.server_host}
-    mx (25-style)  {p['mx']}   STARTTLS offered, no AUTH
-    submission     {p['submission']}   STARTTLS required, AUTH after TLS
-    smtps          {p['smtps']}   implicit TLS + AUTH
-    bad ports      no_starttls={p['no_starttls']} auth_before_tls={p['auth_before_tls']} \
-expired={p['expired']}
-                   expiring={p['expiring']} wrong_host={p['wrong_host']} untrusted={p['untrusted']}
+    mx (25-style)  {p["mx"]}   STARTTLS offered, no AUTH
+    submission     {p["submission"]}   STARTTLS required, AUTH after TLS
+    smtps          {p["smtps"]}   implicit TLS + AUTH
+    bad ports      no_starttls={p["no_starttls"]} auth_before_tls={p["auth_before_tls"]} \
+expired={p["expired"]}
+                   expiring={p["expiring"]} wrong_host={p["wrong_host"]} untrusted={p["untrusted"]}
   test user        {st.user} / {st.password}
   Maildirs         {st.maildir}
-  DKIM key         {st.dkim_keys['main']['path']} (selector sel2048 on good.test)
-  relay cert       {st.certs['relay']['cert']} / {st.certs['relay']['key']}
+  DKIM key         {st.dkim_keys["main"]["path"]} (selector sel2048 on good.test)
+  relay cert       {st.certs["relay"]["cert"]} / {st.certs["relay"]["key"]}
 
-Use it:   source {state_dir / 'env'}      (sets SMTPCONN_RESOLVER, SMTPCONN_CA_FILE, ...)
+Use it:   source {state_dir / "env"}      (sets SMTPCONN_RESOLVER, SMTPCONN_CA_FILE, ...)
 Try:      dig @{st.dns_host} -p {st.dns_port} +short TXT good.test
 Relay:    scripts/lab relay {zones.RELAY_DOMAIN} 127.0.0.1:PORT USER PASSWORD
 Stop:     scripts/lab down""")
@@ -101,8 +101,12 @@ def _hand_over(st: LabState, state_dir: Path | None, env_file: Path) -> None:
     uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
     if os.geteuid() != 0 or not uid.isdigit() or not gid.isdigit() or int(uid) == 0:
         return
-    paths = [env_file, *(Path(k["path"]) for k in st.dkim_keys.values()),
-             Path(st.certs["relay"]["cert"]), Path(st.certs["relay"]["key"])]
+    paths = [
+        env_file,
+        *(Path(k["path"]) for k in st.dkim_keys.values()),
+        Path(st.certs["relay"]["cert"]),
+        Path(st.certs["relay"]["key"]),
+    ]
     if state_dir is not None:
         paths.append(state_dir)
     for p in paths:
@@ -119,7 +123,9 @@ def cmd_down(state_dir: Path, quiet: bool = False) -> int:
     for line in stop_state(state_file):
         if not quiet:
             print(line)
-    still = [p for p in [st.dns_port, st.sasl_port, *st.ports.values()] if port_open("127.0.0.1", p)]
+    still = [
+        p for p in [st.dns_port, st.sasl_port, *st.ports.values()] if port_open("127.0.0.1", p)
+    ]
     if still:
         print(f"warning: ports still answering: {still}", file=sys.stderr)
     root = Path(st.root)
@@ -144,7 +150,9 @@ def cmd_status(state_dir: Path) -> int:
     for name, pid in st.pids.items():
         print(f"{name:8} pid {pid:<8} {'running' if alive[name] else 'NOT running'}")
     for name, port in [("dns", st.dns_port), *st.ports.items()]:
-        print(f"  {name:16} 127.0.0.1:{port:<6} {'open' if port_open('127.0.0.1', port) else 'closed'}")
+        print(
+            f"  {name:16} 127.0.0.1:{port:<6} {'open' if port_open('127.0.0.1', port) else 'closed'}"
+        )
     up = bool(alive) and all(alive.values())
     print(f"smtpconn lab is {'up' if up else 'DOWN or broken (run: scripts/lab down; up)'}")
     return 0 if up else 1
@@ -160,8 +168,7 @@ def cmd_env(state_dir: Path) -> int:
     return 0
 
 
-def cmd_relay(state_dir: Path, domain: str, target: str, user: str, password: str,
-              tls: str) -> int:
+def cmd_relay(state_dir: Path, domain: str, target: str, user: str, password: str, tls: str) -> int:
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         print("target must be HOST:PORT", file=sys.stderr)
@@ -173,8 +180,11 @@ def cmd_relay(state_dir: Path, domain: str, target: str, user: str, password: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="scripts/lab", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="scripts/lab",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--dir", help="state dir (default $SMTPCONN_LAB_DIR or ./.lab)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("up", help="start the lab servers in the background")
@@ -185,10 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("domain")
     rp.add_argument("target", metavar="HOST:PORT")
     rp.add_argument("user")
-    rp.add_argument("password", nargs="?", default=os.environ.get("SMTPCONN_LAB_RELAY_PASSWORD"),
-                    help="(or env SMTPCONN_LAB_RELAY_PASSWORD)")
-    rp.add_argument("--tls", choices=["encrypt", "secure"], default="encrypt",
-                    help="secure = also verify the cert against the lab CA")
+    rp.add_argument(
+        "password",
+        nargs="?",
+        default=os.environ.get("SMTPCONN_LAB_RELAY_PASSWORD"),
+        help="(or env SMTPCONN_LAB_RELAY_PASSWORD)",
+    )
+    rp.add_argument(
+        "--tls",
+        choices=["encrypt", "secure"],
+        default="encrypt",
+        help="secure = also verify the cert against the lab CA",
+    )
     args = ap.parse_args(argv)
     state_dir = _state_dir(args.dir)
     try:

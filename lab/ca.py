@@ -117,9 +117,15 @@ def _make_ca(cn: str, now: dt.datetime) -> tuple[rsa.RSAPrivateKey, x509.Certifi
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -151,7 +157,9 @@ def _make_leaf(
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .add_extension(
@@ -184,20 +192,53 @@ def write_lab_ca(directory: Path) -> LabCA:
         _write_key(key, files.key)
         return files
 
-    server = leaf("server", _make_leaf(ca_key, ca_cert, server_key, mail_names, mail_ips,
-                                       now - day, now + 365 * day), server_key)
-    expired = leaf("expired", _make_leaf(ca_key, ca_cert, server_key, mail_names, mail_ips,
-                                         now - 60 * day, now - day), server_key)
-    expiring = leaf("expiring", _make_leaf(ca_key, ca_cert, server_key, mail_names, mail_ips,
-                                           now - day, now + 10 * day), server_key)
-    wrong = leaf("wronghost", _make_leaf(ca_key, ca_cert, server_key, [WRONG_HOST], [],
-                                         now - day, now + 365 * day), server_key)
-    untrusted = leaf("untrusted", _make_leaf(bad_ca_key, bad_ca_cert, server_key, mail_names,
-                                             mail_ips, now - day, now + 365 * day), server_key)
-    relay = leaf("relay", _make_leaf(ca_key, ca_cert, relay_key,
-                                     [zones.RELAY_HOST, "localhost"], [zones.MAIL_ADDR],
-                                     now - day, now + 365 * day), relay_key)
+    server = leaf(
+        "server",
+        _make_leaf(ca_key, ca_cert, server_key, mail_names, mail_ips, now - day, now + 365 * day),
+        server_key,
+    )
+    expired = leaf(
+        "expired",
+        _make_leaf(ca_key, ca_cert, server_key, mail_names, mail_ips, now - 60 * day, now - day),
+        server_key,
+    )
+    expiring = leaf(
+        "expiring",
+        _make_leaf(ca_key, ca_cert, server_key, mail_names, mail_ips, now - day, now + 10 * day),
+        server_key,
+    )
+    wrong = leaf(
+        "wronghost",
+        _make_leaf(ca_key, ca_cert, server_key, [WRONG_HOST], [], now - day, now + 365 * day),
+        server_key,
+    )
+    untrusted = leaf(
+        "untrusted",
+        _make_leaf(
+            bad_ca_key, bad_ca_cert, server_key, mail_names, mail_ips, now - day, now + 365 * day
+        ),
+        server_key,
+    )
+    relay = leaf(
+        "relay",
+        _make_leaf(
+            ca_key,
+            ca_cert,
+            relay_key,
+            [zones.RELAY_HOST, "localhost"],
+            [zones.MAIL_ADDR],
+            now - day,
+            now + 365 * day,
+        ),
+        relay_key,
+    )
     ca = LabCA.at(directory)
     assert (ca.server, ca.expired, ca.expiring, ca.wrong_host, ca.untrusted, ca.relay) == (
-        server, expired, expiring, wrong, untrusted, relay)
+        server,
+        expired,
+        expiring,
+        wrong,
+        untrusted,
+        relay,
+    )
     return ca

@@ -93,7 +93,7 @@ class NsdServer:
         zone_conf = []
         for name, text in zones.render_zones(self.public_keys).items():
             (d / "zones" / f"{name}.zone").write_text(text)
-            zone_conf.append(f"zone:\n  name: \"{name}\"\n  zonefile: \"{name}.zone\"\n")
+            zone_conf.append(f'zone:\n  name: "{name}"\n  zonefile: "{name}.zone"\n')
         # username "" keeps NSD from switching user/chroot: the lab dir is ours, and a chroot
         # would need the zone files copied inside it. No database: zones load from text files.
         self.conf.write_text(
@@ -108,12 +108,12 @@ class NsdServer:
   do-ip6: no
   username: ""
   chroot: ""
-  zonesdir: "{d / 'zones'}"
-  pidfile: "{d / 'nsd.pid'}"
+  zonesdir: "{d / "zones"}"
+  pidfile: "{d / "nsd.pid"}"
   database: ""
-  zonelistfile: "{d / 'zone.list'}"
-  xfrdfile: "{d / 'xfrd.state'}"
-  xfrdir: "{d / 'xfr'}"
+  zonelistfile: "{d / "zone.list"}"
+  xfrdfile: "{d / "xfrd.state"}"
+  xfrdir: "{d / "xfr"}"
   logfile: "{self.log}"
   server-count: 1
   tcp-count: 20
@@ -123,7 +123,8 @@ class NsdServer:
 remote-control:
   control-enable: no
 
-""" + "\n".join(zone_conf)
+"""
+            + "\n".join(zone_conf)
         )
 
     def start(self, timeout: float = 15.0) -> None:
@@ -134,9 +135,11 @@ remote-control:
         self.pid = self.proc.pid
         try:
             wait_until(
-                lambda: self._alive_or_raise()
-                and session_owns_port(self.pid or 0, self.port, "udp")
-                and _query_soa(self.host, self.port, "good.test"),
+                lambda: (
+                    self._alive_or_raise()
+                    and session_owns_port(self.pid or 0, self.port, "udp")
+                    and _query_soa(self.host, self.port, "good.test")
+                ),
                 timeout,
                 f"NSD on {self.address}",
             )
@@ -235,6 +238,6 @@ class ServfailResolver(_SilentServer):
         end = 12
         while end < len(query) and query[end] != 0:
             end += query[end] + 1
-        question = query[12:end + 5] if qd == 1 else b""
+        question = query[12 : end + 5] if qd == 1 else b""
         rflags = 0x8000 | (flags & 0x7900) | 0x0080 | 2  # QR, opcode+RD copied, RA, SERVFAIL
         return struct.pack(">HHHHHH", ident, rflags, 1 if question else 0, 0, 0, 0) + question

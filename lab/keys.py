@@ -42,8 +42,19 @@ def _generate_pem(bits: int, path: Path) -> None:
     else:
         # cryptography refuses to *generate* keys under 1024 bits (it still loads them), so the
         # deliberately weak key comes from openssl.
-        run([which("openssl"), "genpkey", "-algorithm", "RSA", "-pkeyopt",
-             f"rsa_keygen_bits:{bits}", "-out", str(path)], f"openssl genpkey {bits}")
+        run(
+            [
+                which("openssl"),
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                f"rsa_keygen_bits:{bits}",
+                "-out",
+                str(path),
+            ],
+            f"openssl genpkey {bits}",
+        )
     path.chmod(0o600)
 
 

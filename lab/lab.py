@@ -51,7 +51,14 @@ STATE_VERSION = 1
 
 #: Programs the lab runs. Missing ones make tests skip (locally) or fail (CI).
 REQUIRED_BINARIES: tuple[str, ...] = (
-    "nsd", "nsd-checkconf", "postfix", "postmap", "postqueue", "dovecot", "swaks", "dig",
+    "nsd",
+    "nsd-checkconf",
+    "postfix",
+    "postmap",
+    "postqueue",
+    "dovecot",
+    "swaks",
+    "dig",
     "openssl",
 )
 
@@ -187,8 +194,10 @@ class Lab:
 
     def start(self) -> LabState:
         if os.geteuid() != 0:
-            raise LabError("the lab must be started as root (Postfix, Dovecot and NSD start as "
-                           "root and drop to their own users)")
+            raise LabError(
+                "the lab must be started as root (Postfix, Dovecot and NSD start as "
+                "root and drop to their own users)"
+            )
         missing = missing_binaries(REQUIRED_BINARIES)
         if missing:
             from lab.proc import MissingBinaryError
@@ -196,8 +205,10 @@ class Lab:
             raise MissingBinaryError(missing)
         self.root.mkdir(parents=True, exist_ok=True)
         if not lab_root_ok(self.root):
-            raise LabError(f"{self.root} (or a parent) is not world-traversable (o+x); Postfix's "
-                           "unprivileged processes could not reach it. Use a dir under /tmp.")
+            raise LabError(
+                f"{self.root} (or a parent) is not world-traversable (o+x); Postfix's "
+                "unprivileged processes could not reach it. Use a dir under /tmp."
+            )
         if self.stop_at_exit:
             reap_orphans()
         if self.stop_at_exit and not self._atexit_registered:
@@ -210,7 +221,8 @@ class Lab:
             self.dns = _start_retrying(lambda: NsdServer(self.root / "dns", public))
             ca = self.ca
             self.postfix = _start_retrying(
-                lambda: PostfixServer(self.root / "postfix", ca, self.users))
+                lambda: PostfixServer(self.root / "postfix", ca, self.users)
+            )
         except BaseException:
             self.stop()
             raise
@@ -229,8 +241,11 @@ class Lab:
                 errors.append(e)
         ports = self._all_ports()
         with contextlib.suppress(LabError):
-            wait_until(lambda: not any(port_open(LOOPBACK, p, 0.2) for p in ports), 10.0,
-                       "lab ports to close")
+            wait_until(
+                lambda: not any(port_open(LOOPBACK, p, 0.2) for p in ports),
+                10.0,
+                "lab ports to close",
+            )
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
         if self._atexit_registered:
@@ -280,15 +295,23 @@ class Lab:
         user = self.users[0] if self.users else DEFAULT_USER
         certs = {
             name: {"cert": str(cf.cert), "key": str(cf.key)}
-            for name, cf in (("server", ca.server), ("expired", ca.expired),
-                             ("expiring", ca.expiring), ("wrong_host", ca.wrong_host),
-                             ("untrusted", ca.untrusted), ("relay", ca.relay))
+            for name, cf in (
+                ("server", ca.server),
+                ("expired", ca.expired),
+                ("expiring", ca.expiring),
+                ("wrong_host", ca.wrong_host),
+                ("untrusted", ca.untrusted),
+                ("relay", ca.relay),
+            )
         }
         dkim_domains = {}
         for d in zones.DOMAINS:
             if d.dkim is not None:
-                dkim_domains[d.name] = {"selector": d.dkim.selector, "key": d.dkim.key,
-                                        "path": str(self.dkim_keys[d.dkim.key].path)}
+                dkim_domains[d.name] = {
+                    "selector": d.dkim.selector,
+                    "key": d.dkim.key,
+                    "path": str(self.dkim_keys[d.dkim.key].path),
+                }
         self._state = LabState(
             root=str(self.root),
             resolver=dns.address,
@@ -307,8 +330,9 @@ class Lab:
             postfix_config_dir=str(pf.config_dir),
             relay_domain=zones.RELAY_DOMAIN,
             relay_host=zones.RELAY_HOST,
-            dkim_keys={n: {"path": str(k.path), "bits": str(k.bits)}
-                       for n, k in self.dkim_keys.items()},
+            dkim_keys={
+                n: {"path": str(k.path), "bits": str(k.bits)} for n, k in self.dkim_keys.items()
+            },
             dkim_domains=dkim_domains,
             certs=certs,
             pids=self.pids(),
@@ -333,8 +357,12 @@ class Lab:
         """
         st = LabState.load(state_file)
         root = Path(st.root)
-        lab = cls(root, state_file, stop_at_exit=False,
-                  users=tuple(TestUser(u, p) for u, p in st.users.items()))
+        lab = cls(
+            root,
+            state_file,
+            stop_at_exit=False,
+            users=tuple(TestUser(u, p) for u, p in st.users.items()),
+        )
         lab._own_root = False
         lab._state = st
         lab._owner_pid = st.owner_pid
@@ -345,8 +373,9 @@ class Lab:
             if Path(v["path"]).exists()
         }
         dns = NsdServer(root / "dns", {}, port=st.dns_port)
-        pf = PostfixServer(root / "postfix", lab.ca, lab.users, ports=st.ports,
-                           sasl_port=st.sasl_port)
+        pf = PostfixServer(
+            root / "postfix", lab.ca, lab.users, ports=st.ports, sasl_port=st.sasl_port
+        )
         pf.relay_targets = {d: RelayTarget(**t) for d, t in st.relay_targets.items()}
         pf.relay_domains |= set(pf.relay_targets)
         for name, pid in st.pids.items():
@@ -399,12 +428,19 @@ class Lab:
         return d.dkim.selector, self.dkim_keys[d.dkim.key]
 
     def set_relay_target(
-        self, domain: str, host: str, port: int, username: str, password: str,
-        tls: str = "encrypt", match: str = zones.RELAY_HOST,
+        self,
+        domain: str,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        tls: str = "encrypt",
+        match: str = zones.RELAY_HOST,
     ) -> RelayTarget:
         """See ``PostfixServer.set_relay_target``; also recorded in the state file."""
-        target = self._require()[1].set_relay_target(domain, host, port, username, password,
-                                                     tls=tls, match=match)
+        target = self._require()[1].set_relay_target(
+            domain, host, port, username, password, tls=tls, match=match
+        )
         self.save_state()
         return target
 
@@ -412,8 +448,9 @@ class Lab:
         self._require()[1].clear_relay_target(domain)
         self.save_state()
 
-    def find_message(self, token: str | bytes, address: str | None = None,
-                     timeout: float = 20.0) -> Delivered:
+    def find_message(
+        self, token: str | bytes, address: str | None = None, timeout: float = 20.0
+    ) -> Delivered:
         return self._require()[1].find_message(token, address, timeout)
 
     def messages(self, address: str | None = None) -> list[Delivered]:

@@ -96,8 +96,15 @@ MAILBOX_LOCALPARTS: tuple[str, ...] = ("support", "postmaster", "dmarc", "tlsrpt
 
 #: Listener names, in a stable order (ports are allocated in this order).
 PORT_NAMES: tuple[str, ...] = (
-    "mx", "submission", "smtps", "no_starttls", "auth_before_tls",
-    "expired", "expiring", "wrong_host", "untrusted",
+    "mx",
+    "submission",
+    "smtps",
+    "no_starttls",
+    "auth_before_tls",
+    "expired",
+    "expiring",
+    "wrong_host",
+    "untrusted",
 )
 #: Listeners that speak TLS from the first byte (RFC 8314).
 IMPLICIT_TLS_PORTS = frozenset({"smtps"})
@@ -136,8 +143,8 @@ class DovecotSasl:
         # A distinct instance_name keeps our processes' titles apart from a system Dovecot.
         self.conf.write_text(
             f"""# smtpconn lab: Dovecot as SASL server for the lab's Postfix only.
-base_dir = {d / 'run'}
-state_dir = {d / 'state'}
+base_dir = {d / "run"}
+state_dir = {d / "state"}
 instance_name = smtpconn-lab-{self.port}
 protocols = none
 listen = {self.host}
@@ -281,8 +288,11 @@ class PostfixServer:
         return [d.name for d in zones.DOMAINS if d.name not in self.relay_domains]
 
     def _postfix(self, *args: str, timeout: float = 60.0) -> str:
-        return run([which("postfix"), "-c", str(self.config_dir), *args], f"postfix {args[0]}",
-                   timeout=timeout)
+        return run(
+            [which("postfix"), "-c", str(self.config_dir), *args],
+            f"postfix {args[0]}",
+            timeout=timeout,
+        )
 
     def _write_map(self, name: str, entries: Mapping[str, str]) -> Path:
         path = self.maps_dir / name
@@ -318,16 +328,19 @@ class PostfixServer:
             self._write_map("mailboxes", self._mailbox_entries()),
             self._write_map("relay_domains", {d: "OK" for d in sorted(self.relay_domains)}),
             self._write_map("transport", {t.domain: f"smtp:{t.nexthop}" for t in targets}),
-            self._write_map("sasl_passwd",
-                            {t.nexthop: f"{t.username}:{t.password}" for t in targets}),
-            self._write_map("tls_policy", {
-                t.nexthop: "encrypt" if t.tls == "encrypt" else f"secure match={t.match}"
-                for t in targets
-            }),
+            self._write_map(
+                "sasl_passwd", {t.nexthop: f"{t.username}:{t.password}" for t in targets}
+            ),
+            self._write_map(
+                "tls_policy",
+                {
+                    t.nexthop: "encrypt" if t.tls == "encrypt" else f"secure match={t.match}"
+                    for t in targets
+                },
+            ),
         ]
         # One postmap for all maps: each run costs ~0.3 s of start-up.
-        run([which("postmap"), "-c", str(self.config_dir), *(f"hash:{m}" for m in maps)],
-            "postmap")
+        run([which("postmap"), "-c", str(self.config_dir), *(f"hash:{m}" for m in maps)], "postmap")
 
     def _service(self, name: str, *opts: str, chain: CertFiles | None = None) -> str:
         port = self.ports[name]
@@ -347,8 +360,11 @@ class PostfixServer:
         os.chown(self.data_dir, pf.pw_uid, pf.pw_gid)
         (self.maps_dir).mkdir(exist_ok=True)
         m = self.maps_dir
-        sub_auth = ("smtpd_sasl_auth_enable=yes", "smtpd_tls_auth_only=yes",
-                    "smtpd_relay_restrictions=permit_sasl_authenticated,reject")
+        sub_auth = (
+            "smtpd_sasl_auth_enable=yes",
+            "smtpd_tls_auth_only=yes",
+            "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+        )
         required_tls = ("smtpd_tls_security_level=encrypt", *sub_auth)
         ca = self.ca
         (self.config_dir / "main.cf").write_text(
@@ -385,17 +401,17 @@ smtpd_peername_lookup = no
 in_flow_delay = 0s
 
 # Mailboxes (Maildir, delivered by virtual(8)).
-virtual_mailbox_domains = hash:{m / 'mailbox_domains'}
-virtual_mailbox_maps = hash:{m / 'mailboxes'}
+virtual_mailbox_domains = hash:{m / "mailbox_domains"}
+virtual_mailbox_maps = hash:{m / "mailboxes"}
 virtual_mailbox_base = {self.maildir_root}
 virtual_uid_maps = static:{_VMAIL_ID}
 virtual_gid_maps = static:{_VMAIL_ID}
 virtual_transport = virtual
 
 # Relay domains: sent on to a host:port the test chooses (transport map) with TLS + AUTH.
-relay_domains = hash:{m / 'relay_domains'}
+relay_domains = hash:{m / "relay_domains"}
 relay_recipient_maps =
-transport_maps = hash:{m / 'transport'}
+transport_maps = hash:{m / "transport"}
 relay_transport = retry:4.4.1 no relay target set for this domain yet (lab: set_relay_target)
 # Anything else cannot be delivered from an offline lab: bounce at once instead of retrying.
 default_transport = error:5.4.4 the lab delivers only to lab domains and relay targets
@@ -426,12 +442,12 @@ smtpd_tls_loglevel = 1
 
 # SMTP client: relay targets. TLS is mandatory and AUTH is never sent in clear.
 smtp_sasl_auth_enable = yes
-smtp_sasl_password_maps = hash:{m / 'sasl_passwd'}
+smtp_sasl_password_maps = hash:{m / "sasl_passwd"}
 smtp_sasl_security_options = noanonymous
 smtp_sasl_tls_security_options = noanonymous
 smtp_sasl_mechanism_filter = plain, login
 smtp_tls_security_level = encrypt
-smtp_tls_policy_maps = hash:{m / 'tls_policy'}
+smtp_tls_policy_maps = hash:{m / "tls_policy"}
 smtp_tls_CAfile = {ca.ca_cert}
 smtp_tls_mandatory_protocols = >=TLSv1.2
 smtp_tls_loglevel = 1
@@ -452,12 +468,20 @@ bounce_queue_lifetime = 1h
             self._service("mx", "smtpd_sasl_auth_enable=no"),
             self._service("submission", *required_tls),
             self._service("smtps", "smtpd_tls_wrappermode=yes", *sub_auth),
-            self._service("no_starttls", "smtpd_tls_security_level=none",
-                          "smtpd_sasl_auth_enable=yes", "smtpd_tls_auth_only=no",
-                          "smtpd_relay_restrictions=permit_sasl_authenticated,reject"),
-            self._service("auth_before_tls", "smtpd_tls_security_level=may",
-                          "smtpd_sasl_auth_enable=yes", "smtpd_tls_auth_only=no",
-                          "smtpd_relay_restrictions=permit_sasl_authenticated,reject"),
+            self._service(
+                "no_starttls",
+                "smtpd_tls_security_level=none",
+                "smtpd_sasl_auth_enable=yes",
+                "smtpd_tls_auth_only=no",
+                "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+            ),
+            self._service(
+                "auth_before_tls",
+                "smtpd_tls_security_level=may",
+                "smtpd_sasl_auth_enable=yes",
+                "smtpd_tls_auth_only=no",
+                "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+            ),
             self._service("expired", *required_tls, chain=ca.expired),
             self._service("expiring", *required_tls, chain=ca.expiring),
             self._service("wrong_host", *required_tls, chain=ca.wrong_host),
@@ -516,8 +540,10 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
             def bound() -> bool:
                 if master.poll() is not None:
-                    raise LabError(f"postfix master exited with {master.returncode}:\n"
-                                   f"{tail(self.directory / 'master.out')}\n{tail(self.log)}")
+                    raise LabError(
+                        f"postfix master exited with {master.returncode}:\n"
+                        f"{tail(self.directory / 'master.out')}\n{tail(self.log)}"
+                    )
                 return all(session_owns_port(master.pid, p) for p in self.ports.values())
 
             wait_until(bound, timeout, "Postfix master to bind its ports")
@@ -599,8 +625,11 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         # postlogd/anvil/scache/tlsmgr hold no routing state; do not wait for them.
         routing = {p for p in old if _is_routing_daemon(p)}
         with contextlib.suppress(LabError):
-            wait_until(lambda: not routing & set(session_members(self.pid or 0)), timeout,
-                       "Postfix daemons to restart after reload")
+            wait_until(
+                lambda: not routing & set(session_members(self.pid or 0)),
+                timeout,
+                "Postfix daemons to restart after reload",
+            )
 
     def flush(self) -> None:
         """Ask Postfix to retry every deferred message now (``postqueue -f``)."""
@@ -610,7 +639,9 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         """The queue listing (``postqueue -p``), for test failure messages."""
         return subprocess.run(
             [which("postqueue"), "-c", str(self.config_dir), "-p"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout
 
     # -- log ---------------------------------------------------------------------------------

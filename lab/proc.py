@@ -32,7 +32,8 @@ class MissingBinaryError(LabError):
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
         super().__init__(
-            "missing program(s): " + ", ".join(self.names)
+            "missing program(s): "
+            + ", ".join(self.names)
             + " (run scripts/install-system-deps as root)"
         )
 
@@ -136,7 +137,7 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     except OSError:
         return None
     # comm (field 2) may contain spaces/parens: split after the LAST ')'.
-    rest = raw[raw.rindex(")") + 2:].split()
+    rest = raw[raw.rindex(")") + 2 :].split()
     return rest[0], int(rest[3])
 
 
@@ -247,14 +248,15 @@ def stop_session(
         _signal_session(sid, signal.SIGTERM)
         if not wait(deadline):
             _signal_session(sid, signal.SIGKILL)
-            wait_until(lambda: not session_members(sid), 5.0,
-                       f"session {sid} to die after SIGKILL")
+            wait_until(lambda: not session_members(sid), 5.0, f"session {sid} to die after SIGKILL")
     if proc is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5.0)
 
 
-def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: Sequence[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start a foreground daemon in its own session, stdout/stderr appended to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -268,8 +270,9 @@ def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> 
         )
 
 
-def run(argv: Sequence[str], what: str, timeout: float = 30.0,
-        env: dict[str, str] | None = None) -> str:
+def run(
+    argv: Sequence[str], what: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> str:
     """Run a helper command to completion; raise LabError with its output if it fails."""
     try:
         res = subprocess.run(

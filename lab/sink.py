@@ -30,8 +30,9 @@ from lab.proc import LOOPBACK, LabError, free_ports
 
 # A sink without TLS but with AUTH is deliberate (it shows a client refusing to AUTH in clear);
 # aiosmtpd warns about it on every connection.
-warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS",
-                        category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message="Requiring AUTH while not requiring TLS", category=UserWarning
+)
 
 
 @dataclass(frozen=True)
@@ -123,13 +124,20 @@ class SmtpSink:
             if tls_context is None:
                 raise ValueError("implicit_tls needs cert and key")
             self.controller = Controller(
-                _Handler(self.record, implicit_tls), hostname=self.host, port=self.port,
-                ssl_context=tls_context, server_hostname="localhost", **server_kwargs,
+                _Handler(self.record, implicit_tls),
+                hostname=self.host,
+                port=self.port,
+                ssl_context=tls_context,
+                server_hostname="localhost",
+                **server_kwargs,
             )
         else:
             self.controller = Controller(
-                _Handler(self.record, implicit_tls), hostname=self.host, port=self.port,
-                tls_context=tls_context, **server_kwargs,
+                _Handler(self.record, implicit_tls),
+                hostname=self.host,
+                port=self.port,
+                tls_context=tls_context,
+                **server_kwargs,
             )
         self._started = False
 
@@ -181,8 +189,10 @@ class SmtpSink:
                 if needle in m.content:
                     return m
             if time.monotonic() >= deadline:
-                raise LabError(f"sink {self.address}: no message containing {token!r} within "
-                               f"{timeout}s (auth attempts: {self.auth_attempts})")
+                raise LabError(
+                    f"sink {self.address}: no message containing {token!r} within "
+                    f"{timeout}s (auth attempts: {self.auth_attempts})"
+                )
             time.sleep(0.05)
 
     def __enter__(self) -> SmtpSink:

@@ -61,8 +61,18 @@ def send(
     offered), ``"implicit"`` (RFC 8314) or ``None`` (plain text). ``ca_file``: verify the
     server's chain against it (``--tls-verify``). ``auth``: (username, password).
     """
-    args = ["--server", f"{host}:{port}", "--to", to, "--from", sender,
-            "--header", f"Subject: {subject}", "--timeout", "20"]
+    args = [
+        "--server",
+        f"{host}:{port}",
+        "--to",
+        to,
+        "--from",
+        sender,
+        "--header",
+        f"Subject: {subject}",
+        "--timeout",
+        "20",
+    ]
     if tls == "starttls":
         args.append("--tls")
     elif tls == "optional":
@@ -91,11 +101,23 @@ def openssl_verify(
 
     Returns (0, output) only if the certificate verifies for ``hostname`` against ``ca_file``.
     """
-    args = [which("openssl"), "s_client", "-connect", f"{host}:{port}", "-CAfile", ca_file,
-            "-verify_return_error", "-verify_hostname", hostname, "-servername", hostname,
-            "-brief"]
+    args = [
+        which("openssl"),
+        "s_client",
+        "-connect",
+        f"{host}:{port}",
+        "-CAfile",
+        ca_file,
+        "-verify_return_error",
+        "-verify_hostname",
+        hostname,
+        "-servername",
+        hostname,
+        "-brief",
+    ]
     if starttls:
         args += ["-starttls", "smtp"]
-    res = subprocess.run(args, input="QUIT\r\n", capture_output=True, text=True,
-                         timeout=timeout, check=False)
+    res = subprocess.run(
+        args, input="QUIT\r\n", capture_output=True, text=True, timeout=timeout, check=False
+    )
     return SwaksResult(res.returncode, res.stdout + res.stderr)

@@ -178,8 +178,11 @@ def _split(text: str, *cuts: int) -> tuple[str, ...]:
 
 
 _SPF_NESTED = tuple(
-    Record(f"_spf{i}", "TXT", (f"v=spf1 a:h{i}a.spflookups.test a:h{i}b.spflookups.test "
-                               f"a:h{i}c.spflookups.test -all",))
+    Record(
+        f"_spf{i}",
+        "TXT",
+        (f"v=spf1 a:h{i}a.spflookups.test a:h{i}b.spflookups.test a:h{i}c.spflookups.test -all",),
+    )
     for i in range(1, 5)
 ) + tuple(
     Record(f"h{i}{s}", "A", (f"192.0.2.{i * 10 + n}",))
@@ -224,15 +227,23 @@ SPFSYNTAX = Domain(
 SPFLOOKUPS = Domain(
     "spflookups.test",
     "SPF needs 16 DNS-mechanism lookups (4 includes x 3 'a:' each + 4) > 10 (permerror)",
-    spf=(("v=spf1 include:_spf1.spflookups.test include:_spf2.spflookups.test "
-          "include:_spf3.spflookups.test include:_spf4.spflookups.test ip4:127.0.0.1 -all",),),
+    spf=(
+        (
+            "v=spf1 include:_spf1.spflookups.test include:_spf2.spflookups.test "
+            "include:_spf3.spflookups.test include:_spf4.spflookups.test ip4:127.0.0.1 -all",
+        ),
+    ),
     extra=_SPF_NESTED,
 )
 SPFVOID = Domain(
     "spfvoid.test",
     "SPF does 3 void lookups (non-existent names) > 2 (permerror)",
-    spf=(("v=spf1 a:void1.spfvoid.test a:void2.spfvoid.test a:void3.spfvoid.test "
-          "ip4:127.0.0.1 -all",),),
+    spf=(
+        (
+            "v=spf1 a:void1.spfvoid.test a:void2.spfvoid.test a:void3.spfvoid.test "
+            "ip4:127.0.0.1 -all",
+        ),
+    ),
 )
 SOFTFAIL = Domain(
     "softfail.test",
@@ -253,8 +264,7 @@ DMARCNONE = Domain(
     dmarc=("v=DMARC1; p=none; adkim=s; aspf=s; rua=mailto:dmarc@dmarcnone.test",),
 )
 NOMX = Domain("nomx.test", "no MX record (and no apex A, so no implicit MX)", mx=None, apex_a=None)
-NOMTASTS = Domain("nomtasts.test", "no MTA-STS and no TLS-RPT record", mta_sts=False,
-                  tls_rpt=False)
+NOMTASTS = Domain("nomtasts.test", "no MTA-STS and no TLS-RPT record", mta_sts=False, tls_rpt=False)
 SPLITTXT = Domain(
     "splittxt.test",
     "SPF, DKIM and DMARC TXT records split over several strings (valid when concatenated)",
@@ -267,8 +277,22 @@ SPLITTXT = Domain(
 
 #: All mail domains, in the order of the table above.
 DOMAINS: tuple[Domain, ...] = (
-    GOOD, HELPDESK, NOSPF, TWOSPF, SPFSYNTAX, SPFLOOKUPS, SPFVOID, SOFTFAIL, DKIM1024, DKIM512,
-    DKIMMISMATCH, NODMARC, DMARCNONE, NOMX, NOMTASTS, SPLITTXT,
+    GOOD,
+    HELPDESK,
+    NOSPF,
+    TWOSPF,
+    SPFSYNTAX,
+    SPFLOOKUPS,
+    SPFVOID,
+    SOFTFAIL,
+    DKIM1024,
+    DKIM512,
+    DKIMMISMATCH,
+    NODMARC,
+    DMARCNONE,
+    NOMX,
+    NOMTASTS,
+    SPLITTXT,
 )
 DOMAINS_BY_NAME: dict[str, Domain] = {d.name: d for d in DOMAINS}
 
@@ -286,7 +310,7 @@ def dkim_txt(public_key_der: bytes) -> str:
 
 
 def _chunks(text: str, size: int) -> tuple[str, ...]:
-    return tuple(text[i:i + size] for i in range(0, len(text), size))
+    return tuple(text[i : i + size] for i in range(0, len(text), size))
 
 
 def _quote(s: str) -> str:
@@ -307,8 +331,9 @@ def domain_records(domain: Domain, public_keys: Mapping[str, bytes]) -> list[Rec
         recs.append(Record("@", "TXT", spf))
     if domain.dkim:
         text = dkim_txt(public_keys[domain.dkim.published_key])
-        recs.append(Record(f"{domain.dkim.selector}._domainkey", "TXT",
-                           _chunks(text, domain.dkim.chunk)))
+        recs.append(
+            Record(f"{domain.dkim.selector}._domainkey", "TXT", _chunks(text, domain.dkim.chunk))
+        )
     dmarc = domain.dmarc_strings()
     if dmarc is not None:
         recs.append(Record("_dmarc", "TXT", dmarc))

@@ -80,7 +80,9 @@ async def find_dmarc(ctx: CheckContext, domain: str) -> Found:
         lookup = await find_policy(ctx.resolver, domain)
         if lookup.error:
             what = f"TXT of _dmarc.{lookup.asked[-1]}"
-            return Found(domain, None, None, {}, could_not_tell("dmarc.record", what, [lookup.error]))
+            return Found(
+                domain, None, None, {}, could_not_tell("dmarc.record", what, [lookup.error])
+            )
         found = classify_dmarc(domain, lookup.at, lookup.records) if lookup.at else None
         return found if found is not None else _no_dmarc(domain)
 

@@ -401,5 +401,3 @@ def _dkim_problem(entry: SupportAddress, base_dir: Path) -> str | None:
     except UsageError as exc:
         return exc.message
     return None
-
-

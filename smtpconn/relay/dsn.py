@@ -86,5 +86,3 @@ def build_dsn(
 def _one_line(text: str) -> str:
     # The diagnostic is a remote server's text (or ours): one line, no control characters.
     return escape_controls(" ".join(text.split()))[:900]
-
-

@@ -86,9 +86,7 @@ class InboundHandler:
         try:
             # One directory fsync for all the copies of this message (Spool.put_many), which
             # builds each copy as it writes it.
-            stored = await asyncio.to_thread(
-                self.spool.put_many, self._copies(arrival, clean)
-            )
+            stored = await asyncio.to_thread(self.spool.put_many, self._copies(arrival, clean))
         except OSError as exc:
             log_event(
                 "inbound.store-failed", logging.ERROR, client=server.client_ip, error=exc.strerror

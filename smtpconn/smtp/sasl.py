@@ -53,7 +53,11 @@ def decode_challenge(text: str) -> str:
 
 def wanted_text(configured: AuthMechanism) -> str:
     """The mechanisms ``configured`` accepts, as a message names them."""
-    return " or ".join(AUTO_PREFERENCE) if configured is AuthMechanism.AUTO else configured.value.upper()
+    return (
+        " or ".join(AUTO_PREFERENCE)
+        if configured is AuthMechanism.AUTO
+        else configured.value.upper()
+    )
 
 
 def xoauth2_advice(configured: AuthMechanism, offered: frozenset[str]) -> str | None:

@@ -47,6 +47,7 @@ transcript=None)``
 ``secure_client_context(ca_file, insecure=False)``
     ``make_client_tls_context`` with TLS 1.2 as the minimum, for callers that send mail.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -98,7 +99,6 @@ class TlsInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "cipher": self.cipher, "verified": self.verified}
-
 
 
 @dataclass(frozen=True, slots=True)

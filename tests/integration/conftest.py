@@ -45,8 +45,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _unavailable(reason: str) -> None:
     if _under_ci():
-        pytest.fail(f"integration lab unavailable under CI (never skipped there): {reason}",
-                    pytrace=False)
+        pytest.fail(
+            f"integration lab unavailable under CI (never skipped there): {reason}", pytrace=False
+        )
     pytest.skip(f"integration lab unavailable: {reason}")
 
 
@@ -54,20 +55,27 @@ def _unavailable(reason: str) -> None:
 def lab() -> Iterator[Lab]:
     missing = missing_binaries(REQUIRED_BINARIES)
     if missing:
-        _unavailable(f"missing program(s) {', '.join(missing)}; "
-                     "install them with: scripts/bootstrap (it uses sudo when not root)")
+        _unavailable(
+            f"missing program(s) {', '.join(missing)}; "
+            "install them with: scripts/bootstrap (it uses sudo when not root)"
+        )
     if os.geteuid() != 0:
-        _unavailable("Postfix, Dovecot and NSD must be started as root here "
-                     "(they drop to their own users); run them with scripts/test, which runs "
-                     "pytest as root (through sudo when you are not root)")
+        _unavailable(
+            "Postfix, Dovecot and NSD must be started as root here "
+            "(they drop to their own users); run them with scripts/test, which runs "
+            "pytest as root (through sudo when you are not root)"
+        )
     the_lab = Lab()
     try:
         the_lab.start()
     except MissingBinaryError as e:  # raced with a package removal; same rule as above
         _unavailable(str(e))
     pids = dict(the_lab.pids())
-    ports = [the_lab.dns.port if the_lab.dns else 0, *the_lab.ports.values(),
-             the_lab.postfix.sasl_port if the_lab.postfix else 0]
+    ports = [
+        the_lab.dns.port if the_lab.dns else 0,
+        *the_lab.ports.values(),
+        the_lab.postfix.sasl_port if the_lab.postfix else 0,
+    ]
     try:
         yield the_lab
     finally:

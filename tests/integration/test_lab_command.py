@@ -20,8 +20,14 @@ SCRIPT = REPO / "scripts" / "lab"
 
 def run_lab(state_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SMTPCONN_LAB_DIR": str(state_dir)}
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_up_status_down(lab: Lab, tmp_path: Path) -> None:
@@ -41,7 +47,8 @@ def test_up_status_down(lab: Lab, tmp_path: Path) -> None:
         env_text = (state_dir / "env").read_text()
         env = dict(
             shlex.split(line.removeprefix("export "))[0].split("=", 1)
-            for line in env_text.splitlines() if line.startswith("export ")
+            for line in env_text.splitlines()
+            if line.startswith("export ")
         )
         assert env["SMTPCONN_RESOLVER"] == st.resolver
         assert env["SMTPCONN_CA_FILE"] == st.ca_file and Path(st.ca_file).is_file()
@@ -53,8 +60,9 @@ def test_up_status_down(lab: Lab, tmp_path: Path) -> None:
         # The servers outlived the command and work.
         host, port = st.resolver.split(":")
         assert dig(host, int(port), "MX", "good.test").split() == ["10", "mail.good.test."]
-        res = send(st.ports["submission"], ca_file=st.ca_file, auth=(st.user, st.password),
-                   to=st.user)
+        res = send(
+            st.ports["submission"], ca_file=st.ca_file, auth=(st.user, st.password), to=st.user
+        )
         assert res.ok, res.transcript
     finally:
         down = run_lab(state_dir, "down")

@@ -53,8 +53,9 @@ def dkim_key(lab: Lab, selector: str, domain: str) -> rsa.RSAPublicKey:
 
 
 def der(key: rsa.RSAPublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 # -- the good domain and the server's name -----------------------------------------------------
@@ -165,8 +166,10 @@ def test_softfail_does_not_cover_server(lab: Lab) -> None:
     assert record.endswith("~all") and "127.0.0.1" not in record and " mx" not in record
 
 
-@pytest.mark.parametrize(("domain", "selector", "bits"),
-                         [("dkim1024.test", "sel1024", 1024), ("dkim512.test", "sel512", 512)])
+@pytest.mark.parametrize(
+    ("domain", "selector", "bits"),
+    [("dkim1024.test", "sel1024", 1024), ("dkim512.test", "sel512", 512)],
+)
 def test_weak_dkim_keys(lab: Lab, domain: str, selector: str, bits: int) -> None:
     published = dkim_key(lab, selector, domain)
     assert published.key_size == bits
@@ -225,8 +228,12 @@ def test_splittxt(lab: Lab) -> None:
 def test_black_hole_resolver_never_answers() -> None:
     with BlackHoleResolver() as bh:
         # dig exits 9 when no server replied (so not through lab.dns.dig, which raises on it).
-        res = subprocess.run(["dig", f"@{bh.host}", "-p", str(bh.port), "+tries=1", "+time=1",
-                              "MX", "good.test"], capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            ["dig", f"@{bh.host}", "-p", str(bh.port), "+tries=1", "+time=1", "MX", "good.test"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert res.returncode == 9, res.stdout
         assert "timed out" in res.stdout
 

@@ -23,8 +23,11 @@ def token() -> str:
 def ehlo_lines(res: SwaksResult, after_tls: bool) -> list[str]:
     """The EHLO response lines swaks printed before ("<-") or after ("<~") TLS."""
     prefix = "<~" if after_tls else "<-"
-    return [line[3:].strip() for line in res.transcript.splitlines()
-            if line.startswith(prefix + "  250")]
+    return [
+        line[3:].strip()
+        for line in res.transcript.splitlines()
+        if line.startswith(prefix + "  250")
+    ]
 
 
 def auth_offered(lines: list[str]) -> bool:
@@ -41,9 +44,16 @@ def starttls_offered(lines: list[str]) -> bool:
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 def test_submission_auth_after_starttls_delivers(lab: Lab, mechanism: str) -> None:
     t = token()
-    res = lab.send("submission", tls="starttls", ca_file=str(lab.ca_file),
-                   auth=(lab.user.username, lab.user.password), mechanism=mechanism,
-                   sender="support@good.test", to=lab.user.address, subject=t)
+    res = lab.send(
+        "submission",
+        tls="starttls",
+        ca_file=str(lab.ca_file),
+        auth=(lab.user.username, lab.user.password),
+        mechanism=mechanism,
+        sender="support@good.test",
+        to=lab.user.address,
+        subject=t,
+    )
     assert res.ok, res.transcript
     assert "TLS started" in res.transcript
     assert auth_offered(ehlo_lines(res, after_tls=True))
@@ -79,9 +89,15 @@ def test_submission_requires_auth_to_send(lab: Lab) -> None:
 
 def test_smtps_implicit_tls_with_auth_delivers(lab: Lab) -> None:
     t = token()
-    res = lab.send("smtps", tls="implicit", ca_file=str(lab.ca_file),
-                   auth=(lab.user.username, lab.user.password), to="support@nospf.test",
-                   sender="support@good.test", subject=t)
+    res = lab.send(
+        "smtps",
+        tls="implicit",
+        ca_file=str(lab.ca_file),
+        auth=(lab.user.username, lab.user.password),
+        to="support@nospf.test",
+        sender="support@good.test",
+        subject=t,
+    )
     assert res.ok, res.transcript
     msg = lab.find_message(t, address="support@nospf.test")
     assert msg.path.parts[-4:-2] == ("nospf.test", "support")
@@ -89,8 +105,14 @@ def test_smtps_implicit_tls_with_auth_delivers(lab: Lab) -> None:
 
 def test_users_can_send_as_any_lab_support_address(lab: Lab) -> None:
     t = token()
-    res = lab.send("submission", tls="starttls", auth=(lab.user.username, lab.user.password),
-                   sender="support@dkim1024.test", to="random-person@good.test", subject=t)
+    res = lab.send(
+        "submission",
+        tls="starttls",
+        auth=(lab.user.username, lab.user.password),
+        sender="support@dkim1024.test",
+        to="random-person@good.test",
+        subject=t,
+    )
     assert res.ok, res.transcript
     msg = lab.find_message(t, address="random-person@good.test")  # catch-all Maildir
     assert msg.message["From"] == "support@dkim1024.test"
@@ -98,8 +120,14 @@ def test_users_can_send_as_any_lab_support_address(lab: Lab) -> None:
 
 def test_mx_accepts_lab_mail_without_auth_but_does_not_relay(lab: Lab) -> None:
     t = token()
-    res = lab.send("mx", tls="starttls", ca_file=str(lab.ca_file), to="support@good.test",
-                   sender="someone@example.org", subject=t)
+    res = lab.send(
+        "mx",
+        tls="starttls",
+        ca_file=str(lab.ca_file),
+        to="support@good.test",
+        sender="someone@example.org",
+        subject=t,
+    )
     assert res.ok, res.transcript
     assert not auth_offered(ehlo_lines(res, after_tls=False))
     assert not auth_offered(ehlo_lines(res, after_tls=True))
@@ -119,8 +147,10 @@ def test_server_cert_verifies_for_its_name_and_address(lab: Lab) -> None:
     assert res.ok, res.transcript
     # Python's ssl agrees (also checks the IP SAN when connecting by address).
     ctx = ssl.create_default_context(cafile=str(lab.ca_file))
-    with socket.create_connection(("127.0.0.1", lab.ports["smtps"]), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", lab.ports["smtps"]), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
 
@@ -135,13 +165,19 @@ def test_no_starttls_port_refuses_tls_and_offers_auth_in_clear(lab: Lab) -> None
     assert auth_offered(before)
     # ... and AUTH in clear text actually works there (that is the finding).
     t = token()
-    res = lab.send("no_starttls", tls=None, auth=(lab.user.username, lab.user.password),
-                   to=lab.user.address, subject=t)
+    res = lab.send(
+        "no_starttls",
+        tls=None,
+        auth=(lab.user.username, lab.user.password),
+        to=lab.user.address,
+        subject=t,
+    )
     assert res.ok, res.transcript
     lab.find_message(t, address=lab.user.address)
     # A raw STARTTLS command is refused too.
-    res = swaks("--server", f"127.0.0.1:{lab.ports['no_starttls']}", "--quit-after", "EHLO",
-                "--tls")
+    res = swaks(
+        "--server", f"127.0.0.1:{lab.ports['no_starttls']}", "--quit-after", "EHLO", "--tls"
+    )
     assert not res.ok
 
 
@@ -155,12 +191,20 @@ def test_auth_before_tls_port_offers_both_in_clear(lab: Lab) -> None:
 
 @pytest.mark.parametrize("port", ["expired", "untrusted"])
 def test_bad_chain_fails_verification_but_connects_without_it(lab: Lab, port: str) -> None:
-    res = send(lab.ports[port], tls="starttls", ca_file=str(lab.ca_file),
-               auth=(lab.user.username, lab.user.password))
+    res = send(
+        lab.ports[port],
+        tls="starttls",
+        ca_file=str(lab.ca_file),
+        auth=(lab.user.username, lab.user.password),
+    )
     assert not res.ok
     assert "TLS started" not in res.transcript
-    good = send(lab.ports["submission"], tls="starttls", ca_file=str(lab.ca_file),
-                extra=["--quit-after", "TLS"])
+    good = send(
+        lab.ports["submission"],
+        tls="starttls",
+        ca_file=str(lab.ca_file),
+        extra=["--quit-after", "TLS"],
+    )
     assert good.ok, good.transcript
     # Without verification the handshake itself works: the certificate is the only defect.
     res = send(lab.ports[port], tls="starttls", extra=["--quit-after", "TLS"])
@@ -182,8 +226,12 @@ def test_wrong_host_cert_fails_name_check_only(lab: Lab) -> None:
     assert not res.ok
     assert "hostname mismatch" in res.transcript
     # The chain itself is fine (swaks 20201014 checks the chain but not the name).
-    ok = send(lab.ports["wrong_host"], tls="starttls", ca_file=str(lab.ca_file),
-              extra=["--quit-after", "TLS"])
+    ok = send(
+        lab.ports["wrong_host"],
+        tls="starttls",
+        ca_file=str(lab.ca_file),
+        extra=["--quit-after", "TLS"],
+    )
     assert ok.ok, ok.transcript
 
 

@@ -50,8 +50,9 @@ def test_verified_tls_against_lab_ca(
     lab: Lab, smtp_sink: Callable[..., SmtpSink], relay_domain: str
 ) -> None:
     sink = smtp_sink(users={HD_USER: HD_PASS})
-    lab.set_relay_target(relay_domain, sink.host, sink.port, HD_USER, HD_PASS, tls="secure",
-                         match=zones.RELAY_HOST)
+    lab.set_relay_target(
+        relay_domain, sink.host, sink.port, HD_USER, HD_PASS, tls="secure", match=zones.RELAY_HOST
+    )
     t = token()
     pos = lab.postfix.log_position() if lab.postfix else 0
     send_inbound(lab, f"support@{relay_domain}", t)
@@ -69,7 +70,8 @@ def test_never_sends_auth_or_mail_without_tls(
     pos = lab.postfix.log_position()
     qid = send_inbound(lab, f"support@{relay_domain}", token())
     lab.postfix.wait_for_log(
-        rf"{qid}: .*status=deferred .*TLS is required, but was not offered", since=pos)
+        rf"{qid}: .*status=deferred .*TLS is required, but was not offered", since=pos
+    )
     assert sink.messages == [] and sink.auth_attempts == []
 
 
@@ -81,8 +83,7 @@ def test_wrong_credentials_defer(
     assert lab.postfix is not None
     pos = lab.postfix.log_position()
     qid = send_inbound(lab, f"support@{relay_domain}", token())
-    lab.postfix.wait_for_log(rf"{qid}: .*status=deferred .*SASL authentication failed",
-                             since=pos)
+    lab.postfix.wait_for_log(rf"{qid}: .*status=deferred .*SASL authentication failed", since=pos)
     assert sink.messages == []
     assert sink.auth_attempts and all(a.over_tls and not a.success for a in sink.auth_attempts)
 
@@ -140,8 +141,14 @@ def test_sink_speaks_implicit_tls_too(lab: Lab, smtp_sink: Callable[..., SmtpSin
     """The throw-away listener itself, driven by swaks: RFC 8314 TLS + AUTH, chain verified."""
     sink = smtp_sink(users={HD_USER: HD_PASS}, implicit_tls=True)
     t = token()
-    res = send(sink.port, tls="implicit", ca_file=str(lab.ca_file), auth=(HD_USER, HD_PASS),
-               to="support@helpdesk.test", subject=t)
+    res = send(
+        sink.port,
+        tls="implicit",
+        ca_file=str(lab.ca_file),
+        auth=(HD_USER, HD_PASS),
+        to="support@helpdesk.test",
+        subject=t,
+    )
     assert res.ok, res.transcript
     msg = sink.wait_for_message(t)
     assert msg.tls and msg.auth_login == HD_USER

@@ -64,10 +64,16 @@ def test_dkim_signatures(
     lab: Lab, lab_resolver: dns.resolver.Resolver, domain: str, verifies: bool
 ) -> None:
     selector, key = lab.dkim_key_for(domain)
-    msg = (f"From: support@{domain}\r\nTo: someone@example.org\r\nSubject: dkim\r\n"
-           "\r\nbody\r\n").encode()
-    sig = dkim.sign(msg, selector.encode(), domain.encode(), key.private_pem,
-                    include_headers=[b"from", b"to", b"subject"])
+    msg = (
+        f"From: support@{domain}\r\nTo: someone@example.org\r\nSubject: dkim\r\n\r\nbody\r\n"
+    ).encode()
+    sig = dkim.sign(
+        msg,
+        selector.encode(),
+        domain.encode(),
+        key.private_pem,
+        include_headers=[b"from", b"to", b"subject"],
+    )
 
     def lookup(name: bytes, timeout: int = 5) -> bytes:
         answer = lab_resolver.resolve(name.decode().rstrip("."), "TXT")

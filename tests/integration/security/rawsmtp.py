@@ -61,7 +61,9 @@ class RawSmtp:
         blob = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
         return await self.cmd(f"AUTH PLAIN {blob}")
 
-    async def greet(self, ca_file: Path | None = None, login: tuple[str, str] | None = None) -> None:
+    async def greet(
+        self, ca_file: Path | None = None, login: tuple[str, str] | None = None
+    ) -> None:
         """EHLO; with ``ca_file`` STARTTLS + EHLO; with ``login`` AUTH PLAIN (must succeed)."""
         assert (await self.cmd("EHLO attacker.example")).startswith("250")
         if ca_file is not None:

@@ -281,13 +281,14 @@ def test_shared_inbound_username_reuses_the_existing_credentials(
 
 
 def test_sharing_a_login_with_one_address_says_both(cli: CliInvoker, workdir: Path) -> None:
-    assert add_bidirectional(cli, "support@example.com", "--inbound-username", "acme").exit_code == 0
+    assert (
+        add_bidirectional(cli, "support@example.com", "--inbound-username", "acme").exit_code == 0
+    )
     second = add_bidirectional(cli, "sales@example.com", "--inbound-username", "acme")
     assert second.exit_code == 0, second.output
     text = " ".join(second.stdout.split())
     assert (
-        "shares the inbound login acme with support@example.com: "
-        "that login may now deliver to both"
+        "shares the inbound login acme with support@example.com: that login may now deliver to both"
     ) in text
 
 

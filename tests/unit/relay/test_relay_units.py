@@ -315,18 +315,15 @@ async def test_credential_checker_answers_which_login_and_its_scope() -> None:
 
 def test_inbound_credentials_are_scoped_to_the_entries_holding_them() -> None:
     other = hash_password("other")
-    text = (
-        "version = 1\n"
-        + "".join(
-            f'[[addresses]]\naddress = "{a}"\nmode = "bidirectional"\n'
-            '[addresses.outbound]\nhost = "m.example.com"\nusername = "u"\nsecret = "env:X"\n'
-            f'[addresses.inbound]\nusername = "{u}"\npassword_hash = "{h}"\n'
-            for a, u, h in (
-                ("Support@Example.com", "a", HASH),
-                ("sales@example.com", "b", HASH),
-                ("help@example.com", "a", HASH),
-                ("desk@example.com", "a", other),
-            )
+    text = "version = 1\n" + "".join(
+        f'[[addresses]]\naddress = "{a}"\nmode = "bidirectional"\n'
+        '[addresses.outbound]\nhost = "m.example.com"\nusername = "u"\nsecret = "env:X"\n'
+        f'[addresses.inbound]\nusername = "{u}"\npassword_hash = "{h}"\n'
+        for a, u, h in (
+            ("Support@Example.com", "a", HASH),
+            ("sales@example.com", "b", HASH),
+            ("help@example.com", "a", HASH),
+            ("desk@example.com", "a", other),
         )
     )
     profile = parse_profile(Path("p.toml"), text.encode())
