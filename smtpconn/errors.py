@@ -72,14 +72,20 @@ class ExitCode(IntEnum):
 
 
 class SmtpconnError(Exception):
-    """The root: a message for the user, an optional fix, and the exit code it implies."""
+    """The root: a message for the user, an optional fix, and the exit code it implies.
+
+    ``input`` names the input the error is about in the library's words ("profile",
+    "subject"): the library never knows which flag or variable a value came from, so the CLI
+    adds that to the fix.
+    """
 
     exit_code: ExitCode = ExitCode.BAD_INPUT
 
-    def __init__(self, message: str, *, fix: str | None = None) -> None:
+    def __init__(self, message: str, *, fix: str | None = None, input: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.fix = fix
+        self.input = input
 
     def __str__(self) -> str:
         if self.fix:
@@ -96,8 +102,15 @@ class UsageError(SmtpconnError):
 class ProfileError(UsageError):
     """The profile file is unreadable, not valid TOML, or breaks the schema (exit 2)."""
 
-    def __init__(self, message: str, *, fix: str | None = None, details: list[str] | None = None):
-        super().__init__(message, fix=fix)
+    def __init__(
+        self,
+        message: str,
+        *,
+        fix: str | None = None,
+        details: list[str] | None = None,
+        input: str | None = None,
+    ):
+        super().__init__(message, fix=fix, input=input)
         self.details = details or []
 
 

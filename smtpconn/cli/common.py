@@ -139,26 +139,44 @@ def internal_error(error: Exception, *, verbose: bool, json_output: bool) -> NoR
     )
 
 
+# How a user gives each input a library error may name (``SmtpconnError.input``): the library
+# speaks of the value, the command line of the option or variable that carries it.
+INPUT_OPTIONS = {
+    "profile": "--profile PATH or SMTPCONN_PROFILE",
+    "subject": "--subject",
+    "inbound_password": "--inbound-password-file PATH or SMTPCONN_INBOUND_PASSWORD",
+    "direction": "--direction outbound|inbound|roundtrip",
+}
+
+
+def _fix_with_option(error: SmtpconnError) -> str | None:
+    option = INPUT_OPTIONS.get(error.input or "")
+    if option is None:
+        return error.fix
+    return f"{error.fix} ({option})" if error.fix else option
+
+
 def fail(error: SmtpconnError, *, json_output: bool, exit_code: ExitCode | None = None) -> NoReturn:
     """Report ``error`` on stderr (and as JSON on stdout for scripts) and exit with its code."""
     from smtpconn.cli.render import error_console, escape, print_json
 
     code = exit_code if exit_code is not None else error.exit_code
+    fix = _fix_with_option(error)
 
     if json_output:
         print_json(
             {
                 "error": {
                     "message": error.message,
-                    "fix": error.fix,
+                    "fix": fix,
                     "exit_code": int(error.exit_code),
                 }
             }
         )
     console = error_console()
     console.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
-    if error.fix:
-        console.print(f"[bold]fix:[/] {escape(error.fix)}", soft_wrap=True)
+    if fix:
+        console.print(f"[bold]fix:[/] {escape(fix)}", soft_wrap=True)
     raise typer.Exit(int(code))
 
 

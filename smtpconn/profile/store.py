@@ -101,7 +101,8 @@ def load_profile(path: Path, *, must_exist: bool = True) -> LoadedProfile:
         if must_exist:
             raise ProfileError(
                 f"no profile at {path}",
-                fix="create one with `smtpconn add-address`, or point --profile / SMTPCONN_PROFILE at it",
+                fix="create one with `smtpconn add-address`, or give the path of an existing profile",
+                input="profile",
             ) from None
         return LoadedProfile(path=path, profile=Profile(), exists=False, raw=b"")
     except IsADirectoryError:
@@ -142,7 +143,9 @@ def locked(path: Path) -> Iterator[None]:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except FileNotFoundError:
         raise ProfileError(
-            f"folder {path.parent} does not exist", fix="create it or choose another --profile"
+            f"folder {path.parent} does not exist",
+            fix="create it or choose another profile path",
+            input="profile",
         ) from None
     except OSError as exc:
         raise ProfileError(f"cannot lock {lock_path}: {exc.strerror}") from None

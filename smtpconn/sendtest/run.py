@@ -198,8 +198,8 @@ async def send_inbound(
             raise UsageError(
                 "the inbound password is needed to log in to the relay as the customer's "
                 "server would, and the profile keeps only its hash",
-                fix="give it with --inbound-password-file PATH or the environment variable "
-                "SMTPCONN_INBOUND_PASSWORD",
+                fix="give it to send-test (add-address showed it once)",
+                input="inbound_password",
             )
     host, port = _inbound_target(relay.inbound_listen)
     # The relay's certificate carries its host name, not the address it listens on.
@@ -418,7 +418,8 @@ async def roundtrip(
         raise UsageError(
             f"{entry.address.display} is {entry.mode.value}: a round trip needs a bidirectional "
             "address (mail to it must come back through the relay)",
-            fix="use --direction outbound or inbound",
+            fix="test the outbound or the inbound direction instead",
+            input="direction",
         )
     if profile.relay is None:
         raise UsageError(
@@ -430,8 +431,9 @@ async def roundtrip(
         raise UsageError(
             "a round trip needs the relay's Maildir sink to see the message come back, and this "
             "profile's [relay.sink] is not a Maildir (nothing was sent)",
-            fix="send with --direction outbound --to "
-            f"{entry.address.ascii} and look for the token in the help desk",
+            fix=f"send an outbound test to {entry.address.ascii} and look for the token in the "
+            "help desk",
+            input="direction",
         )
     # Without a listening relay the message would sit in the customer's queue and the test
     # would only time out: say so now, before anything is sent.

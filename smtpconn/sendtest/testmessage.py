@@ -45,11 +45,16 @@ def new_token() -> str:
 def check_subject(subject: str) -> str:
     if _CONTROL.search(subject):
         raise UsageError(
-            "--subject must be one line without control characters",
+            "the subject must be one line without control characters",
             fix="remove line breaks and tabs from the subject",
+            input="subject",
         )
     if len(subject) > MAX_SUBJECT:
-        raise UsageError(f"--subject is longer than {MAX_SUBJECT} characters")
+        raise UsageError(
+            f"the subject is longer than {MAX_SUBJECT} characters",
+            fix="shorten it",
+            input="subject",
+        )
     return subject.strip()
 
 
