@@ -33,6 +33,7 @@ from lab import zones
 from lab.ca import LabCA, write_lab_ca
 from lab.dns import NsdServer
 from lab.keys import DkimKey, generate_dkim_keys, load_public_der
+from lab.mta_sts import PolicyServer
 from lab.postfix import DEFAULT_USER, USERS, Delivered, PostfixServer, RelayTarget, TestUser
 from lab.proc import (
     LOOPBACK,
@@ -101,6 +102,8 @@ class LabState:
     #: (``scripts/lab up``). A non-detached lab whose owner died is an orphan: see reap_orphans.
     owner_pid: int = 0
     detached: bool = False
+    #: HTTPS port of the MTA-STS policy server (lab/mta_sts.py); 0 when none runs.
+    mta_sts_port: int = 0
     version: int = STATE_VERSION
 
     def to_json(self) -> str:
@@ -137,6 +140,8 @@ class LabState:
         }
         for name, port in self.ports.items():
             env[f"SMTPCONN_LAB_PORT_{name.upper()}"] = str(port)
+        if self.mta_sts_port:
+            env["SMTPCONN_MTA_STS_PORT"] = str(self.mta_sts_port)
         return env
 
 
@@ -186,6 +191,7 @@ class Lab:
         self.ca: LabCA | None = None
         self.dns: NsdServer | None = None
         self.postfix: PostfixServer | None = None
+        self.mta_sts: PolicyServer | None = None
         self._state: LabState | None = None
         self._atexit_registered = False
         self._owner_pid = os.getpid()
@@ -223,6 +229,8 @@ class Lab:
             self.postfix = _start_retrying(
                 lambda: PostfixServer(self.root / "postfix", ca, self.users)
             )
+            if self.stop_at_exit:  # a thread: it cannot outlive this process (scripts/lab up)
+                self.mta_sts = PolicyServer(ca, self.root / "mta-sts").start()
         except BaseException:
             self.stop()
             raise
@@ -232,6 +240,9 @@ class Lab:
     def stop(self) -> None:
         """Stop every server this Lab started (or attached to). Safe to call more than once."""
         errors: list[BaseException] = []
+        if self.mta_sts is not None:
+            self.mta_sts.stop()
+            self.mta_sts = None
         for server in (self.postfix, self.dns):
             if server is None:
                 continue
@@ -339,6 +350,7 @@ class Lab:
             relay_targets={d: asdict(t) for d, t in pf.relay_targets.items()},
             owner_pid=self._owner_pid,
             detached=not self.stop_at_exit,
+            mta_sts_port=self.mta_sts.port if self.mta_sts else 0,
         )
         self._state.save(self.state_file)
 

@@ -202,7 +202,6 @@ GOOD = Domain(
     extra=(
         Record("mail", "A", (MAIL_ADDR,)),
         Record("ns", "A", (MAIL_ADDR,)),
-        Record("mta-sts", "A", (MAIL_ADDR,)),
     ),
 )
 
@@ -338,7 +337,9 @@ def domain_records(domain: Domain, public_keys: Mapping[str, bytes]) -> list[Rec
     if dmarc is not None:
         recs.append(Record("_dmarc", "TXT", dmarc))
     if domain.mta_sts:
+        # mta-sts.<domain> is the lab's HTTPS policy server (lab/mta_sts.py).
         recs.append(Record("_mta-sts", "TXT", (MTA_STS,)))
+        recs.append(Record("mta-sts", "A", (MAIL_ADDR,)))
     if domain.tls_rpt:
         recs.append(Record("_smtp._tls", "TXT", (tls_rpt(domain.name),)))
     recs.extend(domain.extra)

@@ -22,3 +22,6 @@ class Settings:
     verbose: bool = False
     json: bool = False
     no_color: bool = False
+    # The HTTPS port of mta-sts.<domain>. Senders always use 443; a test hook
+    # (SMTPCONN_MTA_STS_PORT) so that a lab can serve policies from an unprivileged port.
+    mta_sts_port: int = 443

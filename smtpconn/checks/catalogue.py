@@ -11,7 +11,7 @@ DNS = ("dns.mx", "dns.server-address", "dns.reverse")
 SPF = ("spf.record", "spf.lookups", "spf.authorizes")
 DKIM = ("dkim.key", "dkim.strength", "dkim.key-match")
 DMARC = ("dmarc.record", "dmarc.policy", "dmarc.alignment")
-MTA_STS = ("mta-sts", "tls-rpt")
+MTA_STS = ("mta-sts", "mta-sts.policy", "tls-rpt")
 TLS_AUTH = (
     "tls.connect",
     "tls.starttls",

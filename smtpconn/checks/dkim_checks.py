@@ -169,7 +169,7 @@ def _publish_fix(name: str, local: LocalKey | None, selector: str) -> str:
 
 
 async def _local(ctx: CheckContext, entry: SupportAddress) -> LocalKey | None:
-    if entry.dkim is None:
+    if entry.dkim is None or entry.dkim.private_key is None:
         return None
     path = entry.dkim.private_key
     if not path.is_absolute():
@@ -184,7 +184,18 @@ async def check_key(ctx: CheckContext, entry: SupportAddress, local: LocalKey | 
     selector, domain = entry.dkim.selector, entry.address.domain
     name = f"{selector}._domainkey.{domain}"
     answer = await ctx.resolver.query(name, "TXT")
-    return classify_key(answer, name, _publish_fix(name, local, selector))
+    fix = _server_fix(name) if entry.dkim.server_signs else _publish_fix(name, local, selector)
+    return classify_key(answer, name, fix)
+
+
+def _server_fix(name: str) -> str:
+    """Where the key comes from when the customer's server signs: the server, not smtpconn."""
+    return (
+        f"publish at {name} the record your mail server gives for this selector (Microsoft 365: "
+        "enable DKIM for the domain in the Defender portal and publish the selector1/selector2 "
+        "CNAMEs it shows; Google Workspace: Admin console > Gmail > Authenticate email, "
+        "generate a 2048-bit key; Postfix with OpenDKIM: the .txt file opendkim-genkey wrote)"
+    )
 
 
 def classify_key(answer: DnsAnswer, name: str, fix: str) -> Published:
@@ -411,5 +422,13 @@ async def _run_dkim(ctx: CheckContext, entry: SupportAddress) -> list[CheckResul
     local = await _local(ctx, entry)
     found = await check_key(ctx, entry, local)
     strength = check_strength(found, entry.dkim.selector, found.name)
+    if entry.dkim.server_signs:
+        match = skipped(
+            "dkim.key-match",
+            f"your server signs with selector {entry.dkim.selector}: the profile holds no "
+            "private key to compare",
+            "nothing to do here; send-test --direction roundtrip verifies your server's signature",
+        )
+        return [found.result, strength, match]
     match = await check_match(ctx, entry, local, found)
     return [found.result, strength, match]

@@ -2,7 +2,9 @@
 reporting (RFC 8460 §3). Both protect mail *to* the support address's domain; missing is a
 warning (they are opt-in hardening), malformed is a failure (receivers ignore a broken record).
 
-The MTA-STS policy file itself (https://mta-sts.<domain>/.well-known/mta-sts.txt) is not fetched.
+``mta-sts.policy`` fetches the policy the record announces
+(https://mta-sts.<domain>/.well-known/mta-sts.txt, sts_fetch.py) and judges it against the
+domain's MX hosts (sts_policy.py).
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ import re
 
 from smtpconn.checks import catalogue
 from smtpconn.checks.common import could_not_tell
+from smtpconn.checks.dns_checks import parse_mx
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.checks.records import txt_record
+from smtpconn.checks.sts_fetch import fetch_policy
+from smtpconn.checks.sts_policy import judge_policy
+from smtpconn.dns import DnsOutcome
 from smtpconn.dns.tags import parse_tags
 from smtpconn.profile.model import SupportAddress
 
@@ -89,6 +95,25 @@ async def check_tls_rpt(ctx: CheckContext, domain: str) -> CheckResult:
     return CheckResult("tls-rpt", Status.PASS, f"TLS-RPT reports go to {rua}", record)
 
 
+async def check_mta_sts_policy(ctx: CheckContext, domain: str, record: CheckResult) -> CheckResult:
+    """The policy, judged only when the TXT record announces one with a valid id (without it
+    senders never fetch the policy)."""
+    if record.status is not Status.PASS:
+        return CheckResult(
+            "mta-sts.policy",
+            Status.SKIP,
+            f"skipped: no valid MTA-STS record at _mta-sts.{domain}, so senders never fetch "
+            "the policy",
+            fix=record.fix or "fix the mta-sts check first",
+        )
+    mx, fetched = await asyncio.gather(ctx.resolver.query(domain, "MX"), fetch_policy(ctx, domain))
+    if mx.outcome is DnsOutcome.ERROR:
+        return could_not_tell("mta-sts.policy", f"MX of {domain}", [mx.error])
+    hosts = [h for _, h in parse_mx(mx.records) if h not in ("", ".")]
+    return judge_policy(fetched, hosts)
+
+
 async def run_mta_sts(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult]:
     domain = entry.address.domain
-    return list(await asyncio.gather(check_mta_sts(ctx, domain), check_tls_rpt(ctx, domain)))
+    record, rpt = await asyncio.gather(check_mta_sts(ctx, domain), check_tls_rpt(ctx, domain))
+    return [record, await check_mta_sts_policy(ctx, domain, record), rpt]

@@ -94,7 +94,11 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="plain | login | xoauth2 | auto. [default: auto]")
         ] = None,
         dkim_selector: Annotated[
-            str | None, typer.Option(help="DKIM selector to sign with.")
+            str | None,
+            typer.Option(
+                help="DKIM selector to sign with; without --dkim-key: the selector your server "
+                "signs with (e.g. selector1 for Microsoft 365, google for Google)."
+            ),
         ] = None,
         dkim_key: Annotated[
             str | None, typer.Option(help="DKIM private key file (PEM, mode 0600).")

@@ -95,6 +95,18 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
 RESOLVER_FIX = "e.g. --resolver 127.0.0.1:5353 or SMTPCONN_RESOLVER=192.0.2.53"
 
 
+def _mta_sts_port(text: str) -> int:
+    """The test hook SMTPCONN_MTA_STS_PORT (a lab's policy server); unset means 443."""
+    if not text.strip():
+        return 443
+    if not text.strip().isdigit() or not 0 < int(text) < 65536:
+        raise UsageError(
+            f"SMTPCONN_MTA_STS_PORT={text!r} is not a port number",
+            fix="unset it (senders always use 443) or give a port from 1 to 65535",
+        )
+    return int(text)
+
+
 def settings_from_options(values: dict[str, Any], base: Settings | None = None) -> Settings:
     """Merge option values (None/False = not given) over ``base`` and the environment."""
     from smtpconn.dns.resolvers import parse_resolver, parse_resolver_list
@@ -102,6 +114,7 @@ def settings_from_options(values: dict[str, Any], base: Settings | None = None) 
     settings = base or Settings(
         profile_path=DEFAULT_PROFILE,
         resolvers=parse_resolver_list(os.environ.get("SMTPCONN_RESOLVER", ""), fix=RESOLVER_FIX),
+        mta_sts_port=_mta_sts_port(os.environ.get("SMTPCONN_MTA_STS_PORT", "")),
     )
     changes: dict[str, Any] = {}
     if values.get("profile") is not None:

@@ -279,17 +279,20 @@ def _plan_forwarding(
 
 
 def _dkim(request: AddRequest, base_dir: Path, names: InputNames) -> DkimSettings | None:
-    if bool(request.dkim_selector) != bool(request.dkim_key):
+    if request.dkim_key and not request.dkim_selector:
         raise UsageError(
-            f"{names.dkim_selector} and {names.dkim_key} go together", fix="give both, or neither"
+            f"{names.dkim_key} needs {names.dkim_selector}",
+            fix="give the selector the key is published under",
         )
-    if not (request.dkim_selector and request.dkim_key):
+    if not request.dkim_selector:
         return None
     if not _SELECTOR.fullmatch(request.dkim_selector):
         raise UsageError(
             f"DKIM selector {request.dkim_selector!r} is not a valid DNS label",
             fix="use letters, digits and hyphens, e.g. smtpconn2026",
         )
+    if not request.dkim_key:  # the customer's server signs with this selector
+        return DkimSettings(selector=request.dkim_selector)
     key_path = _check_dkim_key(request.dkim_key, base_dir)
     return DkimSettings(selector=request.dkim_selector, private_key=key_path)
 

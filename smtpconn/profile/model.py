@@ -70,7 +70,14 @@ class OutboundServer:
 @dataclass(frozen=True, slots=True)
 class DkimSettings:
     selector: str
-    private_key: Path  # as written in the profile; relative paths are relative to the profile
+    # As written in the profile; relative paths are relative to the profile. None: the
+    # customer's server signs with this selector (Microsoft 365 selector1/2, Google "google"),
+    # so smtpconn holds no key and signs nothing.
+    private_key: Path | None = None
+
+    @property
+    def server_signs(self) -> bool:
+        return self.private_key is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,11 +303,11 @@ def _read_outbound(table: _Table) -> OutboundServer | None:
 
 def _read_dkim(table: _Table) -> DkimSettings | None:
     selector = table.take("selector", str, required=True)
-    key = table.take("private_key", str, required=True)
+    key = table.take("private_key", str)  # absent: the customer's server signs
     table.finish()
-    if selector is None or key is None:
+    if selector is None:
         return None
-    return DkimSettings(selector=selector, private_key=Path(key))
+    return DkimSettings(selector=selector, private_key=Path(key) if key is not None else None)
 
 
 def _read_inbound(table: _Table) -> InboundCredentials | None:
@@ -520,10 +527,9 @@ def entry_to_data(entry: SupportAddress) -> dict[str, Any]:
             "secret": str(o.secret),
         }
     if entry.dkim is not None:
-        item["dkim"] = {
-            "selector": entry.dkim.selector,
-            "private_key": str(entry.dkim.private_key),
-        }
+        item["dkim"] = {"selector": entry.dkim.selector}
+        if entry.dkim.private_key is not None:
+            item["dkim"]["private_key"] = str(entry.dkim.private_key)
     if entry.inbound is not None:
         item["inbound"] = {
             "username": entry.inbound.username,

@@ -23,7 +23,7 @@ def references_findings(profile: Profile, base_dir: Path) -> tuple[list[str], li
                 )
             except UsageError as exc:
                 findings.append(f"{name}: outbound secret: {exc}")
-        if entry.dkim is not None:
+        if entry.dkim is not None and entry.dkim.private_key is not None:
             key = entry.dkim.private_key
             try:
                 check_secret_ref(parse_secret_ref(f"file:{key}"), base_dir)

@@ -22,8 +22,8 @@ def server_spec(server: OutboundServer) -> ServerSpec:
 
 def load_dkim_key(entry: SupportAddress, base_dir: Path) -> DkimKey | None:
     """The address's signing key (a relative path is relative to the profile), None if unset."""
-    if entry.dkim is None:
-        return None
+    if entry.dkim is None or entry.dkim.private_key is None:
+        return None  # no key, or the customer's server signs
     path = entry.dkim.private_key
     path = path if path.is_absolute() else base_dir / path
     try:

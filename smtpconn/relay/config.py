@@ -352,7 +352,7 @@ def _address_problems(config: RelayConfig) -> list[str]:
                 resolve_secret(entry.outbound.secret, config.base_dir)
             except UsageError as exc:
                 problems.append(f"{entry.address.display}: {exc.message}")
-        if entry.dkim is not None:
+        if entry.dkim is not None and not entry.dkim.server_signs:
             problem = _dkim_problem(entry, config.base_dir)
             if problem:
                 problems.append(f"{entry.address.display}: {problem}")

@@ -104,7 +104,7 @@ class SubmissionHandler:
             # No DKIM key, nothing to sign: no trip to a worker thread for it.
             message = (
                 raw
-                if entry.dkim is None
+                if entry.dkim is None or entry.dkim.server_signs
                 else await asyncio.to_thread(sign_for, raw, entry, self.config.base_dir)
             )
         except Exception as exc:  # a bad key must not send unsigned mail behind our back

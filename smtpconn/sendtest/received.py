@@ -133,8 +133,11 @@ def describe_received(raw: bytes, authserv_id: str | None) -> dict[str, Any]:
     }
 
 
-def verify_dkim(raw: bytes, settings: Settings) -> dict[str, Any]:
-    """Verify the received copy's DKIM signature ourselves, against the configured resolver."""
+def verify_dkim(
+    raw: bytes, settings: Settings, expect: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """Verify the received copy's DKIM signature ourselves, against the configured resolver:
+    the first one, or the one of ``expect`` = (domain, selector) when given."""
     import dkim as dkimpy
     import dns.exception
     import dns.resolver
@@ -150,10 +153,46 @@ def verify_dkim(raw: bytes, settings: Settings) -> dict[str, Any]:
             return None
         return b"".join(b"".join(r.strings) for r in answer[:1])
 
-    if email.message_from_bytes(raw, policy=email.policy.compat32).get("DKIM-Signature") is None:
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    signatures = message.get_all("DKIM-Signature") or []
+    if not signatures:
         return {"result": "none", "detail": "the received copy carries no DKIM signature"}
+    if expect is not None:
+        return _verify_expected(raw, signatures, expect, dnsfunc)
     try:
         ok = bool(dkimpy.verify(raw, dnsfunc=dnsfunc))
     except Exception as exc:  # dkimpy raises several unrelated types for malformed input
         return {"result": "permerror", "detail": str(exc)}
     return {"result": "pass" if ok else "fail", "detail": ""}
+
+
+def _verify_expected(
+    raw: bytes, signatures: list[str], expect: tuple[str, str], dnsfunc: Any
+) -> dict[str, Any]:
+    """Verify the signature with d= and s= as ``expect`` (domain, selector), wherever it is
+    among the message's signatures (a server that signs adds its own above any other)."""
+    import dkim as dkimpy
+
+    from smtpconn.dns.tags import parse_tags
+
+    domain, selector = expect[0].lower(), expect[1].lower()
+    for index, header in enumerate(signatures):
+        tags = parse_tags(unfold(header))
+        if (tags.get("d", "").lower(), tags.get("s", "").lower()) != (domain, selector):
+            continue
+        try:
+            ok = bool(dkimpy.DKIM(raw).verify(idx=index, dnsfunc=dnsfunc))
+        except dkimpy.ValidationError as exc:  # e.g. the body hash differs: a failed signature
+            return {"result": "fail", "detail": str(exc), "d": domain, "s": selector}
+        except Exception as exc:  # dkimpy raises several unrelated types for malformed input
+            return {"result": "permerror", "detail": str(exc), "d": domain, "s": selector}
+        return {"result": "pass" if ok else "fail", "detail": "", "d": domain, "s": selector}
+    seen = ", ".join(
+        f"d={t.get('d', '?')} s={t.get('s', '?')}" for t in map(parse_tags, map(unfold, signatures))
+    )
+    return {
+        "result": "none",
+        "detail": f"no DKIM signature with d={domain} s={selector} (found: {seen})",
+        "d": domain,
+        "s": selector,
+    }

@@ -349,6 +349,7 @@ async def _confirm_received(
     settings: Settings,
     *,
     check_dkim: bool = False,
+    expect: tuple[str, str] | None = None,
 ) -> None:
     root = sink_maildir(profile, base_dir)
     if root is None:
@@ -381,7 +382,9 @@ async def _confirm_received(
     received["latency_seconds"] = round(max(0.0, arrived - report.started), 3)
     received["path"] = str(path)
     if check_dkim:
-        received["dkim_verified_by_smtpconn"] = await asyncio.to_thread(verify_dkim, raw, settings)
+        received["dkim_verified_by_smtpconn"] = await asyncio.to_thread(
+            verify_dkim, raw, settings, expect
+        )
     report.received = received
     tag = received["tag"]
     if tag is None:
@@ -444,5 +447,26 @@ async def roundtrip(
     )  # fmt: skip
     if report.exit_code is not ExitCode.OK:
         return report
-    await _confirm_received(profile, base_dir, report, wait, settings, check_dkim=True)
+    # The customer's server signs: its signature (d= the domain, s= the selector) must be on
+    # the copy that came back, and verify.
+    dkim = entry.dkim
+    expect = (entry.address.domain, dkim.selector) if dkim and dkim.server_signs else None
+    await _confirm_received(
+        profile, base_dir, report, wait, settings, check_dkim=True, expect=expect
+    )
+    if expect is not None and report.received is not None:
+        _require_server_signature(report, report.received["dkim_verified_by_smtpconn"])
     return report
+
+
+def _require_server_signature(report: SendTestReport, verified: dict[str, Any]) -> None:
+    if verified["result"] == "pass":
+        return
+    why = verified["detail"] or f"the signature did not verify ({verified['result']})"
+    report.problem = (
+        f"dkim stage: your server's DKIM signature (d={verified.get('d')} s={verified.get('s')}) "
+        f"is missing or does not verify: {why}; make your server sign mail from "
+        f"{report.address} with that selector, or re-add the address with --dkim-key to let "
+        "smtpconn sign"
+    )
+    report.exit_code = ExitCode.CHECK_FAILED

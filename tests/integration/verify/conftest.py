@@ -15,6 +15,7 @@ import pytest
 
 from lab import zones
 from lab.lab import Lab
+from lab.mta_sts import Response, policy_text
 from smtpconn.addresses import parse_address
 from smtpconn.profile.model import (
     AuthMechanism,
@@ -115,8 +116,17 @@ def scenario_dns(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     public = {name: key.public_der for name, key in lab.dkim_keys.items()}
     nsd = ScenarioNsd(directory / "dns", public, scenario_zones(public, ed_public))
     nsd.start()
+    # Zones whose MX is not the lab's mail server get a policy that names their MX hosts.
+    assert lab.mta_sts is not None
+    policies = {
+        "mta-sts.u-mx11.test": policy_text("*.u-mx11.test"),
+        "mta-sts.u-mxcname.test": policy_text("mx.u-mxcname.test"),
+    }
+    lab.mta_sts.responses.update({h: Response(p) for h, p in policies.items()})
     try:
         yield ScenarioDns(nsd, key_path)
     finally:
+        for host in policies:
+            lab.mta_sts.responses.pop(host, None)
         nsd.stop()
         shutil.rmtree(directory, ignore_errors=True)

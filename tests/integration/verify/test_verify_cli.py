@@ -9,12 +9,19 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from lab.dns import BlackHoleResolver, ServfailResolver
 from lab.lab import Lab
 from tests.conftest import CliInvoker, run_smtpconn
 from tests.integration.verify.conftest import SECRET_VALUE
 
 SKIP_TLS = ("--skip", "tls,auth")
+
+
+@pytest.fixture(autouse=True)
+def _lab_env(lab_env: dict[str, str]) -> None:
+    """The lab's CA and MTA-STS policy port (mta-sts.policy fetches from the lab's server)."""
 
 
 def test_good_domain_passes_and_exits_0(
@@ -35,7 +42,7 @@ def test_good_domain_passes_and_exits_0(
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["summary"]["pass"] == 2 * 14 and doc["summary"]["fail"] == 0
+    assert doc["summary"]["pass"] == 2 * 15 and doc["summary"]["fail"] == 0
     assert doc["insecure"] is False
     assert [a["address"] for a in doc["addresses"]] == [
         "support@good.test",
@@ -45,7 +52,7 @@ def test_good_domain_passes_and_exits_0(
         for check in address["checks"]:
             assert set(check) == {"id", "status", "summary", "detail", "fix"}
     suites = ET.parse(junit).getroot()
-    assert suites.get("tests") == "28" and suites.get("failures") == "0"
+    assert suites.get("tests") == "30" and suites.get("failures") == "0"
 
 
 def test_broken_domains_exit_1_with_fixes_in_json_and_junit(

@@ -58,12 +58,21 @@ EXPECTED: dict[str, dict[str, Status]] = {
     },
     "dmarcnone.test": {"dmarc.policy": Status.WARN},
     "nomx.test": {"dns.mx": Status.FAIL},
-    "nomtasts.test": {"mta-sts": Status.WARN, "tls-rpt": Status.WARN},
+    "nomtasts.test": {
+        "mta-sts": Status.WARN,
+        "mta-sts.policy": Status.SKIP,
+        "tls-rpt": Status.WARN,
+    },
 }
 
 
 def settings_for(lab: Lab, timeout: float = 5) -> Settings:
-    return Settings(resolvers=(parse_resolver(lab.resolver),), timeout=timeout)
+    return Settings(
+        resolvers=(parse_resolver(lab.resolver),),
+        timeout=timeout,
+        ca_file=lab.ca_file,
+        mta_sts_port=lab.state.mta_sts_port,
+    )
 
 
 @pytest.fixture(scope="module")

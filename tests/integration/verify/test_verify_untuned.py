@@ -61,7 +61,12 @@ def entry_for(lab: Lab, dns: ScenarioDns, scenario: Scenario) -> SupportAddress:
 async def run(
     lab: Lab, dns: ScenarioDns, scenarios: list[Scenario], selection: Selection = DNS_ONLY
 ) -> VerifyReport:
-    settings = Settings(resolvers=(parse_resolver(dns.nsd.address),), timeout=5)
+    settings = Settings(
+        resolvers=(parse_resolver(dns.nsd.address),),
+        timeout=5,
+        ca_file=lab.ca_file,
+        mta_sts_port=lab.state.mta_sts_port,
+    )
     entries = [entry_for(lab, dns, s) for s in scenarios]
     return await verify_entries(settings, Path("/"), entries, selection=selection)
 
@@ -234,6 +239,7 @@ def cli_env(lab: Lab, scenario_dns: ScenarioDns) -> dict[str, str]:
     return {
         "SMTPCONN_RESOLVER": scenario_dns.nsd.address,
         "SMTPCONN_CA_FILE": str(lab.ca_file),
+        "SMTPCONN_MTA_STS_PORT": str(lab.state.mta_sts_port),
         SECRET_ENV: lab.user.password,
         "COLUMNS": "250",
     }

@@ -370,3 +370,27 @@ def test_verify_table_prints_a_skip_reason_but_not_its_fix(cli: CliInvoker, work
         ).stdout
     )
     assert document["addresses"][0]["checks"][0]["fix"]  # the JSON keeps every fix
+
+
+def test_selector_without_key_means_the_customers_server_signs(
+    cli: CliInvoker, workdir: Path
+) -> None:
+    result = add_bidirectional(cli, "support@example.com", "--dkim-selector", "selector1")
+    assert result.exit_code == 0, result.output
+    entry = profile_data(workdir)["addresses"][0]
+    assert entry["dkim"] == {"selector": "selector1"}
+    # The profile reads back (no private_key is not a finding) and lists the selector.
+    assert cli("profile", "validate").exit_code == 0
+    listed = cli("list")
+    assert listed.exit_code == 0 and "selector1" in listed.stdout
+
+
+def test_key_without_selector_is_refused_and_nothing_is_written(
+    cli: CliInvoker, workdir: Path
+) -> None:
+    key = workdir / "dkim.pem"
+    _write_rsa_key(key)
+    result = add_bidirectional(cli, "support@example.com", "--dkim-key", str(key))
+    assert result.exit_code == 2
+    assert "--dkim-key needs --dkim-selector" in result.stderr
+    assert not (workdir / "smtpconn.toml").exists()
