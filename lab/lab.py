@@ -22,6 +22,8 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,6 +45,7 @@ from lab.proc import (
     port_open,
     port_taken,
     session_members,
+    spawn,
     stop_session,
     wait_until,
 )
@@ -65,7 +68,7 @@ REQUIRED_BINARIES: tuple[str, ...] = (
 
 #: Session leader program of each server: ``down`` only signals a recorded pid whose command
 #: line still names it, so a pid reused by an unrelated process is never touched.
-_EXPECTED_PROGRAM = {"nsd": "nsd", "postfix": "master", "dovecot": "dovecot"}
+_EXPECTED_PROGRAM = {"nsd": "nsd", "postfix": "master", "dovecot": "dovecot", "mta-sts": "python"}
 
 
 @dataclass
@@ -191,7 +194,10 @@ class Lab:
         self.ca: LabCA | None = None
         self.dns: NsdServer | None = None
         self.postfix: PostfixServer | None = None
-        self.mta_sts: PolicyServer | None = None
+        self.mta_sts: PolicyServer | None = None  # in-process (tests)
+        self._sts_process: subprocess.Popen[bytes] | None = None  # detached (lab up)
+        self._sts_pid: int | None = None
+        self._sts_port = 0
         self._state: LabState | None = None
         self._atexit_registered = False
         self._owner_pid = os.getpid()
@@ -229,8 +235,10 @@ class Lab:
             self.postfix = _start_retrying(
                 lambda: PostfixServer(self.root / "postfix", ca, self.users)
             )
-            if self.stop_at_exit:  # a thread: it cannot outlive this process (scripts/lab up)
+            if self.stop_at_exit:
                 self.mta_sts = PolicyServer(ca, self.root / "mta-sts").start()
+            else:  # a thread cannot outlive "lab up": its own process instead
+                self._start_detached_policy_server(ca)
         except BaseException:
             self.stop()
             raise
@@ -243,6 +251,9 @@ class Lab:
         if self.mta_sts is not None:
             self.mta_sts.stop()
             self.mta_sts = None
+        if self._sts_pid is not None:
+            stop_session(self._sts_pid, proc=self._sts_process)
+            self._sts_pid, self._sts_process, self._sts_port = None, None, 0
         for server in (self.postfix, self.dns):
             if server is None:
                 continue
@@ -292,7 +303,21 @@ class Lab:
                 out["postfix"] = self.postfix.pid
             if self.postfix.dovecot.pid is not None:
                 out["dovecot"] = self.postfix.dovecot.pid
+        if self._sts_pid is not None:
+            out["mta-sts"] = self._sts_pid
         return out
+
+    def _start_detached_policy_server(self, ca: LabCA) -> None:
+        directory = self.root / "mta-sts"
+        directory.mkdir(parents=True, exist_ok=True)
+        port_file = directory / "port"
+        repo = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": repo}
+        argv = [sys.executable, "-m", "lab.mta_sts", str(ca.ca_cert.parent), str(directory)]
+        self._sts_process = spawn([*argv, str(port_file)], directory / "server.log", env=env)
+        self._sts_pid = self._sts_process.pid
+        wait_until(port_file.exists, 10.0, "the MTA-STS policy server to listen")
+        self._sts_port = int(port_file.read_text())
 
     # -- state -----------------------------------------------------------------------------
 
@@ -350,7 +375,7 @@ class Lab:
             relay_targets={d: asdict(t) for d, t in pf.relay_targets.items()},
             owner_pid=self._owner_pid,
             detached=not self.stop_at_exit,
-            mta_sts_port=self.mta_sts.port if self.mta_sts else 0,
+            mta_sts_port=self.mta_sts.port if self.mta_sts else self._sts_port,
         )
         self._state.save(self.state_file)
 
@@ -399,6 +424,8 @@ class Lab:
                 pf.pid = pid
             elif name == "dovecot":
                 pf.dovecot.pid = pid
+            elif name == "mta-sts":
+                lab._sts_pid, lab._sts_port = pid, st.mta_sts_port
         lab.dns, lab.postfix = dns, pf
         return lab
 

@@ -8,14 +8,19 @@ Content-Type, headers, body), else ``default``: an enforced policy naming the la
 the MX of every lab domain. The lab's NSD points ``mta-sts.<domain>`` at 127.0.0.1 and verify
 is told the port through ``SMTPCONN_MTA_STS_PORT`` (``Settings.mta_sts_port``).
 
-It runs in a thread of the process that started the lab: it lives as long as that process.
+In a test run it is a thread of the process that started the lab. ``scripts/lab up`` starts the
+lab and exits, so there it runs as its own process (``python -m lab.mta_sts CA_DIR DIR
+PORT_FILE``, see :func:`main`), recorded with the other servers' pids and stopped by
+``lab down``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import http.server
+import signal
 import ssl
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,3 +147,22 @@ def _handler(server: PolicyServer) -> type[http.server.BaseHTTPRequestHandler]:
             pass  # the tests look at ``requests``; stderr stays quiet
 
     return Handler
+
+
+def main(argv: list[str]) -> int:
+    """Serve policies until SIGTERM; write the chosen port to PORT_FILE once listening."""
+    ca_dir, directory, port_file = (Path(a) for a in argv)
+    server = PolicyServer(LabCA.at(ca_dir), directory).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    tmp = port_file.with_suffix(".tmp")
+    tmp.write_text(str(server.port))
+    tmp.replace(port_file)  # whole, or not there: the starter polls for it
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
