@@ -29,8 +29,9 @@ from typing import Any, Protocol
 from smtpconn.dns.resolvers import resolve_host
 from smtpconn.errors import UsageError
 from smtpconn.message.tag import tag_value
+from smtpconn.oauth.errors import OAuthFailure
+from smtpconn.profile.credentials import Credentials
 from smtpconn.profile.model import OutboundServer
-from smtpconn.profile.secrets import resolve_secret
 from smtpconn.profile.wire import server_spec, sign_for
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.dsn import FailedRecipient, build_dsn
@@ -152,6 +153,12 @@ class SubmissionHandler:
         return f"250 2.0.0 OK queued as {stored.id}"
 
 
+def _credential_problem(exc: UsageError | OAuthFailure) -> str:
+    if isinstance(exc, OAuthFailure):
+        return f"no OAuth token: {exc.message}" + (f"; fix: {exc.fix}" if exc.fix else "")
+    return exc.message
+
+
 class OutboundDelivery:
     """Delivers one spooled reply, records the outcome, bounces what failed for good."""
 
@@ -168,6 +175,10 @@ class OutboundDelivery:
         self.deliverer = deliverer
         self.tls_context = tls_context
         self.on_stored = on_stored
+        # One token source per address: its token is cached and refreshed before it expires.
+        self.credentials = Credentials(
+            config.base_dir, ca_file=config.settings.ca_file, insecure=config.settings.insecure
+        )
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
@@ -186,9 +197,11 @@ class OutboundDelivery:
             ]
         else:
             try:
-                secret = resolve_secret(support.outbound.secret, self.config.base_dir)
-            except UsageError as exc:
-                temporary = [(r, exc.message) for r in pending]
+                secret = await asyncio.to_thread(self.credentials.secret, support.outbound)
+            except (UsageError, OAuthFailure) as exc:
+                # A token that cannot be had now defers the reply: `oauth login` or the
+                # provider's recovery lets the next attempt through.
+                temporary = [(r, _credential_problem(exc)) for r in pending]
             else:
                 message = await asyncio.to_thread(self.spool.message, entry)
                 result = await self._deliver(
