@@ -109,6 +109,21 @@ def _refresh_token(spec: TokenSourceSpec) -> Mapping[str, Any]:
     return answer
 
 
+def _signing_key(pem: str) -> Any:
+    """The PEM as an RSA JWK: naming the key type keeps a key of another kind from being
+    used with an algorithm it was not meant for."""
+    from joserfc.jwk import RSAKey
+
+    try:
+        return RSAKey.import_key(pem)
+    except (ValueError, TypeError):
+        raise OAuthFailure(
+            OAuthFailureKind.BAD_KEY,
+            "the service-account key file holds no RSA private key",
+            fix="download a new JSON key for the service account",
+        ) from None
+
+
 def _service_account(spec: TokenSourceSpec) -> Mapping[str, Any]:
     key = spec.service_key
     if key is None:
@@ -120,13 +135,14 @@ def _service_account(spec: TokenSourceSpec) -> Mapping[str, Any]:
         subject=spec.subject,  # domain-wide delegation: the mailbox the token acts for
         audience=spec.token_endpoint,
         claims={"scope": spec.scope},  # Google reads the scope from the assertion
-        key=key.private_key,
+        key=_signing_key(key.private_key),
         header=header,
         default_timeout=spec.timeout,
     )
     mount_trust(session, spec.ca_file, insecure=spec.insecure)
     with session:
-        answer: Mapping[str, Any] = session.fetch_token()
+        # authlib's name for "request a token with a fresh assertion" (RFC 7521 4.1).
+        answer: Mapping[str, Any] = session.refresh_token()
     return answer
 
 
