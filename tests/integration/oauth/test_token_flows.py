@@ -47,7 +47,7 @@ def test_client_credentials_token_is_active_for_smtp_and_cached(
             Flow.CLIENT_CREDENTIALS,
             client_id="app",
             client_secret=CLIENT_SECRET,
-        )  # fmt: skip
+        )
     )
     token = source.token()
     assert oauth_server.is_active(token.value)
@@ -63,7 +63,7 @@ def test_wrong_client_secret_is_refused_with_the_fix(
     source = TokenSource(
         _spec(
             oauth_server, ca_file, Flow.CLIENT_CREDENTIALS, client_id="app", client_secret="wrong"
-        )  # fmt: skip
+        )
     )
     with pytest.raises(OAuthFailure) as failure:
         source.token()
@@ -197,7 +197,7 @@ def test_short_lifetime_tokens_are_refreshed_before_they_expire(
             Flow.CLIENT_CREDENTIALS,
             client_id="app",
             client_secret=CLIENT_SECRET,
-        )  # fmt: skip
+        )
     )
     deadline = time.time() + 5
     while time.time() < deadline:
