@@ -64,7 +64,12 @@ REQUIRED_BINARIES: tuple[str, ...] = (
 
 #: Session leader program of each server: ``down`` only signals a recorded pid whose command
 #: line still names it, so a pid reused by an unrelated process is never touched.
-_EXPECTED_PROGRAM = {"nsd": "nsd", "postfix": "master", "dovecot": "dovecot"}
+_EXPECTED_PROGRAM = {
+    "nsd": "nsd",
+    "postfix": "master",
+    "dovecot": "dovecot",
+    "dovecot-oauth": "dovecot",
+}
 
 
 @dataclass
@@ -268,7 +273,7 @@ class Lab:
         if self.dns is not None:
             ports.append(self.dns.port)
         if self.postfix is not None:
-            ports += [*self.postfix.ports.values(), self.postfix.sasl_port]
+            ports += self.postfix.all_ports()
         return ports
 
     def pids(self) -> dict[str, int]:
@@ -281,6 +286,8 @@ class Lab:
                 out["postfix"] = self.postfix.pid
             if self.postfix.dovecot.pid is not None:
                 out["dovecot"] = self.postfix.dovecot.pid
+            if self.postfix.oauth_dovecot.pid is not None:
+                out["dovecot-oauth"] = self.postfix.oauth_dovecot.pid
         return out
 
     # -- state -----------------------------------------------------------------------------
@@ -387,6 +394,8 @@ class Lab:
                 pf.pid = pid
             elif name == "dovecot":
                 pf.dovecot.pid = pid
+            elif name == "dovecot-oauth":
+                pf.oauth_dovecot.pid = pid
         lab.dns, lab.postfix = dns, pf
         return lab
 

@@ -61,6 +61,9 @@ class LabClient:
     roles: tuple[str, ...] = (SMTP_ROLE,)  # app roles granted with admin consent
     audience: str = SMTP_AUDIENCE
     scope: str = SMTP_SCOPE  # what a delegated token carries as scp
+    # The mailbox an app-only token may send as (Exchange: Add-MailboxPermission for the app's
+    # service principal); None: the token names the app only and no mailbox accepts it.
+    mailbox: str | None = None
 
 
 @dataclass
@@ -105,11 +108,13 @@ class LabOAuthState:
 
 
 class LabOAuthServer:
-    def __init__(self, cert: CertFiles, *, host: str = LOOPBACK) -> None:
+    def __init__(self, cert: CertFiles, *, host: str = LOOPBACK, port: int = 0) -> None:
         self.state = LabOAuthState()
         self.lock = threading.Lock()
         self._signing_key = secrets.token_bytes(32)
-        self._httpd = ThreadingHTTPServer((host, 0), _handler_for(self))
+        # port: the lab's Dovecot is configured for a fixed issuer port (lab/oauth_sasl.py).
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(cert.cert), str(cert.key))
         self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
@@ -278,7 +283,7 @@ def _grant_client_credentials(server: LabOAuthServer, form: dict[str, str]) -> t
     if client is None:
         return _error("invalid_client", "unknown client or wrong secret", 401)
     issued = Issued(
-        client.client_id,
+        client.mailbox or client.client_id,
         client.client_id,
         client.audience,
         "",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lab.ca import LabCA, write_lab_ca
+from lab.lab import Lab
 from lab.oauth import LabOAuthServer
 
 
@@ -25,3 +26,11 @@ def oauth_server(oauth_ca: LabCA) -> Iterator[LabOAuthServer]:
 @pytest.fixture
 def ca_file(oauth_ca: LabCA) -> Path:
     return oauth_ca.ca_cert
+
+
+@pytest.fixture
+def lab_issuer(lab: Lab) -> Iterator[LabOAuthServer]:
+    """The issuer the lab's oauth_submission port trusts (its Dovecot introspects here)."""
+    assert lab.postfix is not None and lab.ca is not None
+    with LabOAuthServer(lab.ca.relay, port=lab.postfix.oauth_issuer_port) as server:
+        yield server
