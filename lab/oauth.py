@@ -196,6 +196,13 @@ class LabOAuthServer:
                 if subject is None or issued.subject == subject:
                     issued.revoked = True
 
+    def revoke_access_tokens(self, subject: str) -> None:
+        """As a provider does on a password reset: tokens die before their expiry time."""
+        with self.lock:
+            for issued in self.state.access.values():
+                if issued.subject == subject:
+                    issued.revoked = True
+
     def is_active(self, token: str) -> bool:
         with self.lock:
             issued = self.state.access.get(token)

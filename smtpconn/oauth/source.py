@@ -84,9 +84,15 @@ class AccessToken:
     value: str = field(repr=False)
     expires_at: float  # time.time() seconds
     scope: str | None = None
+    lifetime: float = _ASSUMED_LIFETIME  # as the provider gave it
 
     def remaining(self, now: float) -> float:
         return self.expires_at - now
+
+    def fresh_enough(self, now: float, margin: float) -> bool:
+        """More than ``margin`` left, the margin shrunk to a quarter of a short lifetime (a
+        token living seconds would otherwise never be reused)."""
+        return self.remaining(now) > min(margin, self.lifetime / 4)
 
 
 Clock = Callable[[], float]
@@ -103,7 +109,7 @@ class TokenSource:
         """A token valid for more than ``margin`` seconds from now (cached or new)."""
         with self._lock:
             current = self._token
-            if current is not None and current.remaining(self._clock()) > margin:
+            if current is not None and current.fresh_enough(self._clock(), margin):
                 return current
             self._token = None
             fresh = self.fetch()
@@ -137,7 +143,9 @@ def _access_token(answer: Mapping[str, Any], started: float, spec: TokenSourceSp
         lifetime = _ASSUMED_LIFETIME
     # Counted from when we asked, not when the answer came: errs on the early side.
     scope = answer.get("scope")
-    return AccessToken(value, started + lifetime, scope if isinstance(scope, str) else None)
+    return AccessToken(
+        value, started + lifetime, scope if isinstance(scope, str) else None, lifetime
+    )
 
 
 def rotate_if_needed(spec: TokenSourceSpec, login: CachedLogin, answer: Mapping[str, Any]) -> None:

@@ -10,6 +10,7 @@ import pytest
 from lab.ca import LabCA, write_lab_ca
 from lab.lab import Lab
 from lab.oauth import LabOAuthServer
+from tests.integration.relay.conftest import relay_env  # noqa: F401 (fixtures are found by name)
 
 
 @pytest.fixture(scope="session")
