@@ -13,4 +13,4 @@ its entries into a :class:`~smtpconn.oauth.source.TokenSourceSpec`), and no toke
 holds is ever part of a ``repr`` or a message.
 """
 
-__all__ = ["cache", "device", "errors", "grants", "http", "providers", "source"]
+__all__ = ["cache", "claims", "device", "errors", "grants", "http", "providers", "source"]
