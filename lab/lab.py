@@ -68,7 +68,13 @@ REQUIRED_BINARIES: tuple[str, ...] = (
 
 #: Session leader program of each server: ``down`` only signals a recorded pid whose command
 #: line still names it, so a pid reused by an unrelated process is never touched.
-_EXPECTED_PROGRAM = {"nsd": "nsd", "postfix": "master", "dovecot": "dovecot", "mta-sts": "python"}
+_EXPECTED_PROGRAM = {
+    "nsd": "nsd",
+    "postfix": "master",
+    "dovecot": "dovecot",
+    "dovecot-oauth": "dovecot",
+    "mta-sts": "python",
+}
 
 
 @dataclass
@@ -290,7 +296,7 @@ class Lab:
         if self.dns is not None:
             ports.append(self.dns.port)
         if self.postfix is not None:
-            ports += [*self.postfix.ports.values(), self.postfix.sasl_port]
+            ports += self.postfix.all_ports()
         return ports
 
     def pids(self) -> dict[str, int]:
@@ -303,6 +309,8 @@ class Lab:
                 out["postfix"] = self.postfix.pid
             if self.postfix.dovecot.pid is not None:
                 out["dovecot"] = self.postfix.dovecot.pid
+            if self.postfix.oauth_dovecot.pid is not None:
+                out["dovecot-oauth"] = self.postfix.oauth_dovecot.pid
         if self._sts_pid is not None:
             out["mta-sts"] = self._sts_pid
         return out
@@ -424,6 +432,8 @@ class Lab:
                 pf.pid = pid
             elif name == "dovecot":
                 pf.dovecot.pid = pid
+            elif name == "dovecot-oauth":
+                pf.oauth_dovecot.pid = pid
             elif name == "mta-sts":
                 lab._sts_pid, lab._sts_port = pid, st.mta_sts_port
         lab.dns, lab.postfix = dns, pf

@@ -19,6 +19,9 @@ the test users, checked by Dovecot):
 ``expiring``         WARN: like ``submission``, certificate valid for only 10 more days.
 ``wrong_host``       BAD: like ``submission``, cert (lab CA) is for wrong-host.example.test.
 ``untrusted``        BAD: like ``submission``, cert for mail.good.test from an untrusted CA.
+``oauth_submission`` like ``submission``, but AUTH is XOAUTH2/OAUTHBEARER only, each token
+                     checked by Dovecot's oauth2 passdb against the lab issuer (lab/oauth.py),
+                     which a test starts on ``oauth_issuer_port`` (lab/oauth_sasl.py).
 ===================  =======================================================================
 
 Delivery: every address at a lab mail domain (``lab.zones.DOMAINS`` except relay domains) is
@@ -105,6 +108,7 @@ PORT_NAMES: tuple[str, ...] = (
     "expiring",
     "wrong_host",
     "untrusted",
+    "oauth_submission",
 )
 #: Listeners that speak TLS from the first byte (RFC 8314).
 IMPLICIT_TLS_PORTS = frozenset({"smtps"})
@@ -265,6 +269,13 @@ class PostfixServer:
             sasl_port = sasl_port or allocated[-1]
         self.ports: dict[str, int] = dict(ports)
         self.sasl_port = sasl_port if sasl_port is not None else free_ports(1)[0]
+        from lab.oauth_sasl import DovecotOAuth
+
+        # The OAuth SASL server's port, and the one the lab issuer binds when a test starts it.
+        self.oauth_sasl_port, self.oauth_issuer_port = free_ports(2)
+        self.oauth_dovecot = DovecotOAuth(
+            directory / "dovecot-oauth", self.oauth_sasl_port, self.oauth_issuer_port, ca.ca_cert
+        )
         self.config_dir = directory / "etc"
         self.queue_dir = directory / "queue"
         self.data_dir = directory / "data"
@@ -279,7 +290,7 @@ class PostfixServer:
 
     def all_ports(self) -> list[int]:
         """Every port this server binds (SMTP listeners and Dovecot's auth listener)."""
-        return [*self.ports.values(), self.sasl_port]
+        return [*self.ports.values(), self.sasl_port, self.oauth_sasl_port]
 
     # -- configuration --------------------------------------------------------------------
 
@@ -469,6 +480,11 @@ bounce_queue_lifetime = 1h
             self._service("submission", *required_tls),
             self._service("smtps", "smtpd_tls_wrappermode=yes", *sub_auth),
             self._service(
+                "oauth_submission",
+                *required_tls,
+                f"smtpd_sasl_path=inet:{self.host}:{self.oauth_sasl_port}",
+            ),
+            self._service(
                 "no_starttls",
                 "smtpd_tls_security_level=none",
                 "smtpd_sasl_auth_enable=yes",
@@ -526,6 +542,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         self.directory.mkdir(parents=True, exist_ok=True)
         self.write_config()
         self.dovecot.start()
+        self.oauth_dovecot.start()
         try:
             # "postfix check" creates the queue directories with the right owners and checks
             # the configuration; then master runs in the foreground (-s) under our control, so
@@ -561,10 +578,11 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 self.proc = None
         finally:
             self.dovecot.stop()
+            self.oauth_dovecot.stop()
 
     def pids(self) -> list[int]:
         """Session leaders this server started (Postfix master, Dovecot)."""
-        return [p for p in (self.pid, self.dovecot.pid) if p is not None]
+        return [p for p in (self.pid, self.dovecot.pid, self.oauth_dovecot.pid) if p is not None]
 
     # -- relay transport -------------------------------------------------------------------
 

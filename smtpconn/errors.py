@@ -16,6 +16,7 @@ they can fix. Kinds of failure stay data (``smtp.failures.FailureKind``), not cl
         ├── PolicyError            smtp.failures: the caller asked for what the policy forbids
         ├── ReplyParseError        smtp.replies: not an SMTP reply (also a ValueError)
         ├── DnsUnavailable         dns.answers: the resolver could not tell
+        ├── OAuthFailure           oauth.errors: no access token (unreachable or refused)
         ├── SinkError              relay.sinks.base: a hand-over to the help desk failed
         ├── StartTlsInjection      relay.sinks.smtp: clear text followed the 220 to STARTTLS
         │                          (also an smtplib.SMTPException)
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from smtpconn.dns.answers import DnsUnavailable
     from smtpconn.message.authserv import Unparsable
+    from smtpconn.oauth.errors import OAuthFailure
     from smtpconn.relay.sinks.base import SinkError
     from smtpconn.relay.sinks.smtp import StartTlsInjection
     from smtpconn.relay.spool import SpoolLocked
@@ -50,6 +52,7 @@ __all__ = [
     "CouldNotRun",
     "DnsUnavailable",
     "ExitCode",
+    "OAuthFailure",
     "PolicyError",
     "ProfileError",
     "ReplyParseError",
@@ -131,6 +134,7 @@ class SmtpconnFailure(SmtpconnError):
 # free of the rest of smtpconn.
 _ELSEWHERE = {
     "DnsUnavailable": "smtpconn.dns.answers",
+    "OAuthFailure": "smtpconn.oauth.errors",
     "PolicyError": "smtpconn.smtp.failures",
     "ReplyParseError": "smtpconn.smtp.replies",
     "SinkError": "smtpconn.relay.sinks.base",

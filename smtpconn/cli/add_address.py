@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the profile library is imported when the command runs, not 
     from rich.console import Console
 
     from smtpconn.profile.edit import AddPlan, InputNames
+    from smtpconn.profile.model import OutboundServer
 
 HELP = """Add a support address to the connector profile, or re-add one (--readd).
 
@@ -119,6 +120,38 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--readd", help="Re-add an existing address, replacing its settings."),
         ] = False,
+        provider: Annotated[
+            str | None,
+            typer.Option(help="auto | microsoft365 | google | generic. [default: auto]"),
+        ] = None,
+        oauth_flow: Annotated[
+            str | None,
+            typer.Option(
+                help="OAuth2 token source: client-credentials | refresh-token | service-account."
+            ),
+        ] = None,
+        oauth_tenant: Annotated[
+            str | None, typer.Option(help="Microsoft 365 tenant (id or NAME.onmicrosoft.com).")
+        ] = None,
+        oauth_client_id: Annotated[
+            str | None, typer.Option(help="OAuth client (application) id.")
+        ] = None,
+        oauth_client_secret: Annotated[
+            str | None, typer.Option(help="OAuth client secret reference: env:NAME or file:PATH.")
+        ] = None,
+        oauth_key: Annotated[
+            str | None, typer.Option(help="Google service-account JSON key: file:PATH (0600).")
+        ] = None,
+        oauth_token_cache: Annotated[
+            str | None,
+            typer.Option(help="Refresh-token cache file (0600) that smtpconn oauth login writes."),
+        ] = None,
+        oauth_token_endpoint: Annotated[
+            str | None, typer.Option(help="Token endpoint URL. [default: the provider's]")
+        ] = None,
+        oauth_device_endpoint: Annotated[
+            str | None, typer.Option(help="Device-code endpoint URL. [default: the provider's]")
+        ] = None,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
         ] = False,
@@ -139,6 +172,15 @@ def register(app: typer.Typer) -> None:
             dkim_key=dkim_key,
             inbound_username=inbound_username,
             readd=readd,
+            provider=provider,
+            oauth_flow=oauth_flow,
+            oauth_tenant=oauth_tenant,
+            oauth_client_id=oauth_client_id,
+            oauth_client_secret=oauth_client_secret,
+            oauth_key=oauth_key,
+            oauth_token_cache=oauth_token_cache,
+            oauth_token_endpoint=oauth_token_endpoint,
+            oauth_device_endpoint=oauth_device_endpoint,
         )
         path = settings.profile_path
         with locked(path):
@@ -244,10 +286,16 @@ def _print_report(
         o = entry.outbound
         out.print(
             f"  outbound: {escape(o.host)}:{o.port} ({o.security.value}, auth {o.auth.value}) "
-            f"as {escape(o.username)}, secret {escape(str(o.secret))}"
+            f"as {escape(o.username)}, " + _credential_text(o)
         )
     if entry.inbound is not None:
         _print_inbound(out, plan, entry.inbound.username, password_file)
+
+
+def _credential_text(o: OutboundServer) -> str:
+    if o.oauth is None:
+        return f"secret {escape(str(o.secret))}"
+    return f"OAuth {o.oauth.provider.value} {o.oauth.flow.value}"
 
 
 def _print_inbound(out: Console, plan: AddPlan, username: str, password_file: Path | None) -> None:

@@ -8,12 +8,14 @@ the new request gives, and replaces an authenticated address's settings the same
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 from smtpconn.addresses import MailAddress, parse_address, parse_host_port
 from smtpconn.errors import UsageError
+from smtpconn.oauth.providers import Provider
+from smtpconn.profile.edit_oauth import OAuthInputs, build_oauth, choose_provider, preset_server
 from smtpconn.profile.model import (
     DEFAULT_PORTS,
     AuthMechanism,
@@ -27,6 +29,7 @@ from smtpconn.profile.model import (
     Workflow,
     default_security_for_port,
 )
+from smtpconn.profile.oauth import OAuthSettings
 from smtpconn.profile.secrets import (
     SecretRef,
     check_secret_ref,
@@ -65,6 +68,28 @@ class InputNames:
     dkim_key: str = "dkim_key"
     inbound_username: str = "inbound_username"
     readd: str = "readd"
+    provider: str = "provider"
+    oauth_flow: str = "oauth_flow"
+    oauth_tenant: str = "oauth_tenant"
+    oauth_client_id: str = "oauth_client_id"
+    oauth_client_secret: str = "oauth_client_secret"
+    oauth_key: str = "oauth_key"
+    oauth_token_cache: str = "oauth_token_cache"
+    oauth_token_endpoint: str = "oauth_token_endpoint"
+    oauth_device_endpoint: str = "oauth_device_endpoint"
+
+    def oauth(self) -> OAuthInputs:
+        return OAuthInputs(
+            self.provider,
+            self.oauth_flow,
+            self.oauth_tenant,
+            self.oauth_client_id,
+            self.oauth_client_secret,
+            self.oauth_key,
+            self.oauth_token_cache,
+            self.oauth_token_endpoint,
+            self.oauth_device_endpoint,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +108,29 @@ class AddRequest:
     dkim_key: str | None = None
     inbound_username: str | None = None
     readd: bool = False
+    provider: str | None = None  # auto (the default) | microsoft365 | google | generic
+    oauth_flow: str | None = None
+    oauth_tenant: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = None
+    oauth_key: str | None = None
+    oauth_token_cache: str | None = None
+    oauth_token_endpoint: str | None = None
+    oauth_device_endpoint: str | None = None
+    mx_hosts: tuple[str, ...] = ()  # the domain's MX names, for provider auto (the caller looks)
+
+    def oauth(self) -> OAuthInputs:
+        return OAuthInputs(
+            self.provider,
+            self.oauth_flow,
+            self.oauth_tenant,
+            self.oauth_client_id,
+            self.oauth_client_secret,
+            self.oauth_key,
+            self.oauth_token_cache,
+            self.oauth_token_endpoint,
+            self.oauth_device_endpoint,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +178,16 @@ def _check_dkim_key(path_text: str, base_dir: Path) -> Path:
 def _outbound(
     request: AddRequest, base_dir: Path, warnings: list[str], names: InputNames
 ) -> OutboundServer:
+    provider = choose_provider(request.provider, request.server, request.mx_hosts, names.provider)
+    # Explicit options win over the provider's preset.
+    request = replace(request, server=request.server or preset_server(provider))
+    oauth = _oauth(request, provider, base_dir, warnings, names)
     missing = [
         option
         for option, value in (
             (names.server, request.server),
             (names.username, request.username),
-            (names.secret, request.secret),
+            (names.secret, request.secret or oauth),
         )
         if not value
     ]
@@ -146,7 +198,7 @@ def _outbound(
             f"reference, e.g. {names.server} mail.example.com {names.username} helpdesk "
             f"{names.secret} env:SMTP_PASSWORD",
         )
-    assert request.server and request.username and request.secret
+    assert request.server and request.username
     security = _choice(Security, request.security, names.security) if request.security else None
     host, port = parse_host_port(request.server, default_port=None)
     if security is None:
@@ -160,6 +212,17 @@ def _outbound(
         )
     auth = _choice(AuthMechanism, request.auth, names.auth) if request.auth else AuthMechanism.AUTO
     check_username(request.username, names.username)
+    if oauth is not None:
+        return OutboundServer(
+            host=host,
+            port=port,
+            security=security,
+            auth=_oauth_auth(auth, names),
+            username=request.username,
+            secret=None,
+            oauth=oauth,
+        )
+    assert request.secret
     secret = parse_secret_ref(request.secret)
     if secret.scheme == "file":
         secret = SecretRef("file", str(Path(secret.target).expanduser().absolute()))
@@ -167,6 +230,34 @@ def _outbound(
     return OutboundServer(
         host=host, port=port, security=security, auth=auth, username=request.username, secret=secret
     )
+
+
+def _oauth(
+    request: AddRequest,
+    provider: Provider | None,
+    base_dir: Path,
+    warnings: list[str],
+    names: InputNames,
+) -> OAuthSettings | None:
+    """The token source the OAuth options describe, None without them."""
+    inputs = request.oauth()
+    if not inputs.given():
+        return None
+    if request.secret:
+        raise UsageError(
+            f"{names.secret} and {names.oauth_flow} exclude each other",
+            fix="an OAuth token source replaces the static secret: drop one of them",
+        )
+    return build_oauth(inputs, provider, names.oauth(), base_dir, warnings)
+
+
+def _oauth_auth(auth: AuthMechanism, names: InputNames) -> AuthMechanism:
+    if auth not in (AuthMechanism.AUTO, AuthMechanism.XOAUTH2):
+        raise UsageError(
+            f"{names.auth} {auth.value} cannot log in with an OAuth token",
+            fix=f"drop {names.auth} or use {names.auth} xoauth2",
+        )
+    return AuthMechanism.XOAUTH2
 
 
 def plan_add(
@@ -253,6 +344,7 @@ def _plan_forwarding(
             (names.dkim_selector, request.dkim_selector),
             (names.dkim_key, request.dkim_key),
             (names.inbound_username, request.inbound_username),
+            (names.oauth_flow, request.oauth().given() or None),
         )
         if value
     ]

@@ -17,6 +17,7 @@ from typing import Any
 
 from smtpconn.addresses import MailAddress, normalise_host, parse_address, parse_port
 from smtpconn.errors import UsageError
+from smtpconn.oauth.providers import Flow, Provider
 from smtpconn.profile.keys import (
     LISTEN,
     PASSWORD_HASH,
@@ -30,6 +31,7 @@ from smtpconn.profile.keys import (
     declared_keys,
     enum_parser,
 )
+from smtpconn.profile.oauth import OAuthSettings, check_endpoint, oauth_problems, oauth_to_data
 from smtpconn.profile.secrets import SecretRef, is_password_hash, parse_secret_ref
 from smtpconn.smtp.vocab import AuthMechanism as AuthMechanism
 from smtpconn.smtp.vocab import Security as Security
@@ -64,7 +66,8 @@ class OutboundServer:
     security: Security
     auth: AuthMechanism
     username: str
-    secret: SecretRef
+    secret: SecretRef | None  # None exactly when an OAuth token source gives the credential
+    oauth: OAuthSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,9 +288,16 @@ def _read_outbound(table: _Table) -> OutboundServer | None:
     security = table.take_parsed("security", enum_parser(Security))
     auth = table.take_parsed("auth", enum_parser(AuthMechanism))
     username = table.take("username", str, required=True)
-    secret = table.take_parsed("secret", lambda v: parse_secret_ref(str(v)), required=True)
+    oauth_table = table.sub("oauth")
+    # A token source replaces the static secret: one of the two, never both.
+    secret = table.take_parsed(
+        "secret", lambda v: parse_secret_ref(str(v)), required=oauth_table is None
+    )
+    oauth = _read_oauth(oauth_table) if oauth_table is not None else None
     table.finish()
-    if host is None or username is None or secret is None:
+    if oauth_table is not None:
+        auth = _oauth_mechanism(table, auth, secret)
+    if host is None or username is None or (secret is None and oauth is None):
         return None
     if security is None:
         security = default_security_for_port(port)
@@ -298,7 +308,52 @@ def _read_outbound(table: _Table) -> OutboundServer | None:
         auth=auth or AuthMechanism.AUTO,
         username=username,
         secret=secret,
+        oauth=oauth,
     )
+
+
+def _oauth_mechanism(
+    table: _Table, auth: AuthMechanism | None, secret: SecretRef | None
+) -> AuthMechanism:
+    """An OAuth token logs in with XOAUTH2 only; ``auto`` means that."""
+    if secret is not None:
+        table.findings.add(
+            f"{table.path}.secret", "cannot be set together with oauth (the token source logs in)"
+        )
+    if auth not in (None, AuthMechanism.AUTO, AuthMechanism.XOAUTH2):
+        table.findings.add(f"{table.path}.auth", f"must be xoauth2 with oauth, not {auth}")
+    return AuthMechanism.XOAUTH2
+
+
+def _read_oauth(table: _Table) -> OAuthSettings | None:
+    provider = table.take_parsed("provider", enum_parser(Provider), required=True)
+    flow = table.take_parsed("flow", enum_parser(Flow), required=True)
+    tenant = table.take("tenant", str)
+    client_id = table.take("client_id", str)
+    client_secret = table.take_parsed("client_secret", lambda v: parse_secret_ref(str(v)))
+    key = table.take_parsed("key", lambda v: parse_secret_ref(str(v)))
+    token_cache = table.take("token_cache", str)
+    token_endpoint = table.take_parsed("token_endpoint", lambda v: check_endpoint(str(v)))
+    device_endpoint = table.take_parsed("device_endpoint", lambda v: check_endpoint(str(v)))
+    scope = table.take("scope", str)
+    table.finish()
+    if provider is None or flow is None:
+        return None
+    settings = OAuthSettings(
+        provider=provider,
+        flow=flow,
+        tenant=tenant,
+        client_id=client_id,
+        client_secret=client_secret,
+        key=key,
+        token_cache=Path(token_cache) if token_cache else None,
+        token_endpoint=token_endpoint,
+        device_endpoint=device_endpoint,
+        scope=scope,
+    )
+    for name, message in oauth_problems(settings):
+        table.findings.add(f"{table.path}.{name}", message)
+    return settings
 
 
 def _read_dkim(table: _Table) -> DkimSettings | None:
@@ -524,8 +579,11 @@ def entry_to_data(entry: SupportAddress) -> dict[str, Any]:
             "security": o.security.value,
             "auth": o.auth.value,
             "username": o.username,
-            "secret": str(o.secret),
         }
+        if o.secret is not None:
+            item["outbound"]["secret"] = str(o.secret)
+        if o.oauth is not None:
+            item["outbound"]["oauth"] = oauth_to_data(o.oauth)
     if entry.dkim is not None:
         item["dkim"] = {"selector": entry.dkim.selector}
         if entry.dkim.private_key is not None:

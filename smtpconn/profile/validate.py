@@ -16,7 +16,7 @@ def references_findings(profile: Profile, base_dir: Path) -> tuple[list[str], li
     warnings: list[str] = []
     for entry in profile.addresses:
         name = entry.address.display
-        if entry.outbound is not None:
+        if entry.outbound is not None and entry.outbound.secret is not None:
             try:
                 warnings.extend(
                     f"{name}: {w}" for w in check_secret_ref(entry.outbound.secret, base_dir)

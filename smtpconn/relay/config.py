@@ -343,13 +343,13 @@ def _submission_exposure_problems(config: RelayConfig) -> list[str]:
 
 def _address_problems(config: RelayConfig) -> list[str]:
     """Each address's outbound secret, then its DKIM key (address by address, in profile order)."""
-    from smtpconn.profile.secrets import resolve_secret
+    from smtpconn.profile.credentials import check_references
 
     problems: list[str] = []
     for entry in config.profile.addresses:
         if entry.outbound is not None:
             try:
-                resolve_secret(entry.outbound.secret, config.base_dir)
+                check_references(entry.outbound, config.base_dir)
             except UsageError as exc:
                 problems.append(f"{entry.address.display}: {exc.message}")
         if entry.dkim is not None and not entry.dkim.server_signs:

@@ -29,8 +29,9 @@ from typing import Any, Protocol
 from smtpconn.dns.resolvers import resolve_host
 from smtpconn.errors import UsageError
 from smtpconn.message.tag import tag_value
+from smtpconn.oauth.errors import OAuthFailure
+from smtpconn.profile.credentials import Credentials
 from smtpconn.profile.model import OutboundServer
-from smtpconn.profile.secrets import resolve_secret
 from smtpconn.profile.wire import server_spec, sign_for
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.dsn import FailedRecipient, build_dsn
@@ -48,6 +49,7 @@ from smtpconn.relay.spool import (
 )
 from smtpconn.relay.tagging import prepend
 from smtpconn.relay.worker import Attempted
+from smtpconn.smtp.failures import StageName
 
 MAX_RECIPIENTS = 100
 
@@ -152,6 +154,23 @@ class SubmissionHandler:
         return f"250 2.0.0 OK queued as {stored.id}"
 
 
+def _auth_refused(result: Result) -> bool:
+    failure = getattr(result, "failure", None)
+    reply = getattr(failure, "reply", None)
+    return (
+        failure is not None
+        and failure.stage is StageName.AUTH
+        and reply is not None
+        and reply.code == 535
+    )
+
+
+def _credential_problem(exc: UsageError | OAuthFailure) -> str:
+    if isinstance(exc, OAuthFailure):
+        return f"no OAuth token: {exc.message}" + (f"; fix: {exc.fix}" if exc.fix else "")
+    return exc.message
+
+
 class OutboundDelivery:
     """Delivers one spooled reply, records the outcome, bounces what failed for good."""
 
@@ -168,6 +187,10 @@ class OutboundDelivery:
         self.deliverer = deliverer
         self.tls_context = tls_context
         self.on_stored = on_stored
+        # One token source per address: its token is cached and refreshed before it expires.
+        self.credentials = Credentials(
+            config.base_dir, ca_file=config.settings.ca_file, insecure=config.settings.insecure
+        )
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
@@ -185,15 +208,13 @@ class OutboundDelivery:
                 for r in pending
             ]
         else:
-            try:
-                secret = resolve_secret(support.outbound.secret, self.config.base_dir)
-            except UsageError as exc:
-                temporary = [(r, exc.message) for r in pending]
+            message = await asyncio.to_thread(self.spool.message, entry)
+            result = await self._send(support.outbound, envelope.mail_from, pending, message)
+            if isinstance(result, str):
+                # No credential now defers the reply (never a bounce): `smtpconn oauth login`
+                # or the provider's recovery lets the next attempt through, without a restart.
+                temporary = [(r, result) for r in pending]
             else:
-                message = await asyncio.to_thread(self.spool.message, entry)
-                result = await self._deliver(
-                    support.outbound, secret, envelope.mail_from, pending, message
-                )
                 for outcome in result.recipients:
                     reply = f"{outcome.code or ''} {outcome.text}".strip()
                     if outcome.accepted:
@@ -236,6 +257,24 @@ class OutboundDelivery:
             retry_in=delay,
         )
         return Attempted(state)
+
+    async def _send(
+        self, server: OutboundServer, mail_from: str, rcpts: list[str], message: bytes
+    ) -> Result | str:
+        """Deliver with the server's credential; a token the server refuses (535) is dropped
+        and a new one tried once, since the provider may have revoked it before its expiry.
+        Returns why no credential could be had instead of a result."""
+        for attempt in (1, 2):
+            try:
+                secret = await asyncio.to_thread(self.credentials.secret, server)
+            except (UsageError, OAuthFailure) as exc:
+                return _credential_problem(exc)
+            result = await self._deliver(server, secret, mail_from, rcpts, message)
+            if attempt == 1 and server.oauth is not None and _auth_refused(result):
+                self.credentials.invalidate(server)
+                continue
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _deliver(
         self, server: OutboundServer, secret: str, mail_from: str, rcpts: list[str], message: bytes

@@ -34,8 +34,16 @@ from typing import Any
 from smtpconn.addresses import MailAddress, parse_host_port
 from smtpconn.dns.resolvers import resolve_host
 from smtpconn.errors import CouldNotRun, ExitCode, UsageError
-from smtpconn.profile.model import Mode, Profile, SinkKind, SupportAddress, Workflow
-from smtpconn.profile.secrets import resolve_secret
+from smtpconn.oauth.errors import OAuthFailure
+from smtpconn.profile.credentials import outbound_credential
+from smtpconn.profile.model import (
+    Mode,
+    OutboundServer,
+    Profile,
+    SinkKind,
+    SupportAddress,
+    Workflow,
+)
 from smtpconn.profile.wire import load_dkim_key, server_spec
 from smtpconn.sendtest.received import MaildirWatch, describe_received, verify_dkim
 from smtpconn.sendtest.testmessage import TestMessage, build_test_message
@@ -115,6 +123,18 @@ def _failure_report(report: SendTestReport, result: DeliveryResult) -> None:
         report.exit_code = ExitCode.CHECK_FAILED
 
 
+def _credential(server: OutboundServer, base_dir: Path, settings: Settings) -> str:
+    """The password, or an access token from the address's OAuth token source."""
+    try:
+        return outbound_credential(
+            server, base_dir, ca_file=settings.ca_file, insecure=settings.insecure
+        )
+    except OAuthFailure as exc:
+        raise CouldNotRun(
+            f"no OAuth token for {server.username}: {exc.message}", fix=exc.fix
+        ) from None
+
+
 async def send_outbound(
     profile: Profile,
     base_dir: Path,
@@ -143,7 +163,7 @@ async def send_outbound(
             fix=f"give it one: {readd}",
         )
     server = entry.outbound
-    secret = resolve_secret(server.secret, base_dir)
+    secret = await asyncio.to_thread(_credential, server, base_dir, settings)
     message = build_test_message(
         sender=entry.address,
         recipient=recipient,

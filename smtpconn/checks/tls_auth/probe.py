@@ -22,8 +22,8 @@ from enum import StrEnum
 
 from smtpconn.checks.model import CheckContext
 from smtpconn.errors import SmtpconnError
+from smtpconn.profile.credentials import outbound_credential
 from smtpconn.profile.model import OutboundServer
-from smtpconn.profile.secrets import resolve_secret
 from smtpconn.profile.wire import server_spec
 from smtpconn.smtp import sasl
 from smtpconn.smtp.certinfo import CertSummary, summarise_certificate
@@ -211,7 +211,13 @@ async def _try_login(ctx: CheckContext, probe: Probe, session: SmtpSession) -> L
     if sasl.choose_mechanism(server.auth, offered) is None:
         return LoginOutcome(LoginStep.NOT_OFFERED)
     try:
-        secret = resolve_secret(server.secret, ctx.base_dir)
+        secret = await asyncio.to_thread(
+            outbound_credential,
+            server,
+            ctx.base_dir,
+            ca_file=ctx.settings.ca_file,
+            insecure=ctx.settings.insecure,
+        )
     except SmtpconnError as exc:
         return LoginOutcome(LoginStep.SECRET_UNREADABLE, error=exc)
     try:
