@@ -92,6 +92,8 @@ class TlsInfo:
     cipher: str
     verified: bool  # False when the context skipped certificate checks (--insecure)
     peer_cert_der: bytes | None
+    # What the server sent, leaf first, unverified: tells a missing intermediate from a bad CA.
+    peer_chain_der: tuple[bytes, ...] = ()
 
     @property
     def version_ok(self) -> bool:
@@ -268,6 +270,7 @@ class SmtpSession:
             cipher=cipher[0] if cipher else "unknown",
             verified=verified,
             peer_cert_der=ssl_object.getpeercert(binary_form=True),
+            peer_chain_der=_unverified_chain(ssl_object),
         )
         self.tls = info
         self._log(
@@ -645,6 +648,17 @@ def _banner_explanation(reply: Reply, target: str) -> str:
             "is blocked or not allowed to connect; ask the server's administrator to allow it"
         )
     return f"{target} greeted with {reply} instead of 220"
+
+
+def _unverified_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
+    """The certificates the peer sent, as DER (public API from Python 3.13, private before)."""
+    public = getattr(ssl_object, "get_unverified_chain", None)
+    if public is not None:
+        return tuple(public() or ())
+    private = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if private is None:
+        return ()
+    return tuple(cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in private() or ())  # type: ignore[attr-defined]
 
 
 async def establish(session: SmtpSession, security: Security) -> Extensions:

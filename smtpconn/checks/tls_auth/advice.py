@@ -133,3 +133,56 @@ def no_address(host: str) -> str:
 
 def insecure_hostname(host: str) -> str:
     return "remove --insecure once the certificate is valid for " + host
+
+
+# Causes found by the report-only sessions of ``diagnose`` (see ``causes``).
+OLD_VERSIONS_ONLY = (
+    "enable TLS 1.2 and 1.3 on the server. Postfix: `smtpd_tls_protocols = >=TLSv1.2` and "
+    "`smtpd_tls_mandatory_protocols = >=TLSv1.2` (with OpenSSL 1.1.1 or newer). Exchange: "
+    "enable TLS 1.2 in SCHANNEL (HKLM\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders"
+    "\\SCHANNEL\\Protocols\\TLS 1.2\\Server: Enabled=1, DisabledByDefault=0) and set "
+    "SchUseStrongCrypto for .NET, then restart. In general: upgrade the TLS library or the "
+    "server software if it cannot speak TLS 1.2"
+)
+NO_SHARED_CIPHER = (
+    "offer modern cipher suites (ECDHE with AES-GCM or ChaCha20-Poly1305, and TLS 1.3). "
+    "Postfix: remove restrictive `smtpd_tls_ciphers`/`smtpd_tls_mandatory_ciphers`/"
+    "`tls_high_cipherlist` overrides (the default `medium` is right) and any "
+    "`smtpd_tls_exclude_ciphers` that drops AES-GCM; Exchange: enable the "
+    "TLS_ECDHE_*_AES_*_GCM_* suites (Enable-TlsCipherSuite, or the SSL Cipher Suite Order "
+    "group policy). In general: the server's cipher list must include ECDHE+AESGCM"
+)
+CERT_KEY_UNLOADABLE = (
+    "the server completes no TLS handshake with any protocol version or cipher: it cannot "
+    "use its certificate or private key. Postfix: check `smtpd_tls_chain_files` (or "
+    "smtpd_tls_cert_file/smtpd_tls_key_file): the files exist, are readable by Postfix, the "
+    "key matches the certificate, and look for 'cannot load' / 'warning: TLS library "
+    "problem' in the mail log. Exchange: the certificate bound to SMTP must have its private "
+    "key (Get-ExchangeCertificate shows HasPrivateKey) and be enabled for SMTP "
+    "(Enable-ExchangeCertificate -Services SMTP). In general: install a certificate with its "
+    "key and restart the server"
+)
+SNI_REFUSED = (
+    "the server aborts the handshake when the client names {host} in SNI (it completes one "
+    "without SNI): give it a certificate for {host}. Postfix: an entry for {host} in "
+    "`tls_server_sni_maps` (key and certificate chain), or a default certificate "
+    "(smtpd_tls_chain_files) that covers {host}; Exchange: a certificate whose names include "
+    "{host}, set as the receive connector's TlsCertificateName; in general: the server must "
+    "serve a certificate for every name clients use for it"
+)
+SNI_DEPENDS = (
+    "the server picks its certificate by SNI: without SNI it sends one for {names}. Make the "
+    "certificate for {host} right: Postfix: the entry for {host} in `tls_server_sni_maps` "
+    "(or drop it, if the default certificate covers {host}); Exchange: the receive "
+    "connector's TlsCertificateName; in general: every name the server is reached by must "
+    "map to a valid certificate, and the default one should cover the main name"
+)
+MISSING_INTERMEDIATE = (
+    "serve the full chain: the certificate followed by the intermediate certificate of "
+    "{issuer}. Postfix: `smtpd_tls_chain_files = key.pem, fullchain.pem` (or "
+    "smtpd_tls_cert_file = fullchain.pem; Let's Encrypt: fullchain.pem, not cert.pem); "
+    "Exchange: import the intermediate into the computer's 'Intermediate Certification "
+    "Authorities' store and restart MSExchangeTransport; in general: append the "
+    "intermediate(s) to the certificate file. If {issuer} is a private root CA instead, give "
+    "its certificate with --ca-file"
+)

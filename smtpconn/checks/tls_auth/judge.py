@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from smtpconn.checks import catalogue
 from smtpconn.checks.model import CheckResult, Status
-from smtpconn.checks.tls_auth import advice
+from smtpconn.checks.tls_auth import advice, causes
 from smtpconn.checks.tls_auth.probe import LoginOutcome, LoginStep, Probe
 from smtpconn.profile.model import OutboundServer
 from smtpconn.smtp import sasl
@@ -151,6 +151,16 @@ def tls_connect(seen: Seen) -> CheckResult:
         and probe.tls is None
         and not probe.cert_problems
     ):
+        plain = advice.handshake(failure, implicit=True) is advice.NOT_IMPLICIT_TLS
+        cause = None if plain else causes.handshake(probe, seen.server.host)
+        if cause is not None:
+            return result(
+                "tls.connect",
+                Status.FAIL,
+                f"connected to {seen.where}; {cause[0]}",
+                handshake_detail(failure),
+                cause[2],
+            )
         return result(
             "tls.connect",
             Status.FAIL,
@@ -200,6 +210,11 @@ def tls_starttls(seen: Seen) -> CheckResult:
             advice.STARTTLS_INJECTION,
         )
     if failure is not None and probe.tls is None and not probe.cert_problems:
+        cause = causes.handshake(probe, seen.server.host)
+        if cause is not None:
+            return result(
+                "tls.starttls", Status.FAIL, cause[0], handshake_detail(failure), cause[2]
+            )
         return result(
             "tls.starttls",
             Status.FAIL if failure.kind is FailureKind.TLS_HANDSHAKE else Status.ERROR,
@@ -260,6 +275,9 @@ def tls_version(seen: Seen) -> CheckResult | None:
             f"{tls.version} negotiated (cipher {tls.cipher}): TLS 1.2 or newer is required",
             fix=advice.TLS_VERSION,
         )
+    old = causes.old_versions(seen.probe)
+    if old is not None:
+        return result("tls.version", Status.FAIL, *old)
     failure = seen.probe.tls_failure
     if failure is not None and advice.looks_like_old_tls(failure):
         return result(
@@ -320,7 +338,23 @@ def tls_certificate(seen: Seen) -> CheckResult | None:
         for p, m in zip(probe.cert_problems, probe.cert_messages, strict=True)
         if p is chain_problem
     )
-    return result("tls.certificate", Status.FAIL, *_chain_explanation(chain_problem, leaf, message))
+    explained = _chain_explanation(chain_problem, leaf, message)
+    if chain_problem is CertProblem.UNTRUSTED_ISSUER:
+        explained = causes.missing_intermediate(probe) or explained
+    return _with_sni(result("tls.certificate", Status.FAIL, *explained), seen)
+
+
+def _with_sni(found: CheckResult, seen: Seen) -> CheckResult:
+    """A failed certificate verdict that depends on SNI says so, with the SNI fix first."""
+    note = causes.sni_note(seen.probe, seen.server.host)
+    if note is None:
+        return found
+    return replace(
+        found,
+        summary=found.summary + note[0],
+        detail="; ".join(d for d in (found.detail, note[1]) if d),
+        fix=f"{note[2]}; otherwise: {found.fix}",
+    )
 
 
 def _chain_explanation(
@@ -373,13 +407,14 @@ def tls_hostname(seen: Seen) -> CheckResult | None:
         )
     if leaf is None:
         return None
-    return result(
+    found = result(
         "tls.hostname",
         Status.FAIL,
         f"the certificate is not valid for {host} (it names {_names(leaf)})",
         _issued(leaf),
         advice.wrong_hostname(host, _names(leaf)),
     )
+    return _with_sni(found, seen)
 
 
 def tls_expiry(seen: Seen) -> CheckResult | None:

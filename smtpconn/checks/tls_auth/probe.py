@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from smtpconn.checks.model import CheckContext
+from smtpconn.checks.tls_auth.diagnose import Diagnosis, diagnose_certificate, diagnose_handshake
 from smtpconn.errors import SmtpconnError
 from smtpconn.profile.credentials import outbound_credential
 from smtpconn.profile.model import OutboundServer
@@ -76,6 +77,7 @@ class Probe:
     hostname_verified: bool = False
     leaf: CertSummary | None = None
     login: LoginOutcome | None = None  # None: no session was trusted with the password
+    diagnosis: Diagnosis | None = None  # why TLS failed, found by report-only sessions
 
 
 async def probe_server(
@@ -88,9 +90,31 @@ async def probe_server(
         lock = await ctx.once(("tls-auth.ip-lock", address), _new_lock)
         async with lock:
             await _probe_address(ctx, probe, address)
+            probe.diagnosis = await _diagnose(ctx, probe, address)
         if probe.connect_failure is None or probe.connect_failure.kind not in CONNECT_ERRORS:
             break
     return probe
+
+
+# A handshake that failed this way is traced to its cause (versions, ciphers, SNI, key).
+DIAGNOSED_HANDSHAKES = (FailureKind.TLS_HANDSHAKE, FailureKind.CLOSED)
+
+
+async def _diagnose(ctx: CheckContext, probe: Probe, address: str) -> Diagnosis | None:
+    """Only after a failure: a healthy server costs no extra session."""
+    failure = probe.tls_failure
+    if probe.connect_failure is not None:
+        return None
+    if (
+        failure is not None
+        and failure.kind in DIAGNOSED_HANDSHAKES
+        and probe.tls is None
+        and not probe.cert_problems
+    ):
+        return await diagnose_handshake(ctx, probe.server, address)
+    if probe.cert_problems and probe.tls is not None and not ctx.settings.insecure:
+        return await diagnose_certificate(ctx, probe.server, address, probe.tls.peer_cert_der)
+    return None
 
 
 async def _new_lock() -> asyncio.Lock:

@@ -28,6 +28,8 @@ class Behaviour:
     mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     cert: Path | None = None
     key: Path | None = None
+    #: A ready server context (versions, ciphers, chain, SNI callback); overrides cert/key.
+    context: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -108,9 +110,10 @@ class TinySmtp:
                         await writer.drain()
                         await reader.read(1024)
                         return
-                    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                    assert b.cert is not None and b.key is not None
-                    context.load_cert_chain(b.cert, b.key)
+                    context = b.context or ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                    if b.context is None:
+                        assert b.cert is not None and b.key is not None
+                        context.load_cert_chain(b.cert, b.key)
                     await writer.start_tls(context)
                     tls = True
                 elif verb == "AUTH":
