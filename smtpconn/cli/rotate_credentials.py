@@ -25,7 +25,8 @@ The new password is shown once (or written to --inbound-password-file, mode 0600
 keeps both scrypt hashes, the old one with its expiry. A login shared by several addresses is
 rotated for all of them. The relay logs event=auth.ok ... credential=previous while the old
 password is still used, so you can see when the customer's server switched; `smtpconn list`
-shows the pending rotation. A running relay picks the change up on reload (SIGHUP).
+shows the pending rotation. A running relay accepts the new password once reloaded
+(smtpconn relay --reload, or SIGHUP).
 """
 
 
@@ -128,4 +129,6 @@ def _report(
             "[yellow]  The password an earlier rotation kept (valid until "
             f"{plan.revoked_pending_until.isoformat()}) is revoked now.[/]"
         )
-    out.print("  Reload a running relay (SIGHUP) for the new password to be accepted.")
+    out.print(
+        "  Reload a running relay (smtpconn relay --reload) for it to accept the new password."
+    )
