@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "queue",
     "submission_credentials",
     "rotate_credentials",
+    "status",
 )
 
 app = typer.Typer(

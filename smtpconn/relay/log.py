@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from smtpconn.message.escaping import escape_controls
@@ -41,8 +42,39 @@ def format_event(event: str, fields: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+# Called with every event and its fields whatever the log level: what the relay counts (the status
+# file, metrics) must not depend on how verbose its log is.
+Observer = Callable[[str, dict[str, Any]], None]
+OBSERVERS: list[Observer] = []
+
+
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
-    LOGGER.log(level, "%s", format_event(event, fields))
+    for observer in OBSERVERS:
+        try:
+            observer(event, fields)
+        except Exception as exc:  # counting must never stop the delivery that is being logged
+            LOGGER.error("%s", format_event("relay.observer-failed", {"error": repr(exc)}))
+    # The event and its fields travel with the record too, for handlers that keep structure
+    # (JSON lines) instead of parsing the line back.
+    LOGGER.log(
+        level,
+        "%s",
+        format_event(event, fields),
+        extra={EVENT_ATTR: event, FIELDS_ATTR: fields},
+    )
+
+
+EVENT_ATTR = "smtpconn_event"
+FIELDS_ATTR = "smtpconn_fields"
+
+
+def event_of(record: logging.LogRecord) -> tuple[str, dict[str, Any]] | None:
+    """The (event, fields) a record of :func:`log_event` carries, or None for other records."""
+    event = getattr(record, EVENT_ATTR, None)
+    fields = getattr(record, FIELDS_ATTR, None)
+    if isinstance(event, str) and isinstance(fields, dict):
+        return event, fields
+    return None
 
 
 class KeyValueFormatter(logging.Formatter):

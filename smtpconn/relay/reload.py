@@ -73,7 +73,7 @@ def signal_reload(spool_dir: Path) -> int:
 
 def running_pid(spool_dir: Path) -> int | None:
     """The pid of the relay that holds ``spool_dir``'s lock, or None."""
-    if not _lock_held(spool_dir):
+    if not spool_in_use(spool_dir):
         return None
     try:
         pid = int((spool_dir / PID_FILE).read_text().strip())
@@ -82,7 +82,8 @@ def running_pid(spool_dir: Path) -> int | None:
     return pid if pid > 1 and _is_relay(pid) else None
 
 
-def _lock_held(spool_dir: Path) -> bool:
+def spool_in_use(spool_dir: Path) -> bool:
+    """Whether a relay holds ``spool_dir``'s lock (runs on it) right now."""
     try:
         fd = os.open(spool_dir / ".lock", os.O_RDONLY)
     except OSError:

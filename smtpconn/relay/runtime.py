@@ -62,6 +62,7 @@ from smtpconn.relay.outbound import Deliverer
 from smtpconn.relay.server import CredentialChecker, RelayLimits, RelaySMTP, SessionTracker
 from smtpconn.relay.sessions import SessionPool
 from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
+from smtpconn.relay.state import StatusRecorder
 from smtpconn.relay.worker import QueueWorker
 from smtpconn.settings import Settings
 
@@ -105,6 +106,8 @@ class Relay:
         self._processes: list[Any] = []  # the workers' delivery steps, which read the config
         self._started_config = config  # what the listeners, spool and sink were made from
         self._reload_lock = asyncio.Lock()  # one reload at a time, in signal order
+        self._status: StatusRecorder | None = None
+        self._status_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_profile_file(
@@ -168,6 +171,7 @@ class Relay:
             raise
         for worker in self._workers.values():
             worker.start()
+        self._start_status()
         self._started = True
         self._started_config = self.config
         log_event(
@@ -279,6 +283,38 @@ class Relay:
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
+    def _start_status(self) -> None:
+        """Record per-address outcomes in ``<spool>/status.json`` for ``smtpconn status``."""
+        from smtpconn.relay.log import OBSERVERS
+        from smtpconn.relay.state import STATUS_FILE, spool_address_of
+
+        self._status = StatusRecorder(
+            self.config.spool_dir / STATUS_FILE, spool_address_of(self.spool, lambda: self.config)
+        )
+        OBSERVERS.append(self._status)
+        self._status_task = asyncio.get_running_loop().create_task(self._write_status())
+
+    async def _write_status(self, every: float = 1.0) -> None:
+        assert self._status is not None
+        while True:
+            try:
+                await asyncio.to_thread(self._status.flush_file)
+            except OSError as exc:  # advisory: a full disk must not stop deliveries
+                log_event("relay.status-failed", logging.WARNING, error=exc.strerror)
+            await asyncio.sleep(every)
+
+    async def _stop_status(self) -> None:
+        from smtpconn.relay.log import OBSERVERS
+
+        if self._status_task is not None:
+            self._status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._status_task
+        if self._status is not None:
+            OBSERVERS.remove(self._status)
+            with contextlib.suppress(OSError):
+                self._status.flush_file(running=False)
+
     # -- reload -------------------------------------------------------------------------------
 
     async def reload(self) -> bool:
@@ -363,6 +399,7 @@ class Relay:
         await asyncio.gather(*(w.stop(grace) for w in self._workers.values()))
         if self._sessions is not None:
             await self._sessions.close()
+        await self._stop_status()
         self.spool.unlock()
         log_event("relay.stopped")
 
