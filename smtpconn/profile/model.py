@@ -177,6 +177,8 @@ class RelaySettings:
     # seconds for one whole DATA phase, however steady
     data_timeout: float = declare(600.0, SECONDS)
     bare_newline: BareNewline = declare(BareNewline.REJECT, choice(BareNewline))  # noqa: RUF009
+    # IP:PORT of the /metrics, /healthz and /readyz listener; off unless set
+    metrics_listen: str | None = declare(None, LISTEN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,7 @@ class RelayConfig:
     bare_newline: BareNewline = BareNewline.REJECT
     auth_failures_allowed: int = 5  # per client IP within auth_failure_window
     auth_failure_window: float = 300.0
+    metrics_listen: ListenAddress | None = None
     _routes: dict[str, InboundRoute] = field(default_factory=dict, repr=False)
 
     def route_for(self, recipient: str) -> InboundRoute | None:
@@ -302,6 +303,9 @@ def build_config(
         bare_newline=r.bare_newline,
         submission_username=r.submission_username,
         submission_password_hash=r.submission_password_hash,
+        metrics_listen=(
+            parse_listen(r.metrics_listen, what="metrics_listen") if r.metrics_listen else None
+        ),
         _routes=routes,
     )
 

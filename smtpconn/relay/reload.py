@@ -37,6 +37,7 @@ _RESTART_ONLY = (
     "max_connections_per_ip",
     "max_sessions",
     "max_memory",
+    "metrics_listen",
 )
 
 

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtpconn.errors import UsageError
 from smtpconn.relay.config import (
@@ -63,6 +63,10 @@ from smtpconn.relay.server import CredentialChecker, RelayLimits, RelaySMTP, Ses
 from smtpconn.relay.sessions import SessionPool
 from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
 from smtpconn.relay.state import StatusRecorder
+
+if TYPE_CHECKING:
+    from smtpconn.relay.httpd import HealthServer
+    from smtpconn.relay.metrics import RelayMetrics
 from smtpconn.relay.worker import QueueWorker
 from smtpconn.settings import Settings
 
@@ -107,6 +111,9 @@ class Relay:
         self._started_config = config  # what the listeners, spool and sink were made from
         self._reload_lock = asyncio.Lock()  # one reload at a time, in signal order
         self._status: StatusRecorder | None = None
+        self.metrics: RelayMetrics | None = None  # with [relay] metrics_listen
+        self._health: HealthServer | None = None
+        self.metrics_port: int | None = None
         self._status_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -173,6 +180,7 @@ class Relay:
             worker.start()
         self._start_status()
         self._started = True
+        await self._start_metrics()
         self._started_config = self.config
         log_event(
             "relay.ready",
@@ -251,6 +259,8 @@ class Relay:
         def factory() -> RelaySMTP:
             # Read at connection time: a session runs under the settings it started with.
             config = self.config
+            if self.metrics is not None:
+                self.metrics.session_opened(name)
             return RelaySMTP(
                 self._handlers[kind],
                 checker=self._checker(kind),
@@ -314,6 +324,40 @@ class Relay:
             OBSERVERS.remove(self._status)
             with contextlib.suppress(OSError):
                 self._status.flush_file(running=False)
+
+    async def _start_metrics(self) -> None:
+        from prometheus_client import generate_latest
+
+        from smtpconn.relay.httpd import HealthServer
+        from smtpconn.relay.log import OBSERVERS
+        from smtpconn.relay.metrics import RelayMetrics, readiness
+
+        if self.config.metrics_listen is None:
+            return
+        metrics = self.metrics = RelayMetrics(self.spool, lambda: self.config)
+        OBSERVERS.append(metrics)
+
+        def ready() -> list[str]:
+            serving = self._started and all(s.is_serving() for s in self._servers)
+            return readiness(self.config, serving, metrics.sink)
+
+        self._health = HealthServer(
+            self.config.metrics_listen, lambda: generate_latest(metrics.registry), ready
+        )
+        try:
+            self.metrics_port = await self._health.start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+        log_event("metrics.ready", listen=f"{self.config.metrics_listen.host}:{self.metrics_port}")
+
+    async def _stop_metrics(self) -> None:
+        from smtpconn.relay.log import OBSERVERS
+
+        if self._health is not None:
+            await self._health.stop()
+        if self.metrics is not None and self.metrics in OBSERVERS:
+            OBSERVERS.remove(self.metrics)
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -392,6 +436,7 @@ class Relay:
         grace = self.shutdown_grace if grace is None else grace
         log_event("relay.stopping", grace=grace)
         await self._close_servers()
+        await self._stop_metrics()
         await asyncio.gather(*(t.drain(grace) for t in self._trackers))
         for server in self._servers:
             with contextlib.suppress(Exception):
