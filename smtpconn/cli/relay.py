@@ -52,6 +52,9 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option(help="Seconds after which an undelivered reply bounces.")
         ] = None,
         max_connections_per_ip: Annotated[int | None, typer.Option()] = None,
+        log_format: Annotated[
+            str, typer.Option(help="Log lines as key-value (default) or json (one object a line).")
+        ] = "key-value",
     ) -> None:
         import asyncio
 
@@ -64,9 +67,16 @@ def register(app: typer.Typer) -> None:
             build_config,
             check_config,
         )
-        from smtpconn.relay.log import configure_logging
+        from smtpconn.relay.log import LogFormat, configure_logging
         from smtpconn.relay.runtime import Relay, run_until_signalled
 
+        try:
+            chosen_format = LogFormat(log_format)
+        except ValueError:
+            raise UsageError(
+                f"--log-format {log_format!r} is not one of: key-value, json",
+                fix="e.g. --log-format json",
+            ) from None
         loaded = load_profile(settings.profile_path)
         overrides = RelayOverrides(
             inbound_listen=inbound_listen,
@@ -108,7 +118,7 @@ def register(app: typer.Typer) -> None:
                     fix="correct the profile's [relay] table (docs/relay.md), then run --check again",
                 )
             return
-        configure_logging(settings.verbose)
+        configure_logging(settings.verbose, chosen_format)
 
         def load_again() -> RelayConfig:
             again = load_profile(settings.profile_path)

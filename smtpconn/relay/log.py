@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from smtpconn.message.escaping import escape_controls
@@ -83,10 +84,46 @@ class KeyValueFormatter(logging.Formatter):
         return f"ts={stamp}Z level={record.levelname.lower()} {record.getMessage()}"
 
 
-def configure_logging(verbose: bool = False) -> None:
-    """Send relay events to stderr in key=value form (systemd's journal keeps them)."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the fields of the key=value line: ``ts``, ``level``,
+    ``event`` and the event's own fields (JSON escapes every control character, so a value can
+    no more split a line here than there). A record that is not an event has ``message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        document: dict[str, Any] = {"ts": f"{stamp}Z", "level": record.levelname.lower()}
+        found = event_of(record)
+        if found is None:
+            document["message"] = record.getMessage()
+        else:
+            document["event"] = found[0]
+            for key, value in found[1].items():
+                # An event field never takes the place of ts, level or event.
+                name = key if key not in document else f"field_{key}"
+                document[name] = _json_value(value)
+        return json.dumps(document, ensure_ascii=True, separators=(",", ":"))
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return round(value, 3)
+    return str(value)[:300]
+
+
+class LogFormat(StrEnum):
+    KEY_VALUE = "key-value"
+    JSON = "json"
+
+
+def configure_logging(verbose: bool = False, log_format: LogFormat = LogFormat.KEY_VALUE) -> None:
+    """Send relay events to stderr as key=value lines (or JSON lines); systemd's journal keeps
+    them."""
     handler = logging.StreamHandler()
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(JsonFormatter() if log_format is LogFormat.JSON else KeyValueFormatter())
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(logging.DEBUG if verbose else logging.INFO)
     LOGGER.propagate = False
