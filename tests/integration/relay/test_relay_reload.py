@@ -183,7 +183,7 @@ async def test_sighup_during_a_load_loses_nothing_and_reload_finds_the_relay(
     proc = relay_process(inbound_port=0)
     forward = relay_env.addresses["outbound-only"]
     added = f"late@{relay_env.domain}"
-    tokens = [[f"load-{c}-{i}-{uuid.uuid4().hex[:8]}" for i in range(60)] for c in range(4)]
+    tokens = [[f"load-{c}-{i}-{uuid.uuid4().hex[:8]}" for i in range(250)] for c in range(4)]
     senders = [asyncio.to_thread(_send_many, proc.inbound_port, batch, forward) for batch in tokens]
     load = asyncio.gather(*senders)
     _add_forwarding(relay_env, lab, added)
@@ -193,7 +193,7 @@ async def test_sighup_during_a_load_loses_nothing_and_reload_finds_the_relay(
     result = await asyncio.to_thread(_cli, relay_env, "relay", "--reload", "--json")
     assert result.returncode == 0, result.stderr
     accepted = [t for batch in await load for t in batch]
-    assert len(accepted) == 240
+    assert len(accepted) == 1000
     assert (await _rcpt(proc.inbound_port, added)).startswith("250")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
