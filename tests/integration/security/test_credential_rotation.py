@@ -5,15 +5,28 @@ only for the addresses it was issued for, and the log says which password a sess
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 import tomllib
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from lab.lab import Lab
+from lab.swaks import send
 from smtpconn.profile.secrets import hash_password
 from smtpconn.relay.runtime import Relay
-from tests.integration.relay.conftest import RelayEnv, outbound_to, started_relay, write_profile
+from tests.integration.relay.conftest import (
+    INBOUND_PASS,
+    INBOUND_USER,
+    RelayEnv,
+    outbound_to,
+    started_relay,
+    write_profile,
+)
 
 from .rawsmtp import RawSmtp
 
@@ -163,3 +176,79 @@ async def test_a_session_logged_in_before_the_grace_ended_finishes(
             await client.close()
         await _sunk(relay_env, token)
     assert replies["DATA"].startswith("250"), replies
+
+
+def _rotate(env: RelayEnv, address: str, grace: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smtpconn",
+            "--profile",
+            str(env.profile),
+            "rotate-credentials",
+            address,
+            "--grace",
+            grace,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+async def test_postfix_with_the_old_password_and_swaks_with_the_new_during_the_grace(
+    lab: Lab, relay_env: RelayEnv
+) -> None:
+    support = relay_env.addresses["bidirectional"]
+    async with started_relay(relay_env) as relay:
+        rotated = await asyncio.to_thread(_rotate, relay_env, support, "6s")
+        assert support in rotated["addresses"]
+        until = datetime.fromisoformat(rotated["previous_valid_until"])
+        assert await relay.reload()
+        # The customer's Postfix still has the old password in its relay transport.
+        lab.set_relay_target(
+            relay_env.domain, "127.0.0.1", relay.inbound_port, INBOUND_USER, INBOUND_PASS
+        )
+        old_token, new_token, late_token = (
+            f"rot-{n}-{uuid.uuid4().hex}" for n in ("old", "new", "late")
+        )
+        res = await asyncio.to_thread(
+            lab.send, "mx", to=support, sender="customer@good.test", subject=old_token
+        )
+        assert res.ok, res.transcript
+        await _sunk(relay_env, old_token)
+        new = await asyncio.to_thread(
+            send,
+            relay.inbound_port,
+            to=support,
+            sender="someone@good.test",
+            subject=new_token,
+            tls="starttls",
+            auth=(INBOUND_USER, rotated["password"]),
+        )
+        assert new.ok, new.transcript
+        await _sunk(relay_env, new_token)
+        await asyncio.sleep(max(0.0, until.timestamp() - time.time()) + 0.5)
+        late = await asyncio.to_thread(
+            send,
+            relay.inbound_port,
+            to=support,
+            sender="someone@good.test",
+            subject=late_token,
+            tls="starttls",
+            auth=(INBOUND_USER, INBOUND_PASS),
+        )
+        assert not late.ok and "535" in late.transcript, late.transcript
+        lab.clear_relay_target(relay_env.domain)
+    oks = [line for line in relay_env.log_lines if "event=auth.ok" in line]
+    assert ["credential=previous" in oks[0], "credential=current" in oks[1]] == [True, True], oks
+    assert len(oks) == 2
+    assert not any(late_token.encode() in raw for raw in relay_env.sink_messages())
+    log = relay_env.log_text()
+    assert rotated["password"] not in log and INBOUND_PASS not in log
