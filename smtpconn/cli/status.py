@@ -82,6 +82,8 @@ def _print(report: StatusReport) -> None:
             out.print(
                 f"    last error {_ago(error.get('time'), now)} at {escape(str(error.get('stage')))}: {reply}"
             )
+        if item["inbound_credential_age"] is not None:
+            out.print(f"    inbound password set {_age(item['inbound_credential_age'])} ago")
         if item["inbound_rotation_until"]:
             out.print(
                 f"    rotating inbound password: old one valid until {item['inbound_rotation_until']}"

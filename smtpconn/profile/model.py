@@ -86,6 +86,7 @@ class InboundCredentials:
     password_hash: str
     previous_password_hash: str | None = None
     previous_valid_until: datetime | None = None  # timezone-aware; set with the previous hash
+    issued_at: datetime | None = None  # when the current password was made (status shows its age)
 
     def valid_hashes(self, now: datetime) -> list[tuple[str, bool]]:
         """(hash, is_previous) of every password accepted at ``now``."""
@@ -345,6 +346,7 @@ def _read_inbound(table: _Table) -> InboundCredentials | None:
     password_hash = table.take("password_hash", str, required=True)
     previous_hash = table.take("previous_password_hash", str)
     previous_until = table.take_parsed_as("previous_valid_until", TIMESTAMP)
+    issued_at = table.take_parsed_as("issued_at", TIMESTAMP)
     table.finish()
     bad_hashes = [
         key
@@ -372,6 +374,7 @@ def _read_inbound(table: _Table) -> InboundCredentials | None:
         password_hash=password_hash,
         previous_password_hash=previous_hash,
         previous_valid_until=previous_until,
+        issued_at=issued_at,
     )
 
 
@@ -590,6 +593,7 @@ def entry_to_data(entry: SupportAddress) -> dict[str, Any]:
                 "password_hash": entry.inbound.password_hash,
                 "previous_password_hash": entry.inbound.previous_password_hash,
                 "previous_valid_until": entry.inbound.previous_valid_until,
+                "issued_at": entry.inbound.issued_at,
             }
         )
     return item

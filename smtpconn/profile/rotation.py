@@ -126,8 +126,9 @@ def plan_rotate_submission(profile: Profile, grace: timedelta, now: datetime) ->
 def _rotated(
     username: str, old_hash: str, new_hash: str, grace: timedelta, now: datetime
 ) -> InboundCredentials:
+    issued = now.replace(microsecond=0)
     if grace <= timedelta(0):
-        return InboundCredentials(username=username, password_hash=new_hash)
+        return InboundCredentials(username=username, password_hash=new_hash, issued_at=issued)
     # Whole seconds: the profile shows a readable time, and a second more grace harms nobody.
     until = (now + grace).replace(microsecond=0) + timedelta(seconds=1 if now.microsecond else 0)
     return InboundCredentials(
@@ -135,6 +136,7 @@ def _rotated(
         password_hash=new_hash,
         previous_password_hash=old_hash,
         previous_valid_until=until,
+        issued_at=issued,
     )
 
 

@@ -54,7 +54,7 @@ def status_report(config: RelayConfig, now: float | None = None) -> StatusReport
                 else None,
                 **waiting.get(key, {"queued": 0, "held": 0, "oldest_queued_age": None}),
                 "inbound_rotation_until": _rotation(entry, now),
-                "inbound_credential_age": None,  # not recorded by this version
+                "inbound_credential_age": _credential_age(entry, now),
                 "token_expires": None,  # OAuth tokens: not used by this version
                 "failing": _failing(seen),
             }
@@ -86,6 +86,13 @@ def _rotation(entry: Any, now: float) -> str | None:
     if inbound is None or not inbound.rotation_pending(datetime.fromtimestamp(now, UTC)):
         return None
     return str(inbound.previous_valid_until.isoformat())
+
+
+def _credential_age(entry: Any, now: float) -> float | None:
+    """Seconds since the inbound password was made (None: no login, or made before smtpconn
+    recorded it)."""
+    issued = entry.inbound.issued_at if entry.inbound is not None else None
+    return None if issued is None else max(0.0, now - issued.timestamp())
 
 
 def _waiting(config: RelayConfig, now: float) -> dict[str, dict[str, Any]]:

@@ -46,6 +46,7 @@ def test_rotation_keeps_both_hashes_and_list_shows_it(
     assert verify_password(document["password"], inbound["password_hash"])
     assert verify_password(old_password, inbound["previous_password_hash"])
     until = inbound["previous_valid_until"]
+    assert before.replace(microsecond=0) <= inbound["issued_at"] <= datetime.now(UTC)
     assert before + timedelta(days=2) <= until <= datetime.now(UTC) + timedelta(days=2, seconds=2)
     assert document["password"] not in (workdir / "smtpconn.toml").read_text()
     listed = json.loads(cli("list", "--json").stdout)["addresses"][0]["inbound"]

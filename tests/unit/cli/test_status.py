@@ -35,6 +35,7 @@ def test_nothing_recorded_is_not_a_failure(cli: CliInvoker, workdir: Path) -> No
     [item] = document["addresses"]
     assert item["address"] == "support@example.com" and item["queued"] == 0
     assert item["last_error"] is None and not item["failing"]
+    assert 0 <= item["inbound_credential_age"] < 60  # add-address records when it made it
     assert document["relay"]["running"] is False
     assert "never" in cli("status").stdout
 
