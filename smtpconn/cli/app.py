@@ -38,6 +38,8 @@ COMMAND_MODULES = (
     "queue",
     "submission_credentials",
     "oauth",
+    "rotate_credentials",
+    "status",
 )
 
 app = typer.Typer(

@@ -22,5 +22,18 @@ def describe_entry(entry: SupportAddress) -> dict[str, Any]:
         "workflow": stored["workflow"],
         "outbound": stored.get("outbound"),
         "dkim": stored.get("dkim"),
-        "inbound": {"username": inbound["username"]} if inbound else None,
+        "inbound": _inbound(entry) if inbound else None,
+    }
+
+
+def _inbound(entry: SupportAddress) -> dict[str, Any]:
+    """The login's user name and, during a rotation, until when the old password is accepted."""
+    from datetime import UTC, datetime
+
+    assert entry.inbound is not None
+    pending = entry.inbound.rotation_pending(datetime.now(UTC))
+    until = entry.inbound.previous_valid_until
+    return {
+        "username": entry.inbound.username,
+        "previous_valid_until": until.isoformat() if pending and until else None,
     }

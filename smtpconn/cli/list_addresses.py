@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from smtpconn.cli.common import command
 from smtpconn.cli.describe import describe_entry
 from smtpconn.cli.render import console, print_json
 from smtpconn.settings import Settings
+
+if TYPE_CHECKING:
+    from smtpconn.profile.model import SupportAddress
 
 
 def register(app: typer.Typer) -> None:
@@ -52,6 +57,15 @@ def register(app: typer.Typer) -> None:
                 if o
                 else "—",
                 entry.dkim.selector if entry.dkim else "—",
-                entry.inbound.username if entry.inbound else "—",
+                _inbound_user(entry),
             )
         out.print(table)
+
+
+def _inbound_user(entry: SupportAddress) -> str:
+    inbound = describe_entry(entry)["inbound"]
+    if inbound is None:
+        return "—"
+    until = inbound["previous_valid_until"]
+    rotating = f"\n(rotating: old password valid until {until})" if until else ""
+    return f"{inbound['username']}{rotating}"

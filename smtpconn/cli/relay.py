@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +17,8 @@ sink, and deliver the help desk's replies through each address's customer server
 Settings come from the profile's [relay] table; the options below override them. --check
 validates the configuration (TLS certificate, spool, sink, secrets) and exits: 0 ready, 2 not.
 Logs go to stderr as key=value lines. SIGTERM stops cleanly; no acknowledged message is lost.
+SIGHUP, or --reload (which signals the relay running on the profile's spool), re-reads the
+profile: new sessions see added, removed and re-added addresses and rotated credentials.
 """
 
 
@@ -24,6 +27,10 @@ def register(app: typer.Typer) -> None:
     def relay(
         settings: Settings,
         check: Annotated[bool, typer.Option("--check", help="Validate and exit.")] = False,
+        reload: Annotated[
+            bool,
+            typer.Option("--reload", help="Make the running relay re-read the profile, and exit."),
+        ] = False,
         inbound_listen: Annotated[
             str | None, typer.Option(help="IP:PORT for the customer's server and forwarding.")
         ] = None,
@@ -45,16 +52,31 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option(help="Seconds after which an undelivered reply bounces.")
         ] = None,
         max_connections_per_ip: Annotated[int | None, typer.Option()] = None,
+        log_format: Annotated[
+            str, typer.Option(help="Log lines as key-value (default) or json (one object a line).")
+        ] = "key-value",
     ) -> None:
         import asyncio
 
         from smtpconn.cli.render import console, print_json
         from smtpconn.errors import UsageError
         from smtpconn.profile.store import load_profile
-        from smtpconn.relay.config import RelayOverrides, build_config, check_config
-        from smtpconn.relay.log import configure_logging
+        from smtpconn.relay.config import (
+            RelayConfig,
+            RelayOverrides,
+            build_config,
+            check_config,
+        )
+        from smtpconn.relay.log import LogFormat, configure_logging
         from smtpconn.relay.runtime import Relay, run_until_signalled
 
+        try:
+            chosen_format = LogFormat(log_format)
+        except ValueError:
+            raise UsageError(
+                f"--log-format {log_format!r} is not one of: key-value, json",
+                fix="e.g. --log-format json",
+            ) from None
         loaded = load_profile(settings.profile_path)
         overrides = RelayOverrides(
             inbound_listen=inbound_listen,
@@ -70,6 +92,9 @@ def register(app: typer.Typer) -> None:
             max_connections_per_ip=max_connections_per_ip,
         )
         config = build_config(loaded.profile, loaded.base_dir, settings, overrides)
+        if reload:
+            _signal_reload(settings, config.spool_dir)
+            return
         if check:
             problems = check_config(config)
             if settings.json:
@@ -93,5 +118,26 @@ def register(app: typer.Typer) -> None:
                     fix="correct the profile's [relay] table (docs/relay.md), then run --check again",
                 )
             return
-        configure_logging(settings.verbose)
-        asyncio.run(run_until_signalled(Relay(config)))
+        configure_logging(settings.verbose, chosen_format)
+
+        def load_again() -> RelayConfig:
+            again = load_profile(settings.profile_path)
+            return build_config(again.profile, again.base_dir, settings, overrides)
+
+        running = Relay(config)
+        running.reload_source = load_again
+        asyncio.run(run_until_signalled(running))
+
+
+def _signal_reload(settings: Settings, spool_dir: Path) -> None:
+    from smtpconn.cli.render import console, print_json
+    from smtpconn.relay.reload import signal_reload
+
+    pid = signal_reload(spool_dir)
+    if settings.json:
+        print_json({"reloaded": True, "pid": pid, "spool": str(spool_dir)})
+    else:
+        console().print(
+            f"Asked the relay (pid {pid}) on {spool_dir} to re-read the profile; its log says "
+            "event=relay.reloaded, or relay.reload-refused with the reason."
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -417,7 +418,11 @@ def _inbound(
             # share the existing hash rather than invalidating the password it already has.
             return _Inbound(other.inbound, shared_with=other.address)
     new_password = generate_password()
-    credentials = InboundCredentials(username=username, password_hash=hash_password(new_password))
+    credentials = InboundCredentials(
+        username=username,
+        password_hash=hash_password(new_password),
+        issued_at=datetime.now(UTC).replace(microsecond=0),  # `status` shows the password's age
+    )
     return _Inbound(credentials, new_password=new_password)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -81,6 +82,17 @@ SECONDS = Kind(
     "seconds", (int, float), parse=_positive("must be a positive number of seconds", float)
 )
 PASSWORD_HASH = Kind("password hash", (str,), parse=_password_hash)
+
+
+def _aware(value: Any) -> Any:
+    # A TOML local date-time has no zone: which instant it names depends on the machine's
+    # clock settings, so a grace period could end hours early or late.
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValueError("must be a date-time with a zone, e.g. 2026-12-07T12:00:00Z")
+    return value.astimezone(UTC)
+
+
+TIMESTAMP = Kind("date-time", (datetime,), parse=_aware)
 
 
 def choice(enum: type[StrEnum]) -> Kind:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from smtpconn.profile.keys import (
     SECONDS,
     SIZE,
     TEXT,
+    TIMESTAMP,
+    Kind,
     choice,
     declare,
     declared_keys,
@@ -85,10 +88,28 @@ class DkimSettings:
 
 @dataclass(frozen=True, slots=True)
 class InboundCredentials:
-    """What the relay accepts from the customer's server (bidirectional mode): a hash only."""
+    """What the relay accepts from the customer's server (bidirectional mode): a hash only.
+    During a rotation (``smtpconn rotate-credentials``) the password it replaced stays valid
+    until ``previous_valid_until``, so the customer's server can switch without a gap."""
 
     username: str
     password_hash: str
+    previous_password_hash: str | None = None
+    previous_valid_until: datetime | None = None  # timezone-aware; set with the previous hash
+    issued_at: datetime | None = None  # when the current password was made (status shows its age)
+
+    def valid_hashes(self, now: datetime) -> list[tuple[str, bool]]:
+        """(hash, is_previous) of every password accepted at ``now``."""
+        hashes = [(self.password_hash, False)]
+        if self.rotation_pending(now):
+            assert self.previous_password_hash is not None
+            hashes.append((self.previous_password_hash, True))
+        return hashes
+
+    def rotation_pending(self, now: datetime) -> bool:
+        """Whether the replaced password is still accepted (its grace has not ended)."""
+        until = self.previous_valid_until
+        return self.previous_password_hash is not None and until is not None and now < until
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +171,9 @@ class RelaySettings:
     # AUTH on the submission listener when both are set
     submission_username: str | None = declare(None, TEXT)
     submission_password_hash: str | None = declare(None, PASSWORD_HASH)
+    # the submission password a rotation replaced, accepted until the time after it
+    submission_previous_password_hash: str | None = declare(None, PASSWORD_HASH)
+    submission_previous_valid_until: datetime | None = declare(None, TIMESTAMP)  # noqa: RUF009
     # seconds before the first retry; doubles per attempt (cap 1 h)
     retry_initial: int = declare(60, POSITIVE_INT, cli=True)
     # seconds after which an undelivered message bounces
@@ -164,6 +188,8 @@ class RelaySettings:
     # seconds for one whole DATA phase, however steady
     data_timeout: float = declare(600.0, SECONDS)
     bare_newline: BareNewline = declare(BareNewline.REJECT, choice(BareNewline))  # noqa: RUF009
+    # IP:PORT of the /metrics, /healthz and /readyz listener; off unless set
+    metrics_listen: str | None = declare(None, LISTEN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +286,17 @@ class _Table:
             self.findings.add(self._key_path(key), str(exc))
         return None
 
+    def take_parsed_as(self, key: str, kind: Kind) -> Any:
+        """A value of a declared ``kind`` (None when missing or refused, with the finding)."""
+        raw = self.take(key, kind.accepts)
+        if raw is None:
+            return None
+        try:
+            return kind.parse(raw)
+        except ValueError as exc:
+            self.findings.add(self._key_path(key), str(exc))
+        return None
+
     def sub(self, key: str) -> _Table | None:
         value = self.take(key, dict)
         return None if value is None else _Table(value, self._key_path(key), self.findings)
@@ -277,6 +314,7 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
         dict: "a table",
         list: "an array",
         bool: "a boolean",
+        datetime: "a date-time with a zone",
     }
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
@@ -368,17 +406,38 @@ def _read_dkim(table: _Table) -> DkimSettings | None:
 def _read_inbound(table: _Table) -> InboundCredentials | None:
     username = table.take("username", str, required=True)
     password_hash = table.take("password_hash", str, required=True)
+    previous_hash = table.take("previous_password_hash", str)
+    previous_until = table.take_parsed_as("previous_valid_until", TIMESTAMP)
+    issued_at = table.take_parsed_as("issued_at", TIMESTAMP)
     table.finish()
-    if password_hash is not None and not is_password_hash(password_hash):
+    bad_hashes = [
+        key
+        for key, value in (
+            ("password_hash", password_hash),
+            ("previous_password_hash", previous_hash),
+        )
+        if value is not None and not is_password_hash(value)
+    ]
+    for key in bad_hashes:
         table.findings.add(
-            f"{table.path}.password_hash",
+            f"{table.path}.{key}",
             "is not a smtpconn scrypt hash; never put a clear password here "
             "(re-add the address with --readd to generate new credentials)",
         )
+    if (previous_hash is None) != (previous_until is None):
+        table.findings.add(
+            f"{table.path}.previous_password_hash",
+            "and previous_valid_until must be set together (smtpconn rotate-credentials writes both)",
+        )
+    if bad_hashes or username is None or password_hash is None:
         return None
-    if username is None or password_hash is None:
-        return None
-    return InboundCredentials(username=username, password_hash=password_hash)
+    return InboundCredentials(
+        username=username,
+        password_hash=password_hash,
+        previous_password_hash=previous_hash,
+        previous_valid_until=previous_until,
+        issued_at=issued_at,
+    )
 
 
 def _read_address(table: _Table) -> SupportAddress | None:
@@ -490,6 +549,9 @@ def _read_relay(table: _Table) -> RelaySettings:
             f"{table.path}.submission_username",
             "and submission_password_hash must be set together",
         )
+    previous = ("submission_previous_password_hash", "submission_previous_valid_until")
+    if (previous[0] in given) != (previous[1] in given):
+        table.findings.add(f"{table.path}.{previous[0]}", f"and {previous[1]} must be set together")
     sink_table = table.sub("sink")
     sink = _read_sink(sink_table) if sink_table else SinkSettings()
     table.finish()
@@ -589,10 +651,15 @@ def entry_to_data(entry: SupportAddress) -> dict[str, Any]:
         if entry.dkim.private_key is not None:
             item["dkim"]["private_key"] = str(entry.dkim.private_key)
     if entry.inbound is not None:
-        item["inbound"] = {
-            "username": entry.inbound.username,
-            "password_hash": entry.inbound.password_hash,
-        }
+        item["inbound"] = _drop_none(
+            {
+                "username": entry.inbound.username,
+                "password_hash": entry.inbound.password_hash,
+                "previous_password_hash": entry.inbound.previous_password_hash,
+                "previous_valid_until": entry.inbound.previous_valid_until,
+                "issued_at": entry.inbound.issued_at,
+            }
+        )
     return item
 
 

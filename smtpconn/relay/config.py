@@ -11,6 +11,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +91,14 @@ class RelayOverrides:
 @dataclass(frozen=True, slots=True)
 class Credential:
     """A login the relay accepts (user name + scrypt hash) and the support addresses it may
-    deliver to, as route keys (see :meth:`InboundRoute.key`)."""
+    deliver to, as route keys (see :meth:`InboundRoute.key`). ``previous`` marks a password a
+    rotation replaced and still accepts during its grace period (logged ``credential=previous``,
+    so the administrator sees when the customer's server switched)."""
 
     username: str
     password_hash: str
     scope: frozenset[str] | None = None  # None: not bound to addresses (the submission login)
+    previous: bool = False
 
     def covers(self, route: InboundRoute) -> bool:
         return self.scope is None or route.key in self.scope
@@ -147,6 +151,7 @@ class RelayConfig:
     bare_newline: BareNewline = BareNewline.REJECT
     auth_failures_allowed: int = 5  # per client IP within auth_failure_window
     auth_failure_window: float = 300.0
+    metrics_listen: ListenAddress | None = None
     _routes: dict[str, InboundRoute] = field(default_factory=dict, repr=False)
 
     def route_for(self, recipient: str) -> InboundRoute | None:
@@ -164,23 +169,42 @@ class RelayConfig:
             return None
         return route.address
 
-    def inbound_credentials(self) -> list[Credential]:
-        """The logins the customers' servers may authenticate with, each scoped to the addresses
-        whose ``[addresses.inbound]`` holds that same user name *and* hash: ``add-address`` with
-        an existing ``--inbound-username`` shares the hash, so sharing a login is explicit. A
-        user name that appears with two hashes (hand-edited) is two logins; the password decides."""
+    def inbound_credentials(self, now: datetime | None = None) -> list[Credential]:
+        """The logins the customers' servers may authenticate with at ``now``, each scoped to the
+        addresses whose ``[addresses.inbound]`` holds that same user name *and* hash:
+        ``add-address`` with an existing ``--inbound-username`` shares the hash, so sharing a
+        login is explicit. A user name that appears with two hashes (hand-edited) is two logins;
+        the password decides. A rotated-out hash counts for an address only until its grace
+        ends; it is asked at every login, so the old password stops working on time without a
+        reload. It is marked ``previous`` when some address of its scope is rotating away from it."""
+        now = now or datetime.now(UTC)
         scopes: dict[tuple[str, str], set[str]] = {}
+        previous: set[tuple[str, str]] = set()
         for entry in self.profile.addresses:
-            if entry.inbound is not None:
-                login = (entry.inbound.username, entry.inbound.password_hash)
+            if entry.inbound is None:
+                continue
+            for hash_, is_previous in entry.inbound.valid_hashes(now):
+                login = (entry.inbound.username, hash_)
                 scopes.setdefault(login, set()).add(_key(entry.address))
-        return [Credential(u, h, frozenset(keys)) for (u, h), keys in scopes.items()]
+                if is_previous:
+                    previous.add(login)
+        return [
+            Credential(u, h, frozenset(keys), previous=(u, h) in previous)
+            for (u, h), keys in scopes.items()
+        ]
 
-    def submission_credentials(self) -> list[Credential]:
-        """The help desk's login on the submission listener (none unless configured)."""
+    def submission_credentials(self, now: datetime | None = None) -> list[Credential]:
+        """The help desk's login on the submission listener (none unless configured), and the
+        password a rotation replaced while its grace lasts."""
         if self.submission_username is None or self.submission_password_hash is None:
             return []
-        return [Credential(self.submission_username, self.submission_password_hash)]
+        logins = [Credential(self.submission_username, self.submission_password_hash)]
+        relay = self.profile.relay
+        until = relay.submission_previous_valid_until if relay else None
+        old_hash = relay.submission_previous_password_hash if relay else None
+        if old_hash is not None and until is not None and (now or datetime.now(UTC)) < until:
+            logins.append(Credential(self.submission_username, old_hash, previous=True))
+        return logins
 
     @property
     def submission_auth(self) -> bool:
@@ -279,6 +303,9 @@ def build_config(
         bare_newline=r.bare_newline,
         submission_username=r.submission_username,
         submission_password_hash=r.submission_password_hash,
+        metrics_listen=(
+            parse_listen(r.metrics_listen, what="metrics_listen") if r.metrics_listen else None
+        ),
         _routes=routes,
     )
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from smtpconn.message.escaping import escape_controls
@@ -41,8 +43,39 @@ def format_event(event: str, fields: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+# Called with every event and its fields whatever the log level: what the relay counts (the status
+# file, metrics) must not depend on how verbose its log is.
+Observer = Callable[[str, dict[str, Any]], None]
+OBSERVERS: list[Observer] = []
+
+
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
-    LOGGER.log(level, "%s", format_event(event, fields))
+    for observer in OBSERVERS:
+        try:
+            observer(event, fields)
+        except Exception as exc:  # counting must never stop the delivery that is being logged
+            LOGGER.error("%s", format_event("relay.observer-failed", {"error": repr(exc)}))
+    # The event and its fields travel with the record too, for handlers that keep structure
+    # (JSON lines) instead of parsing the line back.
+    LOGGER.log(
+        level,
+        "%s",
+        format_event(event, fields),
+        extra={EVENT_ATTR: event, FIELDS_ATTR: fields},
+    )
+
+
+EVENT_ATTR = "smtpconn_event"
+FIELDS_ATTR = "smtpconn_fields"
+
+
+def event_of(record: logging.LogRecord) -> tuple[str, dict[str, Any]] | None:
+    """The (event, fields) a record of :func:`log_event` carries, or None for other records."""
+    event = getattr(record, EVENT_ATTR, None)
+    fields = getattr(record, FIELDS_ATTR, None)
+    if isinstance(event, str) and isinstance(fields, dict):
+        return event, fields
+    return None
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -51,10 +84,46 @@ class KeyValueFormatter(logging.Formatter):
         return f"ts={stamp}Z level={record.levelname.lower()} {record.getMessage()}"
 
 
-def configure_logging(verbose: bool = False) -> None:
-    """Send relay events to stderr in key=value form (systemd's journal keeps them)."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the fields of the key=value line: ``ts``, ``level``,
+    ``event`` and the event's own fields (JSON escapes every control character, so a value can
+    no more split a line here than there). A record that is not an event has ``message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        document: dict[str, Any] = {"ts": f"{stamp}Z", "level": record.levelname.lower()}
+        found = event_of(record)
+        if found is None:
+            document["message"] = record.getMessage()
+        else:
+            document["event"] = found[0]
+            for key, value in found[1].items():
+                # An event field never takes the place of ts, level or event.
+                name = key if key not in document else f"field_{key}"
+                document[name] = _json_value(value)
+        return json.dumps(document, ensure_ascii=True, separators=(",", ":"))
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return round(value, 3)
+    return str(value)[:300]
+
+
+class LogFormat(StrEnum):
+    KEY_VALUE = "key-value"
+    JSON = "json"
+
+
+def configure_logging(verbose: bool = False, log_format: LogFormat = LogFormat.KEY_VALUE) -> None:
+    """Send relay events to stderr as key=value lines (or JSON lines); systemd's journal keeps
+    them."""
     handler = logging.StreamHandler()
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(JsonFormatter() if log_format is LogFormat.JSON else KeyValueFormatter())
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(logging.DEBUG if verbose else logging.INFO)
     LOGGER.propagate = False

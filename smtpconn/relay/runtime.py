@@ -31,18 +31,23 @@ As a subprocess: ``python -m smtpconn relay --profile P --inbound-listen 127.0.0
 
 SIGTERM (or SIGINT) stops it cleanly: listeners close, sessions in flight finish (up to a grace
 period), the workers finish the delivery at hand; nothing acknowledged is lost even on SIGKILL.
+
+SIGHUP (or ``smtpconn relay --reload``) re-reads the profile (:meth:`Relay.reload`): addresses
+and credentials apply to sessions that start afterwards, sessions in progress keep the handler
+they started with; an invalid profile is refused with one log line and the running one stays.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtpconn.errors import UsageError
 from smtpconn.relay.config import (
@@ -57,6 +62,11 @@ from smtpconn.relay.outbound import Deliverer
 from smtpconn.relay.server import CredentialChecker, RelayLimits, RelaySMTP, SessionTracker
 from smtpconn.relay.sessions import SessionPool
 from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
+from smtpconn.relay.state import StatusRecorder
+
+if TYPE_CHECKING:
+    from smtpconn.relay.httpd import HealthServer
+    from smtpconn.relay.metrics import RelayMetrics
 from smtpconn.relay.worker import QueueWorker
 from smtpconn.settings import Settings
 
@@ -91,6 +101,20 @@ class Relay:
         self.submission_port = 0
         self.inbound_tls_port: int | None = None
         self._started = False
+        # Where a reload reads the profile again (None: this relay cannot reload).
+        self.reload_source: Callable[[], RelayConfig] | None = None
+        # The handler each listener gives sessions that start now: a reload replaces them, a
+        # session keeps the one it started with.
+        self._handlers: dict[str, Any] = {}
+        self._checkers: dict[str, CredentialChecker] = {}
+        self._processes: list[Any] = []  # the workers' delivery steps, which read the config
+        self._started_config = config  # what the listeners, spool and sink were made from
+        self._reload_lock = asyncio.Lock()  # one reload at a time, in signal order
+        self._status: StatusRecorder | None = None
+        self.metrics: RelayMetrics | None = None  # with [relay] metrics_listen
+        self._health: HealthServer | None = None
+        self.metrics_port: int | None = None
+        self._status_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_profile_file(
@@ -103,9 +127,13 @@ class Relay:
     ) -> Relay:
         from smtpconn.profile.store import load_profile
 
-        loaded = load_profile(path)
-        config = build_config(loaded.profile, loaded.base_dir, settings, overrides)
-        return cls(config, **kwargs)
+        def load() -> RelayConfig:
+            loaded = load_profile(path)
+            return build_config(loaded.profile, loaded.base_dir, settings, overrides)
+
+        relay = cls(load(), **kwargs)
+        relay.reload_source = load
+        return relay
 
     # -- start ------------------------------------------------------------------------------
 
@@ -128,25 +156,20 @@ class Relay:
             client_tls = secure_client_context(
                 self.config.settings.ca_file, insecure=self.config.settings.insecure
             )
+            handover = SinkHandover(self.config, self.spool, sink)
+            delivery = OutboundDelivery(
+                self.config, self.spool, self._deliverer or self._sessions, client_tls, self.wake
+            )
+            self._processes = [handover, delivery]
             self._workers["inbound"] = QueueWorker(
                 self.spool,
                 "inbound",
-                SinkHandover(self.config, self.spool, sink),
+                handover,
                 concurrency=sink.concurrency or DEFAULT_CONCURRENCY,
                 poll=self.poll,
             )
             self._workers["outbound"] = QueueWorker(
-                self.spool,
-                "outbound",
-                OutboundDelivery(
-                    self.config,
-                    self.spool,
-                    self._deliverer or self._sessions,
-                    client_tls,
-                    self.wake,
-                ),
-                concurrency=DEFAULT_CONCURRENCY,
-                poll=self.poll,
+                self.spool, "outbound", delivery, concurrency=DEFAULT_CONCURRENCY, poll=self.poll
             )
             await self._listen()
         except BaseException:
@@ -155,7 +178,10 @@ class Relay:
             raise
         for worker in self._workers.values():
             worker.start()
+        self._start_status()
         self._started = True
+        await self._start_metrics()
+        self._started_config = self.config
         log_event(
             "relay.ready",
             inbound=f"{self.config.inbound_listen.host}:{self.inbound_port}",
@@ -177,65 +203,67 @@ class Relay:
             return None
         return make_server_tls_context(self.config.tls_cert, self.config.tls_key)
 
-    async def _listen(self) -> None:
+    def _make_handlers(self, config: RelayConfig) -> dict[str, Any]:
         from smtpconn.relay.inbound import InboundHandler
         from smtpconn.relay.outbound import SubmissionHandler
 
+        return {
+            "inbound": InboundHandler(config, self.spool, self.wake),
+            "submission": SubmissionHandler(config, self.spool, self.wake),
+        }
+
+    def _checker(self, kind: str) -> CredentialChecker | None:
+        """The listener kind's checker, or None when it takes no AUTH. The checkers outlive a
+        reload (a brute-force block must not end with one) and ask the current config for the
+        logins at every check."""
+        if kind == "submission" and not self.config.submission_auth:
+            return None
+        return self._checkers[kind]
+
+    async def _listen(self) -> None:
         config = self.config
         tls = self._server_tls()
-        inbound_checker = CredentialChecker(
-            config.inbound_credentials,
-            failures_allowed=config.auth_failures_allowed,
-            window=config.auth_failure_window,
-        )
-        inbound = InboundHandler(config, self.spool, self.wake)
-        self.inbound_port = await self._serve(
-            "inbound", config.inbound_listen, inbound, inbound_checker, tls, implicit=False
-        )
-        if config.inbound_tls_listen is not None:
-            self.inbound_tls_port = await self._serve(
-                "inbound-tls",
-                config.inbound_tls_listen,
-                inbound,
-                inbound_checker,
-                tls,
-                implicit=True,
-            )
-        submission_checker = None
-        if config.submission_auth:
-            submission_checker = CredentialChecker(
-                config.submission_credentials,
+        self._handlers = self._make_handlers(config)
+        for kind, logins in (
+            ("inbound", lambda: self.config.inbound_credentials()),
+            ("submission", lambda: self.config.submission_credentials()),
+        ):
+            self._checkers[kind] = CredentialChecker(
+                logins,
                 failures_allowed=config.auth_failures_allowed,
                 window=config.auth_failure_window,
             )
-        submission = SubmissionHandler(config, self.spool, self.wake)
+        self.inbound_port = await self._serve(
+            "inbound", "inbound", config.inbound_listen, tls, implicit=False
+        )
+        if config.inbound_tls_listen is not None:
+            self.inbound_tls_port = await self._serve(
+                "inbound-tls", "inbound", config.inbound_tls_listen, tls, implicit=True
+            )
         self.submission_port = await self._serve(
-            "submission",
-            config.submission_listen,
-            submission,
-            submission_checker,
-            tls,
-            implicit=False,
+            "submission", "submission", config.submission_listen, tls, implicit=False
         )
 
     async def _serve(
         self,
         name: str,
+        kind: str,
         listen: ListenAddress,
-        handler: Any,
-        checker: CredentialChecker | None,
         tls: ssl.SSLContext | None,
         *,
         implicit: bool,
     ) -> int:
         tracker = SessionTracker(self.config.max_connections_per_ip, self.limits)
         self._trackers.append(tracker)
-        config = self.config
 
         def factory() -> RelaySMTP:
+            # Read at connection time: a session runs under the settings it started with.
+            config = self.config
+            if self.metrics is not None:
+                self.metrics.session_opened(name)
             return RelaySMTP(
-                handler,
-                checker=checker,
+                self._handlers[kind],
+                checker=self._checker(kind),
                 tracker=tracker,
                 listener=name,
                 implicit_tls=implicit,
@@ -264,6 +292,108 @@ class Relay:
             ) from None
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
+
+    def _start_status(self) -> None:
+        """Record per-address outcomes in ``<spool>/status.json`` for ``smtpconn status``."""
+        from smtpconn.relay.log import OBSERVERS
+        from smtpconn.relay.state import STATUS_FILE, spool_address_of
+
+        self._status = StatusRecorder(
+            self.config.spool_dir / STATUS_FILE, spool_address_of(self.spool, lambda: self.config)
+        )
+        OBSERVERS.append(self._status)
+        self._status_task = asyncio.get_running_loop().create_task(self._write_status())
+
+    async def _write_status(self, every: float = 1.0) -> None:
+        assert self._status is not None
+        while True:
+            try:
+                await asyncio.to_thread(self._status.flush_file)
+            except OSError as exc:  # advisory: a full disk must not stop deliveries
+                log_event("relay.status-failed", logging.WARNING, error=exc.strerror)
+            await asyncio.sleep(every)
+
+    async def _stop_status(self) -> None:
+        from smtpconn.relay.log import OBSERVERS
+
+        if self._status_task is not None:
+            self._status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._status_task
+        if self._status is not None:
+            OBSERVERS.remove(self._status)
+            with contextlib.suppress(OSError):
+                self._status.flush_file(running=False)
+
+    async def _start_metrics(self) -> None:
+        from prometheus_client import generate_latest
+
+        from smtpconn.relay.httpd import HealthServer
+        from smtpconn.relay.log import OBSERVERS
+        from smtpconn.relay.metrics import RelayMetrics, readiness
+
+        if self.config.metrics_listen is None:
+            return
+        metrics = self.metrics = RelayMetrics(self.spool, lambda: self.config)
+        OBSERVERS.append(metrics)
+
+        def ready() -> list[str]:
+            serving = self._started and all(s.is_serving() for s in self._servers)
+            return readiness(self.config, serving, metrics.sink)
+
+        self._health = HealthServer(
+            self.config.metrics_listen, lambda: generate_latest(metrics.registry), ready
+        )
+        try:
+            self.metrics_port = await self._health.start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+        log_event("metrics.ready", listen=f"{self.config.metrics_listen.host}:{self.metrics_port}")
+
+    async def _stop_metrics(self) -> None:
+        from smtpconn.relay.log import OBSERVERS
+
+        if self._health is not None:
+            await self._health.stop()
+        if self.metrics is not None and self.metrics in OBSERVERS:
+            OBSERVERS.remove(self.metrics)
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Read the profile again and apply it to what starts from now on: sessions, logins,
+        deliveries. A profile that does not load or would not start is refused with one log line
+        (``relay.reload-refused``) and the running configuration stays. Listen addresses, the
+        certificate, the spool, the sink and the per-IP limit need a restart; a reload that
+        changes them says so (``restart_needed``). True when applied."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
+        from smtpconn.errors import SmtpconnError
+        from smtpconn.relay.reload import needs_restart
+
+        if self.reload_source is None or not self._started:
+            return False
+        try:
+            config = await asyncio.to_thread(self.reload_source)
+            problems = await asyncio.to_thread(check_config, config)
+        except SmtpconnError as exc:
+            problems = [exc.message]
+        if problems:
+            log_event("relay.reload-refused", logging.ERROR, reason="; ".join(problems))
+            return False
+        self._handlers = self._make_handlers(config)
+        for process in self._processes:
+            process.config = config
+        self.config = config
+        log_event(
+            "relay.reloaded",
+            addresses=len(config.profile.addresses),
+            restart_needed=",".join(needs_restart(self._started_config, config)) or None,
+        )
+        return True
 
     # -- run ----------------------------------------------------------------------------------
 
@@ -306,6 +436,7 @@ class Relay:
         grace = self.shutdown_grace if grace is None else grace
         log_event("relay.stopping", grace=grace)
         await self._close_servers()
+        await self._stop_metrics()
         await asyncio.gather(*(t.drain(grace) for t in self._trackers))
         for server in self._servers:
             with contextlib.suppress(Exception):
@@ -313,6 +444,7 @@ class Relay:
         await asyncio.gather(*(w.stop(grace) for w in self._workers.values()))
         if self._sessions is not None:
             await self._sessions.close()
+        await self._stop_status()
         self.spool.unlock()
         log_event("relay.stopped")
 
@@ -333,12 +465,23 @@ async def run_until_signalled(relay: Relay) -> None:
     """``smtpconn relay``: start, then run until SIGTERM/SIGINT, then stop cleanly."""
     import signal
 
+    from smtpconn.relay.reload import pid_file
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(relay.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await relay.start()
     try:
-        await stop.wait()
+        with pid_file(relay.config.spool_dir):
+            await stop.wait()
     finally:
         await relay.stop()

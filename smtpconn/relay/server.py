@@ -154,7 +154,8 @@ def _merge(matched: Sequence[Credential]) -> Credential | None:
     union = (
         None if any(s is None for s in scopes) else frozenset().union(*(s or () for s in scopes))
     )
-    return Credential(matched[0].username, matched[0].password_hash, union)
+    previous = any(c.previous for c in matched)
+    return Credential(matched[0].username, matched[0].password_hash, union, previous)
 
 
 def _verify(password: bytes, hash_: str) -> bool:
@@ -544,6 +545,7 @@ class RelaySMTP(SMTP):
                 user=username,
                 mech=mechanism,
                 **({} if scope is None else {"scope": scope}),
+                credential="previous" if credential.previous else "current",
             )
             # Bound to this session object: STARTTLS or a new connection starts unauthenticated.
             self._login = (self.session, credential)

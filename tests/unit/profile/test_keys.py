@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from smtpconn.profile.keys import (
     SECONDS,
     SIZE,
     TEXT,
+    TIMESTAMP,
     DeclaredKey,
     declared_keys,
 )
@@ -47,6 +49,7 @@ def _other_value(declared: DeclaredKey) -> Any:
         POSITIVE_INT: lambda: default + 7,
         SECONDS: lambda: default + 1.5,
         PASSWORD_HASH: lambda: hash_password("not the default"),
+        TIMESTAMP: lambda: datetime(2026, 12, 7, 12, 0, tzinfo=UTC),
     }
     if kind in others:
         return others[kind]()
@@ -128,7 +131,20 @@ BAD_VALUES: list[tuple[str, str, str]] = [
         "is not a smtpconn scrypt hash; never put a clear password here",
     ),
     ("bare_newline", '"lf"', "'lf' is not one of: reject, normalize"),
+    (
+        "submission_previous_valid_until",
+        "2026-12-07T12:00:00",
+        "must be a date-time with a zone, e.g. 2026-12-07T12:00:00Z",
+    ),
 ]
+
+# The key a row's key must come with (set together), written before it.
+COMPANIONS = {
+    "submission_password_hash": 'submission_username = "hd"\n',
+    "submission_previous_valid_until": (
+        f'submission_previous_password_hash = "{hash_password("x")}"\n'
+    ),
+}
 
 
 def test_the_bad_values_cover_every_kind() -> None:
@@ -141,7 +157,7 @@ def test_a_bad_value_is_refused_naming_its_key(
     tmp_path: Path, name: str, value: str, message: str
 ) -> None:
     path = tmp_path / "p.toml"
-    extra = 'submission_username = "hd"\n' if name == "submission_password_hash" else ""
+    extra = COMPANIONS.get(name, "")
     path.write_text(f"version = 1\n\n[relay]\n{extra}{name} = {value}\n")
     with pytest.raises(ProfileError) as caught:
         load_profile(path)
