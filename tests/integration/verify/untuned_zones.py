@@ -268,12 +268,16 @@ class ScenarioNsd(NsdServer):
         name, rdtype = probe
         query = dns.message.make_query(zone, "SOA")
         deadline = time.monotonic() + 10
+        # While NSD reloads, server processes of the old and the new zone data answer side by
+        # side: one new serial is not enough, every answer must have it for a while.
+        in_a_row = 0
         while time.monotonic() < deadline:
             reply = dns.query.udp(query, self.host, port=self.port, timeout=1)
             soa = [r for rrset in reply.answer for r in rrset if r.rdtype == dns.rdatatype.SOA]
-            if soa and soa[0].serial == serial:
+            in_a_row = in_a_row + 1 if soa and soa[0].serial == serial else 0
+            if in_a_row >= 10:
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise AssertionError(f"NSD did not reload {zone} ({name} {rdtype}) within 10 s")
 
 
