@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
             loaded = load_profile(path)
             profile, removed = plan_remove(loaded.profile, address)
             if not dry_run:
-                save_profile(path, profile, loaded.raw)
+                save_profile(path, profile, loaded.raw, before=loaded.profile)
         if settings.json:
             print_json(
                 {
