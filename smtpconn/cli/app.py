@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "relay",
     "queue",
     "submission_credentials",
+    "bulk",
 )
 
 app = typer.Typer(
