@@ -50,6 +50,20 @@ def profile_text(n: int, password_hash: str) -> str:
     return "".join(parts)
 
 
+IMPORT_ROWS = 1000
+
+
+def import_csv(rows: int) -> str:
+    """``rows`` new outbound-only addresses for ``smtpconn import`` (bidirectional rows would
+    measure scrypt, 80 ms of CPU per new inbound password by design)."""
+    lines = ["address,mode,server,username,secret\n"]
+    lines += [
+        f"bulk{i}@import.example.com,outbound-only,mail.import.example.com,helpdesk,env:BENCH_SECRET\n"
+        for i in range(rows)
+    ]
+    return "".join(lines)
+
+
 def _commands(profile: Path, n: int) -> dict[str, list[str]]:
     smtpconn = str(VENV_BIN / "smtpconn")
     common = ["--profile", str(profile)]
@@ -75,6 +89,7 @@ def _commands(profile: Path, n: int) -> dict[str, list[str]]:
             *common,
         ],
         "list": [smtpconn, "list", *common],
+        "import": [smtpconn, "import", str(profile.with_name("rows.csv")), *common],
     }
 
 
@@ -96,6 +111,7 @@ def run(quick: bool = False, repeat: int = 3) -> dict[str, Any]:
 
     password_hash = hash_password("bench-password-not-used")
     tmp = Path(tempfile.mkdtemp(prefix="smtpconn-bench-profile-"))
+    (tmp / "rows.csv").write_text(import_csv(100 if quick else IMPORT_ROWS))
     try:
         runs = []
         for n in QUICK_SIZES if quick else SIZES:
@@ -109,8 +125,8 @@ def run(quick: bool = False, repeat: int = 3) -> dict[str, Any]:
             runs.append(row)
         base = runs[0]
         for row in runs:
-            for name in ("add", "remove", "list"):
+            for name in ("add", "remove", "list", "import"):
                 row[name]["ratio_to_n1"] = ratio(row[name]["median_s"], base[name]["median_s"])
-        return {"repeat": repeat, "runs": runs}
+        return {"repeat": repeat, "import_rows": 100 if quick else IMPORT_ROWS, "runs": runs}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -154,13 +154,14 @@ def _profile_table(pr: dict[str, Any]) -> str:
         [str(r["addresses"])]
         + [
             f"{_f(r[name]['median_s'], ' s')} ({_f(r[name]['ratio_to_n1'], 'x')})"
-            for name in ("add", "remove", "list")
+            for name in ("add", "remove", "list", "import")
+            if name in r
         ]
         for r in pr["runs"]
     ]
     return _table(
         f"profile edits, fresh processes (median of {pr['repeat']}; ratio to 1 address)",
-        ["addresses", "add-address", "remove-address", "list"],
+        ["addresses", "add-address", "remove-address", "list", f"import {pr.get('import_rows')}"],
         rows,
     )
 
@@ -176,6 +177,14 @@ def _profile_targets(pr: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for name in ("add", "remove")
     ]
+    if "import" in last:
+        out.append(
+            {
+                "target": f"import {pr['import_rows']} addresses into {n} under 3 s",
+                "measured": f"{last['import']['median_s']} s",
+                "met": last["import"]["median_s"] < 3.0,
+            }
+        )
     out.append(
         {
             "target": f"list of {n} addresses under 1 s",

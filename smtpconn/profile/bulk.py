@@ -127,7 +127,7 @@ def _jsonl_rows(text: str, source: str) -> Iterator[Row]:
 def read_rows(path: Path, fmt: BulkFormat) -> list[Row]:
     """Every row of the file as a request; the first bad one raises naming its line and field."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet may start with a BOM
     except FileNotFoundError:
         raise UsageError(f"no file at {path}", input="file") from None
     except UnicodeDecodeError as exc:
@@ -162,7 +162,21 @@ class ImportPlan:
 
     @property
     def warnings(self) -> list[str]:
-        return [f"line {row.line}: {w}" for row, plan in self.plans for w in plan.warnings]
+        """Each distinct warning once, with the lines it concerns (a thousand rows sharing one
+        unset variable give one warning, not a thousand)."""
+        lines: dict[str, list[int]] = {}
+        for row, plan in self.plans:
+            for message in plan.warnings:
+                lines.setdefault(message, []).append(row.line)
+        return [f"{_lines_text(numbers)}: {message}" for message, numbers in lines.items()]
+
+
+def _lines_text(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"line {numbers[0]}"
+    shown = ", ".join(str(n) for n in numbers[:5])
+    more = f" and {len(numbers) - 5} more" if len(numbers) > 5 else ""
+    return f"lines {shown}{more}"
 
 
 def plan_import(profile: Profile, rows: list[Row], *, base_dir: Path, source: str) -> ImportPlan:

@@ -206,3 +206,18 @@ def test_export_then_import_recreates_the_same_addresses(
     assert result.exit_code == 0, result.output
     again = cli("--profile", str(other), "export", "--format", fmt)
     assert again.stdout == exported.stdout
+
+
+def test_a_warning_shared_by_many_rows_is_printed_once(
+    cli: CliInvoker, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SMTP_PASSWORD")
+    rows = "".join(
+        f"u{i}@example.com,outbound-only,mail.example.com,helpdesk,env:SMTP_PASSWORD,,\n"
+        for i in range(40)
+    )
+    result = cli("import", str(_write(workdir, "many.csv", HEADER + rows)))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "SMTP_PASSWORD" in line]
+    assert len(warnings) == 1
+    assert "lines 2, 3, 4, 5, 6 and 35 more" in warnings[0]
