@@ -22,6 +22,7 @@ from smtpconn.profile.model import Profile, SupportAddress, entry_to_data
 # comment. Only the names matter here, so quoted keys are kept as written.
 _HEADER = re.compile(r"^[ \t]*(\[\[?)[ \t]*([^\]\n]*?)[ \t]*\]\]?[ \t]*(?:#[^\n]*)?$", re.M)
 _ADDRESSES = "addresses"
+_ENTRY_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*addresses[ \t]*\]\][ \t]*(?:#[^\n]*)?$", re.M)
 _SUB_TABLE = re.compile(r"^\[", re.M)  # tomli_w writes an entry's sub-tables as `[outbound]`
 
 
@@ -110,7 +111,7 @@ def edit_text(text: str, before: Profile, after: Profile) -> str | None:
         return None
     appended = _appended(before, after)
     if appended is not None:
-        if len(_entry_spans(text)) != len(before.addresses):
+        if len(_ENTRY_HEADER.findall(text)) != len(before.addresses):
             return None  # an inline `addresses = [...]` cannot take a [[addresses]] table
         return _append(text, appended)
     removed = _removed(before, after)
