@@ -136,7 +136,19 @@ def render_profile(
                 return merged
         except Exception:  # any surprise in the merge: fall back to a clean render, never corrupt
             pass
-    return HEADER + tomli_w.dumps(data)
+    return clean_text(profile)
+
+
+def clean_text(profile: Profile) -> str:
+    """The profile rendered afresh. The addresses are always ``[[addresses]]`` tables, last
+    (tomli_w would write short entries as an inline array, which a later ``add-address``
+    could not extend in place)."""
+    from smtpconn.profile.textedit import tables_text
+
+    data = profile_to_data(profile)
+    data.pop("addresses", None)
+    text = HEADER + tomli_w.dumps(data)
+    return text + "\n" + tables_text(profile.addresses) if profile.addresses else text
 
 
 def _same(text: str, profile: Profile) -> bool:

@@ -88,9 +88,23 @@ def _before_leading_comments(text: str, start: int, end: int) -> int:
     return end
 
 
-def _append(text: str, entries: tuple[SupportAddress, ...]) -> str:
-    body = text if text.endswith("\n") else text + "\n"
-    return body + "\n" + tables_text(entries)
+def _insert_offset(text: str, last_entry: int | None) -> int:
+    """Where a new ``[[addresses]]`` table goes: after the last one (starting at
+    ``last_entry``) and its sub-tables, where the merge puts it, before any comment that
+    introduces the table after; without one, at the end."""
+    if last_entry is None:
+        return len(text)
+    for header in _HEADER.finditer(text, last_entry + 1):
+        if not header.group(2).replace(" ", "").startswith(_ADDRESSES + "."):
+            return _before_leading_comments(text, last_entry, header.start())
+    return len(text)
+
+
+def _append(text: str, entries: tuple[SupportAddress, ...], last_entry: int | None) -> str:
+    offset = _insert_offset(text, last_entry)
+    head, rest = text[:offset].rstrip("\n"), text[offset:].lstrip("\n")
+    body = (head + "\n\n" if head else "") + tables_text(entries)
+    return body + ("\n" + rest if rest else "")
 
 
 def _cut(text: str, indexes: list[int], count: int) -> str | None:
@@ -111,9 +125,10 @@ def edit_text(text: str, before: Profile, after: Profile) -> str | None:
         return None
     appended = _appended(before, after)
     if appended is not None:
-        if len(_ENTRY_HEADER.findall(text)) != len(before.addresses):
+        starts = [m.start() for m in _ENTRY_HEADER.finditer(text)]
+        if len(starts) != len(before.addresses):
             return None  # an inline `addresses = [...]` cannot take a [[addresses]] table
-        return _append(text, appended)
+        return _append(text, appended, starts[-1] if starts else None)
     removed = _removed(before, after)
     if removed is not None:
         return _cut(text, removed, len(before.addresses))

@@ -168,3 +168,24 @@ def test_a_header_inside_a_multiline_string_never_corrupts_the_profile() -> None
     after = before.without_address(before.addresses[0].address)
     rendered = render_profile(after, text.encode(), before=before)
     assert parse_profile(store.Path("p"), rendered.encode()) == after
+
+
+def test_a_new_table_goes_after_the_last_address_not_after_a_relay_table_that_follows() -> None:
+    before = Profile(addresses=(_entry(0, 1), _entry(1, 0)))
+    relay = '# the relay\n[relay]\nhostname = "relay.example.com"\n\n[relay.sink]\nkind = "maildir"\npath = "/srv/mail"\n'
+    text = "version = 1\n\n" + tables_text(before.addresses) + "\n" + relay
+    before = parse_profile(store.Path("p"), text.encode())
+    after = before.with_address(_entry(2, 2))
+    fast = edit_text(text, before, after)
+    assert fast is not None
+    assert parse_profile(store.Path("p"), fast.encode()) == after
+    assert fast.endswith("\n" + relay)  # the relay table and its comment, untouched and last
+    assert fast.index('address = "support2@') < fast.index("# the relay")
+
+
+def test_a_fresh_render_of_short_entries_is_tables_that_the_next_add_extends_in_place() -> None:
+    before = Profile(addresses=(_entry(0, 0),))
+    text = render_profile(before)
+    assert "[[addresses]]" in text and "addresses = [" not in text
+    after = before.with_address(_entry(1, 0))
+    assert edit_text(text, before, after) is not None
