@@ -29,7 +29,7 @@ from benchmarks.report import render_table, targets
 if TYPE_CHECKING:
     from lab.lab import Lab
 
-SECTIONS = ("startup", "verify", "relay")
+SECTIONS = ("startup", "profile", "verify", "relay")
 
 
 def _git_commit() -> str:
@@ -64,6 +64,10 @@ def collect(
         from benchmarks import startup
 
         results["startup"] = startup.run(repeat=3 if quick else 40)
+    if "profile" in sections:
+        from benchmarks import profile_bench
+
+        results["profile"] = profile_bench.run(quick, repeat=1 if quick else 3)
     if "verify" in sections or "relay" in sections:
         with contextlib.ExitStack() as stack:
             if lab is None:
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if ("verify" in sections or "relay" in sections) and os.geteuid() != 0:
         print(
             "error: the verify and relay benchmarks start NSD, Postfix and Dovecot, which "
-            "needs root (or run --only startup)",
+            "needs root (or run --only startup,profile)",
             file=sys.stderr,
         )
         return 2

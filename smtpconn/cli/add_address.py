@@ -157,7 +157,12 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         from smtpconn.profile.edit import AddRequest, plan_add
-        from smtpconn.profile.store import load_profile, locked, render_profile, save_profile
+        from smtpconn.profile.store import (
+            load_profile,
+            locked,
+            render_profile,
+            write_profile_text,
+        )
 
         request = AddRequest(
             address=address,
@@ -191,7 +196,7 @@ def register(app: typer.Typer) -> None:
                     "--inbound-password-file: no new inbound password is generated for this address",
                     fix="it only applies to bidirectional addresses with their own credentials",
                 )
-            new_text = render_profile(plan.profile, loaded.raw)
+            new_text = render_profile(plan.profile, loaded.raw, before=loaded.profile)
             if dry_run:
                 _report_dry_run(settings, plan, loaded.raw.decode("utf-8"), new_text)
                 return
@@ -201,7 +206,7 @@ def register(app: typer.Typer) -> None:
                     inbound_password_file, plan.new_password, "--inbound-password-file"
                 )
             try:
-                save_profile(path, plan.profile, loaded.raw)
+                write_profile_text(path, new_text)
             except BaseException:
                 if inbound_password_file is not None:
                     inbound_password_file.unlink(missing_ok=True)

@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "oauth",
     "rotate_credentials",
     "status",
+    "bulk",
 )
 
 app = typer.Typer(

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
             if left and not force and not dry_run:
                 raise _refusal(removed, left)
             if not dry_run:
-                save_profile(path, profile, loaded.raw)
+                save_profile(path, profile, loaded.raw, before=loaded.profile)
         _report(settings, removed, left, dry_run=dry_run)
 
 

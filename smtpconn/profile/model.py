@@ -204,24 +204,39 @@ class Profile:
     connector: ConnectorSettings = field(default_factory=ConnectorSettings)
     addresses: tuple[SupportAddress, ...] = ()
     relay: RelaySettings | None = None
+    # Each address key's position in ``addresses``, built on first use and handed on by
+    # ``with_address``: an import of a thousand rows into thousands of addresses would otherwise
+    # scan the whole tuple several times per row. Not part of the profile's value.
+    _positions: dict[str, int] | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
+
+    def _position_of(self) -> dict[str, int]:
+        if self._positions is None:
+            positions: dict[str, int] = {}
+            for i, e in enumerate(self.addresses):
+                positions.setdefault(e.address.key, i)  # the first, as a scan would find
+            object.__setattr__(self, "_positions", positions)
+            return positions
+        return self._positions
 
     def find(self, address: MailAddress) -> SupportAddress | None:
-        for entry in self.addresses:
-            if entry.address.key == address.key:
-                return entry
-        return None
+        position = self._position_of().get(address.key)
+        return None if position is None else self.addresses[position]
 
     def with_address(self, entry: SupportAddress) -> Profile:
         """Replace the entry with the same address in place (keeping order), or append it."""
-        kept = [e for e in self.addresses if e.address.key != entry.address.key]
-        if len(kept) == len(self.addresses):
-            return replace(self, addresses=(*self.addresses, entry))
-        return replace(
-            self,
-            addresses=tuple(
-                entry if e.address.key == entry.address.key else e for e in self.addresses
-            ),
-        )
+        positions = self._position_of()
+        key = entry.address.key
+        position = positions.get(key)
+        if position is None:
+            appended = replace(self, addresses=(*self.addresses, entry))
+            object.__setattr__(appended, "_positions", {**positions, key: len(self.addresses)})
+            return appended
+        addresses = (*self.addresses[:position], entry, *self.addresses[position + 1 :])
+        replaced = replace(self, addresses=addresses)
+        object.__setattr__(replaced, "_positions", positions)
+        return replaced
 
     def without_address(self, address: MailAddress) -> Profile:
         return replace(

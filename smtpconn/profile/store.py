@@ -112,10 +112,20 @@ def load_profile(path: Path, *, must_exist: bool = True) -> LoadedProfile:
     return LoadedProfile(path=path, profile=parse_profile(path, raw), exists=True, raw=raw)
 
 
-def render_profile(profile: Profile, previous: bytes | None = None) -> str:
+def render_profile(
+    profile: Profile, previous: bytes | None = None, *, before: Profile | None = None
+) -> str:
     """The profile as TOML. Given the file's current bytes, the administrator's comments and
     layout are kept where the data did not change; the result is checked to mean exactly
-    ``profile`` and a clean render is used otherwise."""
+    ``profile`` and a clean render is used otherwise. Given also ``before`` (what ``previous``
+    means), appending or removing addresses edits the text in place instead of merging it."""
+    if previous and before is not None:
+        from smtpconn.profile.textedit import edit_text
+
+        with contextlib.suppress(Exception):  # any surprise: take the full merge below
+            edited = edit_text(previous.decode("utf-8"), before, profile)
+            if edited is not None and _same(edited, profile):
+                return edited
     data = profile_to_data(profile)
     if previous:
         try:
@@ -126,7 +136,19 @@ def render_profile(profile: Profile, previous: bytes | None = None) -> str:
                 return merged
         except Exception:  # any surprise in the merge: fall back to a clean render, never corrupt
             pass
-    return HEADER + tomli_w.dumps(data)
+    return clean_text(profile)
+
+
+def clean_text(profile: Profile) -> str:
+    """The profile rendered afresh. The addresses are always ``[[addresses]]`` tables, last
+    (tomli_w would write short entries as an inline array, which a later ``add-address``
+    could not extend in place)."""
+    from smtpconn.profile.textedit import tables_text
+
+    data = profile_to_data(profile)
+    data.pop("addresses", None)
+    text = HEADER + tomli_w.dumps(data)
+    return text + "\n" + tables_text(profile.addresses) if profile.addresses else text
 
 
 def _same(text: str, profile: Profile) -> bool:
@@ -156,11 +178,19 @@ def locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def save_profile(path: Path, profile: Profile, previous: bytes | None = None) -> None:
+def save_profile(
+    path: Path, profile: Profile, previous: bytes | None = None, *, before: Profile | None = None
+) -> None:
     """Write ``profile`` to ``path``; ``previous`` (the bytes it was loaded from) lets comments
-    survive. Call under ``locked(path)`` when read-modify-writing."""
+    survive, and ``before`` (the profile they mean) lets an add or remove edit them in place.
+    Call under ``locked(path)`` when read-modify-writing."""
+    write_profile_text(path, render_profile(profile, previous, before=before))
+
+
+def write_profile_text(path: Path, text: str) -> None:
+    """Replace the profile with ``text`` as :func:`render_profile` returned it."""
     try:
-        write_atomically(path, render_profile(profile, previous).encode("utf-8"))
+        write_atomically(path, text.encode("utf-8"))
     except OSError as exc:
         raise ProfileError(
             f"cannot write profile {path}: {exc.strerror} (it was not changed)"

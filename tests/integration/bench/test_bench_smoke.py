@@ -25,11 +25,16 @@ def _positive(value: Any) -> bool:
 
 
 def test_quick_run_writes_complete_results(lab: Lab, tmp_path: Path) -> None:
-    results = collect(["startup", "verify", "relay"], quick=True, lab=lab)
+    results = collect(["startup", "profile", "verify", "relay"], quick=True, lab=lab)
     path = write(results, tmp_path)
     data = json.loads(path.read_text())
-    assert set(data) >= {"meta", "startup", "verify", "relay", "targets"}
+    assert set(data) >= {"meta", "startup", "profile", "verify", "relay", "targets"}
     assert data["meta"]["quick"] is True
+
+    assert [r["addresses"] for r in data["profile"]["runs"]] == [1, 100]
+    for r in data["profile"]["runs"]:
+        for name in ("add", "remove", "list", "import"):
+            assert _positive(r[name]["median_s"]) and _positive(r[name]["ratio_to_n1"]), name
 
     for name in ("python_c_pass", "smtpconn_help", "smtpconn_list"):
         assert _positive(data["startup"][name]["median_s"]), name
