@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 HELP = """Show, per support address, when mail last arrived and went out, the last error (when,
 at which stage, the server's reply), how many messages are queued or held and the oldest one's
-age, and a pending credential rotation. Works whether the relay runs or not: it reads the
-profile, the spool and the status file the relay keeps there. Exit 1 when an address's last
-error is newer than its last success.
+age, a pending credential rotation and when the last OAuth token expires. Works whether the
+relay runs or not: it reads the profile, the spool and the status file the relay keeps there.
+Exit 1 when an address's last error is newer than its last success.
 """
 
 
@@ -53,6 +53,17 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
+
+
+def _token_line(expires: str, now: float) -> str:
+    """The last OAuth token's expiry; an expired one is normal between deliveries (the next
+    delivery fetches a new one), so it is stated, not flagged."""
+    from datetime import datetime
+
+    left = datetime.fromisoformat(expires).timestamp() - now
+    if left > 0:
+        return f"    OAuth token valid until {escape(expires)} (in {_age(left)})"
+    return f"    last OAuth token expired {escape(expires)} ({_age(-left)} ago)"
 
 
 def _print(report: StatusReport) -> None:
@@ -88,3 +99,5 @@ def _print(report: StatusReport) -> None:
             out.print(
                 f"    rotating inbound password: old one valid until {item['inbound_rotation_until']}"
             )
+        if item["token_expires"]:
+            out.print(_token_line(item["token_expires"], now))

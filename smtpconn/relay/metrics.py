@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from smtpconn.relay.spool import DIRECTIONS, Spool
+from smtpconn.relay.state import TOKEN_EVENT, token_expiry
 
 if TYPE_CHECKING:
     from smtpconn.relay.config import RelayConfig
@@ -63,6 +64,7 @@ class RelayMetrics:
         self.config = config
         self.sink = SinkHealth()
         self._labels: dict[str, tuple[str, str]] = {}
+        self.token_expires: dict[str, float] = {}  # support address -> its OAuth token's expiry
         self.messages = Counter(
             "smtpconn_messages",
             "Messages by direction, support address, tag and outcome",
@@ -87,6 +89,11 @@ class RelayMetrics:
         self.sessions.labels(listener).inc()
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        if event == TOKEN_EVENT:
+            address, expires = token_expiry(fields)
+            if address is not None and expires is not None:
+                self.token_expires[address] = expires
+            return
         if event == "auth.failed":
             self.auth_failures.labels(str(fields.get("listener") or "-")).inc()
             return
@@ -129,7 +136,8 @@ class RelayMetrics:
 
 
 class _PresentCollector(Collector):
-    """Queue depth, the oldest message's age and certificate expiry, read at each scrape."""
+    """Queue depth, the oldest message's age, certificate and OAuth token expiry, read at each
+    scrape."""
 
     def __init__(self, metrics: RelayMetrics) -> None:
         self.metrics = metrics
@@ -161,6 +169,21 @@ class _PresentCollector(Collector):
         if cert is not None and left is not None:
             expiry.add_metric((str(cert),), left)
         yield expiry
+        yield self._token_expiry(now)
+
+    def _token_expiry(self, now: float) -> GaugeMetricFamily:
+        tokens = GaugeMetricFamily(
+            "smtpconn_oauth_token_expiry_seconds",
+            "Seconds until the last OAuth token obtained for an address expires (negative: "
+            "expired; a new one is fetched before the next delivery)",
+            labels=("address",),
+        )
+        # Only addresses still in the profile: a removed one's last token says nothing now.
+        current = {entry.address.ascii for entry in self.metrics.config().profile.addresses}
+        for address, expires in sorted(self.metrics.token_expires.items()):
+            if address in current:
+                tokens.add_metric((address,), expires - now)
+        return tokens
 
 
 def _spooled_at(entry_id: str) -> float | None:

@@ -24,6 +24,7 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from smtpconn.dns.resolvers import resolve_host
@@ -47,6 +48,7 @@ from smtpconn.relay.spool import (
     backoff_delay,
     new_id,
 )
+from smtpconn.relay.state import TOKEN_EVENT
 from smtpconn.relay.tagging import prepend
 from smtpconn.relay.worker import Attempted
 from smtpconn.smtp.failures import StageName
@@ -191,6 +193,7 @@ class OutboundDelivery:
         self.credentials = Credentials(
             config.base_dir, ca_file=config.settings.ca_file, insecure=config.settings.insecure
         )
+        self._token_expiry: dict[str, float] = {}  # support address -> last expiry logged
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
@@ -209,7 +212,9 @@ class OutboundDelivery:
             ]
         else:
             message = await asyncio.to_thread(self.spool.message, entry)
-            result = await self._send(support.outbound, envelope.mail_from, pending, message)
+            result = await self._send(
+                support.outbound, support.address.ascii, envelope.mail_from, pending, message
+            )
             if isinstance(result, str):
                 # No credential now defers the reply (never a bounce): `smtpconn oauth login`
                 # or the provider's recovery lets the next attempt through, without a restart.
@@ -259,22 +264,44 @@ class OutboundDelivery:
         return Attempted(state)
 
     async def _send(
-        self, server: OutboundServer, mail_from: str, rcpts: list[str], message: bytes
+        self, server: OutboundServer, address: str, mail_from: str, rcpts: list[str], message: bytes
     ) -> Result | str:
         """Deliver with the server's credential; a token the server refuses (535) is dropped
         and a new one tried once, since the provider may have revoked it before its expiry.
         Returns why no credential could be had instead of a result."""
         for attempt in (1, 2):
             try:
-                secret = await asyncio.to_thread(self.credentials.secret, server)
+                secret, expires = await asyncio.to_thread(self._credential, server)
             except (UsageError, OAuthFailure) as exc:
                 return _credential_problem(exc)
+            self._note_token(address, server, expires)
             result = await self._deliver(server, secret, mail_from, rcpts, message)
             if attempt == 1 and server.oauth is not None and _auth_refused(result):
                 self.credentials.invalidate(server)
                 continue
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _credential(self, server: OutboundServer) -> tuple[str, float | None]:
+        """The secret to log in with and, for an OAuth token, when it expires (blocking)."""
+        source = self.credentials.source(server)
+        if source is None:
+            return self.credentials.secret(server), None
+        token = source.token()
+        return token.value, token.expires_at
+
+    def _note_token(self, address: str, server: OutboundServer, expires: float | None) -> None:
+        """One event per token obtained or refreshed (a new expiry), never per delivery: status
+        and metrics read the expiry from it. The token itself is never logged."""
+        if expires is None or self._token_expiry.get(address) == expires:
+            return
+        self._token_expiry[address] = expires
+        log_event(
+            TOKEN_EVENT,
+            address=address,
+            server=f"{server.host}:{server.port}",
+            expires=datetime.fromtimestamp(expires, UTC).isoformat(timespec="seconds"),
+        )
 
     async def _deliver(
         self, server: OutboundServer, secret: str, mail_from: str, rcpts: list[str], message: bytes

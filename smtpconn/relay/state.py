@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,9 @@ _ERRORS = {
     "outbound.bounced": "outbound",
 }
 SUCCESS_KEYS = tuple(_SUCCESSES.values())
+# Logged by the outbound delivery whenever it obtains or refreshes an OAuth token:
+# address=<support address> expires=<ISO time>.
+TOKEN_EVENT = "oauth.token"
 
 # The support address an event is about: from its rcpt / mail_from when it has one, else from
 # the spool entry its id names.
@@ -73,6 +77,9 @@ class StatusRecorder:
         self.started = time.time()
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        if event == TOKEN_EVENT:
+            self._token(fields)
+            return
         if event not in _SUCCESSES and event not in _ERRORS:
             return
         address = self._address(event, fields)
@@ -85,6 +92,14 @@ class StatusRecorder:
                 slot[_SUCCESSES[event]] = now
             else:
                 slot["last_error"] = _error(event, fields, now)
+            self._dirty = True
+
+    def _token(self, fields: dict[str, Any]) -> None:
+        address, expires = token_expiry(fields)
+        if address is None or expires is None:
+            return
+        with self._lock:
+            self._addresses.setdefault(address, {})["token_expires"] = expires
             self._dirty = True
 
     def _address(self, event: str, fields: dict[str, Any]) -> str | None:
@@ -125,6 +140,16 @@ def _error(event: str, fields: dict[str, Any], now: float) -> dict[str, Any]:
         "stage": stage,
         "reply": text[:_MAX_REPLY],
     }
+
+
+def token_expiry(fields: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The support address and expiry (Unix seconds) an ``oauth.token`` event names."""
+    address = str(fields.get("address") or "") or None
+    try:
+        expires = datetime.fromisoformat(str(fields.get("expires"))).timestamp()
+    except ValueError:
+        expires = None
+    return address, expires
 
 
 def read_status(path: Path) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def status_report(config: RelayConfig, now: float | None = None) -> StatusReport
                 **waiting.get(key, {"queued": 0, "held": 0, "oldest_queued_age": None}),
                 "inbound_rotation_until": _rotation(entry, now),
                 "inbound_credential_age": _credential_age(entry, now),
-                "token_expires": None,  # OAuth tokens: not used by this version
+                "token_expires": _iso(seen.get("token_expires")),
                 "failing": _failing(seen),
             }
         )
@@ -71,6 +71,15 @@ def status_report(config: RelayConfig, now: float | None = None) -> StatusReport
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _iso(value: Any) -> str | None:
+    number = _number(value)
+    return (
+        None
+        if number is None
+        else datetime.fromtimestamp(number, UTC).isoformat(timespec="seconds")
+    )
 
 
 def _failing(seen: dict[str, Any]) -> bool:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ from smtpconn.oauth import device
 from smtpconn.oauth.providers import Flow
 from smtpconn.oauth.source import TokenSourceSpec
 from tests.integration.relay.conftest import RelayEnv, started_relay, write_profile
+from tests.integration.relay.test_relay_metrics import _get, _samples
 from tests.integration.relay.test_relay_outbound import submit
+from tests.integration.relay.test_relay_status import _status
 
 RECIPIENT = "bob@good.test"
 SENDER = "support@good.test"
@@ -34,7 +38,9 @@ def _login(issuer: LabOAuthServer, lab: Lab, cache: Path) -> None:
     device.wait(spec, login, account=lab.user.username)
 
 
-def _oauth_profile(lab: Lab, env: RelayEnv, issuer: LabOAuthServer, cache: Path) -> None:
+def _oauth_profile(
+    lab: Lab, env: RelayEnv, issuer: LabOAuthServer, cache: Path, *, metrics: bool = False
+) -> None:
     assert lab.ca is not None
     outbound: dict[str, Any] = {
         "host": lab.server_name,
@@ -61,6 +67,8 @@ def _oauth_profile(lab: Lab, env: RelayEnv, issuer: LabOAuthServer, cache: Path)
         "retry_initial": 1,
         "sink": {"kind": "maildir", "path": "helpdesk"},
     }
+    if metrics:
+        relay["metrics_listen"] = "127.0.0.1:0"
     write_profile(
         env.profile, [{"address": SENDER, "mode": "outbound-only", "outbound": outbound}], relay
     )
@@ -148,3 +156,48 @@ async def test_a_token_revoked_before_expiry_is_replaced_after_the_535(
         assert await relay.wait_idle(10)
     assert "outbound.deferred" not in relay_env.log_text()
     assert lab_issuer.state.grants.count("refresh_token") == 2  # one more, after the 535
+
+
+async def _token_expires(env: RelayEnv) -> str | None:
+    """``token_expires`` of the sender in ``status --json`` (the relay writes its status file
+    at most once a second)."""
+    expires = None
+    for _ in range(30):
+        _code, document = await asyncio.to_thread(_status, env)
+        [item] = [a for a in document["addresses"] if a["address"] == SENDER]
+        if (expires := item["token_expires"]) is not None:
+            break
+        await asyncio.sleep(0.3)
+    return expires
+
+
+async def test_token_expiry_in_status_and_metrics_and_never_the_token(
+    lab: Lab, relay_env: RelayEnv, lab_issuer: LabOAuthServer, tmp_path: Path
+) -> None:
+    lab_issuer.add_client(LabClient("public-app"))
+    lab_issuer.state.lifetime = 3600
+    cache = tmp_path / "support.json"
+    await asyncio.to_thread(_login, lab_issuer, lab, cache)
+    _oauth_profile(lab, relay_env, lab_issuer, cache, metrics=True)
+    run = uuid.uuid4().hex[:8]
+    async with started_relay(relay_env) as relay:
+        await submit(relay.submission_port, SENDER, RECIPIENT, f"expiry-{run}")
+        await asyncio.to_thread(lab.find_message, f"expiry-{run}", RECIPIENT)
+        assert await relay.wait_idle(10)
+        assert relay.metrics_port
+        port = relay.metrics_port
+        samples = await asyncio.to_thread(_samples, port)
+        left = samples[("smtpconn_oauth_token_expiry_seconds", frozenset({("address", SENDER)}))]
+        assert 3000 < left <= 3600
+        _status_code, metrics_body = await asyncio.to_thread(_get, port, "/metrics")
+        expires = await _token_expires(relay_env)
+    assert expires is not None
+    assert 3000 < datetime.fromisoformat(expires).timestamp() - time.time() <= 3600
+    log = relay_env.log_text()
+    token_lines = [line for line in relay_env.log_lines if "event=oauth.token" in line]
+    assert len(token_lines) == 1  # obtained once, reused for the delivery
+    assert f"address={SENDER}" in token_lines[0] and "expires=" in token_lines[0]
+    status_file = (relay_env.spool / "status.json").read_text()
+    assert lab_issuer.state.access and lab_issuer.state.refresh
+    for text in (log, status_file, metrics_body.decode()):
+        _secrets_absent(text, lab_issuer)

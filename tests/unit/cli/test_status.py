@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,16 @@ def test_a_damaged_status_file_is_ignored(cli: CliInvoker, workdir: Path, conten
 def test_a_missing_profile_exits_2(cli: CliInvoker, workdir: Path) -> None:
     result = cli("--profile", str(workdir / "nope.toml"), "status")
     assert result.exit_code == 2, result.output
+
+
+def test_token_expiry_is_an_iso_time_and_a_readable_line(cli: CliInvoker, workdir: Path) -> None:
+    assert add_bidirectional(cli).exit_code == 0
+    expires = int(time.time()) + 3 * 3600 + 60
+    _status_file(workdir, {"support@example.com": {"token_expires": expires}})
+    [item] = json.loads(cli("status", "--json").stdout)["addresses"]
+    assert datetime.fromisoformat(item["token_expires"]).timestamp() == expires
+    assert f"OAuth token valid until {item['token_expires']} (in 3h)" in cli("status").stdout
+    _status_file(workdir, {"support@example.com": {"token_expires": expires - 4 * 3600}})
+    result = cli("status")
+    assert result.exit_code == 0  # an expired token is replaced at the next delivery
+    assert "last OAuth token expired" in result.stdout and "(59m ago)" in result.stdout
