@@ -80,17 +80,7 @@ class InputNames:
     oauth_device_endpoint: str = "oauth_device_endpoint"
 
     def oauth(self) -> OAuthInputs:
-        return OAuthInputs(
-            self.provider,
-            self.oauth_flow,
-            self.oauth_tenant,
-            self.oauth_client_id,
-            self.oauth_client_secret,
-            self.oauth_key,
-            self.oauth_token_cache,
-            self.oauth_token_endpoint,
-            self.oauth_device_endpoint,
-        )
+        return _oauth_inputs(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +111,7 @@ class AddRequest:
     mx_hosts: tuple[str, ...] = ()  # the domain's MX names, for provider auto (the caller looks)
 
     def oauth(self) -> OAuthInputs:
-        return OAuthInputs(
-            self.provider,
-            self.oauth_flow,
-            self.oauth_tenant,
-            self.oauth_client_id,
-            self.oauth_client_secret,
-            self.oauth_key,
-            self.oauth_token_cache,
-            self.oauth_token_endpoint,
-            self.oauth_device_endpoint,
-        )
+        return _oauth_inputs(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,3 +423,21 @@ def plan_remove(profile: Profile, address_text: str) -> tuple[Profile, SupportAd
             f"{address.display} is not in the profile", fix=f"addresses in the profile: {known}"
         )
     return profile.without_address(address), existing
+
+
+# AddRequest and InputNames spell the OAuth inputs alike; OAuthInputs drops the "oauth_" prefix.
+_OAUTH_FIELDS = (
+    "provider",
+    "oauth_flow",
+    "oauth_tenant",
+    "oauth_client_id",
+    "oauth_client_secret",
+    "oauth_key",
+    "oauth_token_cache",
+    "oauth_token_endpoint",
+    "oauth_device_endpoint",
+)
+
+
+def _oauth_inputs(source: AddRequest | InputNames) -> OAuthInputs:
+    return OAuthInputs(*(getattr(source, name) for name in _OAUTH_FIELDS))
