@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,7 +9,7 @@ import typer
 
 from smtpconn.cli.common import command
 from smtpconn.cli.describe import describe_entry
-from smtpconn.cli.render import console, escape, print_json, warn
+from smtpconn.cli.render import console, escape, print_json, report_dry_run, warn
 from smtpconn.errors import UsageError
 from smtpconn.settings import Settings
 
@@ -31,16 +30,6 @@ the password is shown once (or written to --inbound-password-file) and only its 
 --workflow forwarding records an address still on standard forwarding; it must later be re-added
 with --readd to move it to the authenticated workflow.
 """
-
-
-def _diff(path: Path, old: str, new: str) -> str:
-    lines = difflib.unified_diff(
-        old.splitlines(keepends=True),
-        new.splitlines(keepends=True),
-        fromfile=f"{path} (now)",
-        tofile=f"{path} (after)",
-    )
-    return "".join(lines)
 
 
 def write_password_file(path: Path, password: str, option: str) -> None:
@@ -215,27 +204,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _report_dry_run(settings: Settings, plan: AddPlan, old_text: str, new_text: str) -> None:
-    if plan.new_password is not None and plan.entry.inbound is not None:
-        # The hash of a throwaway password would only confuse: show where it will go.
-        new_text = new_text.replace(plan.entry.inbound.password_hash, "<new scrypt hash>")
-    diff = _diff(settings.profile_path, old_text, new_text)
-    for message in plan.warnings:
-        warn(message)
-    if settings.json:
-        print_json(
-            {
-                "dry_run": True,
-                "profile": str(settings.profile_path),
-                "diff": diff,
-                "warnings": plan.warnings,
-            }
-        )
-        return
-    out = console()
-    out.print(f"[bold]Dry run:[/] nothing was written to {escape(str(settings.profile_path))}.")
-    for line in diff.splitlines():
-        style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
-        out.print(f"[{style}]{escape(line)}[/]" if style else escape(line))
+    inbound = plan.entry.inbound
+    report_dry_run(
+        settings.profile_path,
+        old_text,
+        new_text,
+        json_output=settings.json,
+        warnings=plan.warnings,
+        new_hashes=[inbound.password_hash] if plan.new_password and inbound else [],
+    )
 
 
 def _report(settings: Settings, plan: AddPlan, password_file: Path | None) -> None:

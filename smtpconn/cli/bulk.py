@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from smtpconn.cli.common import command
-from smtpconn.cli.render import console, escape, print_json, warn
+from smtpconn.cli.render import console, escape, print_json, report_dry_run, warn
 from smtpconn.errors import UsageError
 from smtpconn.settings import Settings
 
@@ -122,35 +122,19 @@ def register(app: typer.Typer) -> None:
 
 
 def _report_dry_run(settings: Settings, plan: ImportPlan, old_text: str, new_text: str) -> None:
-    import difflib
-
-    for _, added in plan.plans:
-        if added.new_password is not None and added.entry.inbound is not None:
-            new_text = new_text.replace(added.entry.inbound.password_hash, "<new scrypt hash>")
-    diff = "".join(
-        difflib.unified_diff(
-            old_text.splitlines(keepends=True),
-            new_text.splitlines(keepends=True),
-            fromfile=f"{settings.profile_path} (now)",
-            tofile=f"{settings.profile_path} (after)",
-        )
+    report_dry_run(
+        settings.profile_path,
+        old_text,
+        new_text,
+        json_output=settings.json,
+        warnings=plan.warnings,
+        new_hashes=[
+            added.entry.inbound.password_hash
+            for _, added in plan.plans
+            if added.new_password is not None and added.entry.inbound is not None
+        ],
+        extra={"rows": len(plan.plans)},
     )
-    for message in plan.warnings:
-        warn(message)
-    if settings.json:
-        print_json(
-            {
-                "dry_run": True,
-                "profile": str(settings.profile_path),
-                "rows": len(plan.plans),
-                "diff": diff,
-                "warnings": plan.warnings,
-            }
-        )
-        return
-    out = console()
-    out.print(f"[bold]Dry run:[/] nothing was written to {escape(str(settings.profile_path))}.")
-    out.print(diff, markup=False, highlight=False, soft_wrap=True, end="")
 
 
 def _report(settings: Settings, plan: ImportPlan, password_file: Path | None) -> None:

@@ -12,6 +12,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
     from rich.console import Console
 
 
@@ -49,3 +52,40 @@ def escape(text: str) -> str:
     from rich.markup import escape as rich_escape
 
     return rich_escape(text)
+
+
+def report_dry_run(
+    profile: Path,
+    old_text: str,
+    new_text: str,
+    *,
+    json_output: bool,
+    warnings: Sequence[str] = (),
+    new_hashes: Sequence[str] = (),
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """What an edit would change in the profile, as a unified diff (``--dry-run``). Hashes of
+    throwaway passwords are shown as ``<new scrypt hash>``: they would only confuse."""
+    import difflib
+
+    for password_hash in new_hashes:
+        new_text = new_text.replace(password_hash, "<new scrypt hash>")
+    diff = "".join(
+        difflib.unified_diff(
+            old_text.splitlines(keepends=True),
+            new_text.splitlines(keepends=True),
+            fromfile=f"{profile} (now)",
+            tofile=f"{profile} (after)",
+        )
+    )
+    for message in warnings:
+        warn(message)
+    if json_output:
+        document = {"dry_run": True, "profile": str(profile), **(extra or {})}
+        print_json({**document, "diff": diff, "warnings": list(warnings)})
+        return
+    out = console()
+    out.print(f"[bold]Dry run:[/] nothing was written to {escape(str(profile))}.")
+    for line in diff.splitlines():
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+        out.print(f"[{style}]{escape(line)}[/]" if style else escape(line), soft_wrap=True)
