@@ -16,9 +16,10 @@ from smtpconn.checks.model import CheckResult, Status
 from smtpconn.checks.tls_auth import advice, causes
 from smtpconn.checks.tls_auth.probe import LoginOutcome, LoginStep, Probe
 from smtpconn.profile.model import OutboundServer
-from smtpconn.smtp import sasl
+from smtpconn.smtp import reply_catalogue, sasl
 from smtpconn.smtp.certinfo import CertSummary
 from smtpconn.smtp.failures import CertProblem, FailureKind, SmtpFailure
+from smtpconn.smtp.reply_catalogue import Effect, ReplyMeaning, Stage
 from smtpconn.smtp.vocab import Security
 
 CHECK_IDS = catalogue.TLS_AUTH
@@ -525,6 +526,13 @@ def _login_result(seen: Seen, login: LoginOutcome) -> CheckResult:
 def _refused(seen: Seen, failure: SmtpFailure) -> CheckResult:
     server = seen.server
     detail = str(failure.reply) if failure.reply else ""
+    meaning = reply_catalogue.explain(failure.reply, Stage.AUTH) if failure.reply else None
+    # A generic "credentials refused" is better said by the advice below, which names the
+    # secret reference; a provider's own code or a throttling reply says more than that.
+    if meaning is not None and (
+        meaning.provider_specific or meaning.effect is not Effect.FIX_SETUP
+    ):
+        return _refused_known(server.username, detail, meaning)
     if failure.reply is not None and failure.reply.transient:
         return result(
             "auth.login",
@@ -543,6 +551,26 @@ def _refused(seen: Seen, failure: SmtpFailure) -> CheckResult:
         f"the server refused the credentials of {server.username}",
         detail or failure.message,
         fix,
+    )
+
+
+def _refused_known(username: str, detail: str, meaning: ReplyMeaning) -> CheckResult:
+    """A refusal the reply-code catalogue explains: its cause and the setting to change."""
+    if meaning.effect is Effect.FIX_SETUP:
+        return result(
+            "auth.login",
+            Status.FAIL,
+            f"{meaning.provider} refused the login of {username}: {meaning.cause}",
+            detail,
+            meaning.fix,
+        )
+    # throttled or a temporary back-end problem: the credentials were not judged
+    return result(
+        "auth.login",
+        Status.ERROR,
+        f"the server could not check the credentials now: {meaning.cause}",
+        detail,
+        meaning.fix,
     )
 
 
