@@ -97,6 +97,11 @@ DEFAULT_USER = USERS[0]
 #: Role addresses that get a Maildir of their own on every lab mail domain.
 MAILBOX_LOCALPARTS: tuple[str, ...] = ("support", "postmaster", "dmarc", "tlsrpt")
 
+#: A sender the lab's logged-in user may not send as: Postfix answers with Microsoft 365's own
+#: reply (``550 5.7.60``), so the reply-code catalogue is tested against a real server's answer.
+SEND_AS_DENIED = "notmine@good.test"
+SEND_AS_DENIED_REPLY = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+
 #: Listener names, in a stable order (ports are allocated in this order).
 PORT_NAMES: tuple[str, ...] = (
     "mx",
@@ -431,7 +436,7 @@ smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 smtpd_recipient_restrictions =
 smtpd_client_restrictions =
 smtpd_helo_restrictions =
-smtpd_sender_restrictions =
+smtpd_sender_restrictions = check_sender_access inline:{{ {{ {SEND_AS_DENIED} = {SEND_AS_DENIED_REPLY} }} }}
 
 # SASL (server side): Dovecot over TCP on loopback.
 smtpd_sasl_type = dovecot

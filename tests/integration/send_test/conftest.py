@@ -28,6 +28,7 @@ def write_profile(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         password: str | None = None,
         dkim: bool = True,
         extra: str = "",
+        address: str = "support@good.test",
     ) -> Path:
         monkeypatch.setenv(SECRET_ENV, password if password is not None else lab.user.password)
         selector, key = lab.dkim_key_for("good.test")
@@ -41,7 +42,7 @@ def write_profile(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             f"""version = 1
 
 [[addresses]]
-address = "support@good.test"
+address = "{address}"
 mode = "outbound-only"
 workflow = "authenticated"
 
