@@ -22,6 +22,8 @@ the test users, checked by Dovecot):
 ``oauth_submission`` like ``submission``, but AUTH is XOAUTH2/OAUTHBEARER only, each token
                      checked by Dovecot's oauth2 passdb against the lab issuer (lab/oauth.py),
                      which a test starts on ``oauth_issuer_port`` (lab/oauth_sasl.py).
+``signing``          like ``submission``, and OpenDKIM (lab/opendkim.py) signs what it accepts
+                     with selector sel2048: the customer's server signs, not smtpconn.
 ===================  =======================================================================
 
 Delivery: every address at a lab mail domain (``lab.zones.DOMAINS`` except relay domains) is
@@ -114,6 +116,7 @@ PORT_NAMES: tuple[str, ...] = (
     "wrong_host",
     "untrusted",
     "oauth_submission",
+    "signing",
 )
 #: Listeners that speak TLS from the first byte (RFC 8314).
 IMPLICIT_TLS_PORTS = frozenset({"smtps"})
@@ -263,6 +266,8 @@ class PostfixServer:
         users: Iterable[TestUser] = USERS,
         ports: Mapping[str, int] | None = None,
         sasl_port: int | None = None,
+        signing_key: Path | None = None,
+        milter_port: int | None = None,
     ) -> None:
         self.directory = directory
         self.ca = ca
@@ -281,6 +286,11 @@ class PostfixServer:
         self.oauth_dovecot = DovecotOAuth(
             directory / "dovecot-oauth", self.oauth_sasl_port, self.oauth_issuer_port, ca.ca_cert
         )
+        from lab.opendkim import OpenDkimSigner
+
+        # The signing port's milter: the customer's server DKIM-signs what it sends there.
+        self.signing_key = signing_key
+        self.opendkim = OpenDkimSigner(directory / "opendkim", milter_port or free_ports(1)[0])
         self.config_dir = directory / "etc"
         self.queue_dir = directory / "queue"
         self.data_dir = directory / "data"
@@ -295,7 +305,7 @@ class PostfixServer:
 
     def all_ports(self) -> list[int]:
         """Every port this server binds (SMTP listeners and Dovecot's auth listener)."""
-        return [*self.ports.values(), self.sasl_port, self.oauth_sasl_port]
+        return [*self.ports.values(), self.sasl_port, self.oauth_sasl_port, self.opendkim.port]
 
     # -- configuration --------------------------------------------------------------------
 
@@ -503,6 +513,13 @@ bounce_queue_lifetime = 1h
                 "smtpd_tls_auth_only=no",
                 "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
             ),
+            self._service(
+                "signing",
+                *required_tls,
+                f"smtpd_milters={self.opendkim.milter}",
+                # No signature, no mail: never let an unsigned message through as if signed.
+                "milter_default_action=tempfail",
+            ),
             self._service("expired", *required_tls, chain=ca.expired),
             self._service("expiring", *required_tls, chain=ca.expiring),
             self._service("wrong_host", *required_tls, chain=ca.wrong_host),
@@ -548,6 +565,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         self.write_config()
         self.dovecot.start()
         self.oauth_dovecot.start()
+        if self.signing_key is not None:
+            self.opendkim.start(self.signing_key)
         try:
             # "postfix check" creates the queue directories with the right owners and checks
             # the configuration; then master runs in the foreground (-s) under our control, so
@@ -584,10 +603,12 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         finally:
             self.dovecot.stop()
             self.oauth_dovecot.stop()
+            self.opendkim.stop()
 
     def pids(self) -> list[int]:
-        """Session leaders this server started (Postfix master, Dovecot)."""
-        return [p for p in (self.pid, self.dovecot.pid, self.oauth_dovecot.pid) if p is not None]
+        """Session leaders this server started (Postfix master, Dovecot, OpenDKIM)."""
+        leaders = (self.pid, self.dovecot.pid, self.oauth_dovecot.pid, self.opendkim.pid)
+        return [p for p in leaders if p is not None]
 
     # -- relay transport -------------------------------------------------------------------
 

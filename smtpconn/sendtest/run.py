@@ -493,16 +493,20 @@ async def roundtrip(
         profile, base_dir, report, wait, settings, check_dkim=True, expect=expect
     )
     if expect is not None and report.received is not None:
-        _require_server_signature(report, report.received["dkim_verified_by_smtpconn"])
+        _require_server_signature(report, report.received["dkim_verified_by_smtpconn"], expect)
     return report
 
 
-def _require_server_signature(report: SendTestReport, verified: dict[str, Any]) -> None:
+def _require_server_signature(
+    report: SendTestReport, verified: dict[str, Any], expect: tuple[str, str]
+) -> None:
     if verified["result"] == "pass":
         return
     why = verified["detail"] or f"the signature did not verify ({verified['result']})"
+    # Name the signature the profile promises: the copy may carry none to take d= and s= from.
+    domain, selector = expect
     report.problem = (
-        f"dkim stage: your server's DKIM signature (d={verified.get('d')} s={verified.get('s')}) "
+        f"dkim stage: your server's DKIM signature (d={domain} s={selector}) "
         f"is missing or does not verify: {why}; make your server sign mail from "
         f"{report.address} with that selector, or re-add the address with --dkim-key to let "
         "smtpconn sign"

@@ -78,16 +78,23 @@ def connector_domain(relay_domain: str) -> str:
 
 
 @pytest.fixture
+def dkim_signer() -> str:
+    """Who signs the connector's bidirectional address (see ``add_addresses``)."""
+    return "smtpconn"
+
+
+@pytest.fixture
 def connector(
     lab: Lab,
     cli: CliInvoker,
     tmp_path: Path,
     connector_domain: str,
+    dkim_signer: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Connector:
     monkeypatch.setenv(OUTBOUND_SECRET_ENV, lab.user.password)
     monkeypatch.delenv("SMTPCONN_INBOUND_PASSWORD", raising=False)
-    return make_connector(lab, cli, tmp_path / "connector", connector_domain)
+    return make_connector(lab, cli, tmp_path / "connector", connector_domain, signer=dkim_signer)
 
 
 @pytest.fixture
