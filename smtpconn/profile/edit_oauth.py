@@ -82,8 +82,11 @@ def preset_server(provider: Provider | None) -> str | None:
     return f"{host}:{port}"
 
 
-def _reference(text: str, base_dir: Path, warnings: list[str]) -> SecretRef:
-    ref = parse_secret_ref(text)
+def _reference(text: str, option: str, base_dir: Path, warnings: list[str]) -> SecretRef:
+    try:
+        ref = parse_secret_ref(text)
+    except UsageError as exc:  # never echoes the value; says which option held it
+        raise UsageError(f"{option}: {exc.message}", fix=exc.fix) from None
     if ref.scheme == "file":
         ref = SecretRef("file", str(Path(ref.target).expanduser().absolute()))
     warnings.extend(check_secret_ref(ref, base_dir))
@@ -140,7 +143,9 @@ def build_oauth(
         tenant=inputs.tenant,
         client_id=inputs.client_id,
         client_secret=(
-            _reference(inputs.client_secret, base_dir, warnings) if inputs.client_secret else None
+            _reference(inputs.client_secret, str(names.client_secret), base_dir, warnings)
+            if inputs.client_secret
+            else None
         ),
         key=_key(inputs.key, str(names.key), base_dir) if inputs.key else None,
         token_cache=Path(inputs.token_cache).expanduser().absolute()
