@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="starttls | tls. [default: by port]")
         ] = None,
         auth: Annotated[
-            str | None, typer.Option(help="plain | login | xoauth2 | auto. [default: auto]")
+            str | None,
+            typer.Option(help="plain | login | xoauth2 | oauthbearer | auto. [default: auto]"),
         ] = None,
         dkim_selector: Annotated[
             str | None,

@@ -255,10 +255,12 @@ def _oauth(
 
 
 def _oauth_auth(auth: AuthMechanism, names: InputNames) -> AuthMechanism:
+    if auth is AuthMechanism.OAUTHBEARER:
+        return auth
     if auth not in (AuthMechanism.AUTO, AuthMechanism.XOAUTH2):
         raise UsageError(
             f"{names.auth} {auth.value} cannot log in with an OAuth token",
-            fix=f"drop {names.auth} or use {names.auth} xoauth2",
+            fix=f"drop {names.auth} or use {names.auth} xoauth2 (or oauthbearer)",
         )
     return AuthMechanism.XOAUTH2
 

@@ -63,7 +63,7 @@ def _result(status: Status, summary: str, detail: str = "", fix: str = "") -> Ch
 def token_result(server: OutboundServer, outcome: TokenOutcome | None, now: float) -> CheckResult:
     """The verdict on the token (pure)."""
     if outcome is None:
-        if server.auth is AuthMechanism.XOAUTH2:
+        if server.auth in (AuthMechanism.XOAUTH2, AuthMechanism.OAUTHBEARER):
             return _result(
                 Status.SKIP,
                 f"not checked: the token is a static reference ({server.secret}), which "
