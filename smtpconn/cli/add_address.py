@@ -142,6 +142,10 @@ def register(app: typer.Typer) -> None:
         oauth_device_endpoint: Annotated[
             str | None, typer.Option(help="Device-code endpoint URL. [default: the provider's]")
         ] = None,
+        oauth_scope: Annotated[
+            str | None,
+            typer.Option(help="Scope to ask for. [default: the provider's SMTP scope]"),
+        ] = None,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
         ] = False,
@@ -178,6 +182,7 @@ def register(app: typer.Typer) -> None:
             oauth_token_cache=oauth_token_cache,
             oauth_token_endpoint=oauth_token_endpoint,
             oauth_device_endpoint=oauth_device_endpoint,
+            oauth_scope=oauth_scope,
         )
         # Asked before the profile is locked: a slow resolver must not hold other edits up.
         request = replace(request, mx_hosts=_provider_mx(settings, request))

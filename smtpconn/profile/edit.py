@@ -78,6 +78,7 @@ class InputNames:
     oauth_token_cache: str = "oauth_token_cache"
     oauth_token_endpoint: str = "oauth_token_endpoint"
     oauth_device_endpoint: str = "oauth_device_endpoint"
+    oauth_scope: str = "oauth_scope"
 
     def oauth(self) -> OAuthInputs:
         return _oauth_inputs(self)
@@ -108,6 +109,7 @@ class AddRequest:
     oauth_token_cache: str | None = None
     oauth_token_endpoint: str | None = None
     oauth_device_endpoint: str | None = None
+    oauth_scope: str | None = None  # [default: the provider's SMTP scope for the flow]
     mx_hosts: tuple[str, ...] = ()  # the domain's MX names, for provider auto (the caller looks)
 
     def oauth(self) -> OAuthInputs:
@@ -463,6 +465,7 @@ _OAUTH_FIELDS = (
     "oauth_token_cache",
     "oauth_token_endpoint",
     "oauth_device_endpoint",
+    "oauth_scope",
 )
 
 

@@ -35,6 +35,7 @@ class OAuthInputs:
     token_cache: str | None = None
     token_endpoint: str | None = None
     device_endpoint: str | None = None
+    scope: str | None = None
 
     def given(self) -> bool:
         """Any token-source option (the provider alone is only a server preset)."""
@@ -49,6 +50,7 @@ class OAuthInputs:
                 self.token_cache,
                 self.token_endpoint,
                 self.device_endpoint,
+                self.scope,
             )
         )
 
@@ -108,6 +110,21 @@ def _key(text: str, option: str, base_dir: Path) -> SecretRef:
     return ref
 
 
+def _scope(text: str | None, option: str) -> str | None:
+    """Space-separated scope tokens (RFC 6749 3.3: printable ASCII without " or \\)."""
+    if text is None:
+        return None
+    words = text.split()
+    if not words or any(
+        not w.isprintable() or not w.isascii() or set(w) & {'"', "\\"} for w in words
+    ):
+        raise UsageError(
+            f"{option} must be space-separated scope names",
+            fix="e.g. https://outlook.office365.com/.default, or leave it out for the provider's",
+        )
+    return " ".join(words)
+
+
 def _endpoint(text: str | None, option: str) -> str | None:
     if text is None:
         return None
@@ -153,6 +170,7 @@ def build_oauth(
         else None,
         token_endpoint=_endpoint(inputs.token_endpoint, str(names.token_endpoint)),
         device_endpoint=_endpoint(inputs.device_endpoint, str(names.device_endpoint)),
+        scope=_scope(inputs.scope, str(names.scope)),
     )
     problems = oauth_problems(settings)
     if problems:
