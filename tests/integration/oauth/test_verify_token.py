@@ -92,6 +92,12 @@ def test_a_fit_token_passes_and_auth_login_uses_it(
     code, checks, output = _verify(cli, lab, profile, "--skip", "auth.token")
     assert "auth.token" not in checks and checks["auth.login"]["status"] == "pass", output
     _nothing_secret(output, lab_issuer)
+    table = cli(
+        "verify", "--only", "auth.token", "-v", "--profile", str(profile),
+        "--resolver", lab.resolver, "--ca-file", str(lab.ca_file), "--timeout", "5",
+    )  # fmt: skip
+    assert table.exit_code == 0 and "auth.token" in table.stdout, table.output
+    _nothing_secret(table.output, lab_issuer)
 
 
 @pytest.mark.parametrize(
