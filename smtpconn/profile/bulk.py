@@ -22,6 +22,7 @@ from typing import Any
 from smtpconn.errors import UsageError
 from smtpconn.profile.edit import AddPlan, AddRequest, InputNames, plan_add
 from smtpconn.profile.model import Profile, SupportAddress
+from smtpconn.profile.oauth import OAuthSettings, oauth_to_data
 
 
 class BulkFormat(StrEnum):
@@ -34,6 +35,8 @@ _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off", ""}
 # Left out of an export: a re-add is a decision of whoever imports the file again.
 _NOT_EXPORTED = frozenset({"readd"})
+# Request fields that are not inputs (add-address fills them itself): no column.
+_NOT_COLUMNS = frozenset({"mx_hosts"})
 
 
 def format_of(path: Path, given: str | None) -> BulkFormat:
@@ -57,7 +60,7 @@ def format_of(path: Path, given: str | None) -> BulkFormat:
 
 def _request_fields() -> dict[str, str]:
     """Each request field's name and its declared type (as written, e.g. ``str | None``)."""
-    return {f.name: str(f.type) for f in fields(AddRequest)}
+    return {f.name: str(f.type) for f in fields(AddRequest) if f.name not in _NOT_COLUMNS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,10 +210,13 @@ def entry_request(entry: SupportAddress) -> dict[str, Any]:
         values |= {
             "server": f"{host}:{o.port}",
             "username": o.username,
-            "secret": str(o.secret),
             "security": o.security.value,
             "auth": o.auth.value,
         }
+        if o.oauth is not None:
+            values |= _oauth_request(o.oauth)
+        else:
+            values["secret"] = str(o.secret)
     if entry.dkim is not None:
         values["dkim_selector"] = entry.dkim.selector
         if entry.dkim.private_key is not None:
@@ -218,6 +224,13 @@ def entry_request(entry: SupportAddress) -> dict[str, Any]:
     if entry.inbound is not None:
         values["inbound_username"] = entry.inbound.username
     return values
+
+
+def _oauth_request(oauth: OAuthSettings) -> dict[str, Any]:
+    """The token source as add-address's OAuth fields (references, never what they hold)."""
+    stored = oauth_to_data(oauth)
+    named = {"provider": "provider", **{k: f"oauth_{k}" for k in stored if k != "provider"}}
+    return {named[k]: v for k, v in stored.items()}
 
 
 def export_text(profile: Profile, fmt: BulkFormat) -> str:

@@ -78,6 +78,7 @@ class InputNames:
     oauth_token_cache: str = "oauth_token_cache"
     oauth_token_endpoint: str = "oauth_token_endpoint"
     oauth_device_endpoint: str = "oauth_device_endpoint"
+    oauth_scope: str = "oauth_scope"
 
     def oauth(self) -> OAuthInputs:
         return _oauth_inputs(self)
@@ -108,6 +109,7 @@ class AddRequest:
     oauth_token_cache: str | None = None
     oauth_token_endpoint: str | None = None
     oauth_device_endpoint: str | None = None
+    oauth_scope: str | None = None  # [default: the provider's SMTP scope for the flow]
     mx_hosts: tuple[str, ...] = ()  # the domain's MX names, for provider auto (the caller looks)
 
     def oauth(self) -> OAuthInputs:
@@ -157,9 +159,12 @@ def _check_dkim_key(path_text: str, base_dir: Path) -> Path:
 
 
 def _outbound(
-    request: AddRequest, base_dir: Path, warnings: list[str], names: InputNames
+    request: AddRequest,
+    provider: Provider | None,
+    base_dir: Path,
+    warnings: list[str],
+    names: InputNames,
 ) -> OutboundServer:
-    provider = choose_provider(request.provider, request.server, request.mx_hosts, names.provider)
     # Explicit options win over the provider's preset.
     request = replace(request, server=request.server or preset_server(provider))
     oauth = _oauth(request, provider, base_dir, warnings, names)
@@ -213,6 +218,25 @@ def _outbound(
     )
 
 
+# Exchange Online outbound connectors and Gmail routing rules have no setting for SMTP AUTH
+# credentials, so these providers' servers cannot log in to the relay's inbound listener.
+ROUTING_WITHOUT_AUTH = {
+    Provider.MICROSOFT365: "Exchange Online outbound connectors",
+    Provider.GOOGLE: "Gmail routing rules",
+}
+
+
+def routing_advice(provider: Provider, names: InputNames) -> str:
+    """Why bidirectional mode cannot work from a hosted provider, and what to use instead."""
+    return (
+        f"{provider.value}: {ROUTING_WITHOUT_AUTH[provider]} have no setting for SMTP AUTH "
+        "credentials, so mail routed from them cannot log in to the relay as bidirectional "
+        f"mode requires (it would be refused); use {names.mode} outbound-only: support mail "
+        "reaches the help desk by forwarding, and replies still go out through the "
+        "provider's server with this address's login"
+    )
+
+
 def _oauth(
     request: AddRequest,
     provider: Provider | None,
@@ -233,10 +257,12 @@ def _oauth(
 
 
 def _oauth_auth(auth: AuthMechanism, names: InputNames) -> AuthMechanism:
+    if auth is AuthMechanism.OAUTHBEARER:
+        return auth
     if auth not in (AuthMechanism.AUTO, AuthMechanism.XOAUTH2):
         raise UsageError(
             f"{names.auth} {auth.value} cannot log in with an OAuth token",
-            fix=f"drop {names.auth} or use {names.auth} xoauth2",
+            fix=f"drop {names.auth} or use {names.auth} xoauth2 (or oauthbearer)",
         )
     return AuthMechanism.XOAUTH2
 
@@ -260,7 +286,10 @@ def plan_add(
             fix=f"use {names.mode} bidirectional or {names.mode} outbound-only",
         )
     mode = _choice(Mode, request.mode, names.mode)
-    outbound = _outbound(request, base_dir, warnings, names)
+    provider = choose_provider(request.provider, request.server, request.mx_hosts, names.provider)
+    outbound = _outbound(request, provider, base_dir, warnings, names)
+    if mode is Mode.BIDIRECTIONAL and provider in ROUTING_WITHOUT_AUTH:
+        warnings.append(routing_advice(provider, names))
     dkim = _dkim(request, base_dir, names)
     inbound = _inbound(profile, request, address, mode, names)
     entry = SupportAddress(
@@ -436,6 +465,7 @@ _OAUTH_FIELDS = (
     "oauth_token_cache",
     "oauth_token_endpoint",
     "oauth_device_endpoint",
+    "oauth_scope",
 )
 
 

@@ -368,13 +368,18 @@ def _read_outbound(table: _Table) -> OutboundServer | None:
 def _oauth_mechanism(
     table: _Table, auth: AuthMechanism | None, secret: SecretRef | None
 ) -> AuthMechanism:
-    """An OAuth token logs in with XOAUTH2 only; ``auto`` means that."""
+    """An OAuth token logs in with XOAUTH2 (OAUTHBEARER where only that is offered), or with
+    OAUTHBEARER alone when the profile says so; ``auto`` means xoauth2."""
     if secret is not None:
         table.findings.add(
             f"{table.path}.secret", "cannot be set together with oauth (the token source logs in)"
         )
+    if auth is AuthMechanism.OAUTHBEARER:
+        return auth
     if auth not in (None, AuthMechanism.AUTO, AuthMechanism.XOAUTH2):
-        table.findings.add(f"{table.path}.auth", f"must be xoauth2 with oauth, not {auth}")
+        table.findings.add(
+            f"{table.path}.auth", f"must be xoauth2 or oauthbearer with oauth, not {auth}"
+        )
     return AuthMechanism.XOAUTH2
 
 
