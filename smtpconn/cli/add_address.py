@@ -141,6 +141,23 @@ def register(app: typer.Typer) -> None:
         oauth_device_endpoint: Annotated[
             str | None, typer.Option(help="Device-code endpoint URL. [default: the provider's]")
         ] = None,
+        max_connections: Annotated[
+            int | None,
+            typer.Option(
+                help="Sending limit: simultaneous connections to the outbound server. "
+                "[default: the provider's published limit, else none]"
+            ),
+        ] = None,
+        messages_per_minute: Annotated[
+            int | None, typer.Option(help="Sending limit: messages a minute to that server.")
+        ] = None,
+        recipients_per_message: Annotated[
+            int | None,
+            typer.Option(help="Sending limit: recipients per transaction (more are split)."),
+        ] = None,
+        recipients_per_day: Annotated[
+            int | None, typer.Option(help="Sending limit: recipients per rolling 24 hours.")
+        ] = None,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
         ] = False,
@@ -175,6 +192,10 @@ def register(app: typer.Typer) -> None:
             oauth_token_cache=oauth_token_cache,
             oauth_token_endpoint=oauth_token_endpoint,
             oauth_device_endpoint=oauth_device_endpoint,
+            max_connections=max_connections,
+            messages_per_minute=messages_per_minute,
+            recipients_per_message=recipients_per_message,
+            recipients_per_day=recipients_per_day,
         )
         path = settings.profile_path
         with locked(path):
