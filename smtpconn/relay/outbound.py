@@ -9,8 +9,12 @@ spooled, so what is acknowledged is exactly what will be sent.
 
 Delivery goes through the shared client policy (``smtpconn.smtp.delivery``: TLS + AUTH, never
 clear text), over cached sessions (:mod:`smtpconn.relay.sessions`: replies to the same customer
-server share one authenticated connection, ``RSET`` between messages). Per recipient: accepted → done; 5xx → bounce; 4xx, connection, TLS or AUTH
-problems → retry with exponential back-off until the retry window ends, then bounce. Bounces are
+server share one authenticated connection, ``RSET`` between messages), paced by the server's
+lane (:mod:`smtpconn.relay.lanes`): split into transactions of ``recipients_per_message``.
+Per recipient: accepted → done; a throttling reply (:func:`smtpconn.smtp.throttling.
+is_throttling`, whatever its code) → the lane backs off, the reply waits for it, never a
+bounce; 5xx → bounce; 4xx, connection, TLS or AUTH problems → retry with exponential back-off
+until the retry window ends, then bounce. Bounces are
 RFC 3464 reports to the support address, handed to the help desk through the sink: a failed
 reply is never dropped silently. The bounce is spooled before the reply is forgotten, so a crash
 in between can at worst produce a second bounce.
