@@ -210,3 +210,24 @@ async def test_split_reply_records_each_transaction_and_never_resends(
     assert sorted(sent) == sorted(rcpts)  # everyone once
     document = lanes.dump(force=True)
     assert document is not None and b'"recipients_24h": 250' in document
+
+
+def test_metrics_show_a_throttled_lane(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from smtpconn.relay.metrics import RelayMetrics
+
+    config = _config(tmp_path)
+    metrics = RelayMetrics(Spool(tmp_path / "spool"), lambda: config)
+    until = time.time() + 120
+    from datetime import UTC, datetime
+
+    metrics(
+        "outbound.throttled",
+        {"server": "slow.example.com:587", "until": datetime.fromtimestamp(until, UTC).isoformat()},
+    )
+    text = generate_latest(metrics.registry).decode()
+    line = next(
+        x for x in text.splitlines() if x.startswith("smtpconn_outbound_throttled_seconds{")
+    )
+    assert 'server="slow.example.com:587"' in line and float(line.split()[-1]) > 100
