@@ -24,6 +24,15 @@ the test users, checked by Dovecot):
                      which a test starts on ``oauth_issuer_port`` (lab/oauth_sasl.py).
 ``signing``          like ``submission``, and OpenDKIM (lab/opendkim.py) signs what it accepts
                      with selector sel2048: the customer's server signs, not smtpconn.
+``limited``          like ``submission``, but anvil(8) allows a client at most
+                     ``LIMITED_CONNECTIONS`` sessions at once
+                     (``smtpd_client_connection_count_limit``; 127.0.0.1 not exempt): one more
+                     gets ``421 4.7.0 ... too many connections`` and the log says
+                     ``Connection concurrency limit exceeded``.
+``throttling``       like ``submission``, but a policy service (spawn(8) running
+                     ``throttle_policy.py`` at end of DATA) accepts ``THROTTLE_AFTER`` messages,
+                     then answers ``432 4.3.2 STOREDRV.ClientSubmit; sender thread limit
+                     exceeded`` (Microsoft 365's reply) for ``THROTTLE_SECONDS``, then again.
 ===================  =======================================================================
 
 Delivery: every address at a lab mail domain (``lab.zones.DOMAINS`` except relay domains) is
@@ -103,6 +112,9 @@ MAILBOX_LOCALPARTS: tuple[str, ...] = ("support", "postmaster", "dmarc", "tlsrpt
 #: reply (``550 5.7.60``), so the reply-code catalogue is tested against a real server's answer.
 SEND_AS_DENIED = "notmine@good.test"
 SEND_AS_DENIED_REPLY = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+#: A recipient the lab Postfix refuses with that same reply, so that a reply the relay sends to
+#: it bounces with the server's real answer (the relay always sends as the support address).
+SEND_AS_DENIED_RCPT = "sendas-refused@good.test"
 
 #: Listener names, in a stable order (ports are allocated in this order).
 PORT_NAMES: tuple[str, ...] = (
@@ -117,7 +129,15 @@ PORT_NAMES: tuple[str, ...] = (
     "untrusted",
     "oauth_submission",
     "signing",
+    "limited",
+    "throttling",
 )
+#: Sessions at once a client may have on the ``limited`` port.
+LIMITED_CONNECTIONS = 2
+#: Messages the ``throttling`` port accepts before it throttles, and for how long it does.
+THROTTLE_AFTER = 3
+THROTTLE_SECONDS = 3
+THROTTLE_REPLY = "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"
 #: Listeners that speak TLS from the first byte (RFC 8314).
 IMPLICIT_TLS_PORTS = frozenset({"smtps"})
 
@@ -297,6 +317,7 @@ class PostfixServer:
         self.maildir_root = directory / "mail"
         self.maps_dir = directory / "maps"
         self.log = directory / "postfix.log"
+        self.throttle_dir = directory / "throttle"
         self.dovecot = DovecotSasl(directory / "dovecot", self.users, self.sasl_port)
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
@@ -443,7 +464,7 @@ relay_transport = retry:4.4.1 no relay target set for this domain yet (lab: set_
 default_transport = error:5.4.4 the lab delivers only to lab domains and relay targets
 
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
-smtpd_recipient_restrictions =
+smtpd_recipient_restrictions = check_recipient_access inline:{{ {{ {SEND_AS_DENIED_RCPT} = {SEND_AS_DENIED_REPLY} }} }}
 smtpd_client_restrictions =
 smtpd_helo_restrictions =
 smtpd_sender_restrictions = check_sender_access inline:{{ {{ {SEND_AS_DENIED} = {SEND_AS_DENIED_REPLY} }} }}
@@ -524,7 +545,20 @@ bounce_queue_lifetime = 1h
             self._service("expiring", *required_tls, chain=ca.expiring),
             self._service("wrong_host", *required_tls, chain=ca.wrong_host),
             self._service("untrusted", *required_tls, chain=ca.untrusted),
+            self._service(
+                "limited",
+                *required_tls,
+                f"smtpd_client_connection_count_limit={LIMITED_CONNECTIONS}",
+                # Default: $mynetworks (127.0.0.1) is exempt, and every lab client is there.
+                "smtpd_client_event_limit_exceptions=",
+            ),
+            self._service(
+                "throttling",
+                *required_tls,
+                "smtpd_end_of_data_restrictions=check_policy_service,unix:private/throttle_policy",
+            ),
         ]
+        self._write_throttle_policy()
         # chroot column = n everywhere: nothing to copy into a jail, and the lab dir is private.
         (self.config_dir / "master.cf").write_text(
             "# smtpconn lab: generated; do not edit.\n"
@@ -553,10 +587,27 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
+            + f"throttle_policy unix - n n - 0 spawn user=nobody argv=/usr/bin/python3 "
+            f"{self.throttle_dir / 'throttle_policy.py'} {self.throttle_dir / 'state.json'} "
+            f"{THROTTLE_AFTER} {THROTTLE_SECONDS}\n"
         )
         _backdate(self.config_dir / "main.cf")
         _backdate(self.config_dir / "master.cf")
         self._write_maps()
+
+    def _write_throttle_policy(self) -> None:
+        """The ``throttling`` port's policy server (stdlib only; spawn(8) runs one per smtpd
+        connection as nobody, so the count lives in a locked file shared by all of them)."""
+        self.throttle_dir.mkdir(exist_ok=True)
+        os.chown(self.throttle_dir, _VMAIL_ID, _VMAIL_ID)
+        script = self.throttle_dir / "throttle_policy.py"
+        script.write_text(_THROTTLE_POLICY.replace("@REPLY@", THROTTLE_REPLY))
+        script.chmod(0o644)
+
+    def reset_throttle(self) -> None:
+        """Start the ``throttling`` port's count afresh (a test's first message is number 1)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.throttle_dir / "state.json").unlink()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -761,6 +812,54 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                     f"queue:\n{self.queue()}\nlog:\n{tail(self.log, 40)}"
                 )
             time.sleep(0.05)
+
+
+_THROTTLE_POLICY = """# smtpconn lab: a Postfix policy server (SMTPD_POLICY_README) that throttles like
+# Microsoft 365. Generated; do not edit.
+import fcntl, json, sys, time
+
+state_path, after, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+
+
+def decide():
+    with open(state_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        try:
+            state = json.loads(handle.read() or "{}")
+        except ValueError:
+            state = {}
+        now = time.time()
+        until = state.get("until", 0)
+        if until and now >= until:
+            state = {}
+        if now < state.get("until", 0):
+            action = "@REPLY@"
+        else:
+            state["count"] = state.get("count", 0) + 1
+            if state["count"] > after:
+                state["until"] = now + seconds
+                action = "@REPLY@"
+            else:
+                action = "DUNNO"
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(state))
+    return action
+
+
+request = {}
+for line in sys.stdin:
+    line = line.rstrip("\\n")
+    if line:
+        name, _, value = line.partition("=")
+        request[name] = value
+        continue
+    action = decide() if request.get("protocol_state") == "END-OF-MESSAGE" else "DUNNO"
+    sys.stdout.write("action=" + action + "\\n\\n")
+    sys.stdout.flush()
+    request = {}
+"""
 
 
 def _backdate(path: Path) -> None:

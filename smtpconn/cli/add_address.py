@@ -146,6 +146,23 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Scope to ask for. [default: the provider's SMTP scope]"),
         ] = None,
+        max_connections: Annotated[
+            int | None,
+            typer.Option(
+                help="Sending limit: simultaneous connections to the outbound server. "
+                "[default: the provider's published limit, else none]"
+            ),
+        ] = None,
+        messages_per_minute: Annotated[
+            int | None, typer.Option(help="Sending limit: messages a minute to that server.")
+        ] = None,
+        recipients_per_message: Annotated[
+            int | None,
+            typer.Option(help="Sending limit: recipients per transaction (more are split)."),
+        ] = None,
+        recipients_per_day: Annotated[
+            int | None, typer.Option(help="Sending limit: recipients per rolling 24 hours.")
+        ] = None,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
         ] = False,
@@ -183,6 +200,10 @@ def register(app: typer.Typer) -> None:
             oauth_token_endpoint=oauth_token_endpoint,
             oauth_device_endpoint=oauth_device_endpoint,
             oauth_scope=oauth_scope,
+            max_connections=max_connections,
+            messages_per_minute=messages_per_minute,
+            recipients_per_message=recipients_per_message,
+            recipients_per_day=recipients_per_day,
         )
         # Asked before the profile is locked: a slow resolver must not hold other edits up.
         request = replace(request, mx_hosts=_provider_mx(settings, request))

@@ -21,7 +21,8 @@ from typing import Any
 
 from smtpconn.errors import UsageError
 from smtpconn.profile.edit import AddPlan, AddRequest, InputNames, plan_add
-from smtpconn.profile.model import Profile, SupportAddress
+from smtpconn.profile.keys import declared_keys
+from smtpconn.profile.model import Profile, SendingLimits, SupportAddress
 from smtpconn.profile.oauth import OAuthSettings, oauth_to_data
 
 
@@ -79,9 +80,19 @@ def _convert(kind: str, column: str, value: Any, where: str) -> Any:
         raise UsageError(f"{where}: {column}: {value!r} is not true or false")
     if value is None or value == "":
         return None
+    if kind == "int | None":
+        return _whole_number(column, value, where)
     if not isinstance(value, str):
         raise UsageError(f"{where}: {column}: must be text, not {type(value).__name__}")
     return value
+
+
+def _whole_number(column: str, value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise UsageError(f"{where}: {column}: {value!r} is not a whole number")
 
 
 def _request(values: dict[str, Any], where: str) -> AddRequest:
@@ -217,6 +228,7 @@ def entry_request(entry: SupportAddress) -> dict[str, Any]:
             values |= _oauth_request(o.oauth)
         else:
             values["secret"] = str(o.secret)
+        values |= {k: v for k, v in _limit_values(o.limits).items() if v is not None}
     if entry.dkim is not None:
         values["dkim_selector"] = entry.dkim.selector
         if entry.dkim.private_key is not None:
@@ -231,6 +243,10 @@ def _oauth_request(oauth: OAuthSettings) -> dict[str, Any]:
     stored = oauth_to_data(oauth)
     named = {"provider": "provider", **{k: f"oauth_{k}" for k in stored if k != "provider"}}
     return {named[k]: v for k, v in stored.items()}
+
+
+def _limit_values(limits: SendingLimits) -> dict[str, int | None]:
+    return {k.name: getattr(limits, k.name) for k in declared_keys(SendingLimits)}
 
 
 def export_text(profile: Profile, fmt: BulkFormat) -> str:

@@ -15,8 +15,9 @@ from typing import TypeVar
 
 from smtpconn.addresses import MailAddress, parse_address, parse_host_port
 from smtpconn.errors import UsageError
-from smtpconn.oauth.providers import Provider
+from smtpconn.oauth.providers import SENDING_LIMITS, Provider
 from smtpconn.profile.edit_oauth import OAuthInputs, build_oauth, choose_provider, preset_server
+from smtpconn.profile.keys import declared_keys
 from smtpconn.profile.model import (
     DEFAULT_PORTS,
     AuthMechanism,
@@ -26,6 +27,7 @@ from smtpconn.profile.model import (
     OutboundServer,
     Profile,
     Security,
+    SendingLimits,
     SupportAddress,
     Workflow,
     default_security_for_port,
@@ -79,6 +81,10 @@ class InputNames:
     oauth_token_endpoint: str = "oauth_token_endpoint"
     oauth_device_endpoint: str = "oauth_device_endpoint"
     oauth_scope: str = "oauth_scope"
+    max_connections: str = "max_connections"
+    messages_per_minute: str = "messages_per_minute"
+    recipients_per_message: str = "recipients_per_message"
+    recipients_per_day: str = "recipients_per_day"
 
     def oauth(self) -> OAuthInputs:
         return _oauth_inputs(self)
@@ -110,6 +116,12 @@ class AddRequest:
     oauth_token_endpoint: str | None = None
     oauth_device_endpoint: str | None = None
     oauth_scope: str | None = None  # [default: the provider's SMTP scope for the flow]
+    # Sending limits of the outbound server ([addresses.outbound.limits]); the provider's
+    # published ones fill what is not given.
+    max_connections: int | None = None
+    messages_per_minute: int | None = None
+    recipients_per_message: int | None = None
+    recipients_per_day: int | None = None
     mx_hosts: tuple[str, ...] = ()  # the domain's MX names, for provider auto (the caller looks)
 
     def oauth(self) -> OAuthInputs:
@@ -198,6 +210,7 @@ def _outbound(
         )
     auth = _choice(AuthMechanism, request.auth, names.auth) if request.auth else AuthMechanism.AUTO
     check_username(request.username, names.username)
+    limits = _limits(request, provider, names)
     if oauth is not None:
         return OutboundServer(
             host=host,
@@ -207,6 +220,7 @@ def _outbound(
             username=request.username,
             secret=None,
             oauth=oauth,
+            limits=limits,
         )
     assert request.secret
     secret = parse_secret_ref(request.secret)
@@ -214,7 +228,13 @@ def _outbound(
         secret = SecretRef("file", str(Path(secret.target).expanduser().absolute()))
     warnings.extend(check_secret_ref(secret, base_dir))
     return OutboundServer(
-        host=host, port=port, security=security, auth=auth, username=request.username, secret=secret
+        host=host,
+        port=port,
+        security=security,
+        auth=auth,
+        username=request.username,
+        secret=secret,
+        limits=limits,
     )
 
 
@@ -235,6 +255,21 @@ def routing_advice(provider: Provider, names: InputNames) -> str:
         "reaches the help desk by forwarding, and replies still go out through the "
         "provider's server with this address's login"
     )
+
+
+def _limits(request: AddRequest, provider: Provider | None, names: InputNames) -> SendingLimits:
+    """The limits asked for over the provider's published ones (explicit values win)."""
+    given: dict[str, int | None] = {}
+    for key in declared_keys(SendingLimits):
+        value = getattr(request, key.name)
+        if value is not None and (isinstance(value, bool) or value <= 0):
+            raise UsageError(
+                f"{getattr(names, key.name)} must be a positive whole number, not {value!r}",
+                fix="leave it out for no limit of that kind",
+            )
+        given[key.name] = value
+    preset = SENDING_LIMITS.get(provider) if provider is not None else None
+    return SendingLimits(**given).over(SendingLimits(**(preset or {})))
 
 
 def _oauth(
@@ -355,6 +390,10 @@ def _plan_forwarding(
             (names.dkim_key, request.dkim_key),
             (names.inbound_username, request.inbound_username),
             (names.oauth_flow, request.oauth().given() or None),
+            *(
+                (getattr(names, k.name), getattr(request, k.name))
+                for k in declared_keys(SendingLimits)
+            ),
         )
         if value
     ]

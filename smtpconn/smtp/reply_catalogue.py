@@ -362,9 +362,47 @@ def explain(reply: Reply, stage: Stage = Stage.ANY) -> ReplyMeaning | None:
 
 
 def is_throttling(reply: Reply) -> bool:
-    """True when the reply asks to slow down or says a quota is used up: never a bounce."""
+    """True when the reply asks to slow down or says a sending quota is used up: the relay
+    slows that server's lane down and never bounces on it, even for a 5xx quota reply (the
+    quota passes, the mail stays good). A reply the catalogue does not know is judged by its
+    status code and wording."""
     meaning = explain(reply)
-    return meaning is not None and meaning.throttling
+    if meaning is not None:
+        return meaning.throttling
+    return _looks_like_throttling(reply)
+
+
+# Enhanced status codes that, on a 4xx reply, mean the sender is being slowed down: 4.3.2
+# system not accepting messages, 4.4.5 system congestion, 4.7.500 / 4.7.650 (Microsoft,
+# Outlook.com rate limits), 4.7.28 (Google unusual rate), 4.2.1 (Google rate).
+_THROTTLE_STATUS = frozenset({"4.3.2", "4.4.5", "4.7.500", "4.7.650", "4.7.28", "4.2.1"})
+_THROTTLE_TEXT = re.compile(
+    r"rate.?limit|throttl|too many connections|too much mail|too many messages|"
+    r"concurrency limit|thread limit|server busy|sending (?:limit|quota)|quota.?exceeded",
+    re.IGNORECASE,
+)
+# A 5xx is a throttle only when it names the sender's sending quota; "5.2.2 mailbox full /
+# quota exceeded" is the recipient's mailbox and bounces as before.
+_SENDER_QUOTA = re.compile(
+    r"submission.?quota|quota.?exceeded|sending (?:limit|quota)|daily (?:user )?sending",
+    re.IGNORECASE,
+)
+_ANY_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def _looks_like_throttling(reply: Reply) -> bool:
+    match = _ANY_ENHANCED.search(reply.text)
+    status = ".".join(match.groups()) if match else None
+    if reply.transient:
+        if status in _THROTTLE_STATUS:
+            return True
+        # Postfix's (anvil) connection and rate limits: 421 4.7.0.
+        if reply.code == 421 and status == "4.7.0":
+            return True
+        return status != "4.5.3" and bool(_THROTTLE_TEXT.search(reply.text))
+    if reply.permanent:
+        return status not in ("5.2.2", "5.1.1") and bool(_SENDER_QUOTA.search(reply.text))
+    return False
 
 
 def describe(reply: Reply, stage: Stage = Stage.ANY) -> str:
