@@ -138,6 +138,10 @@ def _replacement(record: str, drop: set[str], entry: SupportAddress) -> str:
     return text
 
 
+def _with_server(record: str, entry: SupportAddress | None) -> str:
+    return record if entry is None else _replacement(record, set(), entry)
+
+
 def judge_permissive(found: SpfLookup, report: LimitReport, entry: SupportAddress) -> SpfLookup:
     """A record that passes every address on the Internet (``+all``, directly or through an
     include/redirect) makes SPF, and DMARC through it, meaningless: spf.record fails."""
@@ -206,7 +210,9 @@ async def check_lookups(
     if report.missing and entry is not None and not report.problems and not report.over:
         return _missing_result(found, report, entry)
     if report.lookups > MAX_DNS_TERMS or report.problems:
-        flat = flattened_record(report)
+        # The flattened record keeps what the old one reached; a loop or a broken include
+        # reached nothing, so the server is added (or the fix would leave it unauthorised).
+        flat = _with_server(flattened_record(report), entry)
         why = report.problems[:] if report.problems else []
         if report.lookups > MAX_DNS_TERMS:
             why.insert(0, f"{report.lookups} DNS-mechanism lookups > {MAX_DNS_TERMS}")
@@ -216,24 +222,28 @@ async def check_lookups(
             how = f"an mx term may name at most {MAX_MX_NAMES} hosts: list fewer MX hosts, or"
         else:
             how = "correct the nested records named above, or"
+        added = "; adds the server" if entry is not None else ""
         return CheckResult(
             "spf.lookups",
             Status.FAIL,
             f"SPF of {found.domain} exceeds the RFC 7208 limits (permerror): {'; '.join(why)}",
             detail,
             fix=f"{how} publish the flattened record (same addresses, no nested lookups; "
-            f"re-check it when an included provider changes its addresses): "
+            f"re-check it when an included provider changes its addresses{added}): "
             f"{txt_record(found.domain, flat)}",
         )
     if report.void > MAX_VOID:
         gone = {v.split(" (in ")[0] for v in report.void_terms}
-        kept = " ".join(t for t in record.text.split(" ") if t and t not in gone)
+        kept = _with_server(
+            " ".join(t for t in record.text.split(" ") if t and t not in gone), entry
+        )
         return CheckResult(
             "spf.lookups",
             Status.FAIL,
             f"SPF of {found.domain} makes {report.void} void lookups > {MAX_VOID} (permerror)",
             detail,
-            fix=f"remove the terms whose names do not exist ({', '.join(report.void_terms)}): "
+            fix=f"remove the terms whose names do not exist ({', '.join(report.void_terms)})"
+            f"{' and add the server' if entry is not None else ''}: "
             f"{txt_record(found.domain, kept)}",
         )
     return CheckResult("spf.lookups", Status.PASS, counts, detail)
