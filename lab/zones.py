@@ -43,6 +43,8 @@ splittxt.test       NOT broken: SPF, DKIM and DMARC TXT records are each split o
                     character-strings at awkward places. Concatenated WITHOUT separator
                     (RFC 7208 3.3, RFC 6376 3.6.2.2) they are valid; read only the first
                     string or join with spaces and they are not.
+blocklist.test      not a mail domain: the DNS blocklist ``bl.blocklist.test`` (127.0.0.2
+                    listed, 127.0.0.3 answered with a refusal code, 127.0.0.4 outside 127/8)
 ==================  =====================================================================
 
 DKIM keys are generated at lab start (``lab/keys.py``) into the lab's temp dir; their sizes are
@@ -298,6 +300,20 @@ DOMAINS_BY_NAME: dict[str, Domain] = {d.name: d for d in DOMAINS}
 #: PTR records of the reverse zone (relative name -> target).
 REVERSE_PTRS: dict[str, str] = {"1": MAIL_HOST}
 
+#: A DNS blocklist (RFC 5782) for dns.blocklist: verify --blocklist BLOCKLIST. 127.0.0.1 (the
+#: lab's mail server) is not listed; 127.0.0.2 is listed (every list's test entry); 127.0.0.3
+#: gets Spamhaus's "public resolver refused" code; 127.0.0.4 an answer outside 127/8, as from a
+#: resolver that rewrites NXDOMAIN.
+BLOCKLIST_ZONE = "blocklist.test"
+BLOCKLIST = f"bl.{BLOCKLIST_ZONE}"
+BLOCKLIST_DELIST = "https://blocklist.test/remove"
+BLOCKLIST_RECORDS = (
+    Record("2.0.0.127.bl", "A", ("127.0.0.2",)),
+    Record("2.0.0.127.bl", "TXT", (f"listed for the lab: {BLOCKLIST_DELIST}?ip=127.0.0.2",)),
+    Record("3.0.0.127.bl", "A", ("127.255.255.254",)),
+    Record("4.0.0.127.bl", "A", ("192.0.2.1",)),
+)
+
 # --------------------------------------------------------------------------------------------
 # Rendering (used by lab/dns.py; pure functions so unit tests can look at the text too)
 # --------------------------------------------------------------------------------------------
@@ -362,6 +378,7 @@ def _zone_text(origin: str, records: list[Record]) -> str:
 def render_zones(public_keys: Mapping[str, bytes]) -> dict[str, str]:
     """Zone name -> zone file text, for every zone the lab serves (mail domains + reverse)."""
     zones = {d.name: _zone_text(d.name, domain_records(d, public_keys)) for d in DOMAINS}
+    zones[BLOCKLIST_ZONE] = _zone_text(BLOCKLIST_ZONE, list(BLOCKLIST_RECORDS))
     zones[REVERSE_ZONE] = _zone_text(
         REVERSE_ZONE, [Record(k, "PTR", (f"{v}.",)) for k, v in REVERSE_PTRS.items()]
     )

@@ -127,19 +127,28 @@ async def limit_report(ctx: CheckContext, domain: str, record: spf_syntax.SpfRec
     )
 
 
-def _replacement(record: str, drop: set[str], entry: SupportAddress) -> str:
-    """``record`` without the terms in ``drop``, with the server added, ending in ``-all`` when
-    nothing else ends it (a record without all or redirect= is neutral for everyone)."""
+def _replacement(
+    record: str, drop: set[str], entry: SupportAddress, addresses: tuple[str, ...] = ()
+) -> str:
+    """``record`` without the terms in ``drop``, with the server added (by its ``addresses``
+    when known, else by name), ending in ``-all`` when nothing else ends it (a record without
+    all or redirect= is neutral for everyone)."""
     terms = [t for t in record.split(" ") if t and t not in drop]
-    text = spf_syntax.with_mechanisms(" ".join(terms), _server_terms(entry))
+    text = spf_syntax.with_mechanisms(" ".join(terms), _server_terms(entry, addresses))
     bodies = [t.lstrip("+-~?").lower() for t in text.split(" ")[1:]]
     if "all" not in bodies and not any(b.startswith("redirect=") for b in bodies):
         text += " -all"
     return text
 
 
-def _with_server(record: str, entry: SupportAddress | None) -> str:
-    return record if entry is None else _replacement(record, set(), entry)
+def _with_server(record: str, entry: SupportAddress | None, addresses: tuple[str, ...]) -> str:
+    return record if entry is None else _replacement(record, set(), entry, addresses)
+
+
+async def _server_ips(ctx: CheckContext, entry: SupportAddress | None) -> tuple[str, ...]:
+    if entry is None or entry.outbound is None or no_server_reason(entry):
+        return ()
+    return (await server_addresses(ctx, entry.outbound.host)).addresses
 
 
 def judge_permissive(found: SpfLookup, report: LimitReport, entry: SupportAddress) -> SpfLookup:
@@ -212,7 +221,7 @@ async def check_lookups(
     if report.lookups > MAX_DNS_TERMS or report.problems:
         # The flattened record keeps what the old one reached; a loop or a broken include
         # reached nothing, so the server is added (or the fix would leave it unauthorised).
-        flat = _with_server(flattened_record(report), entry)
+        flat = _with_server(flattened_record(report), entry, await _server_ips(ctx, entry))
         why = report.problems[:] if report.problems else []
         if report.lookups > MAX_DNS_TERMS:
             why.insert(0, f"{report.lookups} DNS-mechanism lookups > {MAX_DNS_TERMS}")
@@ -234,9 +243,8 @@ async def check_lookups(
         )
     if report.void > MAX_VOID:
         gone = {v.split(" (in ")[0] for v in report.void_terms}
-        kept = _with_server(
-            " ".join(t for t in record.text.split(" ") if t and t not in gone), entry
-        )
+        kept = " ".join(t for t in record.text.split(" ") if t and t not in gone)
+        kept = _with_server(kept, entry, await _server_ips(ctx, entry))
         return CheckResult(
             "spf.lookups",
             Status.FAIL,

@@ -32,12 +32,14 @@ from smtpconn.profile.model import (
 from smtpconn.profile.secrets import SecretRef
 from smtpconn.settings import Settings
 from tests.conftest import CliInvoker
-from tests.integration.verify.conftest import SECRET_ENV, ScenarioDns
+from tests.integration.verify.conftest import LAB_BLOCKLISTS, SECRET_ENV, ScenarioDns
 from tests.integration.verify.generated_zones import records_in
 from tests.integration.verify.untuned_zones import SCENARIOS, Scenario
 
-DNS_ONLY = Selection(skip=("tls", "auth"))
-DNS_IDS = [i for i in catalogue.ALL if not i.startswith(("tls.", "auth."))]
+#: The zones' records; the server's blocklist entry (test_verify_blocklist.py) is left out, since
+#: 127.0.0.2 (u-ptr.test's server) is the lab blocklist's listed test entry.
+DNS_ONLY = Selection(skip=("tls", "auth", "dns.blocklist"))
+DNS_IDS = [i for i in catalogue.ALL if not i.startswith(("tls.", "auth.")) and i != "dns.blocklist"]
 
 
 def entry_for(lab: Lab, dns: ScenarioDns, scenario: Scenario) -> SupportAddress:
@@ -221,6 +223,7 @@ def cli_env(lab: Lab, scenario_dns: ScenarioDns) -> dict[str, str]:
         "SMTPCONN_RESOLVER": scenario_dns.nsd.address,
         "SMTPCONN_CA_FILE": str(lab.ca_file),
         "SMTPCONN_MTA_STS_PORT": str(lab.state.mta_sts_port),
+        "SMTPCONN_BLOCKLISTS": ",".join(LAB_BLOCKLISTS),
         SECRET_ENV: lab.user.password,
         "COLUMNS": "250",
     }
