@@ -66,6 +66,10 @@ from dataclasses import dataclass, field
 MAIL_HOST = "mail.good.test"
 #: Its address. The lab only ever listens on loopback.
 MAIL_ADDR = "127.0.0.1"
+#: A pool of two nodes behind one name (A 127.0.0.1 and A 127.0.0.2): Postfix's ``pool`` port
+#: serves a good certificate on the first and an expired one on the second (lab/postfix.py).
+POOL_HOST = "pool.good.test"
+POOL_ADDRS = (MAIL_ADDR, "127.0.0.2")
 #: Host name of the help desk's relay (smtpconn relay); lab/ca.py issues a cert for it.
 RELAY_HOST = "relay.helpdesk.test"
 #: Domain that Postfix relays (with TLS + AUTH) to a host:port chosen at run time.
@@ -204,6 +208,7 @@ GOOD = Domain(
     extra=(
         Record("mail", "A", (MAIL_ADDR,)),
         Record("ns", "A", (MAIL_ADDR,)),
+        *(Record("pool", "A", (a,)) for a in POOL_ADDRS),
     ),
 )
 

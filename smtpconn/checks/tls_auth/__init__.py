@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from smtpconn.checks.common import no_server_reason, server_addresses
 from smtpconn.checks.model import CheckContext, CheckResult
-from smtpconn.checks.tls_auth.judge import CHECK_IDS, judge, judge_unresolved, skip_all
-from smtpconn.checks.tls_auth.probe import probe_server
+from smtpconn.checks.tls_auth.judge import CHECK_IDS, judge_unresolved, skip_all
+from smtpconn.checks.tls_auth.pool import check_addresses
 from smtpconn.profile.model import OutboundServer, SupportAddress
 
 __all__ = ["CHECK_IDS", "IDS", "run_tls_auth"]
@@ -40,5 +40,5 @@ async def _check_server(ctx: CheckContext, server: OutboundServer) -> list[Check
     found = await server_addresses(ctx, server.host)
     if not found.addresses:
         return judge_unresolved(server.host, found.errors)
-    probe = await probe_server(ctx, server, found.addresses)
-    return judge(probe, insecure=ctx.settings.insecure)
+    # Each address of a pool gets its own session: one bad node is a share of the mail lost.
+    return await check_addresses(ctx, server, found.addresses)

@@ -18,7 +18,6 @@ from smtpconn.checks.model import CheckResult, Status
 from smtpconn.checks.runner import Selection
 from smtpconn.checks.verify import verify_entries
 from smtpconn.dns.resolvers import parse_resolver
-from smtpconn.profile.model import OutboundServer
 from smtpconn.settings import Settings
 from tests.conftest import CliInvoker
 from tests.integration.verify.conftest import LAB_BLOCKLISTS, lab_entry
