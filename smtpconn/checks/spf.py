@@ -151,6 +151,30 @@ async def _server_ips(ctx: CheckContext, entry: SupportAddress | None) -> tuple[
     return (await server_addresses(ctx, entry.outbound.host)).addresses
 
 
+def judge_ptr(found: SpfLookup, entry: SupportAddress, addresses: tuple[str, ...]) -> SpfLookup:
+    """RFC 7208 §5.5: ptr SHOULD NOT be used (a PTR and an address lookup per client, and
+    receivers may skip it, so whatever it authorises may fail): spf.record warns."""
+    assert found.record is not None
+    terms = [
+        t
+        for t in found.record.text.split(" ")[1:]
+        if t.lstrip("+-~?").lower() == "ptr" or t.lstrip("+-~?").lower().startswith("ptr:")
+    ]
+    if not terms:
+        return found
+    fixed = _replacement(found.record.text, set(terms), entry, addresses)
+    result = CheckResult(
+        "spf.record",
+        Status.WARN,
+        f"the SPF record of {found.domain} uses {', '.join(terms)}, which RFC 7208 §5.5 says "
+        "not to use: slow, and receivers may skip it",
+        detail=found.record.text,
+        fix=f"publish (without {', '.join(terms)}; adds the server): "
+        f"{txt_record(found.domain, fixed)}",
+    )
+    return SpfLookup(found.domain, found.record, result)
+
+
 def judge_permissive(found: SpfLookup, report: LimitReport, entry: SupportAddress) -> SpfLookup:
     """A record that passes every address on the Internet (``+all``, directly or through an
     include/redirect) makes SPF, and DMARC through it, meaningless: spf.record fails."""
@@ -350,6 +374,8 @@ async def _run_spf(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult
     found = await find_record(ctx, entry)
     if found.record is not None:
         found = judge_permissive(found, await limit_report(ctx, found.domain, found.record), entry)
+    if found.record is not None and found.result.status is Status.PASS:
+        found = judge_ptr(found, entry, await _server_ips(ctx, entry))
     lookups = await check_lookups(ctx, found, entry)
     authorizes = await check_authorizes(ctx, entry, found, lookups)
     return [found.result, lookups, authorizes]

@@ -163,11 +163,20 @@ def judge(proof: Proof, after: dict[str, CheckResult], tally: Tally) -> None:
         tally.applied[proof.check_id] = tally.applied.get(proof.check_id, 0) + 1
 
 
-def test_every_record_fix_of_the_generated_corpus_works(corpus: Corpus) -> None:
+def test_every_record_fix_of_the_generated_corpus_works(
+    corpus: Corpus, capsys: pytest.CaptureFixture[str]
+) -> None:
     by_address = {c.address: c for c in corpus.cases}
     results = verify(corpus, corpus.cases)
     found = {i for r in results.values() for i, c in r.items() if c.status is not Status.PASS}
     tally = Tally()
+    # The lab answers every question: "could not tell" is a misjudged defect here.
+    tally.problems += [
+        f"{address} {dict(by_address[address].defects)}: {i} could not tell: {c.summary}"
+        for address, checks in results.items()
+        for i, c in checks.items()
+        if c.status is Status.ERROR
+    ]
     pending = list(corpus.cases)
     rounds = 0
     while pending and rounds < MAX_ROUNDS:
@@ -185,14 +194,13 @@ def test_every_record_fix_of_the_generated_corpus_works(corpus: Corpus) -> None:
             judge(p, after[p.case.address], tally)
         results.update(after)
         pending = [by_address[p.case.address] for p in proofs]
-    print(
-        f"\ngenerated corpus: {len(corpus.cases)} cases, {sum(tally.applied.values())} fixes "
-        f"published and proven in {rounds} rounds"
-    )
-    print(f"non-pass check ids seen: {', '.join(i for i in catalogue.ALL if i in found)}")
-    print(
-        "record fixes proven per check: " + ", ".join(f"{i} {n}" for i, n in tally.applied.items())
-    )
+    with capsys.disabled():  # the case count and the ids covered belong in every CI log
+        print(
+            f"\ngenerated corpus: {len(corpus.cases)} cases, {sum(tally.applied.values())} "
+            f"fixes published and proven in {rounds} rounds; non-pass check ids seen: "
+            f"{', '.join(i for i in catalogue.ALL if i in found)}; record fixes proven per "
+            "check: " + ", ".join(f"{i} {n}" for i, n in tally.applied.items())
+        )
     assert len(corpus.cases) >= 300
     assert not tally.problems, f"{len(tally.problems)} fixes failed:\n" + "\n".join(
         tally.problems[:40]
