@@ -183,7 +183,7 @@ def write_lab_ca(directory: Path) -> LabCA:
     _write_cert(ca_cert, directory / "ca.pem")
     _write_cert(bad_ca_cert, directory / "untrusted-ca.pem")
 
-    mail_names = [zones.MAIL_HOST]
+    mail_names = [zones.MAIL_HOST, zones.POOL_HOST]
     mail_ips = [zones.MAIL_ADDR]
 
     def leaf(name: str, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> CertFiles:

@@ -142,6 +142,8 @@ class LabState:
         env = {
             "SMTPCONN_RESOLVER": self.resolver,
             "SMTPCONN_CA_FILE": self.ca_file,
+            # dns.blocklist asks the lab's list (the public ones are not served here).
+            "SMTPCONN_BLOCKLISTS": f"{zones.BLOCKLIST}={zones.BLOCKLIST_DELIST}",
             "SMTPCONN_LAB_ROOT": self.root,
             "SMTPCONN_LAB_SERVER_NAME": self.server_name,
             "SMTPCONN_LAB_HOST": self.server_host,

@@ -19,6 +19,8 @@ the test users, checked by Dovecot):
 ``expiring``         WARN: like ``submission``, certificate valid for only 10 more days.
 ``wrong_host``       BAD: like ``submission``, cert (lab CA) is for wrong-host.example.test.
 ``untrusted``        BAD: like ``submission``, cert for mail.good.test from an untrusted CA.
+``pool``             two nodes on one port: like ``submission`` on 127.0.0.1, but with the
+                     expired certificate on 127.0.0.2 (``zones.POOL_HOST`` has both addresses).
 ``oauth_submission`` like ``submission``, but AUTH is XOAUTH2/OAUTHBEARER only, each token
                      checked by Dovecot's oauth2 passdb against the lab issuer (lab/oauth.py),
                      which a test starts on ``oauth_issuer_port`` (lab/oauth_sasl.py).
@@ -131,6 +133,7 @@ PORT_NAMES: tuple[str, ...] = (
     "signing",
     "limited",
     "throttling",
+    "pool",
 )
 #: Sessions at once a client may have on the ``limited`` port.
 LIMITED_CONNECTIONS = 2
@@ -389,6 +392,20 @@ class PostfixServer:
         # One postmap for all maps: each run costs ~0.3 s of start-up.
         run([which("postmap"), "-c", str(self.config_dir), *(f"hash:{m}" for m in maps)], "postmap")
 
+    def _pool(self, opts: tuple[str, ...]) -> list[str]:
+        """The same port on both pool addresses, the second node with the expired certificate
+        (an explicit address in master.cf is bound whatever inet_interfaces says)."""
+        if "pool" not in self.ports:  # a lab state written before the pool existed
+            return []
+        port = self.ports["pool"]
+        expired = [
+            f"{zones.POOL_ADDRS[1]}:{port} inet n - n - - smtpd",
+            "  -o syslog_name=postfix/pool-expired",
+            f"  -o smtpd_tls_chain_files={self.ca.expired.key},{self.ca.expired.cert}",
+            *(f"  -o {o}" for o in opts),
+        ]
+        return [self._service("pool", *opts), "\n".join(expired)]
+
     def _service(self, name: str, *opts: str, chain: CertFiles | None = None) -> str:
         port = self.ports[name]
         lines = [f"{self.host}:{port} inet n - n - - smtpd", f"  -o syslog_name=postfix/{name}"]
@@ -557,6 +574,7 @@ bounce_queue_lifetime = 1h
                 *required_tls,
                 "smtpd_end_of_data_restrictions=check_policy_service,unix:private/throttle_policy",
             ),
+            *self._pool(required_tls),
         ]
         self._write_throttle_policy()
         # chroot column = n everywhere: nothing to copy into a jail, and the lab dir is private.

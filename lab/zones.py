@@ -43,6 +43,8 @@ splittxt.test       NOT broken: SPF, DKIM and DMARC TXT records are each split o
                     character-strings at awkward places. Concatenated WITHOUT separator
                     (RFC 7208 3.3, RFC 6376 3.6.2.2) they are valid; read only the first
                     string or join with spaces and they are not.
+blocklist.test      not a mail domain: the DNS blocklist ``bl.blocklist.test`` (127.0.0.2
+                    listed, 127.0.0.3 answered with a refusal code, 127.0.0.4 outside 127/8)
 ==================  =====================================================================
 
 Two more zones stand for customers whose mail is hosted by a provider (``PROVIDER_DOMAINS``: not
@@ -74,6 +76,10 @@ from dataclasses import dataclass, field
 MAIL_HOST = "mail.good.test"
 #: Its address. The lab only ever listens on loopback.
 MAIL_ADDR = "127.0.0.1"
+#: A pool of two nodes behind one name (A 127.0.0.1 and A 127.0.0.2): Postfix's ``pool`` port
+#: serves a good certificate on the first and an expired one on the second (lab/postfix.py).
+POOL_HOST = "pool.good.test"
+POOL_ADDRS = (MAIL_ADDR, "127.0.0.2")
 #: Host name of the help desk's relay (smtpconn relay); lab/ca.py issues a cert for it.
 RELAY_HOST = "relay.helpdesk.test"
 #: Domain that Postfix relays (with TLS + AUTH) to a host:port chosen at run time.
@@ -212,6 +218,7 @@ GOOD = Domain(
     extra=(
         Record("mail", "A", (MAIL_ADDR,)),
         Record("ns", "A", (MAIL_ADDR,)),
+        *(Record("pool", "A", (a,)) for a in POOL_ADDRS),
     ),
 )
 
@@ -332,6 +339,20 @@ PROVIDER_DOMAINS: tuple[Domain, ...] = (M365, GWORKSPACE)
 #: PTR records of the reverse zone (relative name -> target).
 REVERSE_PTRS: dict[str, str] = {"1": MAIL_HOST}
 
+#: A DNS blocklist (RFC 5782) for dns.blocklist: verify --blocklist BLOCKLIST. 127.0.0.1 (the
+#: lab's mail server) is not listed; 127.0.0.2 is listed (every list's test entry); 127.0.0.3
+#: gets Spamhaus's "public resolver refused" code; 127.0.0.4 an answer outside 127/8, as from a
+#: resolver that rewrites NXDOMAIN.
+BLOCKLIST_ZONE = "blocklist.test"
+BLOCKLIST = f"bl.{BLOCKLIST_ZONE}"
+BLOCKLIST_DELIST = "https://blocklist.test/remove"
+BLOCKLIST_RECORDS = (
+    Record("2.0.0.127.bl", "A", ("127.0.0.2",)),
+    Record("2.0.0.127.bl", "TXT", (f"listed for the lab: {BLOCKLIST_DELIST}?ip=127.0.0.2",)),
+    Record("3.0.0.127.bl", "A", ("127.255.255.254",)),
+    Record("4.0.0.127.bl", "A", ("192.0.2.1",)),
+)
+
 # --------------------------------------------------------------------------------------------
 # Rendering (used by lab/dns.py; pure functions so unit tests can look at the text too)
 # --------------------------------------------------------------------------------------------
@@ -399,6 +420,7 @@ def render_zones(public_keys: Mapping[str, bytes]) -> dict[str, str]:
         d.name: _zone_text(d.name, domain_records(d, public_keys))
         for d in (*DOMAINS, *PROVIDER_DOMAINS)
     }
+    zones[BLOCKLIST_ZONE] = _zone_text(BLOCKLIST_ZONE, list(BLOCKLIST_RECORDS))
     zones[REVERSE_ZONE] = _zone_text(
         REVERSE_ZONE, [Record(k, "PTR", (f"{v}.",)) for k, v in REVERSE_PTRS.items()]
     )

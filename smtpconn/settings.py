@@ -25,3 +25,7 @@ class Settings:
     # The HTTPS port of mta-sts.<domain>. Senders always use 443; a test hook
     # (SMTPCONN_MTA_STS_PORT) so that a lab can serve policies from an unprivileged port.
     mta_sts_port: int = 443
+    # dns.blocklist: "ZONE" or "ZONE=DELISTING-URL" each (empty: the default lists), and public
+    # addresses the mail is known to leave from besides the outbound server's own.
+    blocklists: tuple[str, ...] = ()
+    egress_addresses: tuple[str, ...] = ()

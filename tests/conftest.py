@@ -36,6 +36,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.delenv("SMTPCONN_PROFILE", raising=False)
     monkeypatch.delenv("SMTPCONN_RESOLVER", raising=False)
     monkeypatch.delenv("SMTPCONN_CA_FILE", raising=False)
+    monkeypatch.delenv("SMTPCONN_BLOCKLISTS", raising=False)
     yield tmp_path
 
 

@@ -8,6 +8,7 @@ CLI can read it without loading any check module.
 from __future__ import annotations
 
 DNS = ("dns.mx", "dns.server-address", "dns.reverse")
+BLOCKLIST = ("dns.blocklist",)
 SPF = ("spf.record", "spf.lookups", "spf.authorizes")
 DKIM = ("dkim.key", "dkim.strength", "dkim.key-match")
 DMARC = ("dmarc.record", "dmarc.policy", "dmarc.alignment")
@@ -28,6 +29,7 @@ TLS_AUTH = (
 #: Family name -> its ids, in the order results are shown.
 FAMILIES: dict[str, tuple[str, ...]] = {
     "dns": DNS,
+    "blocklist": BLOCKLIST,
     "spf": SPF,
     "dkim": DKIM,
     "dmarc": DMARC,

@@ -13,6 +13,7 @@ from smtpconn.checks.common import (
     NO_SERVER_FIX,
     cname_loop,
     could_not_tell,
+    is_ip,
     no_server_reason,
     server_addresses,
     skipped,
@@ -64,7 +65,34 @@ async def check_mx(ctx: CheckContext, entry: SupportAddress) -> CheckResult:
             detail=f"MX {answer.records[0]}",
             fix=f"replace the null MX with: {fqdn(domain)} MX 10 {fqdn(mail_host)}",
         )
+    literal = judge_ip_literals(domain, hosts, mail_host)
+    if literal is not None:
+        return literal
     return judge_mx_hosts(domain, await _look_up_mx_hosts(ctx, hosts), publish)
+
+
+def judge_ip_literals(
+    domain: str, hosts: list[tuple[int, str]], mail_host: str
+) -> CheckResult | None:
+    """An MX names a host (RFC 5321 §5.1, RFC 2181 §10.3): ``MX 10 192.0.2.1.`` is the name
+    "192.0.2.1.", which senders look up and do not find, not an address."""
+    literals = [h for _, h in hosts if is_ip(h)]
+    if not literals:
+        return None
+    named = ", ".join(literals)
+    return CheckResult(
+        "dns.mx",
+        Status.FAIL if len(literals) == len(hosts) else Status.WARN,
+        f"the MX of {domain} names an IP address ({named}), not a host name: senders look it "
+        "up as a name and find nothing",
+        detail="MX " + ", ".join(f"{p} {h}" for p, h in hosts),
+        fix=(
+            f"replace the MX records naming {named} with: {fqdn(domain)} MX 10 {fqdn(mail_host)}"
+            if len(literals) == len(hosts)
+            else f"remove the MX records naming {named}"
+        )
+        + " (an MX names a host; that host's A/AAAA records hold the address)",
+    )
 
 
 def parse_mx(records: Iterable[str]) -> list[tuple[int, str]]:

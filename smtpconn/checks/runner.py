@@ -23,6 +23,7 @@ server (standard forwarding), an exception in a family becoming ``error`` result
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -62,6 +63,7 @@ class Family:
 
 FAMILIES: list[Family] = [
     Family(check_ids.DNS, "smtpconn.checks.dns_checks:run_dns"),
+    Family(check_ids.BLOCKLIST, "smtpconn.checks.blocklist:run_blocklist", needs_server=True),
     Family(check_ids.SPF, "smtpconn.checks.spf:run_spf"),
     Family(check_ids.DKIM, "smtpconn.checks.dkim_checks:run_dkim"),
     Family(check_ids.DMARC, "smtpconn.checks.dmarc:run_dmarc"),
@@ -167,7 +169,10 @@ async def run_checks(
     runnable = [(f, fn) for f, fn in loaded if fn is not None]
     started = time.monotonic()
     if any(f.needs_server for f, _ in runnable):
-        await _resolve_servers_first(ctx, entries)
+        # Within the deadline: a resolver that never answers must not hold the run for
+        # --timeout (the families then report the deadline themselves).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_resolve_servers_first(ctx, entries), deadline)
         # Created first, so their sessions open before the first wave of DNS questions.
         runnable.sort(key=lambda pair: not pair[0].needs_server)
     tasks: _Tasks = {}

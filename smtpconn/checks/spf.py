@@ -127,15 +127,52 @@ async def limit_report(ctx: CheckContext, domain: str, record: spf_syntax.SpfRec
     )
 
 
-def _replacement(record: str, drop: set[str], entry: SupportAddress) -> str:
-    """``record`` without the terms in ``drop``, with the server added, ending in ``-all`` when
-    nothing else ends it (a record without all or redirect= is neutral for everyone)."""
+def _replacement(
+    record: str, drop: set[str], entry: SupportAddress, addresses: tuple[str, ...] = ()
+) -> str:
+    """``record`` without the terms in ``drop``, with the server added (by its ``addresses``
+    when known, else by name), ending in ``-all`` when nothing else ends it (a record without
+    all or redirect= is neutral for everyone)."""
     terms = [t for t in record.split(" ") if t and t not in drop]
-    text = spf_syntax.with_mechanisms(" ".join(terms), _server_terms(entry))
+    text = spf_syntax.with_mechanisms(" ".join(terms), _server_terms(entry, addresses))
     bodies = [t.lstrip("+-~?").lower() for t in text.split(" ")[1:]]
     if "all" not in bodies and not any(b.startswith("redirect=") for b in bodies):
         text += " -all"
     return text
+
+
+def _with_server(record: str, entry: SupportAddress | None, addresses: tuple[str, ...]) -> str:
+    return record if entry is None else _replacement(record, set(), entry, addresses)
+
+
+async def _server_ips(ctx: CheckContext, entry: SupportAddress | None) -> tuple[str, ...]:
+    if entry is None or entry.outbound is None or no_server_reason(entry):
+        return ()
+    return (await server_addresses(ctx, entry.outbound.host)).addresses
+
+
+def judge_ptr(found: SpfLookup, entry: SupportAddress, addresses: tuple[str, ...]) -> SpfLookup:
+    """RFC 7208 §5.5: ptr SHOULD NOT be used (a PTR and an address lookup per client, and
+    receivers may skip it, so whatever it authorises may fail): spf.record warns."""
+    assert found.record is not None
+    terms = [
+        t
+        for t in found.record.text.split(" ")[1:]
+        if t.lstrip("+-~?").lower() == "ptr" or t.lstrip("+-~?").lower().startswith("ptr:")
+    ]
+    if not terms:
+        return found
+    fixed = _replacement(found.record.text, set(terms), entry, addresses)
+    result = CheckResult(
+        "spf.record",
+        Status.WARN,
+        f"the SPF record of {found.domain} uses {', '.join(terms)}, which RFC 7208 §5.5 says "
+        "not to use: slow, and receivers may skip it",
+        detail=found.record.text,
+        fix=f"publish (without {', '.join(terms)}; adds the server): "
+        f"{txt_record(found.domain, fixed)}",
+    )
+    return SpfLookup(found.domain, found.record, result)
 
 
 def judge_permissive(found: SpfLookup, report: LimitReport, entry: SupportAddress) -> SpfLookup:
@@ -206,7 +243,9 @@ async def check_lookups(
     if report.missing and entry is not None and not report.problems and not report.over:
         return _missing_result(found, report, entry)
     if report.lookups > MAX_DNS_TERMS or report.problems:
-        flat = flattened_record(report)
+        # The flattened record keeps what the old one reached; a loop or a broken include
+        # reached nothing, so the server is added (or the fix would leave it unauthorised).
+        flat = _with_server(flattened_record(report), entry, await _server_ips(ctx, entry))
         why = report.problems[:] if report.problems else []
         if report.lookups > MAX_DNS_TERMS:
             why.insert(0, f"{report.lookups} DNS-mechanism lookups > {MAX_DNS_TERMS}")
@@ -216,24 +255,27 @@ async def check_lookups(
             how = f"an mx term may name at most {MAX_MX_NAMES} hosts: list fewer MX hosts, or"
         else:
             how = "correct the nested records named above, or"
+        added = "; adds the server" if entry is not None else ""
         return CheckResult(
             "spf.lookups",
             Status.FAIL,
             f"SPF of {found.domain} exceeds the RFC 7208 limits (permerror): {'; '.join(why)}",
             detail,
             fix=f"{how} publish the flattened record (same addresses, no nested lookups; "
-            f"re-check it when an included provider changes its addresses): "
+            f"re-check it when an included provider changes its addresses{added}): "
             f"{txt_record(found.domain, flat)}",
         )
     if report.void > MAX_VOID:
         gone = {v.split(" (in ")[0] for v in report.void_terms}
         kept = " ".join(t for t in record.text.split(" ") if t and t not in gone)
+        kept = _with_server(kept, entry, await _server_ips(ctx, entry))
         return CheckResult(
             "spf.lookups",
             Status.FAIL,
             f"SPF of {found.domain} makes {report.void} void lookups > {MAX_VOID} (permerror)",
             detail,
-            fix=f"remove the terms whose names do not exist ({', '.join(report.void_terms)}): "
+            fix=f"remove the terms whose names do not exist ({', '.join(report.void_terms)})"
+            f"{' and add the server' if entry is not None else ''}: "
             f"{txt_record(found.domain, kept)}",
         )
     return CheckResult("spf.lookups", Status.PASS, counts, detail)
@@ -332,6 +374,8 @@ async def _run_spf(ctx: CheckContext, entry: SupportAddress) -> list[CheckResult
     found = await find_record(ctx, entry)
     if found.record is not None:
         found = judge_permissive(found, await limit_report(ctx, found.domain, found.record), entry)
+    if found.record is not None and found.result.status is Status.PASS:
+        found = judge_ptr(found, entry, await _server_ips(ctx, entry))
     lookups = await check_lookups(ctx, found, entry)
     authorizes = await check_authorizes(ctx, entry, found, lookups)
     return [found.result, lookups, authorizes]

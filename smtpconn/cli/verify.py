@@ -69,6 +69,24 @@ def register(app: typer.Typer) -> None:
                 help="Also write JUnit XML (one testcase per address x check).",
             ),
         ] = None,
+        blocklist: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--blocklist",
+                metavar="ZONE[=DELIST-URL]",
+                help="DNS blocklists for dns.blocklist, instead of the defaults (Spamhaus ZEN, "
+                "Barracuda, SpamCop, PSBL, Mailspike, NiX Spam); also SMTPCONN_BLOCKLISTS.",
+            ),
+        ] = None,
+        egress_address: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--egress-address",
+                metavar="IP",
+                help="A public address your mail leaves from (send-test --direction roundtrip "
+                "shows it), also looked up on the blocklists.",
+            ),
+        ] = None,
         insecure: Annotated[
             bool,
             typer.Option(
@@ -91,6 +109,7 @@ def register(app: typer.Typer) -> None:
             error_console().print(
                 "[bold red]INSECURE: --insecure is set, server certificates are NOT checked[/]"
             )
+        settings = _blocklist_settings(settings, blocklist or [], egress_address or [])
         if deadline is not None and deadline <= 0:
             raise UsageError("--deadline must be a positive number of seconds")
         selection = parse_selection(only or [], skip or [])
@@ -119,6 +138,36 @@ def register(app: typer.Typer) -> None:
         else:
             _print_tables(report, settings)
         exit_with(report.exit_code(strict=strict))
+
+
+def _blocklist_settings(settings: Settings, lists: list[str], egress: list[str]) -> Settings:
+    """--blocklist (else SMTPCONN_BLOCKLISTS) and --egress-address, checked before anything
+    runs: a typo is exit 2, not a run against the wrong list."""
+    import ipaddress
+    import os
+    from dataclasses import replace
+
+    from smtpconn.checks.blocklist import parse_blocklists
+    from smtpconn.errors import UsageError
+
+    source = "--blocklist"
+    if not lists and os.environ.get("SMTPCONN_BLOCKLISTS", "").strip():
+        lists, source = [os.environ["SMTPCONN_BLOCKLISTS"]], "SMTPCONN_BLOCKLISTS"
+    parse_blocklists(lists, source)
+    addresses = []
+    for text in egress:
+        try:
+            addresses.append(ipaddress.ip_address(text.strip().strip("[]")).compressed)
+        except ValueError:
+            raise UsageError(
+                f"--egress-address {text!r} is not an IP address",
+                fix="give the address your mail leaves from, e.g. --egress-address 192.0.2.25",
+            ) from None
+    return replace(
+        settings,
+        blocklists=tuple(s for text in lists for s in text.split(",") if s.strip()),
+        egress_addresses=tuple(addresses),
+    )
 
 
 @contextmanager

@@ -11,8 +11,8 @@ import time
 
 from smtpconn.checks.common import no_server_reason, server_addresses
 from smtpconn.checks.model import CheckContext, CheckResult
-from smtpconn.checks.tls_auth.judge import CHECK_IDS, judge, judge_unresolved, skip_all
-from smtpconn.checks.tls_auth.probe import probe_server
+from smtpconn.checks.tls_auth.judge import CHECK_IDS, judge_unresolved, skip_all
+from smtpconn.checks.tls_auth.pool import check_addresses
 from smtpconn.checks.tls_auth.token import CHECK_ID as TOKEN_ID
 from smtpconn.checks.tls_auth.token import obtain_token, token_result
 from smtpconn.profile.model import OutboundServer, SupportAddress
@@ -49,7 +49,8 @@ async def _check_server(ctx: CheckContext, server: OutboundServer) -> list[Check
     if not found.addresses:
         results = judge_unresolved(server.host, found.errors)
     else:
-        probe = await probe_server(ctx, server, found.addresses, token)
-        results = judge(probe, insecure=ctx.settings.insecure)
+        # Each address of a pool gets its own session: one bad node is a share of the mail
+        # lost.
+        results = await check_addresses(ctx, server, found.addresses, token)
     verdict = token_result(server, token, time.time())
     return [verdict if r.id == TOKEN_ID else r for r in results]

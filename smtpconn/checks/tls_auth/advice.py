@@ -165,15 +165,24 @@ NO_SHARED_CIPHER = (
     "TLS_ECDHE_*_AES_*_GCM_* suites (Enable-TlsCipherSuite, or the SSL Cipher Suite Order "
     "group policy). In general: the server's cipher list must include ECDHE+AESGCM"
 )
-CERT_KEY_UNLOADABLE = (
-    "the server completes no TLS handshake with any protocol version or cipher: it cannot "
-    "use its certificate or private key. Postfix: check `smtpd_tls_chain_files` (or "
+_CERT_KEY_SETTINGS = (
+    "Postfix: check `smtpd_tls_chain_files` (or "
     "smtpd_tls_cert_file/smtpd_tls_key_file): the files exist, are readable by Postfix, the "
     "key matches the certificate, and look for 'cannot load' / 'warning: TLS library "
     "problem' in the mail log. Exchange: the certificate bound to SMTP must have its private "
     "key (Get-ExchangeCertificate shows HasPrivateKey) and be enabled for SMTP "
     "(Enable-ExchangeCertificate -Services SMTP). In general: install a certificate with its "
     "key and restart the server"
+)
+CERT_KEY_UNLOADABLE = (
+    "the server completes no TLS handshake with any protocol version or cipher: it cannot "
+    "use its certificate or private key. " + _CERT_KEY_SETTINGS
+)
+# Postfix answers STARTTLS with "454 4.7.0 TLS not available due to local problem" when it
+# cannot load its certificate or key; other servers use 454 for the same.
+STARTTLS_454 = (
+    "the server refuses STARTTLS with 454 because it cannot load its certificate or private "
+    "key. " + _CERT_KEY_SETTINGS
 )
 SNI_REFUSED = (
     "the server aborts the handshake when the client names {host} in SNI (it completes one "

@@ -8,8 +8,10 @@ said). Kept apart from ``judge`` so that each cause is one small, separately tes
 from __future__ import annotations
 
 from smtpconn.checks.tls_auth import advice
+from smtpconn.checks.tls_auth.diagnose import MODERN
 from smtpconn.checks.tls_auth.probe import Probe
 from smtpconn.smtp.certinfo import summarise_certificate
+from smtpconn.smtp.failures import FailureKind
 
 Explanation = tuple[str, str, str]
 
@@ -29,6 +31,22 @@ def old_versions(probe: Probe) -> Explanation | None:
         f"the server speaks only {', '.join(found.versions)}: TLS 1.2 or newer is required",
         f"a report-only handshake for each version completed with: {_offered(probe)}",
         advice.OLD_VERSIONS_ONLY,
+    )
+
+
+def modern_versions(probe: Probe) -> Explanation | None:
+    """tls.version, when the handshake failed for another reason but the scan completed TLS 1.2
+    or newer: the version is not the problem, and the pass says which ones are offered."""
+    found = probe.diagnosis
+    if found is None or not found.versions or found.only_old:
+        return None
+    modern = [v for v in found.versions if v in MODERN]
+    old = [v for v in found.versions if v not in MODERN]
+    also = f" (also {', '.join(old)}, which smtpconn never uses)" if old else ""
+    return (
+        f"{', '.join(modern)} offered{also}",
+        f"a report-only handshake for each version completed with: {_offered(probe)}",
+        "",
     )
 
 
@@ -94,4 +112,20 @@ def sni_note(probe: Probe, host: str) -> Explanation | None:
         f"; the certificate depends on SNI (without SNI the server sends one for {names})",
         f"asked for {host} in SNI the server sent a different certificate than without SNI",
         advice.SNI_DEPENDS.format(host=host, names=names),
+    )
+
+
+def starttls_refused(probe: Probe) -> Explanation | None:
+    """tls.starttls refused with 454 (Postfix: "454 4.7.0 TLS not available due to local
+    problem"): the server could not load its certificate or key."""
+    failure = probe.tls_failure
+    if failure is None or failure.kind is not FailureKind.STARTTLS_REJECTED:
+        return None
+    if failure.reply is None or failure.reply.code != 454:
+        return None
+    return (
+        f"STARTTLS is refused with {failure.reply.code} ({failure.reply.text}): the server "
+        "cannot load its certificate or key",
+        failure.message,
+        advice.STARTTLS_454,
     )

@@ -194,6 +194,9 @@ def tls_starttls(seen: Seen) -> CheckResult:
             failure.message,
             advice.NO_STARTTLS,
         )
+    refused = causes.starttls_refused(probe)
+    if refused is not None:
+        return result("tls.starttls", Status.FAIL, *refused)
     if failure is not None and failure.kind is FailureKind.STARTTLS_REJECTED:
         return result(
             "tls.starttls",
@@ -280,6 +283,9 @@ def tls_version(seen: Seen) -> CheckResult | None:
     old = causes.old_versions(seen.probe)
     if old is not None:
         return result("tls.version", Status.FAIL, *old)
+    offered = causes.modern_versions(seen.probe)
+    if offered is not None:
+        return result("tls.version", Status.PASS, *offered[:2])
     failure = seen.probe.tls_failure
     if failure is not None and advice.looks_like_old_tls(failure):
         return result(

@@ -85,7 +85,9 @@ async def test_sigterm_mid_data_finishes_the_session_and_keeps_the_message(
         sock.sendall(b"second half\r\n.\r\n")
         assert _reply(reader).startswith(b"250 2.0.0 OK queued as")
         sock.sendall(b"QUIT\r\n")
-        assert _reply(reader).startswith(b"221")
+        # Draining, the relay may close an idle session itself (421 4.3.2) before QUIT arrives:
+        # both end the session cleanly once the message was queued.
+        assert _reply(reader)[:3] in (b"221", b"421")
     finally:
         reader.close()
         sock.close()

@@ -23,7 +23,8 @@ from pathlib import Path
 class Behaviour:
     banner: str = "220 tiny.test ESMTP"
     #: "ok": a real TLS handshake with ``cert``; "garbage": answer 220 then send bytes that are
-    #: not TLS; "close": answer 220 then hang up.
+    #: not TLS; "close": answer 220 then hang up; "454": refuse it as Postfix does when it cannot
+    #: load its certificate or key.
     starttls: str = "ok"
     mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     cert: Path | None = None
@@ -75,6 +76,15 @@ class TinySmtp:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 
+    def _tls_context(self) -> ssl.SSLContext:
+        b = self.behaviour
+        if b.context is not None:
+            return b.context
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        assert b.cert is not None and b.key is not None
+        context.load_cert_chain(b.cert, b.key)
+        return context
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         b = self.behaviour
 
@@ -101,6 +111,8 @@ class TinySmtp:
                     lines.append("250 8BITMIME")
                     for reply in lines:
                         await send(reply)
+                elif verb == "STARTTLS" and not tls and b.starttls == "454":
+                    await send("454 4.7.0 TLS not available due to local problem")
                 elif verb == "STARTTLS" and not tls:
                     await send("220 2.0.0 go ahead")
                     if b.starttls == "close":
@@ -110,11 +122,7 @@ class TinySmtp:
                         await writer.drain()
                         await reader.read(1024)
                         return
-                    context = b.context or ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                    if b.context is None:
-                        assert b.cert is not None and b.key is not None
-                        context.load_cert_chain(b.cert, b.key)
-                    await writer.start_tls(context)
+                    await writer.start_tls(self._tls_context())
                     tls = True
                 elif verb == "AUTH":
                     await send("535 5.7.8 authentication failed")

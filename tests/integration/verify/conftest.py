@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 SECRET_ENV = "SMTPCONN_TEST_VERIFY_SECRET"
 SECRET_VALUE = "s3cret-never-shown-4711"
+#: dns.blocklist asks the lab's list (lab/zones.py), never the public ones.
+LAB_BLOCKLISTS = (f"{zones.BLOCKLIST}={zones.BLOCKLIST_DELIST}",)
 
 
 def lab_entry(

@@ -42,7 +42,7 @@ def test_good_domain_passes_and_exits_0(
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["summary"]["pass"] == 2 * 15 and doc["summary"]["fail"] == 0
+    assert doc["summary"]["pass"] == 2 * 16 and doc["summary"]["fail"] == 0
     assert doc["insecure"] is False
     assert [a["address"] for a in doc["addresses"]] == [
         "support@good.test",
@@ -52,7 +52,7 @@ def test_good_domain_passes_and_exits_0(
         for check in address["checks"]:
             assert set(check) == {"id", "status", "summary", "detail", "fix"}
     suites = ET.parse(junit).getroot()
-    assert suites.get("tests") == "30" and suites.get("failures") == "0"
+    assert suites.get("tests") == "32" and suites.get("failures") == "0"
 
 
 def test_broken_domains_exit_1_with_fixes_in_json_and_junit(

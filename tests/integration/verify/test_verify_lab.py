@@ -18,7 +18,7 @@ from smtpconn.dns import CachingResolver
 from smtpconn.dns.resolvers import make_resolver, parse_resolver
 from smtpconn.profile.model import Workflow
 from smtpconn.settings import Settings
-from tests.integration.verify.conftest import lab_entry
+from tests.integration.verify.conftest import LAB_BLOCKLISTS, lab_entry
 
 DNS_ONLY = Selection(skip=("tls", "auth"))
 DNS_IDS = [i for i in catalogue() if not i.startswith(("tls.", "auth."))]
@@ -72,6 +72,7 @@ def settings_for(lab: Lab, timeout: float = 5) -> Settings:
         timeout=timeout,
         ca_file=lab.ca_file,
         mta_sts_port=lab.state.mta_sts_port,
+        blocklists=LAB_BLOCKLISTS,
     )
 
 
@@ -209,7 +210,9 @@ async def test_300_addresses_on_300_domains_run_concurrently(lab: Lab) -> None:
     ]
     # The lab's NSD has response-rate limiting off, so this measures verify, not NSD.
     assert lab.dns is not None
-    settings = Settings(resolvers=((lab.dns.host, lab.dns.port),), timeout=5)
+    settings = Settings(
+        resolvers=((lab.dns.host, lab.dns.port),), timeout=5, blocklists=LAB_BLOCKLISTS
+    )
     resolver = CachingResolver(make_resolver_for_run(settings), max_in_flight=MAX_DNS_IN_FLIGHT)
     started = time.monotonic()
     report = await verify_entries(

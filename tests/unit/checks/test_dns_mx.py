@@ -77,3 +77,16 @@ def test_hosts_whose_lookups_could_not_tell() -> None:
     unsure = [MxHost(10, "a.ex.test", errors=("timeout",)), MxHost(20, "b.ex.test")]
     result = judge_mx_hosts("ex.test", unsure, PUBLISH)
     assert result.status is Status.ERROR and result.detail == "timeout"
+
+
+def test_an_mx_naming_an_ip_address_fails_and_names_a_host_instead() -> None:
+    from smtpconn.checks.dns_checks import judge_ip_literals
+
+    only = judge_ip_literals("ex.test", [(10, "192.0.2.1")], "mail.ex.test")
+    assert only is not None and only.status is Status.FAIL
+    assert "names an IP address (192.0.2.1)" in only.summary
+    assert "with: ex.test. MX 10 mail.ex.test." in only.fix
+    mixed = judge_ip_literals("ex.test", [(10, "a.ex.test"), (20, "192.0.2.1")], "mail.ex.test")
+    assert mixed is not None and mixed.status is Status.WARN
+    assert mixed.fix.startswith("remove the MX records naming 192.0.2.1")
+    assert judge_ip_literals("ex.test", [(10, "a.ex.test")], "mail.ex.test") is None

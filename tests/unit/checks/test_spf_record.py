@@ -43,3 +43,16 @@ def test_a_syntax_error_offers_the_correction_and_the_record_without_it() -> Non
         "replace the record with: v=spf1 include:x.test -all"
         " or, remove the offending term(s): v=spf1 -all"
     )
+
+
+def test_ptr_warns_and_the_fix_replaces_it_with_the_server_address() -> None:
+    from smtpconn.checks.spf import judge_ptr
+    from tests.unit.checks.test_blocklist import entry
+
+    record = "v=spf1 ptr:ex.test mx -all"
+    found = classify_spf("ex.test", txt(DnsOutcome.OK, record), FRESH)
+    warned = judge_ptr(found, entry(), ("192.0.2.7",))
+    assert warned.result.status is Status.WARN and "RFC 7208 §5.5" in warned.result.summary
+    assert warned.result.fix.endswith('ex.test. TXT "v=spf1 mx ip4:192.0.2.7 -all"')
+    clean = classify_spf("ex.test", txt(DnsOutcome.OK, FRESH), FRESH)
+    assert judge_ptr(clean, entry(), ("192.0.2.7",)) == clean

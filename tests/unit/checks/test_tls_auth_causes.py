@@ -60,7 +60,7 @@ def test_a_modern_version_with_refused_ciphers_is_no_shared_cipher() -> None:
     found = _by_id(_failed(Diagnosis(True, ("TLSv1.2",), ("DES-CBC3-SHA",))))
     assert "no cipher in common" in found["tls.starttls"].summary
     assert "DES-CBC3-SHA" in found["tls.starttls"].summary
-    assert found["tls.version"].status is Status.SKIP
+    assert found["tls.version"].status is Status.PASS  # the version is not the problem
 
 
 def test_nothing_completes_is_an_unusable_certificate_or_key_unless_sni_is_refused() -> None:
@@ -134,3 +134,28 @@ def test_a_certificate_that_depends_on_sni_says_so_in_the_hostname_verdict() -> 
     sni = _by_id(probe)["tls.hostname"]
     assert "depends on SNI" in sni.summary and HOST in sni.summary
     assert sni.fix.startswith("the server picks its certificate by SNI")
+
+
+def test_a_scan_that_completes_tls_12_passes_tls_version_naming_what_is_offered() -> None:
+    found = _by_id(_failed(Diagnosis(True, ("TLSv1.2", "TLSv1"), ("DES-CBC3-SHA", "AES-SHA"))))
+    version = found["tls.version"]
+    assert version.status is Status.PASS
+    assert version.summary == "TLSv1.2 offered (also TLSv1, which smtpconn never uses)"
+
+
+def test_starttls_refused_with_454_is_an_unloadable_certificate_or_key() -> None:
+    reply = Reply(454, ("4.7.0 TLS not available due to local problem",))
+    probe = _failed(None)
+    probe.tls_failure = SmtpFailure(
+        StageName.STARTTLS, FailureKind.STARTTLS_REJECTED, f"refused: {reply}", reply=reply
+    )
+    starttls = _by_id(probe)["tls.starttls"]
+    assert starttls.status is Status.FAIL
+    assert "refused with 454 (4.7.0 TLS not available" in starttls.summary
+    assert "cannot load its certificate or key" in starttls.summary
+    assert "smtpd_tls_chain_files" in starttls.fix
+    other = Reply(554, ("5.7.0 no",))
+    probe.tls_failure = SmtpFailure(
+        StageName.STARTTLS, FailureKind.STARTTLS_REJECTED, f"refused: {other}", reply=other
+    )
+    assert _by_id(probe)["tls.starttls"].summary == "STARTTLS is offered but refused"
