@@ -7,7 +7,8 @@ sessions. A check answers *which* login the credentials prove, with the support 
 issued for (its scope); the session keeps it for the inbound RCPT policy. Successful checks are
 remembered as an HMAC of (user, hash, password) under a key that lives only in this process's
 memory, so a busy customer server does not pay scrypt per session and no clear password is ever
-kept. The cache is bounded (least recently used logins go first), and
+kept. The cache is bounded (least recently used logins go first), entries expire after
+``SUCCESS_CACHE_TTL``, and
 concurrent checks of the same credentials share one scrypt. Failures are counted per client IP;
 past the limit the IP gets ``454`` and is disconnected until the window passes.
 """
@@ -46,6 +47,10 @@ from smtpconn.relay.wire import (
 
 MAX_AUTH_FAILURES_PER_SESSION = 3
 SUCCESS_CACHE_SIZE = 1024  # remembered (user, password) digests; a profile has a few logins
+# How long a verified password is taken without scrypt. A customer's server logs in on every
+# connection (hundreds a minute under load) with the same password; past this age the next login
+# pays one scrypt again, so a digest never outlives a working day's worth of memory dumps.
+SUCCESS_CACHE_TTL = 900.0
 
 
 def _not_login_data_notice(record: logging.LogRecord) -> bool:
@@ -67,10 +72,13 @@ class CredentialChecker:
         *,
         failures_allowed: int,
         window: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._credentials = credentials
+        self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._good: OrderedDict[bytes, None] = OrderedDict()  # LRU of successful digests
+        # LRU of successful digests -> when they were verified (monotonic clock)
+        self._good: OrderedDict[bytes, float] = OrderedDict()
         self._pending: dict[bytes, asyncio.Future[bool]] = {}
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self.failures_allowed = failures_allowed
@@ -117,9 +125,12 @@ class CredentialChecker:
         # The cache only remembers that (user, hash, password) verified; the scope always comes
         # from the profile's current records, so it can never be served stale.
         digest = self._digest(credential.username, credential.password_hash, password)
-        if digest in self._good:
-            self._good.move_to_end(digest)
-            return True
+        verified_at = self._good.get(digest)
+        if verified_at is not None:
+            if self._clock() - verified_at < SUCCESS_CACHE_TTL:
+                self._good.move_to_end(digest)
+                return True
+            del self._good[digest]  # expired: prove it with scrypt again
         return await self._verify_once(digest, password, credential.password_hash)
 
     async def _verify_once(self, digest: bytes, password: bytes, hash_: str) -> bool:
@@ -143,7 +154,7 @@ class CredentialChecker:
         finally:
             del self._pending[digest]
         if ok:
-            self._good[digest] = None
+            self._good[digest] = self._clock()
             while len(self._good) > SUCCESS_CACHE_SIZE:
                 self._good.popitem(last=False)
         future.set_result(ok)
