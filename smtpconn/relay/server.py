@@ -43,6 +43,7 @@ from smtpconn.relay.wire import (
     data_read_plan,
     envelope_refusal,
     has_control,
+    simple_path,
 )
 
 MAX_AUTH_FAILURES_PER_SESSION = 3
@@ -407,6 +408,16 @@ class RelaySMTP(SMTP):
             await self._refuse_command("MAIL", reply)
             return
         await super().smtp_MAIL(arg)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        simple = simple_path(arg) if arg else None
+        if simple is None:
+            found: tuple[str | None, str | None] = super()._getaddr(arg)
+            return found
+        local = simple[0].rpartition("@")[0]
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return simple
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:

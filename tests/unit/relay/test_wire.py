@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtpconn.errors import ProfileError
 from smtpconn.profile.model import BareNewline, RelaySettings
@@ -21,6 +23,7 @@ from smtpconn.relay.wire import (
     ReadStep,
     data_read_plan,
     envelope_refusal,
+    simple_path,
 )
 
 
@@ -213,3 +216,47 @@ def test_read_plan_after_each_tail() -> None:
         assert data_read_plan(tail) is ReadStep.LINE
     for tail in (b"abcd", b"ab\n.", b"a.\n\n", b".\r\nx"):
         assert data_read_plan(tail) is ReadStep.BULK
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<a@b.example>",
+        "<a@b.example> SIZE=10",
+        "<a@b.example>  SIZE=10 BODY=8BITMIME",
+        "<a.b+c/d=e@d-e.f>",
+        "<a@b.example>(comment) SIZE=1",
+        "<a@b.example> (comment)",
+        "<a@b.example> ",
+        "<A@B.EXAMPLE>",
+        "<a@[192.0.2.1]>",
+        '<"q r"@b.example>',
+        "<a..b@b.example>",
+        "<a@b.>",
+        "<.a@b.example>",
+        "<a@b_c.example>",
+        "<@relay.example:a@b.example>",
+        "<>",
+        " <a@b.example>",
+        "<a@b.example>\tSIZE=1",
+        "<ü@b.example>",
+        "<a@b.example> SIZE=1 ",
+    ],
+)
+def test_simple_path_agrees_with_the_full_parser(arg: str) -> None:
+    from email._header_value_parser import get_angle_addr
+    from email.errors import HeaderParseError
+
+    fast = simple_path(arg)
+    if fast is None:
+        return  # aiosmtpd's parser decides
+    try:
+        address, rest = get_angle_addr(arg)
+    except HeaderParseError:
+        raise AssertionError(f"{arg!r}: the full parser refuses what the fast path took") from None
+    assert fast == (address.addr_spec, rest)
+
+
+@given(st.text(alphabet='<>@.ab-_+ ()"[]:\\=S1', max_size=24))
+def test_simple_path_agrees_with_the_full_parser_on_any_text(arg: str) -> None:
+    test_simple_path_agrees_with_the_full_parser(arg)
