@@ -27,7 +27,6 @@ import signal
 import ssl
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,7 +94,13 @@ class RelayProcess:
     inbound_port: int
     submission_port: int
     sink_dir: Path
-    log: list[str]
+    log_path: Path
+
+    def log(self) -> list[str]:
+        try:
+            return self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -157,44 +162,43 @@ path = "{directory / "sink"}"
 _READY = re.compile(r"event=relay\.ready .*inbound=\S*:(\d+) submission=\S*:(\d+)")
 
 
-def start_relay(profile: Path, lab_state: Any, timeout: float = 30.0) -> RelayProcess:
+def start_relay(
+    profile: Path, lab_state: Any, timeout: float = 30.0, extra_env: dict[str, str] | None = None
+) -> RelayProcess:
     env = {
         **os.environ,
+        **(extra_env or {}),
         "BENCH_SMTP_PASSWORD": lab_state.password,
         "SMTPCONN_RESOLVER": lab_state.resolver,
         "SMTPCONN_CA_FILE": lab_state.ca_file,
     }
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "python"), "-m", "smtpconn", "relay", "--profile", str(profile)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=profile.parent,
-    )
-    log: list[str] = []
+    # The log goes to a file, as journald takes it: a pipe drained by a thread of this
+    # process (which also runs the load generator) filled up and made the relay wait in
+    # write(2) for the harness (py-spy: 14 % of the relay's event loop in StreamHandler.emit).
+    log_path = profile.parent / "relay.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "python"), "-m", "smtpconn", "relay", "--profile", str(profile)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            env=env,
+            cwd=profile.parent,
+        )
     found: list[tuple[int, int]] = []
-    ready = threading.Event()
-
-    def reader() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            if len(log) < 2000:
-                log.append(line)
-            m = _READY.search(line)
-            if m and not found:
-                found.append((int(m.group(1)), int(m.group(2))))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=reader, daemon=True).start()
-    ready.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not found and proc.poll() is None:
+        m = _READY.search(log_path.read_text(errors="replace"))
+        if m:
+            found.append((int(m.group(1)), int(m.group(2))))
+        else:
+            time.sleep(0.05)
     if not found:
         proc.kill()
         proc.wait(5)
-        raise RuntimeError("smtpconn relay did not become ready:\n" + "\n".join(log[-20:]))
-    return RelayProcess(proc, found[0][0], found[0][1], profile.parent / "sink", log)
+        tail = log_path.read_text(errors="replace").splitlines()[-20:]
+        raise RuntimeError("smtpconn relay did not become ready:\n" + "\n".join(tail))
+    return RelayProcess(proc, found[0][0], found[0][1], profile.parent / "sink", log_path)
 
 
 @contextlib.contextmanager
@@ -385,6 +389,80 @@ def memory(lab: Any, relay: RelayProcess, idle: int) -> dict[str, Any]:
     }
 
 
+SCALE_ADDRESSES = 3000
+SCALE_IDLE = 1000
+
+
+def write_scale_profile(directory: Path, lab_state: Any, addresses: int, idle: int) -> Path:
+    """The profile benchmark's generated profile (``addresses`` addresses, half of them with an
+    inbound login) with a ``[relay]`` table that lets ``idle`` connections in from one IP."""
+    from benchmarks.profile_bench import profile_text
+    from smtpconn.profile.secrets import hash_password
+
+    relay_cert = lab_state.certs["relay"]
+    text = profile_text(addresses, hash_password("scale-benchmark"))
+    relay = f"""[relay]
+inbound_listen = "127.0.0.1:0"
+submission_listen = "127.0.0.1:0"
+tls_cert = "{relay_cert["cert"]}"
+tls_key = "{relay_cert["key"]}"
+spool = "{directory / "spool"}"
+hostname = "relay.helpdesk.test"
+max_connections_per_ip = {idle + 100}
+max_sessions = {idle + 100}
+
+[relay.sink]
+kind = "maildir"
+path = "{directory / "sink"}"
+"""
+    start, end = text.index("[relay]\n"), text.index("[relay.sink]\n")
+    end = text.index("\n\n", end) if "\n\n" in text[end:] else len(text)
+    path = directory / "smtpconn.toml"
+    path.write_text(text[:start] + relay + text[end:])
+    path.chmod(0o600)
+    return path
+
+
+def memory_at_scale(lab: Any, quick: bool) -> dict[str, Any]:
+    """Item 5 of issue 16: the relay's RSS with 3,000 addresses in the profile and 1,000 idle
+    inbound connections (greeted, then silent). Not a timed test: a figure for the README."""
+    addresses, idle = (100, 50) if quick else (SCALE_ADDRESSES, SCALE_IDLE)
+    directory = Path(tempfile.mkdtemp(prefix="smtpconn-bench-scale-"))
+    try:
+        relay = start_relay(
+            write_scale_profile(directory, lab.state, addresses, idle),
+            lab.state,
+            timeout=60.0,
+            extra_env={"BENCH_SECRET": "unused"},
+        )
+        try:
+            ready = rss_kib(relay.proc.pid)
+
+            async def hold() -> tuple[int, int, dict[str, int]]:
+                writers, greeted = await hold_idle("127.0.0.1", relay.inbound_port, idle)
+                await asyncio.sleep(0.5)
+                value = rss_kib(relay.proc.pid)
+                for w in writers:
+                    w.close()
+                return len(writers), greeted, value
+
+            opened, greeted, held = asyncio.run(hold())
+        finally:
+            relay.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return {
+        "addresses": addresses,
+        "idle_connections": idle,
+        "opened": opened,
+        "greeted": greeted,
+        "rss_ready_kib": ready["rss_kib"],
+        "rss_kib": held["rss_kib"],
+        "peak_rss_kib": held["hwm_kib"],
+        "target_kib": 150 * 1024,
+    }
+
+
 def run(lab: Any, quick: bool) -> dict[str, Any]:
     import secrets
 
@@ -393,5 +471,6 @@ def run(lab: Any, quick: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"inbound": inbound(lab, relay, password, quick)}
         out["outbound"] = outbound(lab, relay, quick)
         out["memory"] = memory(lab, relay, 20 if quick else 500)
-        out["relay_log_tail"] = [line for line in relay.log if "error" in line.lower()][-5:]
+        out["relay_log_tail"] = [line for line in relay.log() if "error" in line.lower()][-5:]
+    out["memory_at_scale"] = memory_at_scale(lab, quick)
     return out

@@ -136,6 +136,22 @@ def render_table(results: dict[str, Any]) -> str:
                 rows,
             )
         )
+        sc = re_.get("memory_at_scale")
+        if sc:
+            row = [
+                f"{sc['addresses']} addresses, {sc['idle_connections']} idle",
+                f"{sc['opened']} / {sc['greeted']}",
+                _f(sc["rss_ready_kib"] // 1024, " MiB"),
+                _f(sc["rss_kib"] // 1024, " MiB"),
+                _f(sc["peak_rss_kib"] // 1024, " MiB"),
+            ]
+            parts.append(
+                _table(
+                    "relay memory at scale (issue 16 item 5)",
+                    ["profile / connections", "connected / greeted", "RSS ready", "RSS", "peak"],
+                    [row],
+                )
+            )
     ts = results.get("targets") or []
     if ts:
         rows = [[t["target"], t["measured"], "yes" if t["met"] else "NO"] for t in ts]
@@ -226,6 +242,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": worst >= 1.0,
             }
         )
+        sc = re_.get("memory_at_scale")
+        if sc and not results["meta"].get("quick"):
+            out.append(
+                {
+                    "target": f"relay RSS <= 150 MiB with {sc['addresses']} addresses and "
+                    f"{sc['idle_connections']} idle connections",
+                    "measured": f"{sc['peak_rss_kib'] // 1024} MiB peak",
+                    "met": sc["peak_rss_kib"] <= sc["target_kib"]
+                    and sc["greeted"] == sc["idle_connections"],
+                }
+            )
     pr = results.get("profile")
     if pr and not results["meta"].get("quick"):
         out += _profile_targets(pr)

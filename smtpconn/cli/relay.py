@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from smtpconn.cli.common import command
 from smtpconn.settings import Settings
+
+if TYPE_CHECKING:
+    import asyncio
 
 HELP = """Run the relay: receive inbound support mail (TLS + AUTH from the customer's server, or
 plain forwarding for outbound-only addresses), hand it to the help desk through the configured
@@ -126,7 +130,22 @@ def register(app: typer.Typer) -> None:
 
         running = Relay(config)
         running.reload_source = load_again
-        asyncio.run(run_until_signalled(running))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run_until_signalled(running))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (SMTPCONN_EVENT_LOOP=asyncio keeps asyncio's)."""
+    import os
+
+    if os.environ.get("SMTPCONN_EVENT_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _signal_reload(settings: Settings, spool_dir: Path) -> None:

@@ -7,7 +7,8 @@ sessions. A check answers *which* login the credentials prove, with the support 
 issued for (its scope); the session keeps it for the inbound RCPT policy. Successful checks are
 remembered as an HMAC of (user, hash, password) under a key that lives only in this process's
 memory, so a busy customer server does not pay scrypt per session and no clear password is ever
-kept. The cache is bounded (least recently used logins go first), and
+kept. The cache is bounded (least recently used logins go first), entries expire after
+``SUCCESS_CACHE_TTL``, and
 concurrent checks of the same credentials share one scrypt. Failures are counted per client IP;
 past the limit the IP gets ``454`` and is disconnected until the window passes.
 """
@@ -32,16 +33,25 @@ from smtpconn.profile.secrets import verify_password
 from smtpconn.relay.config import Credential, InboundRoute
 from smtpconn.relay.log import log_event
 from smtpconn.relay.wire import (
+    END_LINE,
+    END_MARKER,
     HELO_REFUSED,
     MAIL_PATH_REFUSED,
     RCPT_PATH_REFUSED,
     DataReader,
+    ReadStep,
+    data_read_plan,
     envelope_refusal,
     has_control,
+    simple_path,
 )
 
 MAX_AUTH_FAILURES_PER_SESSION = 3
 SUCCESS_CACHE_SIZE = 1024  # remembered (user, password) digests; a profile has a few logins
+# How long a verified password is taken without scrypt. A customer's server logs in on every
+# connection (hundreds a minute under load) with the same password; past this age the next login
+# pays one scrypt again, so a digest never outlives a working day's worth of memory dumps.
+SUCCESS_CACHE_TTL = 900.0
 
 
 def _not_login_data_notice(record: logging.LogRecord) -> bool:
@@ -63,10 +73,13 @@ class CredentialChecker:
         *,
         failures_allowed: int,
         window: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._credentials = credentials
+        self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._good: OrderedDict[bytes, None] = OrderedDict()  # LRU of successful digests
+        # LRU of successful digests -> when they were verified (monotonic clock)
+        self._good: OrderedDict[bytes, float] = OrderedDict()
         self._pending: dict[bytes, asyncio.Future[bool]] = {}
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self.failures_allowed = failures_allowed
@@ -113,9 +126,12 @@ class CredentialChecker:
         # The cache only remembers that (user, hash, password) verified; the scope always comes
         # from the profile's current records, so it can never be served stale.
         digest = self._digest(credential.username, credential.password_hash, password)
-        if digest in self._good:
-            self._good.move_to_end(digest)
-            return True
+        verified_at = self._good.get(digest)
+        if verified_at is not None:
+            if self._clock() - verified_at < SUCCESS_CACHE_TTL:
+                self._good.move_to_end(digest)
+                return True
+            del self._good[digest]  # expired: prove it with scrypt again
         return await self._verify_once(digest, password, credential.password_hash)
 
     async def _verify_once(self, digest: bytes, password: bytes, hash_: str) -> bool:
@@ -139,7 +155,7 @@ class CredentialChecker:
         finally:
             del self._pending[digest]
         if ok:
-            self._good[digest] = None
+            self._good[digest] = self._clock()
             while len(self._good) > SUCCESS_CACHE_SIZE:
                 self._good.popitem(last=False)
         future.set_result(ok)
@@ -393,6 +409,16 @@ class RelaySMTP(SMTP):
             return
         await super().smtp_MAIL(arg)
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        simple = simple_path(arg) if arg else None
+        if simple is None:
+            found: tuple[str | None, str | None] = super()._getaddr(arg)
+            return found
+        local = simple[0].rpartition("@")[0]
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return simple
+
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
         reply = envelope_refusal(arg, path_reply=RCPT_PATH_REFUSED)
@@ -425,12 +451,11 @@ class RelaySMTP(SMTP):
         reserved = 0
         deadline = self.loop.call_later(self.data_timeout, self._cut, "data")
         self._in_data = True
+        tail = b"\r\n"  # the DATA command's own line end: the end line may come first
         try:
             while True:
-                try:
-                    piece = await self._reader.readuntil(b"\n")
-                except asyncio.LimitOverrunError as exc:
-                    piece = await self._reader.read(exc.consumed)
+                piece = await self._read_data_piece(data_read_plan(tail))
+                tail = (tail + piece)[-4:]
                 held = reader.held
                 if reader.feed(piece):
                     break
@@ -448,6 +473,19 @@ class RelaySMTP(SMTP):
             self._in_data = False
             deadline.cancel()
             limits.release(reserved)
+
+    async def _read_data_piece(self, step: ReadStep) -> bytes:
+        """The next bytes of DATA, never past its end (pipelined commands stay in the stream).
+        aiosmtpd read DATA line by line (about 150 reads of a 10 KB message); a BULK read takes
+        everything buffered up to CRLF.CRLF (benchmarks/README.md)."""
+        if step is ReadStep.HEAD:
+            return await self._reader.readexactly(len(END_LINE))
+        try:
+            return await self._reader.readuntil(b"\n" if step is ReadStep.LINE else END_MARKER)
+        except asyncio.LimitOverrunError as exc:
+            # No end yet within the stream's limit: take what is safe to take (the reader
+            # keeps back any bytes that may begin the separator).
+            return await self._reader.read(exc.consumed)
 
     def _out_of_memory(self) -> None:
         log_event(

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import enum
+import re
 from dataclasses import dataclass, field
 
 MAIL_PATH_REFUSED = "553 5.1.7 Control characters are not allowed in the sender address"
@@ -50,6 +52,24 @@ def _path_end(arg: str) -> int:
     return len(arg)
 
 
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# <dot-atom@hostname> and parameters after plain spaces: what every MTA sends. The email
+# package's full RFC 5322 parser (aiosmtpd's) costs ~7 % of the event loop under load
+# (benchmarks/README.md); anything else (quotes, comments, literals, UTF-8) still goes to it.
+_SIMPLE_PATH = re.compile(
+    rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?: +([^ (\r\n][^\r\n]*))?"
+)
+
+
+def simple_path(arg: str) -> tuple[str, str] | None:
+    """(address, parameters) of a plain ``<local@domain> params`` argument, exactly as
+    aiosmtpd's parser gives them; None when the argument needs that parser."""
+    found = _SIMPLE_PATH.fullmatch(arg)
+    if found is None:
+        return None
+    return found.group(1), found.group(2) or ""
+
+
 def envelope_refusal(arg: str | None, *, path_reply: str) -> str | None:
     """The reply refusing a MAIL/RCPT argument with a control character, or None if it has
     none. ``arg`` is what follows the command word (``FROM:<path> params``)."""
@@ -62,12 +82,20 @@ def envelope_refusal(arg: str | None, *, path_reply: str) -> str | None:
     return path_reply if has_control(rest[:end]) else PARAMS_REFUSED
 
 
+END_LINE = b".\r\n"
+END_MARKER = b"\r\n.\r\n"  # CRLF.CRLF: the only end of DATA
+
+
 @dataclass
 class DataReader:
-    """Assembles DATA from the pieces the stream gives (lines ending in LF, or fragments of an
-    over-long line): ends at CRLF.CRLF only, un-stuffs dots, enforces the size and line limits
-    and the bare-newline rule. Problems are answered once the real end arrives (RFC 5321
-    §4.2.5), with everything received so far already dropped."""
+    """Assembles DATA from whatever the stream gives (whole buffers, lines, or fragments of a
+    line): ends at CRLF.CRLF only, un-stuffs dots, enforces the size and line limits and the
+    bare-newline rule. Problems are answered once the real end arrives (RFC 5321 §4.2.5), with
+    everything received so far already dropped.
+
+    A buffer of whole CRLF lines with nothing unusual in it (the common case) is taken with a
+    few byte-level scans (:meth:`_feed_fast`); anything else goes line by line through the same
+    rules, so both paths accept and refuse exactly the same streams."""
 
     size_limit: int | None
     line_limit: int
@@ -76,36 +104,106 @@ class DataReader:
     held: int = 0  # bytes of message kept so far
     size: int = 0
     _data: bytearray = field(default_factory=bytearray)
-    _partial: bytearray = field(default_factory=bytearray)
-    _mid_line: bool = False
+    _partial: bytearray = field(default_factory=bytearray)  # the current line, when kept
+    _line: int = 0  # bytes of the current (unfinished) line received so far
+    _head: bytes = b""  # its first bytes, enough to recognise the end line
     _after_crlf: bool = True  # the DATA command itself ended the previous line
 
-    def feed(self, piece: bytes) -> bool:
-        """Take one piece; True once it was the end-of-data line."""
-        if not self._mid_line and self._after_crlf and piece == b".\r\n":
-            return True
-        self.size += len(piece)
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next bytes of the stream; True once they ended with the end-of-data line.
+        The caller never passes bytes beyond that line (see :func:`data_read_plan`)."""
+        cut = chunk.rfind(b"\n") + 1
+        if cut and self.problem is None and not self.normalize:
+            # Without a problem the unfinished line is all in _partial: it leads the lines.
+            whole = bytes(self._partial) + chunk[:cut] if self._line else chunk[:cut]
+            done = self._feed_fast(whole)
+            if done is not None:
+                self._partial.clear()
+                self._line, self._head = 0, b""
+                if cut < len(chunk):
+                    self._piece(chunk[cut:], complete=False)
+                return done
+        start = 0
+        while start < len(chunk):
+            newline = chunk.find(b"\n", start)
+            end = len(chunk) if newline < 0 else newline + 1
+            if self._piece(chunk[start:end], complete=newline >= 0):
+                return True
+            start = end
+        return False
+
+    def _feed_fast(self, chunk: bytes) -> bool | None:
+        """Whole CRLF lines, none too long, no bare CR or LF: un-stuffed with ``replace``.
+        None when the chunk needs the line-by-line rules."""
+        done = chunk.endswith(END_MARKER) or chunk == END_LINE
+        body = chunk[:-3] if done else chunk
+        if body and not body.endswith(b"\r\n"):
+            return None
+        lines = body.count(b"\n")
+        if body.count(b"\r") != lines or body.count(b"\r\n") != lines:
+            return None  # a bare CR or LF
+        if body.startswith(END_LINE) or END_MARKER in body:
+            return None  # an end line before the chunk's end: never passed, never guessed
+        if len(body) >= self.line_limit and self._long_line(body):
+            return None
+        self.size += len(body)
         if self.size_limit and self.size > self.size_limit:
             self._fail(TOO_MUCH_DATA)
-        if not piece.endswith(b"\n"):
-            self._mid_line = True
+            return done
+        # Every line here starts after a real CRLF, so every leading dot was stuffed.
+        if body.startswith(b"."):
+            body = body[1:]
+        unstuffed = body.replace(b"\r\n.", b"\r\n")
+        self._data += unstuffed
+        self.held += len(unstuffed)
+        return done
+
+    def _long_line(self, body: bytes) -> bool:
+        """Whether a line of ``body`` (whole lines) is longer than the limit, CRLF included:
+        each step jumps to the last LF within one line's length (a regex over the body cost
+        20 times more, benchmarks/README.md)."""
+        last = -1  # the LF ending the lines checked so far
+        while len(body) - last > self.line_limit:
+            found = body.rfind(b"\n", last + 1, last + 1 + self.line_limit)
+            if found < 0:
+                return True
+            last = found
+        return False
+
+    def _piece(self, piece: bytes, *, complete: bool) -> bool:
+        """One line, or a fragment of one (``complete`` False: no LF yet)."""
+        if len(self._head) < len(END_LINE):
+            self._head += piece[: len(END_LINE) - len(self._head)]
+        self._line += len(piece)
+        if not complete:
+            # Kept up to the line limit only: an endless line never fills memory.
             if self.problem is None:
                 self._partial += piece
                 if len(self._partial) > self.line_limit:
                     self._fail(LINE_TOO_LONG)
             return False
+        line_len, self._line = self._line, 0
+        head, self._head = self._head, b""
+        if self._after_crlf and line_len == len(END_LINE) and head == END_LINE:
+            return True
         line = bytes(self._partial) + piece if self._partial else piece
         self._partial.clear()
-        self._mid_line = False
-        if len(line) > self.line_limit:
+        self.size += line_len
+        if self.size_limit and self.size > self.size_limit:
+            self._fail(TOO_MUCH_DATA)
+        if line_len > self.line_limit:
             self._fail(LINE_TOO_LONG)
+        self._take_line(line)
+        return False
+
+    def _take_line(self, line: bytes) -> None:
         crlf = line.endswith(b"\r\n")
         body = line[:-2] if crlf else line[:-1]
         after_crlf, self._after_crlf = self._after_crlf, crlf
         if (not crlf or b"\r" in body) and not self.normalize:
             self._fail(BARE_NEWLINE_REFUSED)
         if self.problem is not None:
-            return False
+            return
         # Only a line the client started after a real CRLF was dot-stuffed by it.
         if after_crlf and body.startswith(b"."):
             body = body[1:]
@@ -116,7 +214,6 @@ class DataReader:
             self._data += body
         self._data += b"\r\n"
         self.held += len(self._data) - before
-        return False
 
     def _fail(self, reply: str) -> None:
         if self.problem is None:
@@ -129,3 +226,27 @@ class DataReader:
         data = bytes(self._data)
         self._data.clear()
         return data
+
+
+# The prefixes of END_MARKER a stream position can end with and still be completed into it by
+# the next bytes: reading past such a position must not skip the end.
+_MARKER_PREFIXES = (b"\r", b"\r\n.", b"\r\n.\r")
+
+
+class ReadStep(enum.Enum):
+    """How much to read next so that a read never goes past the end of DATA (whatever follows
+    it, such as pipelined commands, stays in the stream for the command loop)."""
+
+    HEAD = "head"  # exactly 3 bytes: at a line start after CRLF, the end line may come next
+    LINE = "line"  # up to the next LF: the bytes so far may be the first part of CRLF.CRLF
+    BULK = "bulk"  # up to the next CRLF.CRLF (or as much as is buffered)
+
+
+def data_read_plan(tail: bytes) -> ReadStep:
+    """The next read after a stream whose last bytes are ``tail`` (at least 4 of them, or all
+    with the DATA command's own CRLF in front)."""
+    if tail.endswith(b"\r\n"):
+        return ReadStep.HEAD
+    if tail.endswith(_MARKER_PREFIXES):
+        return ReadStep.LINE
+    return ReadStep.BULK

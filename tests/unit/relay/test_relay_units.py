@@ -539,3 +539,23 @@ async def test_only_possible_redeliveries_ask_the_sink_to_look_for_a_copy(tmp_pa
         await handover(entry)
     # Spooled by an earlier run or tried before: may already be at the sink. Fresh: cannot be.
     assert seen == {old[0].id: True, fresh.id: False, retried.id: True}
+
+
+async def test_verified_password_cache_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import smtpconn.relay.server as server
+
+    calls: list[str] = []
+    monkeypatch.setattr(server, "verify_password", lambda p, e: calls.append(p) or p == "right")
+    clock = [1000.0]
+    checker = CredentialChecker(
+        lambda: [CUSTOMER], failures_allowed=5, window=60, clock=lambda: clock[0]
+    )
+    assert await checker.check("customer", b"right")
+    clock[0] += server.SUCCESS_CACHE_TTL - 1
+    assert await checker.check("customer", b"right")
+    assert calls == ["right"]  # within the TTL: the keyed digest answers
+    clock[0] += 2
+    assert await checker.check("customer", b"right")
+    assert calls == ["right", "right"]  # expired: scrypt again, then cached anew
+    assert not await checker.check("customer", b"wrong")
+    assert len(checker._good) == 1

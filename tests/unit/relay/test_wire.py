@@ -6,18 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtpconn.errors import ProfileError
 from smtpconn.profile.model import BareNewline, RelaySettings
 from smtpconn.profile.store import load_profile, save_profile
 from smtpconn.relay.wire import (
     BARE_NEWLINE_REFUSED,
+    END_MARKER,
     LINE_TOO_LONG,
     MAIL_PATH_REFUSED,
     PARAMS_REFUSED,
     TOO_MUCH_DATA,
     DataReader,
+    ReadStep,
+    data_read_plan,
     envelope_refusal,
+    simple_path,
 )
 
 
@@ -126,3 +132,131 @@ def test_max_memory_must_hold_one_largest_message(tmp_path: Path) -> None:
     relay = RelaySettings(max_memory=1000, max_message_size=2000)
     with pytest.raises(UsageError, match="max_memory"):
         build_config(Profile(relay=relay), tmp_path)
+
+
+def _read_planned(stream: bytes, arrive: int, normalize: bool) -> tuple[DataReader, bytes]:
+    """Read ``stream`` as the relay's DATA loop does (data_read_plan: HEAD, LINE, BULK), with
+    the bytes arriving ``arrive`` at a time and a 16-byte stream limit; returns the reader and
+    what was left unread for the command loop."""
+    limit = 16
+    reader = DataReader(size_limit=None, line_limit=40, normalize=normalize)
+    pos, tail = 0, b"\r\n"
+    while True:
+        available = len(stream)  # grows by `arrive` until a read can be answered
+        for got in range(min(len(stream), pos + arrive), len(stream) + arrive, arrive):
+            available = min(got, len(stream))
+            piece = _answer(stream[pos:available], data_read_plan(tail), limit)
+            if piece is not None:
+                break
+        else:
+            raise AssertionError("the loop waited for bytes that never come")
+        assert piece, "an empty read"
+        pos += len(piece)
+        tail = (tail + piece)[-4:]
+        if reader.feed(piece):
+            return reader, stream[pos:]
+
+
+def _answer(buffered: bytes, step: ReadStep, limit: int) -> bytes | None:
+    """What StreamReader.readexactly/readuntil (+ read(consumed) on overrun) would return now,
+    or None if it would wait for more bytes."""
+    if step is ReadStep.HEAD:
+        return buffered[:3] if len(buffered) >= 3 else None
+    sep = b"\n" if step is ReadStep.LINE else END_MARKER
+    found = buffered.find(sep)
+    if found >= 0:
+        return buffered[: found + len(sep)] if found <= limit else buffered[:found]
+    consumed = len(buffered) + 1 - len(sep)
+    return buffered[:consumed] if consumed > limit else None
+
+
+STREAMS = [
+    b".\r\n",
+    b"\r\n.\r\n",
+    b"a\r\n.\r\n",
+    b".a\r\n..\r\n...\r\n.\r\n",
+    b"Subject: x\r\n\r\n" + b"The fox. Over.\r\n" * 20 + b".\r\n",
+    b"a\n.\nb\r\n.\r\n",
+    b"a\r\n.\nb\r\n.\r\n",
+    b"a\n.\r\nb\r\n.\r\n",
+    b"a\r.\r\nb\r\n.\r\n",
+    b"a\r\n.\rb\r\n.\r\n",
+    b"x" * 45 + b"\r\nshort\r\n.\r\n",
+    b"x" * 37 + b"\r\n" + b"y" * 38 + b"\r\n.\r\n",
+    b"\r\r\n\r\n.\r\n",
+    b"abc\r\r\n.\r\n",
+    b"..\r\n.\r\n",
+]
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_planned_reads_match_line_reads(stream: bytes, normalize: bool) -> None:
+    """Whole buffers and lines give the same message, problem and end, at every arrival size,
+    and never read into what follows the end (pipelined commands)."""
+    trailer = b"MAIL FROM:<x@y>\r\n"
+    expected = DataReader(size_limit=None, line_limit=40, normalize=normalize)
+    pieces = (stream + trailer).split(b"\n")
+    rest = b""
+    for index, piece in enumerate(pieces):
+        if expected.feed(piece + b"\n"):
+            rest = b"\n".join(pieces[index + 1 :])
+            break
+    assert rest == trailer
+    want = (expected.problem, expected.content())
+    for arrive in (1, 2, 3, 5, 7, 16, 64, 4096):
+        reader, left = _read_planned(stream + trailer, arrive, normalize)
+        assert left == trailer, arrive
+        assert (reader.problem, reader.content()) == want, arrive
+
+
+def test_read_plan_after_each_tail() -> None:
+    assert data_read_plan(b"\r\n") is ReadStep.HEAD
+    for tail in (b"ab\r", b"a\r\n.", b"\r\n.\r"):
+        assert data_read_plan(tail) is ReadStep.LINE
+    for tail in (b"abcd", b"ab\n.", b"a.\n\n", b".\r\nx"):
+        assert data_read_plan(tail) is ReadStep.BULK
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<a@b.example>",
+        "<a@b.example> SIZE=10",
+        "<a@b.example>  SIZE=10 BODY=8BITMIME",
+        "<a.b+c/d=e@d-e.f>",
+        "<a@b.example>(comment) SIZE=1",
+        "<a@b.example> (comment)",
+        "<a@b.example> ",
+        "<A@B.EXAMPLE>",
+        "<a@[192.0.2.1]>",
+        '<"q r"@b.example>',
+        "<a..b@b.example>",
+        "<a@b.>",
+        "<.a@b.example>",
+        "<a@b_c.example>",
+        "<@relay.example:a@b.example>",
+        "<>",
+        " <a@b.example>",
+        "<a@b.example>\tSIZE=1",
+        "<ü@b.example>",
+        "<a@b.example> SIZE=1 ",
+    ],
+)
+def test_simple_path_agrees_with_the_full_parser(arg: str) -> None:
+    from email._header_value_parser import get_angle_addr
+    from email.errors import HeaderParseError
+
+    fast = simple_path(arg)
+    if fast is None:
+        return  # aiosmtpd's parser decides
+    try:
+        address, rest = get_angle_addr(arg)
+    except HeaderParseError:
+        raise AssertionError(f"{arg!r}: the full parser refuses what the fast path took") from None
+    assert fast == (address.addr_spec, rest)
+
+
+@given(st.text(alphabet='<>@.ab-_+ ()"[]:\\=S1', max_size=24))
+def test_simple_path_agrees_with_the_full_parser_on_any_text(arg: str) -> None:
+    test_simple_path_agrees_with_the_full_parser(arg)
