@@ -141,6 +141,19 @@ def register(app: typer.Typer) -> None:
         oauth_device_endpoint: Annotated[
             str | None, typer.Option(help="Device-code endpoint URL. [default: the provider's]")
         ] = None,
+        unauthenticated_policy: Annotated[
+            str | None,
+            typer.Option(
+                help="Unauthenticated mail whose DMARC fails: tag | hold | reject. [default: tag]"
+            ),
+        ] = None,
+        trusted_arc_sealers: Annotated[
+            str | None,
+            typer.Option(
+                help="ARC sealer domains whose results are believed, comma separated "
+                "(e.g. your Microsoft 365 tenant's or google.com)."
+            ),
+        ] = None,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
         ] = False,
@@ -175,6 +188,8 @@ def register(app: typer.Typer) -> None:
             oauth_token_cache=oauth_token_cache,
             oauth_token_endpoint=oauth_token_endpoint,
             oauth_device_endpoint=oauth_device_endpoint,
+            unauthenticated_policy=unauthenticated_policy,
+            trusted_arc_sealers=trusted_arc_sealers,
         )
         path = settings.profile_path
         with locked(path):

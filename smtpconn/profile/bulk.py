@@ -217,6 +217,9 @@ def entry_request(entry: SupportAddress) -> dict[str, Any]:
             values["dkim_key"] = str(entry.dkim.private_key)
     if entry.inbound is not None:
         values["inbound_username"] = entry.inbound.username
+    values["unauthenticated_policy"] = entry.unauthenticated_policy.value
+    if entry.trusted_arc_sealers:
+        values["trusted_arc_sealers"] = ",".join(entry.trusted_arc_sealers)
     return values
 
 
