@@ -58,16 +58,16 @@ def arc_seal(message: bytes, selector: str, domain: str, key_pem: bytes, srv_id:
     missing = object()
     before = getattr(dkim, "authres", missing)
     if before is missing or not hasattr(before, "AuthenticationResultsHeader"):
-        dkim.authres = _AUTHRES  # type: ignore[attr-defined]
+        dkim.authres = _AUTHRES
     try:
         headers = dkim.arc_sign(
             message, selector.encode(), domain.encode(), key_pem, srv_id.encode()
         )
     finally:
         if before is missing:
-            del dkim.authres  # type: ignore[attr-defined]
+            del dkim.authres
         else:
-            dkim.authres = before  # type: ignore[attr-defined]
+            dkim.authres = before
     if not headers:
         raise ValueError(f"dkimpy made no ARC set (no Authentication-Results: {srv_id})")
     return b"".join(headers) + message
