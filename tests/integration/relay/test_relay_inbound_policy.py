@@ -135,8 +135,15 @@ async def wait_held(env: RelayEnv, token: str, timeout: float = 20.0) -> str:
     raise AssertionError(f"no held message with {token}")
 
 
-def log_with(env: RelayEnv, *needles: str) -> list[str]:
-    return [line for line in env.log_lines if all(n in line for n in needles)]
+async def log_with(env: RelayEnv, *needles: str, timeout: float = 10.0) -> list[str]:
+    """The log lines with all ``needles``, waiting for one (the sink has a message a moment
+    before the relay logs it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = [line for line in env.log_lines if all(n in line for n in needles)]
+        if found or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.05)
 
 
 # (case, how the message is made, the auth= the relay must find)
@@ -169,7 +176,7 @@ async def test_each_policy_on_forwarded_mail(lab: Lab, relay_env: RelayEnv, case
         if case.startswith("arc"):
             assert "arc=pass" in authres
             assert "dmarc=fail" in authres  # our own DMARC; the trusted sealer's word decides
-        assert log_with(relay_env, "inbound.delivered", f"auth={expected}")
+        assert await log_with(relay_env, "inbound.delivered", f"auth={expected}")
 
         if expected == "pass":
             for policy in ("hold", "reject"):
@@ -184,7 +191,7 @@ async def test_each_policy_on_forwarded_mail(lab: Lab, relay_env: RelayEnv, case
         if case == "arc-untrusted":
             assert zones.ARC_OTHER_SEALER in replies["reject"]
             assert "not trusted" in replies["reject"]
-        assert log_with(relay_env, "inbound.rejected", "auth=fail", targets["reject"])
+        assert await log_with(relay_env, "inbound.rejected", "auth=fail", targets["reject"])
 
         # hold: accepted (250), kept in the held state with the reason, released by retry.
         assert replies["hold"].startswith("250"), replies["hold"]
@@ -193,7 +200,7 @@ async def test_each_policy_on_forwarded_mail(lab: Lab, relay_env: RelayEnv, case
         item = next(i for i in list_queue(spool, "inbound") if i.entry.id == held)
         assert item.to_json()["status"] == "held"
         assert "unauthenticated_policy=hold: DMARC fail for good.test" in str(item.state.last_error)
-        assert log_with(relay_env, "inbound.held", "reason=unauthenticated-policy", held)
+        assert await log_with(relay_env, "inbound.held", "reason=unauthenticated-policy", held)
         assert not any(tokens["hold"].encode() in m for m in relay_env.sink_messages())
 
         assert retry(spool, [held]) == [held]
