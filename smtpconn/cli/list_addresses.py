@@ -68,7 +68,7 @@ _COLUMNS = (
     "outbound server",
     "DKIM",
     "inbound user",
-    "unauthenticated",
+    "policy",  # unauthenticated_policy
 )
 
 
