@@ -60,6 +60,9 @@ class SinkHandover:
             headers = verdict
         if headers:
             message = prepend(message, *headers)
+        # The hand-over's own bookkeeping is not the help desk's metadata (webhook JSON).
+        meta.pop("authres", None)
+        meta.pop("tag_at_handover", None)
         item = SinkItem(
             id=entry.id,
             mail_from=mail_from,

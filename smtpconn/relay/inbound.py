@@ -195,6 +195,8 @@ class InboundHandler:
                 # The hand-over writes the tag (with auth= for unauthenticated mail).
                 "tag_at_handover": True,
             }
+            if arrival.smtputf8:
+                meta["smtputf8"] = True
             if arrival.judged is not None and not authenticated:
                 meta["auth"] = arrival.judged[0].auth.value
                 meta["authres"] = arrival.judged[1]
@@ -230,6 +232,7 @@ class _Arrival:
     tls_version: str | None
     tls_cipher: str | None
     judged: tuple[Judgement, str] | None = None  # a reject policy's, before the 250
+    smtputf8: bool = False  # MAIL FROM carried SMTPUTF8 (RFC 6531)
 
     @classmethod
     def of(cls, server: RelaySMTP, session: Any, envelope: Any) -> _Arrival:
