@@ -22,6 +22,8 @@ the test users, checked by Dovecot):
 ``oauth_submission`` like ``submission``, but AUTH is XOAUTH2/OAUTHBEARER only, each token
                      checked by Dovecot's oauth2 passdb against the lab issuer (lab/oauth.py),
                      which a test starts on ``oauth_issuer_port`` (lab/oauth_sasl.py).
+``no_smtputf8``      like ``submission``, but SMTPUTF8 is not offered (``smtputf8_enable=no``);
+                     every other listener offers it (``smtputf8_enable = yes``).
 ===================  =======================================================================
 
 Delivery: every address at a lab mail domain (``lab.zones.DOMAINS`` except relay domains) is
@@ -109,6 +111,7 @@ PORT_NAMES: tuple[str, ...] = (
     "wrong_host",
     "untrusted",
     "oauth_submission",
+    "no_smtputf8",
 )
 #: Listeners that speak TLS from the first byte (RFC 8314).
 IMPLICIT_TLS_PORTS = frozenset({"smtps"})
@@ -381,6 +384,7 @@ class PostfixServer:
         (self.config_dir / "main.cf").write_text(
             f"""# smtpconn lab: the customer's mail server. Generated; do not edit.
 compatibility_level = 3.6
+smtputf8_enable = yes
 queue_directory = {self.queue_dir}
 data_directory = {self.data_dir}
 mail_owner = postfix
@@ -498,6 +502,7 @@ bounce_queue_lifetime = 1h
                 "smtpd_tls_auth_only=no",
                 "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
             ),
+            self._service("no_smtputf8", *required_tls, "smtputf8_enable=no"),
             self._service("expired", *required_tls, chain=ca.expired),
             self._service("expiring", *required_tls, chain=ca.expiring),
             self._service("wrong_host", *required_tls, chain=ca.wrong_host),

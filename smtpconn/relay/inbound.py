@@ -248,6 +248,7 @@ class _Arrival:
             auth_user=server.login_user,
             tls_version=tls_version,
             tls_cipher=tls_cipher,
+            smtputf8=bool(getattr(envelope, "smtp_utf8", False)),
         )
 
 

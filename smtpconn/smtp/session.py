@@ -631,9 +631,10 @@ def _buffered(reader: asyncio.StreamReader | None) -> bytes:
     return bytes(getattr(reader, "_buffer", b""))
 
 
+# 5.6.7: the enhanced status (RFC 6531 §3.7.1) a DSN for such a message carries.
 NO_SMTPUTF8 = (
-    "does not offer SMTPUTF8, which this message needs (UTF-8 in an address or the header); "
-    "it was not sent"
+    "does not offer SMTPUTF8 (5.6.7), which this message needs (UTF-8 in an address or the "
+    "header); it was not sent"
 )
 
 
