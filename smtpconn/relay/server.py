@@ -35,6 +35,8 @@ from smtpconn.relay.log import log_event
 from smtpconn.relay.wire import (
     HELO_REFUSED,
     MAIL_PATH_REFUSED,
+    NOT_UTF8,
+    PARAMS_NOT_ASCII,
     RCPT_PATH_REFUSED,
     DataReader,
     envelope_refusal,
@@ -235,7 +237,14 @@ def _helo_ok(hostname: str) -> bool:
 
 
 def _utf8_reason(reply: str) -> str:
-    return "not-utf8" if "not valid UTF-8" in reply else "smtputf8"
+    """The log's word for a :func:`utf8_refusal` reply."""
+    if reply == NOT_UTF8:
+        return "not-utf8"
+    if reply in (MAIL_PATH_REFUSED, RCPT_PATH_REFUSED):
+        return "control-character"
+    if reply == PARAMS_NOT_ASCII:
+        return "non-ascii-parameter"
+    return "smtputf8-required"
 
 
 class RelaySMTP(SMTP):
