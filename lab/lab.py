@@ -36,6 +36,7 @@ from lab.ca import LabCA, write_lab_ca
 from lab.dns import NsdServer
 from lab.keys import DkimKey, generate_dkim_keys, load_public_der
 from lab.mta_sts import PolicyServer
+from lab.opendkim import SIGNING_KEY
 from lab.postfix import DEFAULT_USER, USERS, Delivered, PostfixServer, RelayTarget, TestUser
 from lab.proc import (
     LOOPBACK,
@@ -61,6 +62,7 @@ REQUIRED_BINARIES: tuple[str, ...] = (
     "postmap",
     "postqueue",
     "dovecot",
+    "opendkim",
     "swaks",
     "dig",
     "openssl",
@@ -73,6 +75,7 @@ _EXPECTED_PROGRAM = {
     "postfix": "master",
     "dovecot": "dovecot",
     "dovecot-oauth": "dovecot",
+    "opendkim": "opendkim",
     "mta-sts": "python",
 }
 
@@ -113,6 +116,8 @@ class LabState:
     detached: bool = False
     #: HTTPS port of the MTA-STS policy server (lab/mta_sts.py); 0 when none runs.
     mta_sts_port: int = 0
+    #: OpenDKIM's milter port (the signing port's signer, lab/opendkim.py); 0 when none runs.
+    milter_port: int = 0
     version: int = STATE_VERSION
 
     def to_json(self) -> str:
@@ -238,8 +243,11 @@ class Lab:
             public = {n: k.public_der for n, k in self.dkim_keys.items()}
             self.dns = _start_retrying(lambda: NsdServer(self.root / "dns", public))
             ca = self.ca
+            signing_key = self.dkim_keys[SIGNING_KEY].path
             self.postfix = _start_retrying(
-                lambda: PostfixServer(self.root / "postfix", ca, self.users)
+                lambda: PostfixServer(
+                    self.root / "postfix", ca, self.users, signing_key=signing_key
+                )
             )
             if self.stop_at_exit:
                 self.mta_sts = PolicyServer(ca, self.root / "mta-sts").start()
@@ -311,6 +319,8 @@ class Lab:
                 out["dovecot"] = self.postfix.dovecot.pid
             if self.postfix.oauth_dovecot.pid is not None:
                 out["dovecot-oauth"] = self.postfix.oauth_dovecot.pid
+            if self.postfix.opendkim.pid is not None:
+                out["opendkim"] = self.postfix.opendkim.pid
         if self._sts_pid is not None:
             out["mta-sts"] = self._sts_pid
         return out
@@ -384,6 +394,7 @@ class Lab:
             owner_pid=self._owner_pid,
             detached=not self.stop_at_exit,
             mta_sts_port=self.mta_sts.port if self.mta_sts else self._sts_port,
+            milter_port=pf.opendkim.port if pf.opendkim.pid is not None else 0,
         )
         self._state.save(self.state_file)
 
@@ -419,7 +430,12 @@ class Lab:
         }
         dns = NsdServer(root / "dns", {}, port=st.dns_port)
         pf = PostfixServer(
-            root / "postfix", lab.ca, lab.users, ports=st.ports, sasl_port=st.sasl_port
+            root / "postfix",
+            lab.ca,
+            lab.users,
+            ports=st.ports,
+            sasl_port=st.sasl_port,
+            milter_port=st.milter_port or None,
         )
         pf.relay_targets = {d: RelayTarget(**t) for d, t in st.relay_targets.items()}
         pf.relay_domains |= set(pf.relay_targets)
@@ -434,6 +450,8 @@ class Lab:
                 pf.dovecot.pid = pid
             elif name == "dovecot-oauth":
                 pf.oauth_dovecot.pid = pid
+            elif name == "opendkim":
+                pf.opendkim.pid = pid
             elif name == "mta-sts":
                 lab._sts_pid, lab._sts_port = pid, st.mta_sts_port
         lab.dns, lab.postfix = dns, pf

@@ -22,6 +22,17 @@ the test users, checked by Dovecot):
 ``oauth_submission`` like ``submission``, but AUTH is XOAUTH2/OAUTHBEARER only, each token
                      checked by Dovecot's oauth2 passdb against the lab issuer (lab/oauth.py),
                      which a test starts on ``oauth_issuer_port`` (lab/oauth_sasl.py).
+``signing``          like ``submission``, and OpenDKIM (lab/opendkim.py) signs what it accepts
+                     with selector sel2048: the customer's server signs, not smtpconn.
+``limited``          like ``submission``, but anvil(8) allows a client at most
+                     ``LIMITED_CONNECTIONS`` sessions at once
+                     (``smtpd_client_connection_count_limit``; 127.0.0.1 not exempt): one more
+                     gets ``421 4.7.0 ... too many connections`` and the log says
+                     ``Connection concurrency limit exceeded``.
+``throttling``       like ``submission``, but a policy service (spawn(8) running
+                     ``throttle_policy.py`` at end of DATA) accepts ``THROTTLE_AFTER`` messages,
+                     then answers ``432 4.3.2 STOREDRV.ClientSubmit; sender thread limit
+                     exceeded`` (Microsoft 365's reply) for ``THROTTLE_SECONDS``, then again.
 ``no_smtputf8``      like ``submission``, but SMTPUTF8 is not offered (``smtputf8_enable=no``);
                      every other listener offers it (``smtputf8_enable = yes``).
 ===================  =======================================================================
@@ -99,6 +110,14 @@ DEFAULT_USER = USERS[0]
 #: Role addresses that get a Maildir of their own on every lab mail domain.
 MAILBOX_LOCALPARTS: tuple[str, ...] = ("support", "postmaster", "dmarc", "tlsrpt")
 
+#: A sender the lab's logged-in user may not send as: Postfix answers with Microsoft 365's own
+#: reply (``550 5.7.60``), so the reply-code catalogue is tested against a real server's answer.
+SEND_AS_DENIED = "notmine@good.test"
+SEND_AS_DENIED_REPLY = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+#: A recipient the lab Postfix refuses with that same reply, so that a reply the relay sends to
+#: it bounces with the server's real answer (the relay always sends as the support address).
+SEND_AS_DENIED_RCPT = "sendas-refused@good.test"
+
 #: Listener names, in a stable order (ports are allocated in this order).
 PORT_NAMES: tuple[str, ...] = (
     "mx",
@@ -111,8 +130,17 @@ PORT_NAMES: tuple[str, ...] = (
     "wrong_host",
     "untrusted",
     "oauth_submission",
+    "signing",
+    "limited",
+    "throttling",
     "no_smtputf8",
 )
+#: Sessions at once a client may have on the ``limited`` port.
+LIMITED_CONNECTIONS = 2
+#: Messages the ``throttling`` port accepts before it throttles, and for how long it does.
+THROTTLE_AFTER = 3
+THROTTLE_SECONDS = 3
+THROTTLE_REPLY = "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"
 #: Listeners that speak TLS from the first byte (RFC 8314).
 IMPLICIT_TLS_PORTS = frozenset({"smtps"})
 
@@ -261,6 +289,8 @@ class PostfixServer:
         users: Iterable[TestUser] = USERS,
         ports: Mapping[str, int] | None = None,
         sasl_port: int | None = None,
+        signing_key: Path | None = None,
+        milter_port: int | None = None,
     ) -> None:
         self.directory = directory
         self.ca = ca
@@ -279,12 +309,18 @@ class PostfixServer:
         self.oauth_dovecot = DovecotOAuth(
             directory / "dovecot-oauth", self.oauth_sasl_port, self.oauth_issuer_port, ca.ca_cert
         )
+        from lab.opendkim import OpenDkimSigner
+
+        # The signing port's milter: the customer's server DKIM-signs what it sends there.
+        self.signing_key = signing_key
+        self.opendkim = OpenDkimSigner(directory / "opendkim", milter_port or free_ports(1)[0])
         self.config_dir = directory / "etc"
         self.queue_dir = directory / "queue"
         self.data_dir = directory / "data"
         self.maildir_root = directory / "mail"
         self.maps_dir = directory / "maps"
         self.log = directory / "postfix.log"
+        self.throttle_dir = directory / "throttle"
         self.dovecot = DovecotSasl(directory / "dovecot", self.users, self.sasl_port)
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
@@ -293,7 +329,7 @@ class PostfixServer:
 
     def all_ports(self) -> list[int]:
         """Every port this server binds (SMTP listeners and Dovecot's auth listener)."""
-        return [*self.ports.values(), self.sasl_port, self.oauth_sasl_port]
+        return [*self.ports.values(), self.sasl_port, self.oauth_sasl_port, self.opendkim.port]
 
     # -- configuration --------------------------------------------------------------------
 
@@ -432,10 +468,10 @@ relay_transport = retry:4.4.1 no relay target set for this domain yet (lab: set_
 default_transport = error:5.4.4 the lab delivers only to lab domains and relay targets
 
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
-smtpd_recipient_restrictions =
+smtpd_recipient_restrictions = check_recipient_access inline:{{ {{ {SEND_AS_DENIED_RCPT} = {SEND_AS_DENIED_REPLY} }} }}
 smtpd_client_restrictions =
 smtpd_helo_restrictions =
-smtpd_sender_restrictions =
+smtpd_sender_restrictions = check_sender_access inline:{{ {{ {SEND_AS_DENIED} = {SEND_AS_DENIED_REPLY} }} }}
 
 # SASL (server side): Dovecot over TCP on loopback.
 smtpd_sasl_type = dovecot
@@ -502,12 +538,32 @@ bounce_queue_lifetime = 1h
                 "smtpd_tls_auth_only=no",
                 "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
             ),
+            self._service(
+                "signing",
+                *required_tls,
+                f"smtpd_milters={self.opendkim.milter}",
+                # No signature, no mail: never let an unsigned message through as if signed.
+                "milter_default_action=tempfail",
+            ),
             self._service("no_smtputf8", *required_tls, "smtputf8_enable=no"),
             self._service("expired", *required_tls, chain=ca.expired),
             self._service("expiring", *required_tls, chain=ca.expiring),
             self._service("wrong_host", *required_tls, chain=ca.wrong_host),
             self._service("untrusted", *required_tls, chain=ca.untrusted),
+            self._service(
+                "limited",
+                *required_tls,
+                f"smtpd_client_connection_count_limit={LIMITED_CONNECTIONS}",
+                # Default: $mynetworks (127.0.0.1) is exempt, and every lab client is there.
+                "smtpd_client_event_limit_exceptions=",
+            ),
+            self._service(
+                "throttling",
+                *required_tls,
+                "smtpd_end_of_data_restrictions=check_policy_service,unix:private/throttle_policy",
+            ),
         ]
+        self._write_throttle_policy()
         # chroot column = n everywhere: nothing to copy into a jail, and the lab dir is private.
         (self.config_dir / "master.cf").write_text(
             "# smtpconn lab: generated; do not edit.\n"
@@ -536,10 +592,27 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
+            + f"throttle_policy unix - n n - 0 spawn user=nobody argv=/usr/bin/python3 "
+            f"{self.throttle_dir / 'throttle_policy.py'} {self.throttle_dir / 'state.json'} "
+            f"{THROTTLE_AFTER} {THROTTLE_SECONDS}\n"
         )
         _backdate(self.config_dir / "main.cf")
         _backdate(self.config_dir / "master.cf")
         self._write_maps()
+
+    def _write_throttle_policy(self) -> None:
+        """The ``throttling`` port's policy server (stdlib only; spawn(8) runs one per smtpd
+        connection as nobody, so the count lives in a locked file shared by all of them)."""
+        self.throttle_dir.mkdir(exist_ok=True)
+        os.chown(self.throttle_dir, _VMAIL_ID, _VMAIL_ID)
+        script = self.throttle_dir / "throttle_policy.py"
+        script.write_text(_THROTTLE_POLICY.replace("@REPLY@", THROTTLE_REPLY))
+        script.chmod(0o644)
+
+    def reset_throttle(self) -> None:
+        """Start the ``throttling`` port's count afresh (a test's first message is number 1)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.throttle_dir / "state.json").unlink()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -548,6 +621,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         self.write_config()
         self.dovecot.start()
         self.oauth_dovecot.start()
+        if self.signing_key is not None:
+            self.opendkim.start(self.signing_key)
         try:
             # "postfix check" creates the queue directories with the right owners and checks
             # the configuration; then master runs in the foreground (-s) under our control, so
@@ -584,10 +659,12 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         finally:
             self.dovecot.stop()
             self.oauth_dovecot.stop()
+            self.opendkim.stop()
 
     def pids(self) -> list[int]:
-        """Session leaders this server started (Postfix master, Dovecot)."""
-        return [p for p in (self.pid, self.dovecot.pid, self.oauth_dovecot.pid) if p is not None]
+        """Session leaders this server started (Postfix master, Dovecot, OpenDKIM)."""
+        leaders = (self.pid, self.dovecot.pid, self.oauth_dovecot.pid, self.opendkim.pid)
+        return [p for p in leaders if p is not None]
 
     # -- relay transport -------------------------------------------------------------------
 
@@ -740,6 +817,54 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                     f"queue:\n{self.queue()}\nlog:\n{tail(self.log, 40)}"
                 )
             time.sleep(0.05)
+
+
+_THROTTLE_POLICY = """# smtpconn lab: a Postfix policy server (SMTPD_POLICY_README) that throttles like
+# Microsoft 365. Generated; do not edit.
+import fcntl, json, sys, time
+
+state_path, after, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+
+
+def decide():
+    with open(state_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        try:
+            state = json.loads(handle.read() or "{}")
+        except ValueError:
+            state = {}
+        now = time.time()
+        until = state.get("until", 0)
+        if until and now >= until:
+            state = {}
+        if now < state.get("until", 0):
+            action = "@REPLY@"
+        else:
+            state["count"] = state.get("count", 0) + 1
+            if state["count"] > after:
+                state["until"] = now + seconds
+                action = "@REPLY@"
+            else:
+                action = "DUNNO"
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(state))
+    return action
+
+
+request = {}
+for line in sys.stdin:
+    line = line.rstrip("\\n")
+    if line:
+        name, _, value = line.partition("=")
+        request[name] = value
+        continue
+    action = decide() if request.get("protocol_state") == "END-OF-MESSAGE" else "DUNNO"
+    sys.stdout.write("action=" + action + "\\n\\n")
+    sys.stdout.flush()
+    request = {}
+"""
 
 
 def _backdate(path: Path) -> None:

@@ -45,6 +45,16 @@ splittxt.test       NOT broken: SPF, DKIM and DMARC TXT records are each split o
                     string or join with spaces and they are not.
 ==================  =====================================================================
 
+Two more zones stand for customers whose mail is hosted by a provider (``PROVIDER_DOMAINS``: not
+mail domains of the lab's Postfix, no SPF/DKIM/DMARC to judge). Their MX records name the
+provider's real inbound hosts, which are only names here: nothing resolves or connects to them.
+
+==================  =====================================================================
+m365.test           Microsoft 365: MX -> m365-test.mail.protection.outlook.com
+gworkspace.test     Google Workspace: MX -> aspmx.l.google.com (10),
+                    alt1.aspmx.l.google.com (20)
+==================  =====================================================================
+
 Two more zones are not mail domains of the table (no MX, no verify expectations); they serve the
 relay's inbound policy tests:
 
@@ -310,6 +320,30 @@ DOMAINS: tuple[Domain, ...] = (
 )
 DOMAINS_BY_NAME: dict[str, Domain] = {d.name: d for d in DOMAINS}
 
+
+def _hosted(name: str, purpose: str, mx: str, *more_mx: str) -> Domain:
+    return Domain(
+        name,
+        purpose,
+        mx=mx,
+        spf=(),
+        dkim=None,
+        dmarc=None,
+        mta_sts=False,
+        tls_rpt=False,
+        apex_a=None,
+        extra=tuple(Record("@", "MX", (f"{10 * (n + 2)} {h}.",)) for n, h in enumerate(more_mx)),
+        broken=False,
+    )
+
+
+#: Customers whose mail is hosted by a provider, for ``add-address --provider auto``.
+M365 = _hosted("m365.test", "Microsoft 365 MX", "m365-test.mail.protection.outlook.com")
+GWORKSPACE = _hosted(
+    "gworkspace.test", "Google Workspace MX", "aspmx.l.google.com", "alt1.aspmx.l.google.com"
+)
+PROVIDER_DOMAINS: tuple[Domain, ...] = (M365, GWORKSPACE)
+
 #: PTR records of the reverse zone (relative name -> target).
 REVERSE_PTRS: dict[str, str] = {"1": MAIL_HOST}
 
@@ -404,7 +438,10 @@ def policy_zones(public_keys: Mapping[str, bytes]) -> dict[str, list[Record]]:
 
 def render_zones(public_keys: Mapping[str, bytes]) -> dict[str, str]:
     """Zone name -> zone file text, for every zone the lab serves (mail domains + reverse)."""
-    zones = {d.name: _zone_text(d.name, domain_records(d, public_keys)) for d in DOMAINS}
+    zones = {
+        d.name: _zone_text(d.name, domain_records(d, public_keys))
+        for d in (*DOMAINS, *PROVIDER_DOMAINS)
+    }
     for name, records in policy_zones(public_keys).items():
         zones[name] = _zone_text(name, records)
     zones[REVERSE_ZONE] = _zone_text(

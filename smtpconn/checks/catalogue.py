@@ -21,6 +21,7 @@ TLS_AUTH = (
     "tls.expiry",
     "auth.mechanisms",
     "auth.before-tls",
+    "auth.token",
     "auth.login",
 )
 

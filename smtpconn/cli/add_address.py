@@ -16,7 +16,7 @@ from smtpconn.settings import Settings
 if TYPE_CHECKING:  # the profile library is imported when the command runs, not for --help
     from rich.console import Console
 
-    from smtpconn.profile.edit import AddPlan, InputNames
+    from smtpconn.profile.edit import AddPlan, AddRequest, InputNames
     from smtpconn.profile.model import OutboundServer
 
 HELP = """Add a support address to the connector profile, or re-add one (--readd).
@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="starttls | tls. [default: by port]")
         ] = None,
         auth: Annotated[
-            str | None, typer.Option(help="plain | login | xoauth2 | auto. [default: auto]")
+            str | None,
+            typer.Option(help="plain | login | xoauth2 | oauthbearer | auto. [default: auto]"),
         ] = None,
         dkim_selector: Annotated[
             str | None,
@@ -141,6 +142,27 @@ def register(app: typer.Typer) -> None:
         oauth_device_endpoint: Annotated[
             str | None, typer.Option(help="Device-code endpoint URL. [default: the provider's]")
         ] = None,
+        oauth_scope: Annotated[
+            str | None,
+            typer.Option(help="Scope to ask for. [default: the provider's SMTP scope]"),
+        ] = None,
+        max_connections: Annotated[
+            int | None,
+            typer.Option(
+                help="Sending limit: simultaneous connections to the outbound server. "
+                "[default: the provider's published limit, else none]"
+            ),
+        ] = None,
+        messages_per_minute: Annotated[
+            int | None, typer.Option(help="Sending limit: messages a minute to that server.")
+        ] = None,
+        recipients_per_message: Annotated[
+            int | None,
+            typer.Option(help="Sending limit: recipients per transaction (more are split)."),
+        ] = None,
+        recipients_per_day: Annotated[
+            int | None, typer.Option(help="Sending limit: recipients per rolling 24 hours.")
+        ] = None,
         unauthenticated_policy: Annotated[
             str | None,
             typer.Option(
@@ -158,6 +180,8 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
         ] = False,
     ) -> None:
+        from dataclasses import replace
+
         from smtpconn.profile.edit import AddRequest, plan_add
         from smtpconn.profile.store import (
             load_profile,
@@ -188,9 +212,16 @@ def register(app: typer.Typer) -> None:
             oauth_token_cache=oauth_token_cache,
             oauth_token_endpoint=oauth_token_endpoint,
             oauth_device_endpoint=oauth_device_endpoint,
+            oauth_scope=oauth_scope,
+            max_connections=max_connections,
+            messages_per_minute=messages_per_minute,
+            recipients_per_message=recipients_per_message,
+            recipients_per_day=recipients_per_day,
             unauthenticated_policy=unauthenticated_policy,
             trusted_arc_sealers=trusted_arc_sealers,
         )
+        # Asked before the profile is locked: a slow resolver must not hold other edits up.
+        request = replace(request, mx_hosts=_provider_mx(settings, request))
         path = settings.profile_path
         with locked(path):
             loaded = load_profile(path, must_exist=False)
@@ -216,6 +247,37 @@ def register(app: typer.Typer) -> None:
                     inbound_password_file.unlink(missing_ok=True)
                 raise
         _report(settings, plan, inbound_password_file)
+
+
+def _provider_mx(settings: Settings, request: AddRequest) -> tuple[str, ...]:
+    """The domain's MX names when --provider auto could use them: to fill in a missing --server
+    (Microsoft 365, Google) or to choose an OAuth token source's endpoints. Nothing is asked
+    when the provider is named or the server already says it."""
+    from smtpconn.addresses import parse_address, parse_host_port
+    from smtpconn.dns.resolvers import mx_hosts
+    from smtpconn.oauth.providers import provider_for_server
+    from smtpconn.profile.edit_oauth import AUTO
+
+    if (request.provider or AUTO).strip().lower() != AUTO:
+        return ()
+    if request.workflow.strip().lower() != "authenticated":
+        return ()
+    try:
+        domain = parse_address(request.address).domain
+        if request.server:
+            if not request.oauth().given():
+                return ()
+            if provider_for_server(parse_host_port(request.server, default_port=None)[0]):
+                return ()
+    except UsageError:
+        return ()  # plan_add says what is wrong with it
+    hosts, problem = mx_hosts(domain, settings.resolvers, timeout=settings.timeout)
+    if problem is not None:
+        warn(
+            f"--provider auto: the MX of {domain} could not be read ({problem}); "
+            "give --provider or --server"
+        )
+    return hosts
 
 
 def _report_dry_run(settings: Settings, plan: AddPlan, old_text: str, new_text: str) -> None:

@@ -79,7 +79,7 @@ def render_queue(items: list[dict[str, Any]], *, width: int, verbose: bool) -> l
 
     now = time.time()
     id_width = max(8, *(len(i["id"] if verbose else i["short_id"]) for i in items))
-    head = f"{'ID':<{id_width}}  DIR  {'STATUS':<8}  TRIES  {'NEXT':<7}  "
+    head = f"{'ID':<{id_width}}  DIR  {'STATUS':<9}  TRIES  {'NEXT':<7}  "
     room = max(20, width - len(head))
     lines = [head + "RECIPIENT"]
     for item in items:
@@ -91,7 +91,7 @@ def render_queue(items: list[dict[str, Any]], *, width: int, verbose: bool) -> l
         lines.append(
             f"{item['id'] if verbose else item['short_id']:<{id_width}}  "
             f"{'in' if item['direction'] == 'inbound' else 'out':<3}  "
-            f"{item['status']:<8}  {item['attempts']:>5}  {next_try:<7}  "
+            f"{item['status']:<9}  {item['attempts']:>5}  {next_try:<7}  "
             + (rcpt if verbose else _fit(rcpt, room))
         )
         indent = " " * (id_width + 2)
@@ -101,6 +101,11 @@ def render_queue(items: list[dict[str, Any]], *, width: int, verbose: bool) -> l
             )
             if len(rcpts) > 1:
                 lines.append(f"{indent}to {', '.join(rcpts)}")
+        if item.get("throttled_until"):
+            lines.append(
+                f"{indent}throttled until {item['throttled_until']}"
+                + (f" by {_printable(item['server'])}" if item.get("server") else "")
+            )
         if item["last_error"]:
             error = _printable(str(item["last_error"]))
             lines.append(indent + (error if verbose else _fit(error, max(20, width - len(indent)))))
@@ -127,15 +132,25 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         from smtpconn.cli.render import console, print_json
-        from smtpconn.relay.queue import list_queue
+        from smtpconn.relay.queue import lanes_report, list_queue
 
         if direction not in (None, "inbound", "outbound"):
             raise UsageError(f"--direction {direction!r} is not inbound or outbound")
-        items = list_queue(_open_spool(settings, spool), direction)
+        opened = _open_spool(settings, spool)
+        items = list_queue(opened, direction)
+        lanes = lanes_report(opened)
         if settings.json:
-            print_json({"messages": [i.to_json() for i in items]})
+            print_json({"messages": [i.to_json() for i in items], "lanes": lanes})
             return
         out = console()
+        for lane in lanes:
+            out.print(
+                f"server {_printable(lane['server'])} throttled until {lane['throttled_until']}: "
+                + _printable(str(lane["reason"] or "")),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         if not items:
             out.print("The spool is empty: everything was delivered.")
             return

@@ -17,6 +17,7 @@ from smtpconn.settings import Settings
 
 if TYPE_CHECKING:
     from smtpconn.profile.model import SupportAddress
+    from smtpconn.profile.store import LoadedProfile
     from smtpconn.relay.queue import QueueItem
 
 HELP = """Remove a support address from the connector profile.
@@ -53,14 +54,15 @@ def register(app: typer.Typer) -> None:
         if drain and force:
             raise UsageError("--drain and --force exclude each other", fix="choose one")
         path = settings.profile_path
-        loaded = load_profile(path)
-        _, entry = plan_remove(loaded.profile, address)
-        spool_dir = _spool_dir(settings)
         if drain and not dry_run:
-            _drain(settings, spool_dir, entry)
+            # Wait outside the lock (it can take minutes); the profile is read again under it.
+            loaded = load_profile(path)
+            _, entry = plan_remove(loaded.profile, address)
+            _drain(settings, _spool_dir(settings, loaded), entry)
         with locked(path):
             loaded = load_profile(path)
             profile, removed = plan_remove(loaded.profile, address)
+            spool_dir = _spool_dir(settings, loaded)
             left = _waiting(spool_dir, removed)
             if left and not force and not dry_run:
                 raise _refusal(removed, left)
@@ -69,11 +71,9 @@ def register(app: typer.Typer) -> None:
         _report(settings, removed, left, dry_run=dry_run)
 
 
-def _spool_dir(settings: Settings) -> Path:
-    from smtpconn.profile.store import load_profile
+def _spool_dir(settings: Settings, loaded: LoadedProfile) -> Path:
     from smtpconn.relay.config import RelayOverrides, build_config
 
-    loaded = load_profile(settings.profile_path)
     return build_config(loaded.profile, loaded.base_dir, settings, RelayOverrides()).spool_dir
 
 

@@ -197,6 +197,8 @@ def _render(report: SendTestReport) -> None:
         out.print("[green]OK[/]")
     else:
         out.print(f"[red]FAILED[/] at the {escape(report.problem)}")
+        if report.fix:
+            out.print(f"fix: {escape(report.fix)}")
 
 
 def _render_received(r: dict[str, Any]) -> None:

@@ -101,3 +101,11 @@ def _print(report: StatusReport) -> None:
             )
         if item["token_expires"]:
             out.print(_token_line(item["token_expires"], now))
+        if item["throttled_until"]:
+            out.print(f"    outbound server throttled until {escape(item['throttled_until'])}")
+    for lane in relay.get("lanes", []):
+        reason = escape(escape_controls(str(lane.get("reason") or ""))[:200])
+        out.print(
+            f"server {escape(lane['server'])} throttled until "
+            f"{escape(str(lane['throttled_until']))}: {reason}"
+        )

@@ -112,3 +112,26 @@ async def resolve_host(
             continue
         return str(answer[0])
     return None
+
+
+def mx_hosts(
+    domain: str, nameservers: tuple[tuple[str, int], ...], *, timeout: float
+) -> tuple[tuple[str, ...], str | None]:
+    """The domain's MX host names, most preferred first, and why they could not be read (None
+    when the answer was clear: a domain without MX gives no names and no reason). Blocking."""
+    import dns.exception
+    import dns.resolver
+
+    resolver = make_sync_resolver(nameservers, timeout=timeout)
+    try:
+        answer = resolver.resolve(domain, "MX", search=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return (), None
+    except dns.exception.DNSException as exc:
+        return (), f"{type(exc).__name__} from {_described(nameservers)}"
+    ordered = sorted(answer, key=lambda r: r.preference)
+    return tuple(str(r.exchange).rstrip(".").lower() for r in ordered), None
+
+
+def _described(nameservers: tuple[tuple[str, int], ...]) -> str:
+    return ", ".join(f"{h}:{p}" for h, p in nameservers) or "the system resolver"

@@ -42,6 +42,21 @@ SMTP_SERVERS: dict[Provider, tuple[str, int]] = {
 }
 
 
+# Published sending limits of each provider's submission service, as profile limit keys
+# (``[addresses.outbound.limits]``); add-address writes them when the provider is chosen or
+# detected, and explicit options win. Microsoft 365 (Exchange Online limits, SMTP AUTH client
+# submission): 3 concurrent connections per mailbox, 30 messages a minute, 10,000 recipients a
+# day. Google Workspace: 100 recipients per SMTP transaction, 10,000 recipients a day per user.
+SENDING_LIMITS: dict[Provider, dict[str, int]] = {
+    Provider.MICROSOFT365: {
+        "max_connections": 3,
+        "messages_per_minute": 30,
+        "recipients_per_day": 10_000,
+    },
+    Provider.GOOGLE: {"recipients_per_message": 100, "recipients_per_day": 10_000},
+}
+
+
 def needs_tenant(provider: Provider) -> bool:
     return provider is Provider.MICROSOFT365
 

@@ -21,7 +21,9 @@ from typing import Any
 
 from smtpconn.errors import UsageError
 from smtpconn.profile.edit import AddPlan, AddRequest, InputNames, plan_add
-from smtpconn.profile.model import Profile, SupportAddress
+from smtpconn.profile.keys import declared_keys
+from smtpconn.profile.model import Profile, SendingLimits, SupportAddress
+from smtpconn.profile.oauth import OAuthSettings, oauth_to_data
 
 
 class BulkFormat(StrEnum):
@@ -34,6 +36,8 @@ _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off", ""}
 # Left out of an export: a re-add is a decision of whoever imports the file again.
 _NOT_EXPORTED = frozenset({"readd"})
+# Request fields that are not inputs (add-address fills them itself): no column.
+_NOT_COLUMNS = frozenset({"mx_hosts"})
 
 
 def format_of(path: Path, given: str | None) -> BulkFormat:
@@ -57,7 +61,7 @@ def format_of(path: Path, given: str | None) -> BulkFormat:
 
 def _request_fields() -> dict[str, str]:
     """Each request field's name and its declared type (as written, e.g. ``str | None``)."""
-    return {f.name: str(f.type) for f in fields(AddRequest)}
+    return {f.name: str(f.type) for f in fields(AddRequest) if f.name not in _NOT_COLUMNS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +80,19 @@ def _convert(kind: str, column: str, value: Any, where: str) -> Any:
         raise UsageError(f"{where}: {column}: {value!r} is not true or false")
     if value is None or value == "":
         return None
+    if kind == "int | None":
+        return _whole_number(column, value, where)
     if not isinstance(value, str):
         raise UsageError(f"{where}: {column}: must be text, not {type(value).__name__}")
     return value
+
+
+def _whole_number(column: str, value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise UsageError(f"{where}: {column}: {value!r} is not a whole number")
 
 
 def _request(values: dict[str, Any], where: str) -> AddRequest:
@@ -207,10 +221,14 @@ def entry_request(entry: SupportAddress) -> dict[str, Any]:
         values |= {
             "server": f"{host}:{o.port}",
             "username": o.username,
-            "secret": str(o.secret),
             "security": o.security.value,
             "auth": o.auth.value,
         }
+        if o.oauth is not None:
+            values |= _oauth_request(o.oauth)
+        else:
+            values["secret"] = str(o.secret)
+        values |= {k: v for k, v in _limit_values(o.limits).items() if v is not None}
     if entry.dkim is not None:
         values["dkim_selector"] = entry.dkim.selector
         if entry.dkim.private_key is not None:
@@ -221,6 +239,17 @@ def entry_request(entry: SupportAddress) -> dict[str, Any]:
     if entry.trusted_arc_sealers:
         values["trusted_arc_sealers"] = ",".join(entry.trusted_arc_sealers)
     return values
+
+
+def _oauth_request(oauth: OAuthSettings) -> dict[str, Any]:
+    """The token source as add-address's OAuth fields (references, never what they hold)."""
+    stored = oauth_to_data(oauth)
+    named = {"provider": "provider", **{k: f"oauth_{k}" for k in stored if k != "provider"}}
+    return {named[k]: v for k, v in stored.items()}
+
+
+def _limit_values(limits: SendingLimits) -> dict[str, int | None]:
+    return {k.name: getattr(limits, k.name) for k in declared_keys(SendingLimits)}
 
 
 def export_text(profile: Profile, fmt: BulkFormat) -> str:

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 from smtpconn.addresses import MailAddress, parse_address, parse_host_port
 from smtpconn.errors import UsageError
-from smtpconn.oauth.providers import Provider
+from smtpconn.oauth.providers import SENDING_LIMITS, Provider
 from smtpconn.profile.edit_oauth import OAuthInputs, build_oauth, choose_provider, preset_server
+from smtpconn.profile.keys import declared_keys
 from smtpconn.profile.model import (
     DEFAULT_PORTS,
     AuthMechanism,
@@ -26,6 +27,7 @@ from smtpconn.profile.model import (
     OutboundServer,
     Profile,
     Security,
+    SendingLimits,
     SupportAddress,
     UnauthenticatedPolicy,
     Workflow,
@@ -80,6 +82,11 @@ class InputNames:
     oauth_token_cache: str = "oauth_token_cache"
     oauth_token_endpoint: str = "oauth_token_endpoint"
     oauth_device_endpoint: str = "oauth_device_endpoint"
+    oauth_scope: str = "oauth_scope"
+    max_connections: str = "max_connections"
+    messages_per_minute: str = "messages_per_minute"
+    recipients_per_message: str = "recipients_per_message"
+    recipients_per_day: str = "recipients_per_day"
     unauthenticated_policy: str = "unauthenticated_policy"
     trusted_arc_sealers: str = "trusted_arc_sealers"
 
@@ -112,6 +119,13 @@ class AddRequest:
     oauth_token_cache: str | None = None
     oauth_token_endpoint: str | None = None
     oauth_device_endpoint: str | None = None
+    oauth_scope: str | None = None  # [default: the provider's SMTP scope for the flow]
+    # Sending limits of the outbound server ([addresses.outbound.limits]); the provider's
+    # published ones fill what is not given.
+    max_connections: int | None = None
+    messages_per_minute: int | None = None
+    recipients_per_message: int | None = None
+    recipients_per_day: int | None = None
     unauthenticated_policy: str | None = None  # tag (the default) | hold | reject
     trusted_arc_sealers: str | None = None  # sealer domains, separated by commas
     mx_hosts: tuple[str, ...] = ()  # the domain's MX names, for provider auto (the caller looks)
@@ -163,9 +177,12 @@ def _check_dkim_key(path_text: str, base_dir: Path) -> Path:
 
 
 def _outbound(
-    request: AddRequest, base_dir: Path, warnings: list[str], names: InputNames
+    request: AddRequest,
+    provider: Provider | None,
+    base_dir: Path,
+    warnings: list[str],
+    names: InputNames,
 ) -> OutboundServer:
-    provider = choose_provider(request.provider, request.server, request.mx_hosts, names.provider)
     # Explicit options win over the provider's preset.
     request = replace(request, server=request.server or preset_server(provider))
     oauth = _oauth(request, provider, base_dir, warnings, names)
@@ -199,6 +216,7 @@ def _outbound(
         )
     auth = _choice(AuthMechanism, request.auth, names.auth) if request.auth else AuthMechanism.AUTO
     check_username(request.username, names.username)
+    limits = _limits(request, provider, names)
     if oauth is not None:
         return OutboundServer(
             host=host,
@@ -208,6 +226,7 @@ def _outbound(
             username=request.username,
             secret=None,
             oauth=oauth,
+            limits=limits,
         )
     assert request.secret
     secret = parse_secret_ref(request.secret)
@@ -215,8 +234,48 @@ def _outbound(
         secret = SecretRef("file", str(Path(secret.target).expanduser().absolute()))
     warnings.extend(check_secret_ref(secret, base_dir))
     return OutboundServer(
-        host=host, port=port, security=security, auth=auth, username=request.username, secret=secret
+        host=host,
+        port=port,
+        security=security,
+        auth=auth,
+        username=request.username,
+        secret=secret,
+        limits=limits,
     )
+
+
+# Exchange Online outbound connectors and Gmail routing rules have no setting for SMTP AUTH
+# credentials, so these providers' servers cannot log in to the relay's inbound listener.
+ROUTING_WITHOUT_AUTH = {
+    Provider.MICROSOFT365: "Exchange Online outbound connectors",
+    Provider.GOOGLE: "Gmail routing rules",
+}
+
+
+def routing_advice(provider: Provider, names: InputNames) -> str:
+    """Why bidirectional mode cannot work from a hosted provider, and what to use instead."""
+    return (
+        f"{provider.value}: {ROUTING_WITHOUT_AUTH[provider]} have no setting for SMTP AUTH "
+        "credentials, so mail routed from them cannot log in to the relay as bidirectional "
+        f"mode requires (it would be refused); use {names.mode} outbound-only: support mail "
+        "reaches the help desk by forwarding, and replies still go out through the "
+        "provider's server with this address's login"
+    )
+
+
+def _limits(request: AddRequest, provider: Provider | None, names: InputNames) -> SendingLimits:
+    """The limits asked for over the provider's published ones (explicit values win)."""
+    given: dict[str, int | None] = {}
+    for key in declared_keys(SendingLimits):
+        value = getattr(request, key.name)
+        if value is not None and (isinstance(value, bool) or value <= 0):
+            raise UsageError(
+                f"{getattr(names, key.name)} must be a positive whole number, not {value!r}",
+                fix="leave it out for no limit of that kind",
+            )
+        given[key.name] = value
+    preset = SENDING_LIMITS.get(provider) if provider is not None else None
+    return SendingLimits(**given).over(SendingLimits(**(preset or {})))
 
 
 def _oauth(
@@ -239,10 +298,12 @@ def _oauth(
 
 
 def _oauth_auth(auth: AuthMechanism, names: InputNames) -> AuthMechanism:
+    if auth is AuthMechanism.OAUTHBEARER:
+        return auth
     if auth not in (AuthMechanism.AUTO, AuthMechanism.XOAUTH2):
         raise UsageError(
             f"{names.auth} {auth.value} cannot log in with an OAuth token",
-            fix=f"drop {names.auth} or use {names.auth} xoauth2",
+            fix=f"drop {names.auth} or use {names.auth} xoauth2 (or oauthbearer)",
         )
     return AuthMechanism.XOAUTH2
 
@@ -266,7 +327,10 @@ def plan_add(
             fix=f"use {names.mode} bidirectional or {names.mode} outbound-only",
         )
     mode = _choice(Mode, request.mode, names.mode)
-    outbound = _outbound(request, base_dir, warnings, names)
+    provider = choose_provider(request.provider, request.server, request.mx_hosts, names.provider)
+    outbound = _outbound(request, provider, base_dir, warnings, names)
+    if mode is Mode.BIDIRECTIONAL and provider in ROUTING_WITHOUT_AUTH:
+        warnings.append(routing_advice(provider, names))
     dkim = _dkim(request, base_dir, names)
     inbound = _inbound(profile, request, address, mode, names)
     entry = SupportAddress(
@@ -333,6 +397,10 @@ def _plan_forwarding(
             (names.dkim_key, request.dkim_key),
             (names.inbound_username, request.inbound_username),
             (names.oauth_flow, request.oauth().given() or None),
+            *(
+                (getattr(names, k.name), getattr(request, k.name))
+                for k in declared_keys(SendingLimits)
+            ),
         )
         if value
     ]
@@ -464,6 +532,7 @@ _OAUTH_FIELDS = (
     "oauth_token_cache",
     "oauth_token_endpoint",
     "oauth_device_endpoint",
+    "oauth_scope",
 )
 
 

@@ -35,6 +35,7 @@ class OAuthInputs:
     token_cache: str | None = None
     token_endpoint: str | None = None
     device_endpoint: str | None = None
+    scope: str | None = None
 
     def given(self) -> bool:
         """Any token-source option (the provider alone is only a server preset)."""
@@ -49,6 +50,7 @@ class OAuthInputs:
                 self.token_cache,
                 self.token_endpoint,
                 self.device_endpoint,
+                self.scope,
             )
         )
 
@@ -82,8 +84,11 @@ def preset_server(provider: Provider | None) -> str | None:
     return f"{host}:{port}"
 
 
-def _reference(text: str, base_dir: Path, warnings: list[str]) -> SecretRef:
-    ref = parse_secret_ref(text)
+def _reference(text: str, option: str, base_dir: Path, warnings: list[str]) -> SecretRef:
+    try:
+        ref = parse_secret_ref(text)
+    except UsageError as exc:  # never echoes the value; says which option held it
+        raise UsageError(f"{option}: {exc.message}", fix=exc.fix) from None
     if ref.scheme == "file":
         ref = SecretRef("file", str(Path(ref.target).expanduser().absolute()))
     warnings.extend(check_secret_ref(ref, base_dir))
@@ -103,6 +108,21 @@ def _key(text: str, option: str, base_dir: Path) -> SecretRef:
     except (OSError, UnicodeDecodeError):
         raise UsageError(f"{option}: {ref.target} cannot be read as text") from None
     return ref
+
+
+def _scope(text: str | None, option: str) -> str | None:
+    """Space-separated scope tokens (RFC 6749 3.3: printable ASCII without " or \\)."""
+    if text is None:
+        return None
+    words = text.split()
+    if not words or any(
+        not w.isprintable() or not w.isascii() or set(w) & {'"', "\\"} for w in words
+    ):
+        raise UsageError(
+            f"{option} must be space-separated scope names",
+            fix="e.g. https://outlook.office365.com/.default, or leave it out for the provider's",
+        )
+    return " ".join(words)
 
 
 def _endpoint(text: str | None, option: str) -> str | None:
@@ -140,7 +160,9 @@ def build_oauth(
         tenant=inputs.tenant,
         client_id=inputs.client_id,
         client_secret=(
-            _reference(inputs.client_secret, base_dir, warnings) if inputs.client_secret else None
+            _reference(inputs.client_secret, str(names.client_secret), base_dir, warnings)
+            if inputs.client_secret
+            else None
         ),
         key=_key(inputs.key, str(names.key), base_dir) if inputs.key else None,
         token_cache=Path(inputs.token_cache).expanduser().absolute()
@@ -148,6 +170,7 @@ def build_oauth(
         else None,
         token_endpoint=_endpoint(inputs.token_endpoint, str(names.token_endpoint)),
         device_endpoint=_endpoint(inputs.device_endpoint, str(names.device_endpoint)),
+        scope=_scope(inputs.scope, str(names.scope)),
     )
     problems = oauth_problems(settings)
     if problems:

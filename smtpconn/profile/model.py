@@ -70,6 +70,46 @@ def default_security_for_port(port: int | None) -> Security:
 
 
 @dataclass(frozen=True, slots=True)
+class SendingLimits:
+    """``[addresses.outbound.limits]``: what the customer's server allows this login. The relay
+    keeps one delivery lane per outbound ``host:port``; addresses that share a server share its
+    lane, and where their limits differ the strictest value applies (see
+    :func:`lane_limits`). Unset: no limit of that kind (the relay's default concurrency)."""
+
+    # simultaneous connections (sessions) to the server
+    max_connections: int | None = declare(None, POSITIVE_INT)
+    # messages (SMTP transactions) started per rolling minute
+    messages_per_minute: int | None = declare(None, POSITIVE_INT)
+    # recipients per transaction; a reply to more is sent as several transactions
+    recipients_per_message: int | None = declare(None, POSITIVE_INT)
+    # recipients accepted per rolling 24 hours
+    recipients_per_day: int | None = declare(None, POSITIVE_INT)
+
+    def given(self) -> bool:
+        return any(getattr(self, k.name) is not None for k in declared_keys(SendingLimits))
+
+    def over(self, base: SendingLimits) -> SendingLimits:
+        """These values where set, ``base``'s elsewhere (explicit values over a preset)."""
+        values = {
+            k.name: getattr(self, k.name)
+            if getattr(self, k.name) is not None
+            else getattr(base, k.name)
+            for k in declared_keys(SendingLimits)
+        }
+        return SendingLimits(**values)
+
+
+def lane_limits(limits: list[SendingLimits]) -> SendingLimits:
+    """One server's limits from those of every address using it: per key the smallest value
+    given, since the server enforces its limit whichever address the relay sends for."""
+    values: dict[str, int | None] = {}
+    for key in declared_keys(SendingLimits):
+        given = [v for item in limits if (v := getattr(item, key.name)) is not None]
+        values[key.name] = min(given) if given else None
+    return SendingLimits(**values)
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundServer:
     """The customer's server that the help desk's replies go out through (TLS + AUTH)."""
 
@@ -80,6 +120,13 @@ class OutboundServer:
     username: str
     secret: SecretRef | None  # None exactly when an OAuth token source gives the credential
     oauth: OAuthSettings | None = None
+    limits: SendingLimits = field(default_factory=SendingLimits)
+
+    @property
+    def lane(self) -> str:
+        """The relay's delivery lane for this server: ``host:port``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +402,8 @@ def _read_outbound(table: _Table) -> OutboundServer | None:
     auth = table.take_parsed("auth", enum_parser(AuthMechanism))
     username = table.take("username", str, required=True)
     oauth_table = table.sub("oauth")
+    limits_table = table.sub("limits")
+    limits = _read_limits(limits_table) if limits_table is not None else SendingLimits()
     # A token source replaces the static secret: one of the two, never both.
     secret = table.take_parsed(
         "secret", lambda v: parse_secret_ref(str(v)), required=oauth_table is None
@@ -375,19 +424,31 @@ def _read_outbound(table: _Table) -> OutboundServer | None:
         username=username,
         secret=secret,
         oauth=oauth,
+        limits=limits,
     )
+
+
+def _read_limits(table: _Table) -> SendingLimits:
+    values, _given = _read_declared(table, SendingLimits)
+    table.finish()
+    return SendingLimits(**values)
 
 
 def _oauth_mechanism(
     table: _Table, auth: AuthMechanism | None, secret: SecretRef | None
 ) -> AuthMechanism:
-    """An OAuth token logs in with XOAUTH2 only; ``auto`` means that."""
+    """An OAuth token logs in with XOAUTH2 (OAUTHBEARER where only that is offered), or with
+    OAUTHBEARER alone when the profile says so; ``auto`` means xoauth2."""
     if secret is not None:
         table.findings.add(
             f"{table.path}.secret", "cannot be set together with oauth (the token source logs in)"
         )
+    if auth is AuthMechanism.OAUTHBEARER:
+        return auth
     if auth not in (None, AuthMechanism.AUTO, AuthMechanism.XOAUTH2):
-        table.findings.add(f"{table.path}.auth", f"must be xoauth2 with oauth, not {auth}")
+        table.findings.add(
+            f"{table.path}.auth", f"must be xoauth2 or oauthbearer with oauth, not {auth}"
+        )
     return AuthMechanism.XOAUTH2
 
 
@@ -716,6 +777,8 @@ def entry_to_data(entry: SupportAddress) -> dict[str, Any]:
             item["outbound"]["secret"] = str(o.secret)
         if o.oauth is not None:
             item["outbound"]["oauth"] = oauth_to_data(o.oauth)
+        if o.limits.given():
+            item["outbound"]["limits"] = _write_declared(o.limits)
     if entry.dkim is not None:
         item["dkim"] = {"selector": entry.dkim.selector}
         if entry.dkim.private_key is not None:

@@ -120,12 +120,12 @@ def render_profile(
     ``profile`` and a clean render is used otherwise. Given also ``before`` (what ``previous``
     means), appending or removing addresses edits the text in place instead of merging it."""
     if previous and before is not None:
-        from smtpconn.profile.textedit import edit_text
+        from smtpconn.profile.textedit import edit_text, splice_means
 
         with contextlib.suppress(Exception):  # any surprise: take the full merge below
             edited = edit_text(previous.decode("utf-8"), before, profile)
-            if edited is not None and _same(edited, profile):
-                return edited
+            if edited is not None and splice_means(edited):
+                return edited.text
     data = profile_to_data(profile)
     if previous:
         try:

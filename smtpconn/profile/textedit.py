@@ -4,19 +4,26 @@ and removing some, touching no other byte of the file.
 Merging through tomlkit keeps comments but parses and re-emits the whole document, which costs
 seconds at thousands of addresses. Adding an address only appends one table at the end of the
 array, and removing one only cuts its lines out, so those two edits are done on the text itself.
-Anything else (a re-add, a changed ``[relay]``, an array written inline) returns ``None`` and the
-caller takes the full merge. The caller also re-reads the result and falls back when it does not
-mean exactly the new profile, so a text this module misreads (say, a ``[[addresses]]`` line inside
-a multi-line string) costs speed, never correctness.
+Anything else (a re-add, a changed ``[relay]``, an array written inline, a file with multi-line
+strings) returns ``None`` and the caller takes the full merge.
+
+The result is checked without re-reading the whole file (that costs as much as the edit saves):
+an edit is a splice, and :func:`splice_means` re-reads only the tables it added or cut and
+requires them to mean exactly the entries added or removed. That suffices because every byte
+outside the splice is the file's own, and the splice points are table headers: without a
+multi-line string in the file (refused above) a line that looks like a header is one, so a whole
+``[[addresses]]`` table with its sub-tables is one element of the array and nothing else.
 """
 
 from __future__ import annotations
 
 import re
+import tomllib
+from dataclasses import dataclass
 
 import tomli_w
 
-from smtpconn.profile.model import Profile, SupportAddress, entry_to_data
+from smtpconn.profile.model import Profile, SupportAddress, entry_to_data, profile_from_data
 
 # A table header line: `[name]` or `[[name]]`, optionally indented, optionally followed by a
 # comment. Only the names matter here, so quoted keys are kept as written.
@@ -24,6 +31,26 @@ _HEADER = re.compile(r"^[ \t]*(\[\[?)[ \t]*([^\]\n]*?)[ \t]*\]\]?[ \t]*(?:#[^\n]
 _ADDRESSES = "addresses"
 _ENTRY_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*addresses[ \t]*\]\][ \t]*(?:#[^\n]*)?$", re.M)
 _SUB_TABLE = re.compile(r"^\[", re.M)  # tomli_w writes an entry's sub-tables as `[outbound]`
+_MULTILINE_STRING = re.compile(r"\"\"\"|'''")
+
+
+@dataclass(frozen=True, slots=True)
+class Splice:
+    """An edited text, and what the edit put in or took out: the ``[[addresses]]`` tables'
+    text (``blocks``) and the entries they must mean (``entries``)."""
+
+    text: str
+    blocks: tuple[str, ...]
+    entries: tuple[SupportAddress, ...]
+    version: int = 1  # the profile's, which the tables are read under
+
+
+def splice_means(splice: Splice) -> bool:
+    """The tables the edit added or cut, read back on their own, are exactly its entries."""
+    data = tomllib.loads("\n".join(splice.blocks))
+    tables = {"version": splice.version, "addresses": data.get("addresses", [])}
+    reread, findings = profile_from_data(tables)
+    return not findings and set(data) <= {"addresses"} and reread.addresses == splice.entries
 
 
 def tables_text(entries: tuple[SupportAddress, ...]) -> str:
@@ -100,36 +127,42 @@ def _insert_offset(text: str, last_entry: int | None) -> int:
     return len(text)
 
 
-def _append(text: str, entries: tuple[SupportAddress, ...], last_entry: int | None) -> str:
+def _append(text: str, after: Profile, count: int, last_entry: int | None) -> Splice:
     offset = _insert_offset(text, last_entry)
     head, rest = text[:offset].rstrip("\n"), text[offset:].lstrip("\n")
-    body = (head + "\n\n" if head else "") + tables_text(entries)
-    return body + ("\n" + rest if rest else "")
+    entries = after.addresses[count:]
+    block = tables_text(entries)
+    body = (head + "\n\n" if head else "") + block
+    return Splice(body + ("\n" + rest if rest else ""), (block,), entries, after.version)
 
 
-def _cut(text: str, indexes: list[int], count: int) -> str | None:
+def _cut(text: str, before: Profile, indexes: list[int]) -> Splice | None:
     spans = _entry_spans(text)
-    if len(spans) != count:
+    if len(spans) != len(before.addresses):
         return None  # the array is not (only) written as [[addresses]] tables
+    blocks: list[str] = []
     for index in sorted(indexes, reverse=True):
         start, end = spans[index]
+        blocks.insert(0, text[start:end])
         text = text[:start] + text[end:]
     # A cut leaves the blank lines that separated the table behind: keep one, as the merge does.
-    return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
+    edited = re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
+    gone = tuple(before.addresses[i] for i in sorted(indexes))
+    return Splice(edited, tuple(blocks), gone, before.version)
 
 
-def edit_text(text: str, before: Profile, after: Profile) -> str | None:
+def edit_text(text: str, before: Profile, after: Profile) -> Splice | None:
     """``text`` (which means ``before``) changed to mean ``after`` by appending or cutting
     ``[[addresses]]`` tables only; ``None`` when the change is not of that kind."""
-    if not _same_settings(before, after):
+    if not _same_settings(before, after) or _MULTILINE_STRING.search(text):
         return None
     appended = _appended(before, after)
     if appended is not None:
         starts = [m.start() for m in _ENTRY_HEADER.finditer(text)]
         if len(starts) != len(before.addresses):
             return None  # an inline `addresses = [...]` cannot take a [[addresses]] table
-        return _append(text, appended, starts[-1] if starts else None)
+        return _append(text, after, len(before.addresses), starts[-1] if starts else None)
     removed = _removed(before, after)
     if removed is not None:
-        return _cut(text, removed, len(before.addresses))
+        return _cut(text, before, removed)
     return None

@@ -20,6 +20,9 @@ from typing import Any
 from smtpconn.message.escaping import escape_controls
 
 LOGGER = logging.getLogger("smtpconn.relay")
+# Longest value a field keeps: a remote server's reply with the reply-code catalogue's cause and
+# fix fits; a client cannot flood the log through one field.
+MAX_VALUE = 700
 _PLAIN = re.compile(r"[A-Za-z0-9_.,:@/+\-\[\]<>=]+")
 
 
@@ -28,7 +31,7 @@ def _value(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         value = f"{value:.3f}"
-    text = str(value)[:300]
+    text = str(value)[:MAX_VALUE]
     if text and _PLAIN.fullmatch(text):
         return text
     # Quote first, then escape controls: a client's literal backslash shows as \\ and a control
@@ -111,7 +114,7 @@ def _json_value(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return round(value, 3)
-    return str(value)[:300]
+    return str(value)[:MAX_VALUE]
 
 
 class LogFormat(StrEnum):

@@ -8,10 +8,12 @@ the oldest message's age, certificate expiry) are read when scraped.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +67,7 @@ class RelayMetrics:
         self.sink = SinkHealth()
         self._labels: dict[str, tuple[str, str]] = {}
         self.token_expires: dict[str, float] = {}  # support address -> its OAuth token's expiry
+        self.throttled_until: dict[str, float] = {}  # outbound lane (host:port) -> back-off end
         self.messages = Counter(
             "smtpconn_messages",
             "Messages by direction, support address, tag and outcome",
@@ -93,6 +96,11 @@ class RelayMetrics:
             address, expires = token_expiry(fields)
             if address is not None and expires is not None:
                 self.token_expires[address] = expires
+            return
+        if event == "outbound.throttled":
+            with contextlib.suppress(ValueError):
+                until = datetime.fromisoformat(str(fields.get("until"))).timestamp()
+                self.throttled_until[str(fields.get("server") or "-")] = until
             return
         if event == "auth.failed":
             self.auth_failures.labels(str(fields.get("listener") or "-")).inc()
@@ -170,6 +178,15 @@ class _PresentCollector(Collector):
             expiry.add_metric((str(cert),), left)
         yield expiry
         yield self._token_expiry(now)
+        throttled = GaugeMetricFamily(
+            "smtpconn_outbound_throttled_seconds",
+            "Seconds until an outbound server's lane may send again after a throttling reply "
+            "(0: not throttled)",
+            labels=("server",),
+        )
+        for server, until in sorted(self.metrics.throttled_until.items()):
+            throttled.add_metric((server,), max(0.0, until - now))
+        yield throttled
 
     def _token_expiry(self, now: float) -> GaugeMetricFamily:
         tokens = GaugeMetricFamily(

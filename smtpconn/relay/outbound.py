@@ -9,8 +9,12 @@ spooled, so what is acknowledged is exactly what will be sent.
 
 Delivery goes through the shared client policy (``smtpconn.smtp.delivery``: TLS + AUTH, never
 clear text), over cached sessions (:mod:`smtpconn.relay.sessions`: replies to the same customer
-server share one authenticated connection, ``RSET`` between messages). Per recipient: accepted → done; 5xx → bounce; 4xx, connection, TLS or AUTH
-problems → retry with exponential back-off until the retry window ends, then bounce. Bounces are
+server share one authenticated connection, ``RSET`` between messages), paced by the server's
+lane (:mod:`smtpconn.relay.lanes`): split into transactions of ``recipients_per_message``.
+Per recipient: accepted → done; a throttling reply (:func:`smtpconn.smtp.reply_catalogue.
+is_throttling`, whatever its code) → the lane backs off, the reply waits for it, never a
+bounce; 5xx → bounce; 4xx, connection, TLS or AUTH problems → retry with exponential back-off
+until the retry window ends, then bounce. Bounces are
 RFC 3464 reports to the support address, handed to the help desk through the sink: a failed
 reply is never dropped silently. The bounce is spooled before the reply is forgotten, so a crash
 in between can at worst produce a second bounce.
@@ -24,6 +28,7 @@ import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -32,10 +37,11 @@ from smtpconn.errors import UsageError
 from smtpconn.message.tag import tag_value
 from smtpconn.oauth.errors import OAuthFailure
 from smtpconn.profile.credentials import Credentials
-from smtpconn.profile.model import OutboundServer
+from smtpconn.profile.model import OutboundServer, SupportAddress
 from smtpconn.profile.wire import server_spec, sign_for
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.dsn import FailedRecipient, build_dsn
+from smtpconn.relay.lanes import Lane, Lanes
 from smtpconn.relay.log import log_event
 from smtpconn.relay.server import RelaySMTP
 from smtpconn.relay.sessions import SessionPool
@@ -51,9 +57,17 @@ from smtpconn.relay.spool import (
 from smtpconn.relay.state import TOKEN_EVENT
 from smtpconn.relay.tagging import prepend
 from smtpconn.relay.worker import Attempted
+from smtpconn.smtp.delivery import RecipientOutcome
 from smtpconn.smtp.failures import StageName
+from smtpconn.smtp.replies import Reply
+from smtpconn.smtp.reply_catalogue import describe, is_throttling
 
-MAX_RECIPIENTS = 100
+# Recipients per submitted reply (Postfix's smtpd_recipient_limit default). The customer's
+# server may allow fewer per transaction: the outbound side splits (recipients_per_message).
+MAX_RECIPIENTS = 1000
+# Longest the delivery waits in place for a lane's rate before a further transaction of a split
+# reply; beyond it the rest is deferred and the slot freed.
+MAX_PACE = 30.0
 
 
 class Result(Protocol):
@@ -123,6 +137,8 @@ class SubmissionHandler:
             "support_address": entry.address.ascii,
             "client_ip": server.client_ip,
             "auth_user": server.login_user or "",
+            # The lane it was queued for: `queue list` shows that server's throttle.
+            "server": entry.outbound.lane if entry.outbound is not None else "",
         }
         try:
             [stored] = await asyncio.to_thread(
@@ -173,6 +189,38 @@ def _credential_problem(exc: UsageError | OAuthFailure) -> str:
     return exc.message
 
 
+@dataclass(slots=True)
+class _Run:
+    """What one delivery attempt of a reply found out, recipient by recipient."""
+
+    state: RetryState
+    bounces: list[FailedRecipient] = field(default_factory=list)
+    temporary: list[tuple[str, str]] = field(default_factory=list)
+    throttled: str | None = None  # the throttling reply, when the server gave one
+    retry_at: float = 0.0  # set by a throttle or a spent budget: retry then, not by back-off
+    wait_reason: str = ""
+
+
+def _chunks(recipients: list[str], size: int | None) -> list[list[str]]:
+    if not size or len(recipients) <= size:
+        return [recipients]
+    return [recipients[i : i + size] for i in range(0, len(recipients), size)]
+
+
+def _throttling(outcome: Any, result: Result) -> bool:
+    """Whether a recipient's failure is the server throttling the sender: its own reply, or
+    the session's failure (a 421 greeting, a refused MAIL or DATA) that decided it."""
+    if outcome.code and is_throttling(Reply(int(outcome.code), (str(outcome.text),))):
+        return True
+    failure = getattr(result, "failure", None)
+    reply = getattr(failure, "reply", None)
+    return reply is not None and reply.code == outcome.code and is_throttling(reply)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
 class OutboundDelivery:
     """Delivers one spooled reply, records the outcome, bounces what failed for good."""
 
@@ -183,9 +231,11 @@ class OutboundDelivery:
         deliverer: Deliverer | SessionPool,
         tls_context: ssl.SSLContext,
         on_stored: OnStored,
+        lanes: Lanes | None = None,
     ) -> None:
         self.config = config
         self.spool = spool
+        self.lanes = lanes
         self.deliverer = deliverer
         self.tls_context = tls_context
         self.on_stored = on_stored
@@ -201,65 +251,145 @@ class OutboundDelivery:
         pending = [r for r in envelope.rcpts if r not in state.done]
         support = self.config.sender_address(envelope.mail_from)
         expired = time.time() - envelope.received_at > self.config.retry_window
-        bounces: list[FailedRecipient] = []
-        temporary: list[tuple[str, str]] = []
+        run = _Run(state)
         if support is None or support.outbound is None:
-            bounces = [
+            run.bounces = [
                 FailedRecipient(
                     r, "5.7.1", "the sender is no longer a support address of this relay"
                 )
                 for r in pending
             ]
         else:
-            message = await asyncio.to_thread(self.spool.message, entry)
+            await self._send_split(entry, support, pending, run)
+        return await self._settle(entry, run, expired)
+
+    async def _send_split(
+        self, entry: SpoolEntry, support: SupportAddress, pending: list[str], run: _Run
+    ) -> None:
+        """One transaction per ``recipients_per_message`` recipients, paced by the lane; what
+        one accepted is recorded before the next starts, so a retry (or a restart) never sends
+        to a recipient twice. A throttled server gets nothing more until its lane's back-off."""
+        server = support.outbound
+        assert server is not None
+        lane = self.lanes.lane(server.lane) if self.lanes is not None else None
+        size = (lane.limits if lane is not None else server.limits).recipients_per_message
+        chunks = _chunks(pending, size)
+        message = await asyncio.to_thread(self.spool.message, entry)
+        for index, chunk in enumerate(chunks):
+            rest = [r for later in chunks[index:] for r in later]
+            if index and not await self._pace(lane, len(chunk), run):
+                run.temporary += [(r, run.wait_reason) for r in rest]
+                return
             result = await self._send(
-                support.outbound, support.address.ascii, envelope.mail_from, pending, message
+                server, support.address.ascii, entry.envelope.mail_from, chunk, message
             )
             if isinstance(result, str):
                 # No credential now defers the reply (never a bounce): `smtpconn oauth login`
                 # or the provider's recovery lets the next attempt through, without a restart.
-                temporary = [(r, result) for r in pending]
+                run.temporary += [(r, result) for r in rest]
+                return
+            self._record(entry, server, result, run, lane)
+            if run.throttled is not None:
+                later = [r for c in chunks[index + 1 :] for r in c]
+                run.temporary += [(r, f"not sent: {run.throttled}") for r in later]
+                return
+            if index + 1 < len(chunks):
+                await asyncio.to_thread(self.spool.save_state, entry, run.state)
+
+    async def _pace(self, lane: Lane | None, recipients: int, run: _Run) -> bool:
+        """Wait for the lane's rate before a further transaction of a split message; False when
+        the wait is long (a daily budget, a throttle): the rest is retried when it ends."""
+        if lane is None:
+            return True
+        wait = lane.pace(time.time(), recipients)
+        if wait > MAX_PACE:
+            run.retry_at = max(run.retry_at, time.time() + wait)
+            run.wait_reason = f"{lane.key}: sending limit reached, waiting {int(wait)}s"
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        lane.transaction(time.time())
+        return True
+
+    def _record(
+        self,
+        entry: SpoolEntry,
+        server: OutboundServer,
+        result: Result,
+        run: _Run,
+        lane: Lane | None,
+    ) -> None:
+        accepted = 0
+        for outcome in result.recipients:
+            reply = _explained(outcome)
+            if outcome.accepted:
+                accepted += 1
+                run.state.done.append(outcome.recipient)
+                log_event(
+                    "outbound.delivered",
+                    id=entry.id,
+                    rcpt=outcome.recipient,
+                    server=server.lane,
+                    reply=reply,
+                )
+            elif _throttling(outcome, result):
+                # A quota or rate limit of the sender, whatever its code: never a bounce.
+                run.throttled = reply
+                run.temporary.append((outcome.recipient, reply))
+            elif outcome.permanent:
+                run.bounces.append(FailedRecipient(outcome.recipient, _status(outcome), reply))
             else:
-                for outcome in result.recipients:
-                    reply = f"{outcome.code or ''} {outcome.text}".strip()
-                    if outcome.accepted:
-                        state.done.append(outcome.recipient)
-                        log_event(
-                            "outbound.delivered",
-                            id=entry.id,
-                            rcpt=outcome.recipient,
-                            server=f"{support.outbound.host}:{support.outbound.port}",
-                            reply=reply,
-                        )
-                    elif outcome.permanent:
-                        bounces.append(FailedRecipient(outcome.recipient, _status(outcome), reply))
-                    else:
-                        temporary.append((outcome.recipient, reply))
-        if temporary and expired:
-            bounces += [
+                run.temporary.append((outcome.recipient, reply))
+        if lane is None or self.lanes is None:
+            return
+        now = time.time()
+        if run.throttled is not None:
+            until = lane.throttle(now, run.throttled, self.config.retry_initial)
+            run.retry_at = max(run.retry_at, until)
+            log_event(
+                "outbound.throttled",
+                logging.WARNING,
+                id=entry.id,
+                server=lane.key,
+                until=_iso(until),
+                reply=run.throttled,
+            )
+        elif accepted:
+            lane.delivered(now, accepted)
+        self.lanes.changed()
+
+    async def _settle(self, entry: SpoolEntry, run: _Run, expired: bool) -> Attempted:
+        """Bounce what failed for good, forget the reply when nothing is left, else defer it."""
+        state = run.state
+        if run.temporary and expired:
+            run.bounces += [
                 FailedRecipient(r, "4.4.7", f"retry window ended; last error: {e}")
-                for r, e in temporary
+                for r, e in run.temporary
             ]
-            temporary = []
-        if bounces:
-            await self._bounce(entry, bounces)
-            state.done += [b.recipient for b in bounces]
-        if not temporary:
+            run.temporary = []
+        if run.bounces:
+            await self._bounce(entry, run.bounces)
+            state.done += [b.recipient for b in run.bounces]
+        if not run.temporary:
             await asyncio.to_thread(self.spool.remove, entry)
             return Attempted(None)
         state.attempts += 1
-        state.last_error = "; ".join(f"{r}: {e}" for r, e in temporary)[:1000]
+        state.last_error = "; ".join(f"{r}: {e}" for r, e in run.temporary)[:1000]
+        now = time.time()
         delay = backoff_delay(state.attempts, self.config.retry_initial, RETRY_CAP)
-        state.next_attempt = time.time() + delay
+        # A throttled lane or a spent sending budget decides when, not the message's own count.
+        state.next_attempt = run.retry_at or now + delay
+        state.throttled_until = run.retry_at if run.throttled is not None else 0.0
         await asyncio.to_thread(self.spool.save_state, entry, state)
         log_event(
             "outbound.deferred",
             logging.WARNING,
             id=entry.id,
-            rcpts=",".join(r for r, _ in temporary),
+            rcpts=",".join(r for r, _ in run.temporary),
             error=state.last_error,
             attempts=state.attempts,
-            retry_in=delay,
+            retry_in=round(state.next_attempt - now, 3),
+            throttled=_iso(state.throttled_until) if state.throttled_until else None,
         )
         return Attempted(state)
 
@@ -320,6 +450,9 @@ class OutboundDelivery:
                 tls_context=self.tls_context,
                 ehlo_name=self.config.hostname,
                 timeout=settings.timeout,
+                max_connections=(
+                    self.lanes.lane(server.lane) if self.lanes is not None else server
+                ).limits.max_connections,
             )
         return await self.deliverer(
             server_spec(server),
@@ -374,6 +507,15 @@ class OutboundDelivery:
 
 
 _ENHANCED = re.compile(r"\b5\.\d{1,3}\.\d{1,3}\b")
+
+
+def _explained(outcome: RecipientOutcome) -> str:
+    """The server's reply as logged and put in a DSN: with the reply-code catalogue's cause and
+    fix when it knows a refusal (one line; the reply text is escaped where it is written)."""
+    plain = f"{outcome.code or ''} {outcome.text}".strip()
+    if outcome.accepted or outcome.code is None:
+        return plain
+    return describe(Reply(outcome.code, (outcome.text,)))
 
 
 def _status(outcome: Any) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from smtpconn.errors import UsageError
+from smtpconn.relay.lanes import throttled_lanes
 from smtpconn.relay.spool import DIRECTIONS, RetryState, Spool, SpoolEntry
 
 
@@ -20,6 +22,14 @@ from smtpconn.relay.spool import DIRECTIONS, RetryState, Spool, SpoolEntry
 class QueueItem:
     entry: SpoolEntry
     state: RetryState
+    lane_until: float = 0.0  # its server's lane is throttled until then (lanes.json)
+
+    @property
+    def throttled_until(self) -> float | None:
+        """When the message's server stops throttling, if it does now: its own last attempt
+        was throttled, or it waits in a lane the relay recorded as throttled."""
+        until = max(self.state.throttled_until, self.lane_until)
+        return until if until > time.time() else None
 
     @property
     def short_id(self) -> str:
@@ -39,10 +49,26 @@ class QueueItem:
             "received_at": e.received_at,
             "attempts": s.attempts,
             "next_attempt": s.next_attempt or None,
-            "status": "held" if s.held else ("deferred" if s.attempts else "queued"),
+            "status": self.status,
+            "server": e.meta.get("server") or None,
+            "throttled_until": _iso(self.throttled_until),
             "last_error": s.last_error,
             "tag": e.meta.get("tag"),
         }
+
+    @property
+    def status(self) -> str:
+        if self.state.held:
+            return "held"
+        if self.throttled_until is not None:
+            return "throttled"
+        return "deferred" if self.state.attempts else "queued"
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def short_id(entry_id: str) -> str:
@@ -62,7 +88,31 @@ def open_spool(directory: Path) -> Spool:
 
 def list_queue(spool: Spool, direction: str | None = None) -> list[QueueItem]:
     directions = DIRECTIONS if direction is None else (direction,)
-    return [QueueItem(e, spool.state(e)) for d in directions for e in spool.entries(d)]
+    lanes = throttled_lanes(spool.directory)
+    return [
+        QueueItem(e, spool.state(e), _lane_until(lanes, e))
+        for d in directions
+        for e in spool.entries(d)
+    ]
+
+
+def _lane_until(lanes: dict[str, dict[str, Any]], entry: SpoolEntry) -> float:
+    lane = lanes.get(str(entry.envelope.meta.get("server") or "")) if lanes else None
+    until = lane.get("throttled_until") if lane else None
+    return float(until) if isinstance(until, int | float) else 0.0
+
+
+def lanes_report(spool: Spool) -> list[dict[str, Any]]:
+    """The lanes the relay last recorded as throttled, for ``queue list`` and ``status``."""
+    return [
+        {
+            "server": key,
+            "throttled_until": _iso(float(item["throttled_until"])),
+            "reason": item.get("reason"),
+            "recipients_24h": item.get("recipients_24h"),
+        }
+        for key, item in sorted(throttled_lanes(spool.directory).items())
+    ]
 
 
 def _select(spool: Spool, ids: list[str], everything: bool) -> list[SpoolEntry]:

@@ -67,6 +67,7 @@ from smtpconn.relay.state import StatusRecorder
 if TYPE_CHECKING:
     from smtpconn.relay.httpd import HealthServer
     from smtpconn.relay.metrics import RelayMetrics
+from smtpconn.relay.lanes import LANES_FILE, Lanes
 from smtpconn.relay.worker import QueueWorker
 from smtpconn.settings import Settings
 
@@ -75,6 +76,10 @@ __all__ = ["Relay", "RelayConfig", "RelayOverrides"]
 # Deliveries at once per direction. Remote peers (webhook, SMTP forward, the customer's server)
 # get few parallel connections, as any MTA would; a sink may ask for more (its `concurrency`).
 DEFAULT_CONCURRENCY = 4
+# Outbound deliveries at once over all servers' lanes together; each lane has its own limit
+# (max_connections, else DEFAULT_LANE_CONCURRENCY), so a slow or throttled server cannot take
+# the slots the others need.
+OUTBOUND_CONCURRENCY = 16
 
 
 class Relay:
@@ -97,6 +102,7 @@ class Relay:
         self.limits = RelayLimits(config.max_sessions, config.max_memory)
         self._workers: dict[str, QueueWorker] = {}
         self._sessions: SessionPool | None = None  # outbound connection cache
+        self.lanes: Lanes | None = None  # outbound, one per customer server
         self.inbound_port = 0
         self.submission_port = 0
         self.inbound_tls_port: int | None = None
@@ -157,8 +163,14 @@ class Relay:
                 self.config.settings.ca_file, insecure=self.config.settings.insecure
             )
             handover = SinkHandover(self.config, self.spool, sink)
+            self.lanes = Lanes(lambda: self.config, self.config.spool_dir / LANES_FILE)
             delivery = OutboundDelivery(
-                self.config, self.spool, self._deliverer or self._sessions, client_tls, self.wake
+                self.config,
+                self.spool,
+                self._deliverer or self._sessions,
+                client_tls,
+                self.wake,
+                self.lanes,
             )
             self._processes = [handover, delivery]
             self._workers["inbound"] = QueueWorker(
@@ -169,7 +181,12 @@ class Relay:
                 poll=self.poll,
             )
             self._workers["outbound"] = QueueWorker(
-                self.spool, "outbound", delivery, concurrency=DEFAULT_CONCURRENCY, poll=self.poll
+                self.spool,
+                "outbound",
+                delivery,
+                concurrency=OUTBOUND_CONCURRENCY,
+                poll=self.poll,
+                lanes=self.lanes,
             )
             await self._listen()
         except BaseException:
@@ -309,9 +326,15 @@ class Relay:
         while True:
             try:
                 await asyncio.to_thread(self._status.flush_file)
+                await self._write_lanes()
             except OSError as exc:  # advisory: a full disk must not stop deliveries
                 log_event("relay.status-failed", logging.WARNING, error=exc.strerror)
             await asyncio.sleep(every)
+
+    async def _write_lanes(self, *, force: bool = False) -> None:
+        document = self.lanes.dump(force=force) if self.lanes is not None else None
+        if document is not None and self.lanes is not None:
+            await asyncio.to_thread(self.lanes.write, document)
 
     async def _stop_status(self) -> None:
         from smtpconn.relay.log import OBSERVERS
@@ -324,6 +347,7 @@ class Relay:
             OBSERVERS.remove(self._status)
             with contextlib.suppress(OSError):
                 self._status.flush_file(running=False)
+                await self._write_lanes(force=True)
 
     async def _start_metrics(self) -> None:
         from prometheus_client import generate_latest

@@ -4,7 +4,10 @@ session (``smtpconn.smtp.delivery.DeliverySession``) instead of paying TCP + TLS
 Like Postfix's connection cache: a session goes back to the pool after a message and is reused
 by the next reply for the same server (same host, port, security, login) within
 ``IDLE_SECONDS``; after that, or after ``MAX_MESSAGES`` messages, it is closed with QUIT. Each
-session carries one message at a time, so the worker's concurrency bounds the connections.
+session carries one message at a time, so the lane's concurrency bounds the busy connections.
+A server with ``max_connections`` counts idle and closing ones too: before a new connection to
+that ``host:port`` the pool waits for its QUITs to finish and, when the limit would be passed,
+closes idle sessions of other logins on the same server first, so the server never sees more.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ IDLE_SECONDS = 5.0  # well under servers' idle timeouts (Postfix smtpd: 300 s), 
 MAX_MESSAGES = 100  # per connection, then a fresh one (Postfix: smtp_connection_reuse_count_limit)
 
 _Key = tuple[str, int, str, str, str]
+_Server = tuple[str, int]
 
 
 def _key(server: OutboundServer) -> _Key:
@@ -42,6 +46,8 @@ class SessionPool:
         self.max_messages = max_messages
         self._idle: dict[_Key, list[tuple[DeliverySession, asyncio.TimerHandle]]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._closing_at: dict[_Server, set[asyncio.Task[None]]] = {}
+        self._open: dict[_Server, int] = {}  # sessions per server not yet closed
         self.opened = 0  # sessions created (for tests and the log)
 
     async def deliver(
@@ -56,12 +62,14 @@ class SessionPool:
         tls_context: ssl.SSLContext,
         ehlo_name: str,
         timeout: float,
+        max_connections: int | None = None,
     ) -> DeliveryResult:
         """One message, on an idle session for ``server`` if there is one, else a new one
         (``resolve`` gives the address to connect to: only asked for a new session)."""
         key = _key(server)
         session = self._take(key)
         if session is None:
+            await self._make_room(key[:2], max_connections)
             session = DeliverySession(
                 server_spec(server),
                 secret,
@@ -71,13 +79,39 @@ class SessionPool:
                 address=await resolve(),
             )
             self.opened += 1
+            self._open[key[:2]] = self._open.get(key[:2], 0) + 1
         try:
             result = await session.send(mail_from, rcpts, message)
         except BaseException:
             await session.close()
+            self._closed(key[:2])
             raise
         self._give_back(key, session)
         return result
+
+    async def _make_room(self, server: _Server, limit: int | None) -> None:
+        """Before a new connection to a server with a connection limit: let earlier QUITs
+        finish, and close idle sessions of other logins while the limit is reached."""
+        if limit is None:
+            return
+        closing = self._closing_at.get(server)
+        if closing:
+            with contextlib.suppress(Exception):
+                await asyncio.wait(list(closing), timeout=5)
+        for key in [k for k in self._idle if k[:2] == server]:
+            if self._open.get(server, 0) < limit:
+                break
+            for session, timer in self._idle.pop(key, []):
+                timer.cancel()
+                await session.close()
+                self._closed(server)
+
+    def _closed(self, server: _Server) -> None:
+        left = self._open.get(server, 0) - 1
+        if left > 0:
+            self._open[server] = left
+        else:
+            self._open.pop(server, None)
 
     def _take(self, key: _Key) -> DeliverySession | None:
         idle = self._idle.get(key)
@@ -86,12 +120,12 @@ class SessionPool:
             timer.cancel()
             if session.connected:
                 return session
-            self._close_later(session)
+            self._close_later(key, session)
         return None
 
     def _give_back(self, key: _Key, session: DeliverySession) -> None:
         if not session.connected or session.messages >= self.max_messages:
-            self._close_later(session)
+            self._close_later(key, session)
             return
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.idle_seconds, self._expire, key, session)
@@ -102,15 +136,26 @@ class SessionPool:
         for index, (candidate, _timer) in enumerate(idle):
             if candidate is session:
                 del idle[index]
-                self._close_later(session)
+                self._close_later(key, session)
                 break
         if not idle:
             self._idle.pop(key, None)
 
-    def _close_later(self, session: DeliverySession) -> None:
+    def _close_later(self, key: _Key, session: DeliverySession) -> None:
+        server = key[:2]
         task = asyncio.ensure_future(session.close())
         self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        at = self._closing_at.setdefault(server, set())
+        at.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._closing.discard(task)
+            at.discard(task)
+            if not at and self._closing_at.get(server) is at:
+                del self._closing_at[server]
+            self._closed(server)
+
+        task.add_done_callback(done)
 
     @property
     def idle(self) -> int:
@@ -118,10 +163,10 @@ class SessionPool:
 
     async def close(self) -> None:
         """QUIT every idle session (the relay is stopping)."""
-        for idle in self._idle.values():
+        for key, idle in self._idle.items():
             for session, timer in idle:
                 timer.cancel()
-                self._close_later(session)
+                self._close_later(key, session)
         self._idle.clear()
         if self._closing:
             with contextlib.suppress(Exception):

@@ -61,6 +61,8 @@ class RetryState:
     last_error: str | None = None
     held: bool = False  # a permanent sink failure: kept, never retried until `queue retry`
     done: list[str] = field(default_factory=list)  # recipients already delivered (outbound)
+    # The server's lane was throttled: not retried before this (epoch seconds; 0 = not throttled)
+    throttled_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +299,7 @@ class Spool:
                 last_error=data.get("last_error"),
                 held=bool(data.get("held", False)),
                 done=[str(r) for r in data.get("done", [])],
+                throttled_until=float(data.get("throttled_until", 0.0)),
             )
         except (OSError, ValueError, TypeError, AttributeError):
             return RetryState()

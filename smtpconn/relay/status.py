@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from smtpconn.relay.config import RelayConfig
-from smtpconn.relay.queue import list_queue
+from smtpconn.relay.queue import lanes_report, list_queue
 from smtpconn.relay.reload import running_pid, spool_in_use
 from smtpconn.relay.spool import Spool
 from smtpconn.relay.state import STATUS_FILE, SUCCESS_KEYS, read_status
@@ -38,6 +38,8 @@ def status_report(config: RelayConfig, now: float | None = None) -> StatusReport
     spool_dir = config.spool_dir
     recorded = read_status(spool_dir / STATUS_FILE)
     waiting = _waiting(config, now)
+    lanes = lanes_report(Spool(spool_dir)) if spool_dir.is_dir() else []
+    throttled = {lane["server"]: lane for lane in lanes}
     addresses = []
     for entry in config.profile.addresses:
         key = entry.address.ascii
@@ -56,6 +58,7 @@ def status_report(config: RelayConfig, now: float | None = None) -> StatusReport
                 "inbound_rotation_until": _rotation(entry, now),
                 "inbound_credential_age": _credential_age(entry, now),
                 "token_expires": _iso(seen.get("token_expires")),
+                "throttled_until": _throttled_until(entry, throttled),
                 "failing": _failing(seen),
             }
         )
@@ -65,8 +68,15 @@ def status_report(config: RelayConfig, now: float | None = None) -> StatusReport
         "pid": running_pid(spool_dir) if running else None,
         "spool": str(spool_dir),
         "status_updated": _number(recorded.get("updated")),
+        "lanes": lanes,
     }
     return StatusReport(addresses, relay)
+
+
+def _throttled_until(entry: Any, throttled: dict[str, dict[str, Any]]) -> str | None:
+    """When the address's outbound server stops throttling the relay (its lane), if it does."""
+    lane = throttled.get(entry.outbound.lane) if entry.outbound is not None else None
+    return None if lane is None else str(lane["throttled_until"])
 
 
 def _number(value: Any) -> float | None:

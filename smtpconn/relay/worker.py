@@ -25,10 +25,13 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from smtpconn.relay.lanes import Lane, Lanes
 from smtpconn.relay.log import log_event
 from smtpconn.relay.spool import RetryState, Spool, SpoolEntry
 
@@ -52,6 +55,7 @@ class _Tracked:
     entry: SpoolEntry
     due: float  # epoch seconds; the heap key
     held: bool = False
+    pending: int = 0  # recipients not yet delivered (a lane's daily budget is asked for them)
     version: int = 0  # bumped on every update, so a scan that raced with one does not undo it
 
 
@@ -77,6 +81,7 @@ class QueueWorker:
         concurrency: int = 4,
         poll: float = 1.0,
         rescan: float = DEFAULT_RESCAN,
+        lanes: Lanes | None = None,
     ) -> None:
         self.spool = spool
         self.direction = direction
@@ -93,6 +98,12 @@ class QueueWorker:
         self._scan_wanted = True  # the start-up scan
         self._marker: tuple[int, int] | None = None
         self._next_rescan = 0.0
+        # With lanes (outbound), a due message waits in its server's lane until the lane may
+        # start it; ``concurrency`` then caps all lanes together.
+        self.lanes = lanes
+        self._ready: dict[str, deque[str]] = {}
+        self._readied: set[str] = set()
+        self._running_in: dict[str, Lane] = {}
 
     def start(self) -> None:
         self._marker = self.spool.kicked_marker()
@@ -131,6 +142,7 @@ class QueueWorker:
         if item is None:
             item = self._known[entry.id] = _Tracked(entry, due)
         item.due, item.held = due, held
+        item.pending = max(1, len(entry.envelope.rcpts) - len(state.done))
         item.version += 1
         if changed and not held:
             heapq.heappush(self._heap, (due, entry.id))
@@ -145,12 +157,50 @@ class QueueWorker:
                 heapq.heappop(self._heap)  # stale: the message changed since it was pushed
                 continue
             if due > now:
-                return due
+                return due if self.lanes is None else self._launch_lanes(now, due)
             heapq.heappop(self._heap)
-            self._in_flight[entry_id] = asyncio.create_task(
-                self._one(item.entry), name=f"deliver-{entry_id}"
-            )
-        return None
+            if self.lanes is not None:
+                self._to_lane(item)
+                continue
+            self._launch(item, None)
+        return None if self.lanes is None else self._launch_lanes(now, math.inf)
+
+    def _launch(self, item: _Tracked, lane: Lane | None) -> None:
+        entry_id = item.entry.id
+        if lane is not None:
+            lane.started(time.time())
+            self._running_in[entry_id] = lane
+        self._in_flight[entry_id] = asyncio.create_task(
+            self._one(item.entry), name=f"deliver-{entry_id}"
+        )
+
+    def _to_lane(self, item: _Tracked) -> None:
+        assert self.lanes is not None
+        if item.entry.id not in self._readied:
+            self._readied.add(item.entry.id)
+            self._ready.setdefault(self.lanes.key_of(item.entry), deque()).append(item.entry.id)
+
+    def _launch_lanes(self, now: float, next_due: float) -> float | None:
+        """Start what each lane allows, oldest first within a lane; a throttled or full lane
+        waits without holding up the others. The earliest time a waiting lane may start."""
+        assert self.lanes is not None
+        wake = next_due
+        for key, ready in list(self._ready.items()):
+            lane = self.lanes.lane(key)
+            while ready and len(self._in_flight) < self.concurrency and not self._stopping:
+                item = self._known.get(ready[0])
+                if item is None or item.held or item.entry.id in self._in_flight:
+                    self._readied.discard(ready.popleft())  # deleted, held or started meanwhile
+                    continue
+                wait = lane.wait(now, item.pending)
+                if wait > 0:
+                    wake = min(wake, now + wait)  # inf while full: a finishing delivery wakes us
+                    break
+                self._readied.discard(ready.popleft())
+                self._launch(item, lane)
+            if not ready:
+                del self._ready[key]
+        return None if math.isinf(wake) else wake
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -226,6 +276,9 @@ class QueueWorker:
             outcome = await self.process(entry)
         except asyncio.CancelledError:
             self._in_flight.pop(entry.id, None)
+            lane = self._running_in.pop(entry.id, None)
+            if lane is not None:
+                lane.finished()
             raise
         except Exception as exc:  # a bug must not kill the worker; the message stays spooled
             failed = True
@@ -241,6 +294,9 @@ class QueueWorker:
             state = outcome.state if outcome else await asyncio.to_thread(self._after, entry)
         finally:
             self._in_flight.pop(entry.id, None)
+            lane = self._running_in.pop(entry.id, None)
+            if lane is not None:
+                lane.finished()
             self._wake.set()
         if state is None:
             self._known.pop(entry.id, None)

@@ -48,9 +48,11 @@ from smtpconn.profile.wire import load_dkim_key, server_spec
 from smtpconn.sendtest.received import MaildirWatch, describe_received, verify_dkim
 from smtpconn.sendtest.testmessage import TestMessage, build_test_message
 from smtpconn.settings import Settings
+from smtpconn.smtp import reply_catalogue
 from smtpconn.smtp.delivery import DeliveryResult, RecipientOutcome, deliver
-from smtpconn.smtp.failures import SmtpFailure
-from smtpconn.smtp.replies import parse_queue_id
+from smtpconn.smtp.failures import SmtpFailure, StageName
+from smtpconn.smtp.replies import Reply, parse_queue_id
+from smtpconn.smtp.reply_catalogue import Stage
 from smtpconn.smtp.session import (
     ServerSpec,
     SmtpSession,
@@ -75,6 +77,7 @@ class SendTestReport:
     delivery: DeliveryResult | None = None
     received: dict[str, Any] | None = None
     problem: str = ""  # why it failed, naming the stage
+    fix: str = ""  # what to change, when the reply-code catalogue knows the server's answer
     exit_code: ExitCode = ExitCode.OK
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)  # wall clock: the sink's files use it
@@ -93,6 +96,7 @@ class SendTestReport:
             "accepted": bool(d and d.failure is None and d.delivered),
             "exit_code": int(self.exit_code),
             "problem": self.problem or None,
+            "fix": self.fix or None,
             "stages": [s.to_json() for s in d.stages] if d else [],
             "queue_id": d.queue_id if d else None,
             "tls": d.tls.to_json() if d and d.tls else None,
@@ -115,12 +119,26 @@ def _failure_report(report: SendTestReport, result: DeliveryResult) -> None:
         report.exit_code = (
             ExitCode.COULD_NOT_RUN if failure.could_not_connect else ExitCode.CHECK_FAILED
         )
+        if failure.reply is not None:
+            _explain(report, failure.reply, _CATALOGUE_STAGE.get(failure.stage, Stage.ANY))
         return
     refused = [r for r in result.recipients if not r.accepted]
     if refused:
         r = refused[0]
         report.problem = f"rcpt stage: {r.recipient} refused: {r.code} {r.text}"
         report.exit_code = ExitCode.CHECK_FAILED
+        if r.code is not None:
+            _explain(report, Reply(r.code, (r.text,)), Stage.ANY)
+
+
+_CATALOGUE_STAGE = {StageName.AUTH: Stage.AUTH, StageName.STARTTLS: Stage.STARTTLS}
+
+
+def _explain(report: SendTestReport, reply: Reply, stage: Stage) -> None:
+    meaning = reply_catalogue.explain(reply, stage)
+    if meaning is not None:
+        report.problem += f" ({meaning.provider}: {meaning.cause})"
+        report.fix = meaning.fix
 
 
 def _credential(server: OutboundServer, base_dir: Path, settings: Settings) -> str:
@@ -475,16 +493,20 @@ async def roundtrip(
         profile, base_dir, report, wait, settings, check_dkim=True, expect=expect
     )
     if expect is not None and report.received is not None:
-        _require_server_signature(report, report.received["dkim_verified_by_smtpconn"])
+        _require_server_signature(report, report.received["dkim_verified_by_smtpconn"], expect)
     return report
 
 
-def _require_server_signature(report: SendTestReport, verified: dict[str, Any]) -> None:
+def _require_server_signature(
+    report: SendTestReport, verified: dict[str, Any], expect: tuple[str, str]
+) -> None:
     if verified["result"] == "pass":
         return
     why = verified["detail"] or f"the signature did not verify ({verified['result']})"
+    # Name the signature the profile promises: the copy may carry none to take d= and s= from.
+    domain, selector = expect
     report.problem = (
-        f"dkim stage: your server's DKIM signature (d={verified.get('d')} s={verified.get('s')}) "
+        f"dkim stage: your server's DKIM signature (d={domain} s={selector}) "
         f"is missing or does not verify: {why}; make your server sign mail from "
         f"{report.address} with that selector, or re-add the address with --dkim-key to let "
         "smtpconn sign"

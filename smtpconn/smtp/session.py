@@ -459,7 +459,8 @@ class SmtpSession:
         raise failure
 
     async def authenticate(self, mechanism: str, username: str, secret: str) -> Reply:
-        """AUTH with ``mechanism`` (PLAIN, LOGIN or XOAUTH2); the secret is never logged."""
+        """AUTH with ``mechanism`` (PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER); the secret is never
+        logged."""
         self._require_secure("credentials")
         hidden = sasl.REDACTED
         started = time.monotonic()
@@ -469,17 +470,8 @@ class SmtpSession:
                 reply = await self._exchange(
                     f"AUTH PLAIN {sasl.plain_response(username, secret)}", f"AUTH PLAIN {hidden}"
                 )
-            elif name == "XOAUTH2":
-                reply = await self._exchange(
-                    f"AUTH XOAUTH2 {sasl.xoauth2_response(username, secret)}",
-                    f"AUTH XOAUTH2 {hidden}",
-                )
-                if reply.code == 334:
-                    # The server's JSON error; RFC 7628 says answer with an empty line to finish.
-                    detail = sasl.decode_challenge(reply.text)
-                    reply = await self._exchange("", "")
-                    if reply.code != 235:
-                        reply = Reply(reply.code, (*reply.lines, detail))
+            elif name in sasl.TOKEN_MECHANISMS:
+                reply = await self._bearer(name, username, secret)
             elif name == "LOGIN":
                 reply = await self._exchange("AUTH LOGIN", "AUTH LOGIN")
                 if reply.code == 334:
@@ -502,6 +494,22 @@ class SmtpSession:
                 reply=reply,
             )
         return reply
+
+    async def _bearer(self, name: str, username: str, token: str) -> Reply:
+        """XOAUTH2 or OAUTHBEARER: the token in the initial response; a 334 is the server's JSON
+        error, answered with the mechanism's empty response (XOAUTH2: an empty line; RFC 7628:
+        a single ^A) so that the server ends the exchange with its final reply."""
+        if name == "OAUTHBEARER":
+            response = sasl.oauthbearer_response(username, token, self.host, self.port)
+            finish = sasl.OAUTHBEARER_ABORT
+        else:
+            response, finish = sasl.xoauth2_response(username, token), ""
+        reply = await self._exchange(f"AUTH {name} {response}", f"AUTH {name} {sasl.REDACTED}")
+        if reply.code != 334:
+            return reply
+        detail = sasl.decode_challenge(reply.text)
+        reply = await self._exchange(finish, finish)
+        return reply if reply.code == 235 else Reply(reply.code, (*reply.lines, detail))
 
     async def _exchange(self, line: str, shown: str) -> Reply:
         await self._send(line, shown=shown)

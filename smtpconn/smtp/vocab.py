@@ -18,4 +18,5 @@ class AuthMechanism(StrEnum):
     AUTO = "auto"
     PLAIN = "plain"
     LOGIN = "login"
-    XOAUTH2 = "xoauth2"
+    XOAUTH2 = "xoauth2"  # a bearer token; OAUTHBEARER when only that is offered
+    OAUTHBEARER = "oauthbearer"  # RFC 7628, the standard form of the same bearer token

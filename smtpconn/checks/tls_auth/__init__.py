@@ -7,10 +7,14 @@ entry point (``checks.runner.FAMILIES``).
 
 from __future__ import annotations
 
+import time
+
 from smtpconn.checks.common import no_server_reason, server_addresses
 from smtpconn.checks.model import CheckContext, CheckResult
 from smtpconn.checks.tls_auth.judge import CHECK_IDS, judge, judge_unresolved, skip_all
 from smtpconn.checks.tls_auth.probe import probe_server
+from smtpconn.checks.tls_auth.token import CHECK_ID as TOKEN_ID
+from smtpconn.checks.tls_auth.token import obtain_token, token_result
 from smtpconn.profile.model import OutboundServer, SupportAddress
 
 __all__ = ["CHECK_IDS", "IDS", "run_tls_auth"]
@@ -32,13 +36,20 @@ async def run_tls_auth(ctx: CheckContext, entry: SupportAddress) -> list[CheckRe
         server.auth.value,
         server.username,
         str(server.secret),
+        repr(server.oauth),
     )
     return await ctx.once(key, lambda: _check_server(ctx, server))
 
 
 async def _check_server(ctx: CheckContext, server: OutboundServer) -> list[CheckResult]:
+    # The token first: auth.token is judged even when the server cannot be reached, and
+    # auth.login logs in with this very token.
+    token = await obtain_token(ctx, server)
     found = await server_addresses(ctx, server.host)
     if not found.addresses:
-        return judge_unresolved(server.host, found.errors)
-    probe = await probe_server(ctx, server, found.addresses)
-    return judge(probe, insecure=ctx.settings.insecure)
+        results = judge_unresolved(server.host, found.errors)
+    else:
+        probe = await probe_server(ctx, server, found.addresses, token)
+        results = judge(probe, insecure=ctx.settings.insecure)
+    verdict = token_result(server, token, time.time())
+    return [verdict if r.id == TOKEN_ID else r for r in results]

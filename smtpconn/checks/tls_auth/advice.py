@@ -127,6 +127,19 @@ def credentials(username: str, secret: str) -> str:
     )
 
 
+def token_refused(username: str, provider: str) -> str:
+    """The server refused a token that auth.token found fit: the mailbox side is missing."""
+    steps = (
+        "in Exchange Online the app's service principal needs Add-MailboxPermission on the "
+        f"mailbox {username}, and SMTP AUTH must be on for it (Set-CASMailbox -Identity "
+        f"{username} -SmtpClientAuthenticationDisabled $false)"
+        if provider == "microsoft365"
+        else f"the token must be issued for {username} (outbound.username) and that mailbox "
+        "must be allowed to send via SMTP AUTH"
+    )
+    return f"the token source works but the server refused its token: {steps}"
+
+
 def no_address(host: str) -> str:
     return f"publish an A/AAAA record for {host}, or correct outbound.host"
 

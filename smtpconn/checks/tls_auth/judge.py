@@ -15,10 +15,12 @@ from smtpconn.checks import catalogue
 from smtpconn.checks.model import CheckResult, Status
 from smtpconn.checks.tls_auth import advice, causes
 from smtpconn.checks.tls_auth.probe import LoginOutcome, LoginStep, Probe
+from smtpconn.checks.tls_auth.token import token_result
 from smtpconn.profile.model import OutboundServer
-from smtpconn.smtp import sasl
+from smtpconn.smtp import reply_catalogue, sasl
 from smtpconn.smtp.certinfo import CertSummary
 from smtpconn.smtp.failures import CertProblem, FailureKind, SmtpFailure
+from smtpconn.smtp.reply_catalogue import Effect, ReplyMeaning, Stage
 from smtpconn.smtp.vocab import Security
 
 CHECK_IDS = catalogue.TLS_AUTH
@@ -504,6 +506,13 @@ def _login_result(seen: Seen, login: LoginOutcome) -> CheckResult:
             "not attempted: the configured mechanism is not offered (see auth.mechanisms)",
             fix=advice.SEE_MECHANISMS,
         )
+    if login.step is LoginStep.NO_TOKEN:
+        return result(
+            "auth.login",
+            Status.SKIP,
+            "not attempted: the token source gave no token (see auth.token)",
+            fix="see auth.token",
+        )
     if login.step is LoginStep.SECRET_UNREADABLE:
         error = login.error
         return result(
@@ -518,13 +527,30 @@ def _login_result(seen: Seen, login: LoginOutcome) -> CheckResult:
         "auth.login",
         Status.PASS,
         f"{server.username} authenticated ({login.reply})",
-        "the secret was read from " + str(server.secret) + " and never shown",
+        credential_source(server) + ", and never shown",
     )
+
+
+def credential_source(server: OutboundServer) -> str:
+    """Where the login's secret came from, in words (never the secret)."""
+    if server.oauth is not None:
+        return (
+            f"logged in with the access token of auth.token ({server.oauth.provider.value} "
+            f"{server.oauth.flow.value} token source)"
+        )
+    return f"the secret was read from {server.secret}"
 
 
 def _refused(seen: Seen, failure: SmtpFailure) -> CheckResult:
     server = seen.server
     detail = str(failure.reply) if failure.reply else ""
+    meaning = reply_catalogue.explain(failure.reply, Stage.AUTH) if failure.reply else None
+    # A generic "credentials refused" is better said by the advice below, which names the
+    # secret reference; a provider's own code or a throttling reply says more than that.
+    if meaning is not None and (
+        meaning.provider_specific or meaning.effect is not Effect.FIX_SETUP
+    ):
+        return _refused_known(server.username, detail, meaning)
     if failure.reply is not None and failure.reply.transient:
         return result(
             "auth.login",
@@ -533,7 +559,10 @@ def _refused(seen: Seen, failure: SmtpFailure) -> CheckResult:
             detail,
             advice.AUTH_BACKEND,
         )
-    fix = advice.credentials(server.username, str(server.secret))
+    if server.oauth is not None:
+        fix = advice.token_refused(server.username, server.oauth.provider.value)
+    else:
+        fix = advice.credentials(server.username, str(server.secret))
     xoauth2 = sasl.xoauth2_advice(server.auth, _offered(seen.probe))
     if xoauth2 is not None:
         fix = xoauth2 + "; otherwise " + fix
@@ -546,6 +575,26 @@ def _refused(seen: Seen, failure: SmtpFailure) -> CheckResult:
     )
 
 
+def _refused_known(username: str, detail: str, meaning: ReplyMeaning) -> CheckResult:
+    """A refusal the reply-code catalogue explains: its cause and the setting to change."""
+    if meaning.effect is Effect.FIX_SETUP:
+        return result(
+            "auth.login",
+            Status.FAIL,
+            f"{meaning.provider} refused the login of {username}: {meaning.cause}",
+            detail,
+            meaning.fix,
+        )
+    # throttled or a temporary back-end problem: the credentials were not judged
+    return result(
+        "auth.login",
+        Status.ERROR,
+        f"the server could not check the credentials now: {meaning.cause}",
+        detail,
+        meaning.fix,
+    )
+
+
 BUILDERS: dict[str, Callable[[Seen], CheckResult | None]] = {
     "tls.connect": tls_connect,
     "tls.starttls": tls_starttls,
@@ -555,5 +604,8 @@ BUILDERS: dict[str, Callable[[Seen], CheckResult | None]] = {
     "tls.expiry": tls_expiry,
     "auth.mechanisms": auth_mechanisms,
     "auth.before-tls": auth_before_tls,
+    # Judged from the token source, not the session (run_tls_auth also fills it in when the
+    # server could not be reached: the token does not depend on it).
+    "auth.token": lambda seen: token_result(seen.server, seen.probe.token, seen.now.timestamp()),
     "auth.login": auth_login,
 }

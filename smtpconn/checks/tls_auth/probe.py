@@ -22,6 +22,7 @@ from enum import StrEnum
 
 from smtpconn.checks.model import CheckContext
 from smtpconn.checks.tls_auth.diagnose import Diagnosis, diagnose_certificate, diagnose_handshake
+from smtpconn.checks.tls_auth.token import TokenOutcome
 from smtpconn.errors import SmtpconnError
 from smtpconn.profile.credentials import outbound_credential
 from smtpconn.profile.model import OutboundServer
@@ -47,6 +48,7 @@ class LoginStep(StrEnum):
     TLS_TOO_OLD = "tls-too-old"  # not attempted: no credentials below TLS 1.2
     NOT_OFFERED = "not-offered"  # not attempted: the configured mechanism is not offered
     SECRET_UNREADABLE = "secret-unreadable"  # not attempted: the secret could not be read
+    NO_TOKEN = "no-token"  # not attempted: the token source gave no token (see auth.token)
     REFUSED = "refused"  # the server answered no (or could not check now)
     ACCEPTED = "accepted"
 
@@ -78,14 +80,19 @@ class Probe:
     leaf: CertSummary | None = None
     login: LoginOutcome | None = None  # None: no session was trusted with the password
     diagnosis: Diagnosis | None = None  # why TLS failed, found by report-only sessions
+    token: TokenOutcome | None = None  # the OAuth token auth.login logs in with (auth.token's)
 
 
 async def probe_server(
-    ctx: CheckContext, server: OutboundServer, addresses: Sequence[str]
+    ctx: CheckContext,
+    server: OutboundServer,
+    addresses: Sequence[str],
+    token: TokenOutcome | None = None,
 ) -> Probe:
     """Probe the server's addresses in turn until one answers (one connection per IP address at
-    a time, across every check of this run)."""
-    probe = Probe(server)
+    a time, across every check of this run). ``token``: what the address's OAuth token source
+    gave, logged in with instead of a static secret."""
+    probe = Probe(server, token=token)
     for address in addresses:
         lock = await ctx.once(("tls-auth.ip-lock", address), _new_lock)
         async with lock:
@@ -234,16 +241,21 @@ async def _try_login(ctx: CheckContext, probe: Probe, session: SmtpSession) -> L
     offered = probe.after_tls.auth_mechanisms if probe.after_tls else frozenset()
     if sasl.choose_mechanism(server.auth, offered) is None:
         return LoginOutcome(LoginStep.NOT_OFFERED)
-    try:
-        secret = await asyncio.to_thread(
-            outbound_credential,
-            server,
-            ctx.base_dir,
-            ca_file=ctx.settings.ca_file,
-            insecure=ctx.settings.insecure,
-        )
-    except SmtpconnError as exc:
-        return LoginOutcome(LoginStep.SECRET_UNREADABLE, error=exc)
+    if server.oauth is not None:
+        if probe.token is None or probe.token.token is None:
+            return LoginOutcome(LoginStep.NO_TOKEN)
+        secret = probe.token.token.value
+    else:
+        try:
+            secret = await asyncio.to_thread(
+                outbound_credential,
+                server,
+                ctx.base_dir,
+                ca_file=ctx.settings.ca_file,
+                insecure=ctx.settings.insecure,
+            )
+        except SmtpconnError as exc:
+            return LoginOutcome(LoginStep.SECRET_UNREADABLE, error=exc)
     try:
         reply = await login(session, server_spec(server), secret)
     except SmtpFailure as failure:

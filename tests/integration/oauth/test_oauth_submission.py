@@ -89,3 +89,45 @@ def test_a_token_without_mailbox_permission_is_refused_by_the_server(
     assert auth and not auth[0]["ok"]
     assert lab_issuer.state.introspections >= 1
     _no_secret_in(result.output, lab_issuer)
+
+
+def test_send_test_logs_in_with_oauthbearer_when_the_profile_says_so(
+    lab: Lab, lab_issuer: LabOAuthServer, cli: CliInvoker, tmp_path: Path
+) -> None:
+    """RFC 7628 against Dovecot's OAUTHBEARER (the lab port offers XOAUTH2 too: the profile's
+    choice wins); the token reaches the server only inside the GS2 framing, never the output."""
+    lab_issuer.add_client(LabClient("relay-app", CLIENT_SECRET, mailbox=lab.user.username))
+    profile = _profile(lab, lab_issuer, tmp_path / "smtpconn.toml")
+    text = profile.read_text().replace(
+        f'username = "{lab.user.username}"',
+        f'username = "{lab.user.username}"\nauth = "oauthbearer"',
+    )
+    profile.write_text(text)
+    result = _send(cli, lab, profile)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert lab.find_message(report["token"], RECIPIENT)
+    assert "AUTH OAUTHBEARER <redacted>" in result.output
+    assert "AUTH XOAUTH2 <redacted>" not in result.output
+    assert lab_issuer.state.introspections >= 1
+    _no_secret_in(result.output, lab_issuer)
+
+
+def test_oauthbearer_with_a_token_the_server_refuses(
+    lab: Lab, lab_issuer: LabOAuthServer, cli: CliInvoker, tmp_path: Path
+) -> None:
+    """No mailbox permission: Dovecot answers the RFC 7628 error challenge, the client ends the
+    exchange with ^A, and send-test reports the refusal at the auth stage."""
+    lab_issuer.add_client(LabClient("relay-app", CLIENT_SECRET))
+    profile = _profile(lab, lab_issuer, tmp_path / "smtpconn.toml")
+    profile.write_text(
+        profile.read_text().replace(
+            f'username = "{lab.user.username}"',
+            f'username = "{lab.user.username}"\nauth = "oauthbearer"',
+        )
+    )
+    result = _send(cli, lab, profile)
+    assert result.exit_code == 1, result.output
+    auth = [s for s in json.loads(result.stdout)["stages"] if s["stage"] == "auth"]
+    assert auth and not auth[0]["ok"]
+    _no_secret_in(result.output, lab_issuer)

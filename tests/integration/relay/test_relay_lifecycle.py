@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from lab.lab import Lab
+from lab.postfix import SEND_AS_DENIED_RCPT
 from smtpconn.relay.runtime import Relay
 
 from .conftest import RelayEnv, RelayProcess
@@ -94,3 +95,20 @@ async def test_sigterm_mid_data_finishes_the_session_and_keeps_the_message(
     assert b"first half\nsecond half" in raw  # Maildir stores LF line ends
     log = proc.log.read_text()
     assert "event=relay.stopped" in log and "Traceback" not in log
+
+
+async def test_a_dsn_explains_a_provider_refusal_with_the_catalogue(
+    lab: Lab, relay_env: RelayEnv, running_relay: Relay
+) -> None:
+    # The lab Postfix answers this recipient with Microsoft 365's 550 5.7.60.
+    subject = f"sendas-{uuid.uuid4().hex}"
+    await submit(running_relay.submission_port, "support@good.test", SEND_AS_DENIED_RCPT, subject)
+    dsn_raw = await asyncio.to_thread(relay_env.wait_for_sink, subject, 20)
+    assert await running_relay.wait_idle(10)
+    report = " ".join(dsn_raw.decode("utf-8", "replace").split())
+    assert "Status: 5.7.60" in report
+    assert "Client does not have permissions to send as this sender" in report  # the server's
+    assert "Microsoft 365: the authenticated mailbox may not send as this sender address" in report
+    assert "Add-RecipientPermission" in report
+    log = relay_env.log_text()
+    assert "event=outbound.bounced" in log and "Add-RecipientPermission" in log

@@ -28,6 +28,7 @@ def write_profile(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         password: str | None = None,
         dkim: bool = True,
         extra: str = "",
+        address: str = "support@good.test",
     ) -> Path:
         monkeypatch.setenv(SECRET_ENV, password if password is not None else lab.user.password)
         selector, key = lab.dkim_key_for("good.test")
@@ -41,7 +42,7 @@ def write_profile(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             f"""version = 1
 
 [[addresses]]
-address = "support@good.test"
+address = "{address}"
 mode = "outbound-only"
 workflow = "authenticated"
 
@@ -77,16 +78,23 @@ def connector_domain(relay_domain: str) -> str:
 
 
 @pytest.fixture
+def dkim_signer() -> str:
+    """Who signs the connector's bidirectional address (see ``add_addresses``)."""
+    return "smtpconn"
+
+
+@pytest.fixture
 def connector(
     lab: Lab,
     cli: CliInvoker,
     tmp_path: Path,
     connector_domain: str,
+    dkim_signer: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Connector:
     monkeypatch.setenv(OUTBOUND_SECRET_ENV, lab.user.password)
     monkeypatch.delenv("SMTPCONN_INBOUND_PASSWORD", raising=False)
-    return make_connector(lab, cli, tmp_path / "connector", connector_domain)
+    return make_connector(lab, cli, tmp_path / "connector", connector_domain, signer=dkim_signer)
 
 
 @pytest.fixture

@@ -60,11 +60,17 @@ def write_relay_table(lab: Lab, root: Path, inbound_port: int) -> Path:
     return profile
 
 
-def add_addresses(lab: Lab, cli: CliInvoker, profile: Path, domain: str) -> Path:
-    """``smtpconn add-address`` for support@domain (bidirectional, DKIM-signing when the lab
-    publishes a key for the domain) and forward@domain (outbound-only)."""
+def add_addresses(
+    lab: Lab, cli: CliInvoker, profile: Path, domain: str, *, signer: str = "smtpconn"
+) -> Path:
+    """``smtpconn add-address`` for support@domain (bidirectional) and forward@domain
+    (outbound-only). When the lab publishes a DKIM key for the domain, ``signer`` says who signs
+    support@'s mail: "smtpconn" (selector and key), "server" (the selector only, sent through
+    the lab Postfix's signing port, whose OpenDKIM signs) or "nobody" (the selector only, but
+    the plain submission port: the server's signature the profile promises never comes)."""
     password_file = profile.parent / "inbound-password"
-    server = f"{lab.server_name}:{lab.ports['submission']}"
+    port_name = "signing" if signer == "server" else "submission"
+    server = f"{lab.server_name}:{lab.ports[port_name]}"
     common = [
         "--server", server, "--security", "starttls", "--username", lab.user.username,
         "--secret", f"env:{OUTBOUND_SECRET_ENV}", "--profile", str(profile),
@@ -72,7 +78,9 @@ def add_addresses(lab: Lab, cli: CliInvoker, profile: Path, domain: str) -> Path
     dkim: list[str] = []
     try:
         selector, key = lab.dkim_key_for(domain)
-        dkim = ["--dkim-selector", selector, "--dkim-key", str(key.path)]
+        dkim = ["--dkim-selector", selector]
+        if signer == "smtpconn":
+            dkim += ["--dkim-key", str(key.path)]
     except KeyError:
         pass  # a per-test relay domain: not in the lab's DNS, so nothing to sign for
     added = cli(
@@ -85,10 +93,12 @@ def add_addresses(lab: Lab, cli: CliInvoker, profile: Path, domain: str) -> Path
     return password_file
 
 
-def make_connector(lab: Lab, cli: CliInvoker, root: Path, domain: str) -> Connector:
+def make_connector(
+    lab: Lab, cli: CliInvoker, root: Path, domain: str, *, signer: str = "smtpconn"
+) -> Connector:
     inbound_port = free_ports(1)[0]
     profile = write_relay_table(lab, root, inbound_port)
-    password_file = add_addresses(lab, cli, profile, domain)
+    password_file = add_addresses(lab, cli, profile, domain, signer=signer)
     host, _, port = lab.resolver.rpartition(":")
     settings = Settings(
         profile_path=profile, resolvers=((host, int(port)),), ca_file=lab.ca_file, timeout=3.0

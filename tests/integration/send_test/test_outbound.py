@@ -11,6 +11,7 @@ import dkim
 import dns.resolver
 
 from lab.lab import Lab
+from lab.postfix import SEND_AS_DENIED
 from tests.conftest import CliInvoker
 
 RECIPIENT = "bob@good.test"
@@ -158,3 +159,21 @@ def test_header_injection_is_refused(
         result = cli("send-test", "support@good.test", *extra, "--profile", str(profile), *lab_args)
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
+
+
+def test_a_provider_reply_is_explained_with_its_cause_and_fix(
+    lab: Lab, cli: CliInvoker, write_profile: Callable[..., Path], lab_args: list[str]
+) -> None:
+    # The lab's Postfix answers a sender its user may not send as with Microsoft 365's 5.7.60.
+    profile = write_profile(address=SEND_AS_DENIED, dkim=False)
+    args = ["send-test", SEND_AS_DENIED, "--to", RECIPIENT, "--profile", str(profile), *lab_args]
+    result = cli(*args, "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert "550 5.7.60" in report["problem"]
+    assert "may not send as this sender" in report["problem"]
+    assert "Add-RecipientPermission" in report["fix"]
+    shown = cli(*args)
+    assert shown.exit_code == 1
+    assert "fix: send as the mailbox itself" in shown.output
+    _assert_no_secret(lab, result.output + shown.output)

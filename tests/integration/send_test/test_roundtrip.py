@@ -164,3 +164,55 @@ def test_roundtrip_needs_a_bidirectional_address_and_a_maildir_sink(
     )  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "Maildir sink" in " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize("connector_domain", [RELAY_DOMAIN])
+@pytest.mark.parametrize("dkim_signer", ["server"])
+def test_roundtrip_proves_the_signature_the_customers_server_added(
+    lab: Lab,
+    helpdesk_target: str,
+    connector: Connector,
+    relay: RelayProcess,
+    cli: CliInvoker,
+    lab_args: list[str],
+) -> None:
+    # --dkim-selector without --dkim-key: smtpconn does not sign; the lab Postfix's signing
+    # port has OpenDKIM sign with that selector, and the copy that came back must carry it.
+    lab.set_relay_target(
+        helpdesk_target, "127.0.0.1", relay.inbound_port, INBOUND_USER,
+        connector.inbound_password, tls="secure", match=RELAY_HOSTNAME,
+    )  # fmt: skip
+    code, stdout, stderr = roundtrip(cli, connector, lab_args, "--json", "--wait", "20")
+    assert code == 0, stdout + stderr
+    report = json.loads(stdout)
+    assert report["dkim_signed"] is False  # smtpconn held no key: the signature is the server's
+    verified = report["received"]["dkim_verified_by_smtpconn"]
+    assert verified["result"] == "pass", verified
+    assert (verified["d"], verified["s"]) == (RELAY_DOMAIN, "sel2048")
+    raw = connector.env.wait_for_sink(report["token"], timeout=5)
+    assert b"DKIM-Signature:" in raw and b"s=sel2048" in raw
+    assert [(d["result"], d["header.d"]) for d in report["received"]["authentication"]["dkim"]] == [
+        ("pass", RELAY_DOMAIN)
+    ]
+
+
+@pytest.mark.parametrize("connector_domain", [RELAY_DOMAIN])
+@pytest.mark.parametrize("dkim_signer", ["nobody"])
+def test_roundtrip_fails_when_the_server_does_not_sign_as_the_profile_says(
+    lab: Lab,
+    helpdesk_target: str,
+    connector: Connector,
+    relay: RelayProcess,
+    cli: CliInvoker,
+    lab_args: list[str],
+) -> None:
+    lab.set_relay_target(
+        helpdesk_target, "127.0.0.1", relay.inbound_port, INBOUND_USER,
+        connector.inbound_password, tls="secure", match=RELAY_HOSTNAME,
+    )  # fmt: skip
+    code, stdout, stderr = roundtrip(cli, connector, lab_args, "--json", "--wait", "20")
+    assert code == 1, stdout + stderr
+    report = json.loads(stdout)
+    assert report["received"] is not None  # it arrived, unsigned
+    assert "your server's DKIM signature (d=helpdesk.test s=sel2048)" in report["problem"]
+    assert "missing or does not verify" in report["problem"]

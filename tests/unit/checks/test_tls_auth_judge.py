@@ -87,16 +87,22 @@ def _failure(kind: FailureKind, stage: StageName = StageName.STARTTLS, **kw: obj
     return SmtpFailure(stage, kind, f"{kind.value} happened", **kw)  # type: ignore[arg-type]
 
 
+def _all_pass_but_token(results: dict[str, CheckResult]) -> None:
+    """A password login: auth.token has nothing to judge."""
+    assert results.pop("auth.token").status is Status.SKIP
+    assert {r.status for r in results.values()} == {Status.PASS}
+
+
 def test_all_good() -> None:
     results = _judged(_good())
-    assert {r.status for r in results.values()} == {Status.PASS}
+    _all_pass_but_token(results)
     assert "PLAIN" in results["auth.mechanisms"].summary
     assert "OUT_SECRET" in results["auth.login"].detail
 
 
 def test_implicit_tls_all_good() -> None:
     results = _judged(_good(server=_server(Security.TLS), before_tls=None))
-    assert {r.status for r in results.values()} == {Status.PASS}
+    _all_pass_but_token(results)
     assert "implicit TLS" in results["tls.starttls"].summary
 
 
@@ -224,7 +230,7 @@ def test_auth_failed_535() -> None:
 
 
 def test_auth_failed_where_xoauth2_is_offered_gives_the_one_advice() -> None:
-    failure = _failure(FailureKind.AUTH_FAILED, StageName.AUTH, reply=Reply(535, ("5.7.139",)))
+    failure = _failure(FailureKind.AUTH_FAILED, StageName.AUTH, reply=Reply(535, ("5.7.8 no",)))
     probe = _good(
         after_tls=_ehlo("AUTH LOGIN XOAUTH2"),
         login=LoginOutcome(LoginStep.REFUSED, failure=failure),
@@ -232,6 +238,27 @@ def test_auth_failed_where_xoauth2_is_offered_gives_the_one_advice() -> None:
     results = _judged(probe)
     assert results["auth.login"].fix.startswith("the server offers XOAUTH2")
     assert 'outbound.auth = "xoauth2"' in results["auth.login"].fix
+
+
+def test_a_microsoft_reply_code_is_explained_by_the_catalogue() -> None:
+    reply = Reply(
+        535, ("5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled",)
+    )
+    failure = _failure(FailureKind.AUTH_FAILED, StageName.AUTH, reply=reply)
+    results = _judged(_good(login=LoginOutcome(LoginStep.REFUSED, failure=failure)))
+    login = results["auth.login"]
+    assert login.status is Status.FAIL
+    assert "Microsoft 365" in login.summary and "SMTP AUTH is disabled" in login.summary
+    assert "Set-CASMailbox" in login.fix
+    assert login.detail == str(reply)
+
+
+def test_a_throttled_login_is_an_error_not_a_fail() -> None:
+    reply = Reply(454, ("4.7.0 Too many login attempts, please try again later.",))
+    failure = _failure(FailureKind.AUTH_FAILED, StageName.AUTH, reply=reply)
+    results = _judged(_good(login=LoginOutcome(LoginStep.REFUSED, failure=failure)))
+    assert results["auth.login"].status is Status.ERROR
+    assert "too many login attempts" in results["auth.login"].summary
 
 
 def test_auth_temporarily_unavailable_is_an_error() -> None:

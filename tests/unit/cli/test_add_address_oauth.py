@@ -64,6 +64,8 @@ def test_microsoft_client_credentials_fill_the_server_preset_and_store_reference
             "client_id": "11111111-2222-3333-4444-555555555555",
             "client_secret": "env:M365_SECRET",
         },
+        # Microsoft 365's published sending limits (Exchange Online), filled by the provider.
+        "limits": {"max_connections": 3, "messages_per_minute": 30, "recipients_per_day": 10000},
     }
     loaded = load_profile(workdir / "smtpconn.toml").profile.addresses[0].outbound
     assert loaded is not None and loaded.oauth is not None and loaded.secret is None

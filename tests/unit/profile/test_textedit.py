@@ -23,7 +23,7 @@ from smtpconn.profile.model import (
 )
 from smtpconn.profile.secrets import parse_secret_ref
 from smtpconn.profile.store import parse_profile, render_profile
-from smtpconn.profile.textedit import edit_text, tables_text
+from smtpconn.profile.textedit import Splice, edit_text, splice_means, tables_text
 
 
 def _entry(i: int, kind: int) -> SupportAddress:
@@ -101,8 +101,9 @@ def test_appending_means_what_the_merge_means_and_keeps_every_comment(
     for j, kind in enumerate(added):
         after = after.with_address(_entry(100 + j, kind))
     text = _commented(before, every)
-    fast = edit_text(text, before, after)
-    assert fast is not None
+    splice = edit_text(text, before, after)
+    assert splice is not None and splice_means(splice)
+    fast = splice.text
     slow = _slow(text, after)
     assert tomllib.loads(fast) == tomllib.loads(slow) == profile_to_data(after)
     assert parse_profile(store.Path("p"), fast.encode()) == after
@@ -125,8 +126,9 @@ def test_removing_means_what_the_merge_means_and_keeps_the_other_comments(
     for index in gone:
         after = after.without_address(before.addresses[index].address)
     text = _commented(before, every)
-    fast = edit_text(text, before, after)
-    assert fast is not None
+    splice = edit_text(text, before, after)
+    assert splice is not None and splice_means(splice)
+    fast = splice.text
     slow = _slow(text, after)
     assert tomllib.loads(fast) == tomllib.loads(slow) == profile_to_data(after)
     # Every comment outside the removed tables' own lines stays (the one above a table belongs
@@ -166,8 +168,18 @@ def test_a_header_inside_a_multiline_string_never_corrupts_the_profile() -> None
     )
     before = parse_profile(store.Path("p"), text.encode())
     after = before.without_address(before.addresses[0].address)
+    assert edit_text(text, before, after) is None  # multi-line strings: the merge's job
     rendered = render_profile(after, text.encode(), before=before)
     assert parse_profile(store.Path("p"), rendered.encode()) == after
+
+
+def test_the_splice_check_refuses_tables_that_do_not_mean_the_entries() -> None:
+    first, second = _entry(0, 0), _entry(1, 1)
+    block = tables_text((first,))
+    assert splice_means(Splice("", (block,), (first,)))
+    assert not splice_means(Splice("", (block,), (second,)))  # another entry's table
+    assert not splice_means(Splice("", (block,), (first, second)))  # a table short
+    assert not splice_means(Splice("", (block + '\n[relay]\nhostname = "x"\n',), (first,)))
 
 
 def test_a_new_table_goes_after_the_last_address_not_after_a_relay_table_that_follows() -> None:
@@ -176,8 +188,9 @@ def test_a_new_table_goes_after_the_last_address_not_after_a_relay_table_that_fo
     text = "version = 1\n\n" + tables_text(before.addresses) + "\n" + relay
     before = parse_profile(store.Path("p"), text.encode())
     after = before.with_address(_entry(2, 2))
-    fast = edit_text(text, before, after)
-    assert fast is not None
+    splice = edit_text(text, before, after)
+    assert splice is not None and splice_means(splice)
+    fast = splice.text
     assert parse_profile(store.Path("p"), fast.encode()) == after
     assert fast.endswith("\n" + relay)  # the relay table and its comment, untouched and last
     assert fast.index('address = "support2@') < fast.index("# the relay")

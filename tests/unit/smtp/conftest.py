@@ -23,6 +23,10 @@ class Script:
     starttls: bool = True
     auth_before_tls: bool = False
     auth_ok: bool = True
+    auth_mechanisms: str = "PLAIN LOGIN"
+    # A SASL error challenge (RFC 7628 3.2.2) sent as 334 instead of a final refusal; the
+    # client's answer to it is kept in ``received`` and then 535 follows.
+    auth_challenge: str | None = None
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_reply: str = "250 2.0.0 Ok: queued as ABC123"
     # Clear-text replies written in the same segment as the 220 to STARTTLS, as a middlebox
@@ -108,6 +112,10 @@ class _FakeSession:
             await self.ehlo()
         elif verb == "STARTTLS":
             return await self.starttls()
+        elif verb == "AUTH" and self.script.auth_challenge is not None:
+            await self.say(f"334 {self.script.auth_challenge}")
+            self.received.append((await self.reader.readline()).decode().rstrip("\r\n"))
+            await self.say("535 5.7.8 authentication failed")
         elif verb == "AUTH":
             await self.say("235 ok" if self.script.auth_ok else "535 5.7.8 authentication failed")
         elif verb == "MAIL":
@@ -129,7 +137,7 @@ class _FakeSession:
         if self.script.starttls and not self.tls:
             caps.append("250-STARTTLS")
         if self.tls or self.script.auth_before_tls:
-            caps.append("250-AUTH PLAIN LOGIN")
+            caps.append(f"250-AUTH {self.script.auth_mechanisms}")
         caps.append("250 8BITMIME")
         await self.say("\r\n".join(caps))
 

@@ -183,3 +183,54 @@ async def test_replies_injected_after_starttls_220_abandon_the_session(fake_smtp
 def test_dot_stuffing() -> None:
     assert dot_stuff(b"a\n.b\r\n..c\n") == b"a\r\n..b\r\n...c\r\n.\r\n"
     assert dot_stuff(b"no newline") == b"no newline\r\n.\r\n"
+
+
+ERROR_CHALLENGE = base64.b64encode(
+    b'{"status":"invalid_token","scope":"smtp","openid-configuration":"https://x.test/"}'
+).decode()
+
+
+@pytest.mark.parametrize(
+    ("configured", "offered", "sent", "finish"),
+    [
+        (AuthMechanism.XOAUTH2, "PLAIN OAUTHBEARER", "OAUTHBEARER", "AQ=="),
+        (AuthMechanism.OAUTHBEARER, "XOAUTH2 OAUTHBEARER", "OAUTHBEARER", "AQ=="),
+        (AuthMechanism.XOAUTH2, "XOAUTH2 OAUTHBEARER", "XOAUTH2", ""),
+    ],
+)
+async def test_bearer_token_mechanism_and_its_error_challenge(
+    fake_smtp: Start, configured: AuthMechanism, offered: str, sent: str, finish: str
+) -> None:
+    """The token goes as the mechanism chosen; the server's 334 error challenge is answered as
+    that mechanism requires (RFC 7628 3.2.3: a single ^A), its JSON kept in the refusal, and
+    the token is in no transcript line."""
+    fake = await fake_smtp(Script(auth_mechanisms=offered, auth_challenge=ERROR_CHALLENGE))
+    server = ServerSpec("fake.test", fake.port, Security.STARTTLS, configured, "user@fake.test")
+    transcript: list[str] = []
+    session = SmtpSession(
+        server.host,
+        server.port,
+        tls_context=secure_client_context(fake.ca_file),
+        ehlo_name="client.test",
+        timeout=5,
+        address="127.0.0.1",
+        transcript=transcript.append,
+    )
+    from smtpconn.smtp.failures import SmtpFailure
+    from smtpconn.smtp.session import establish, login
+
+    await establish(session, Security.STARTTLS)
+    with pytest.raises(SmtpFailure) as refused:
+        await login(session, server, "the-bearer-token")
+    await session.quit()
+    auth = next(line for line in fake.received if line.startswith("AUTH "))
+    assert auth.split(" ")[1] == sent
+    payload = base64.b64decode(auth.split(" ")[2])
+    assert b"auth=Bearer the-bearer-token\x01\x01" in payload
+    if sent == "OAUTHBEARER":
+        assert payload.startswith(b"n,a=user@fake.test,\x01host=fake.test\x01port=")
+    assert fake.received[fake.received.index(auth) + 1] == finish
+    assert refused.value.reply is not None and refused.value.reply.code == 535
+    assert "invalid_token" in str(refused.value.reply)
+    for line in transcript:
+        assert "the-bearer-token" not in line and auth.split(" ")[2] not in line
