@@ -57,10 +57,9 @@ from smtpconn.relay.spool import (
 from smtpconn.relay.state import TOKEN_EVENT
 from smtpconn.relay.tagging import prepend
 from smtpconn.relay.worker import Attempted
-from smtpconn.smtp.delivery import RecipientOutcome
 from smtpconn.smtp.failures import StageName
 from smtpconn.smtp.replies import Reply
-from smtpconn.smtp.reply_catalogue import describe, is_throttling
+from smtpconn.smtp.reply_catalogue import annotated, explain, is_throttling
 
 # Recipients per submitted reply (Postfix's smtpd_recipient_limit default). The customer's
 # server may allow fewer per transaction: the outbound side splits (recipients_per_message).
@@ -207,14 +206,35 @@ def _chunks(recipients: list[str], size: int | None) -> list[list[str]]:
     return [recipients[i : i + size] for i in range(0, len(recipients), size)]
 
 
-def _throttling(outcome: Any, result: Result) -> bool:
-    """Whether a recipient's failure is the server throttling the sender: its own reply, or
-    the session's failure (a 421 greeting, a refused MAIL or DATA) that decided it."""
-    if outcome.code and is_throttling(Reply(int(outcome.code), (str(outcome.text),))):
-        return True
+def _server_replies(outcome: Any, result: Result) -> list[Reply]:
+    """The server's replies that decided a recipient's failure: its own, and the session's
+    failure (a 421 greeting, a refused MAIL or DATA) when that is where its code came from."""
+    replies = []
+    if outcome.code:
+        replies.append(Reply(int(outcome.code), (str(outcome.text),)))
     failure = getattr(result, "failure", None)
     reply = getattr(failure, "reply", None)
-    return reply is not None and reply.code == outcome.code and is_throttling(reply)
+    if reply is not None and reply.code == outcome.code:
+        replies.append(reply)
+    return replies
+
+
+def _throttling(outcome: Any, result: Result) -> bool:
+    """Whether a recipient's failure is the server throttling the sender."""
+    return any(is_throttling(reply) for reply in _server_replies(outcome, result))
+
+
+def _explained(outcome: Any, result: Result) -> str:
+    """The server's reply as logged and put in a DSN: with the reply-code catalogue's cause and
+    fix when it knows a refusal (one line; the reply text is escaped where it is written)."""
+    plain = f"{outcome.code or ''} {outcome.text}".strip()
+    if outcome.accepted:
+        return plain
+    for reply in reversed(_server_replies(outcome, result)):
+        meaning = explain(reply)
+        if meaning is not None:
+            return annotated(plain, meaning)
+    return plain
 
 
 def _iso(timestamp: float) -> str:
@@ -321,7 +341,7 @@ class OutboundDelivery:
     ) -> None:
         accepted = 0
         for outcome in result.recipients:
-            reply = _explained(outcome)
+            reply = _explained(outcome, result)
             if outcome.accepted:
                 accepted += 1
                 run.state.done.append(outcome.recipient)
@@ -507,15 +527,6 @@ class OutboundDelivery:
 
 
 _ENHANCED = re.compile(r"\b5\.\d{1,3}\.\d{1,3}\b")
-
-
-def _explained(outcome: RecipientOutcome) -> str:
-    """The server's reply as logged and put in a DSN: with the reply-code catalogue's cause and
-    fix when it knows a refusal (one line; the reply text is escaped where it is written)."""
-    plain = f"{outcome.code or ''} {outcome.text}".strip()
-    if outcome.accepted or outcome.code is None:
-        return plain
-    return describe(Reply(outcome.code, (outcome.text,)))
 
 
 def _status(outcome: Any) -> str:

@@ -409,9 +409,12 @@ def describe(reply: Reply, stage: Stage = Stage.ANY) -> str:
     """``reply`` with its cause and fix appended when the catalogue knows it, for log lines and
     DSNs (one line)."""
     meaning = explain(reply, stage)
-    if meaning is None:
-        return str(reply)
-    return f"{reply} ({meaning.provider}: {meaning.cause}; fix: {meaning.fix})"
+    return str(reply) if meaning is None else annotated(str(reply), meaning)
+
+
+def annotated(text: str, meaning: ReplyMeaning) -> str:
+    """``text`` (a reply as shown) followed by what the catalogue says about it."""
+    return f"{text} ({meaning.provider}: {meaning.cause}; fix: {meaning.fix})"
 
 
 def catalogue() -> tuple[ReplyMeaning, ...]:
