@@ -108,6 +108,10 @@ def test_jsonl_export_names_the_oauth_fields(cli: CliInvoker, workdir: Path) -> 
         "oauth_tenant": "contoso.onmicrosoft.com",
         "oauth_client_id": "app-1",
         "oauth_client_secret": "env:M365_SECRET",
+        # Microsoft 365's published sending limits, filled by the provider (issue 15 item 1).
+        "max_connections": 3,
+        "messages_per_minute": 30,
+        "recipients_per_day": 10000,
     }
     other = next(r for r in rows if r["address"] == "other@example.test")
     assert other["auth"] == "oauthbearer"
