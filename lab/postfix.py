@@ -35,6 +35,8 @@ the test users, checked by Dovecot):
                      ``throttle_policy.py`` at end of DATA) accepts ``THROTTLE_AFTER`` messages,
                      then answers ``432 4.3.2 STOREDRV.ClientSubmit; sender thread limit
                      exceeded`` (Microsoft 365's reply) for ``THROTTLE_SECONDS``, then again.
+``no_smtputf8``      like ``submission``, but SMTPUTF8 is not offered (``smtputf8_enable=no``);
+                     every other listener offers it (``smtputf8_enable = yes``).
 ===================  =======================================================================
 
 Delivery: every address at a lab mail domain (``lab.zones.DOMAINS`` except relay domains) is
@@ -134,6 +136,7 @@ PORT_NAMES: tuple[str, ...] = (
     "limited",
     "throttling",
     "pool",
+    "no_smtputf8",
 )
 #: Sessions at once a client may have on the ``limited`` port.
 LIMITED_CONNECTIONS = 2
@@ -434,6 +437,7 @@ class PostfixServer:
         (self.config_dir / "main.cf").write_text(
             f"""# smtpconn lab: the customer's mail server. Generated; do not edit.
 compatibility_level = 3.6
+smtputf8_enable = yes
 queue_directory = {self.queue_dir}
 data_directory = {self.data_dir}
 mail_owner = postfix
@@ -558,6 +562,7 @@ bounce_queue_lifetime = 1h
                 # No signature, no mail: never let an unsigned message through as if signed.
                 "milter_default_action=tempfail",
             ),
+            self._service("no_smtputf8", *required_tls, "smtputf8_enable=no"),
             self._service("expired", *required_tls, chain=ca.expired),
             self._service("expiring", *required_tls, chain=ca.expiring),
             self._service("wrong_host", *required_tls, chain=ca.wrong_host),

@@ -57,6 +57,21 @@ gworkspace.test     Google Workspace: MX -> aspmx.l.google.com (10),
                     alt1.aspmx.l.google.com (20)
 ==================  =====================================================================
 
+Two more zones are not mail domains of the table (no MX, no verify expectations); they serve the
+relay's inbound policy tests:
+
+==================  =====================================================================
+co.uk.test          a public suffix in the style of ``co.uk``: ``_dmarc.co.uk.test`` is a
+                    PSD record (``psd=y``); below it ``example.co.uk.test`` (the
+                    organisational domain, DMARC ``p=reject; sp=reject``, relaxed
+                    alignment), ``help.example.co.uk.test`` (no record of its own) and
+                    ``attacker.co.uk.test`` (another registrant). Each authorises
+                    127.0.0.1 in SPF. The last-two-labels guess calls all of them
+                    ``uk.test``.
+forwarder.test      ARC sealers: ``d=forwarder.test`` and ``d=other.forwarder.test``,
+                    selector ``arc``, both with key ``main``; SPF authorises 127.0.0.1
+==================  =====================================================================
+
 DKIM keys are generated at lab start (``lab/keys.py``) into the lab's temp dir; their sizes are
 declared here in ``DKIM_KEY_BITS``. ``Lab.dkim_keys[name]`` gives the PEM path of each private key.
 """
@@ -414,6 +429,34 @@ def _zone_text(origin: str, records: list[Record]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The public-suffix-style zone and the names registered below it (see the table above).
+PSD_ZONE = "co.uk.test"
+PSD_ORG = f"example.{PSD_ZONE}"
+PSD_SUBDOMAIN = f"help.{PSD_ORG}"
+PSD_OTHER = f"attacker.{PSD_ZONE}"
+#: The ARC sealers' zone, the two sealer domains and their selector.
+ARC_ZONE = "forwarder.test"
+ARC_SEALER = ARC_ZONE
+ARC_OTHER_SEALER = f"other.{ARC_ZONE}"
+ARC_SELECTOR = "arc"
+
+
+def policy_zones(public_keys: Mapping[str, bytes]) -> dict[str, list[Record]]:
+    """The zones of the inbound policy tests (not mail domains: no MX, no verify checks)."""
+    psd = [
+        Record("_dmarc", "TXT", ("v=DMARC1; p=none; psd=y",)),
+        Record("_dmarc.example", "TXT", ("v=DMARC1; p=reject; sp=reject; adkim=r; aspf=r",)),
+        *(Record(name, "TXT", (SPF_GOOD,)) for name in ("example", "help.example", "attacker")),
+    ]
+    key = dkim_txt(public_keys["main"])
+    arc = [
+        Record("@", "TXT", (SPF_GOOD,)),
+        Record(f"{ARC_SELECTOR}._domainkey", "TXT", _chunks(key, 255)),
+        Record(f"{ARC_SELECTOR}._domainkey.other", "TXT", _chunks(key, 255)),
+    ]
+    return {PSD_ZONE: psd, ARC_ZONE: arc}
+
+
 def render_zones(public_keys: Mapping[str, bytes]) -> dict[str, str]:
     """Zone name -> zone file text, for every zone the lab serves (mail domains + reverse)."""
     zones = {
@@ -421,6 +464,8 @@ def render_zones(public_keys: Mapping[str, bytes]) -> dict[str, str]:
         for d in (*DOMAINS, *PROVIDER_DOMAINS)
     }
     zones[BLOCKLIST_ZONE] = _zone_text(BLOCKLIST_ZONE, list(BLOCKLIST_RECORDS))
+    for name, records in policy_zones(public_keys).items():
+        zones[name] = _zone_text(name, records)
     zones[REVERSE_ZONE] = _zone_text(
         REVERSE_ZONE, [Record(k, "PTR", (f"{v}.",)) for k, v in REVERSE_PTRS.items()]
     )

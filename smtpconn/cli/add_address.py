@@ -163,6 +163,19 @@ def register(app: typer.Typer) -> None:
         recipients_per_day: Annotated[
             int | None, typer.Option(help="Sending limit: recipients per rolling 24 hours.")
         ] = None,
+        unauthenticated_policy: Annotated[
+            str | None,
+            typer.Option(
+                help="Unauthenticated mail whose DMARC fails: tag | hold | reject. [default: tag]"
+            ),
+        ] = None,
+        trusted_arc_sealers: Annotated[
+            str | None,
+            typer.Option(
+                help="ARC sealer domains whose results are believed, comma separated "
+                "(e.g. your Microsoft 365 tenant's or google.com)."
+            ),
+        ] = None,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
         ] = False,
@@ -204,6 +217,8 @@ def register(app: typer.Typer) -> None:
             messages_per_minute=messages_per_minute,
             recipients_per_message=recipients_per_message,
             recipients_per_day=recipients_per_day,
+            unauthenticated_policy=unauthenticated_policy,
+            trusted_arc_sealers=trusted_arc_sealers,
         )
         # Asked before the profile is locked: a slow resolver must not hold other edits up.
         request = replace(request, mx_hosts=_provider_mx(settings, request))

@@ -23,6 +23,8 @@ def describe_entry(entry: SupportAddress) -> dict[str, Any]:
         "outbound": stored.get("outbound"),
         "dkim": stored.get("dkim"),
         "inbound": _inbound(entry) if inbound else None,
+        "unauthenticated_policy": entry.unauthenticated_policy.value,
+        "trusted_arc_sealers": list(entry.trusted_arc_sealers),
     }
 
 

@@ -47,20 +47,39 @@ def register(app: typer.Typer) -> None:
         # Addresses are never shortened: a truncated address is a wrong address.
         widest = max(len(e.address.display) for e in entries)
         table.add_column("address", no_wrap=True, min_width=widest)
-        for column in ("mode", "workflow", "outbound server", "DKIM", "inbound user"):
+        columns = _columns(entries)
+        for column in columns[1:]:
             table.add_column(column, overflow="fold")
         for entry in entries:
             address = entry.address.display
             if address != entry.address.ascii:
                 address += f"\n({entry.address.ascii})"
-            table.add_row(address, *_cells(entry)[1:])
+            table.add_row(address, *_cells(entry)[1 : len(columns)])
         out.print(table)
 
 
 # rich lays a table out cell by cell, about a third of a millisecond per row: past this many
 # rows a plain column layout (one line per address) keeps `list` fast at thousands of them.
 _RICH_TABLE_ROWS = 200
-_COLUMNS = ("address", "mode", "workflow", "outbound server", "DKIM", "inbound user")
+_COLUMNS = (
+    "address",
+    "mode",
+    "workflow",
+    "outbound server",
+    "DKIM",
+    "inbound user",
+    "policy",  # unauthenticated_policy
+)
+
+
+def _columns(entries: tuple[SupportAddress, ...]) -> tuple[str, ...]:
+    """The policy column only when some address departs from the default (tag, no ARC sealers),
+    so the usual listing keeps its width."""
+    from smtpconn.profile.model import UnauthenticatedPolicy
+
+    if any(_policy(e) != UnauthenticatedPolicy.TAG.value for e in entries):
+        return _COLUMNS
+    return _COLUMNS[:-1]
 
 
 def _cells(entry: SupportAddress) -> tuple[str, ...]:
@@ -75,12 +94,21 @@ def _cells(entry: SupportAddress) -> tuple[str, ...]:
         f"{o.host}:{o.port} {o.security.value}, auth {o.auth.value} as {o.username}" if o else "—",
         entry.dkim.selector if entry.dkim else "—",
         _inbound_user(entry),
+        _policy(entry),
     )
 
 
+def _policy(entry: SupportAddress) -> str:
+    """The unauthenticated-mail policy, with the ARC sealers it believes."""
+    sealers = entry.trusted_arc_sealers
+    arc = f" (ARC: {', '.join(sealers)})" if sealers else ""
+    return entry.unauthenticated_policy.value + arc
+
+
 def _print_plain(out: Console, settings: Settings, entries: tuple[SupportAddress, ...]) -> None:
-    rows = [_COLUMNS, *(_cells(e) for e in entries)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    columns = _columns(entries)
+    rows = [columns, *(_cells(e)[: len(columns)] for e in entries)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]

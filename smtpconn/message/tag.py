@@ -2,10 +2,12 @@
 ``send-test`` (and by help-desk triggers, so the grammar is stable)::
 
     X-Smtpconn-Tag: authenticated; mode=bidirectional
-    X-Smtpconn-Tag: unauthenticated; mode=outbound-only
+    X-Smtpconn-Tag: unauthenticated; mode=outbound-only; auth=fail
     X-Smtpconn-Tag: authenticated; mode=bidirectional; origin=relay-dsn   (a bounce we generated)
 
-A bare word, then an RFC 6376-style tag list.
+A bare word, then an RFC 6376-style tag list. ``auth=pass|fail|none`` is on unauthenticated mail
+only: the DMARC result the relay computed (or a trusted ARC sealer's), so help-desk triggers can
+route on it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ AUTHENTICATED = "authenticated"
 UNAUTHENTICATED = "unauthenticated"
 
 
-def tag_value(authenticated: bool, mode: str, origin: str | None = None) -> str:
+def tag_value(
+    authenticated: bool, mode: str, origin: str | None = None, auth: str | None = None
+) -> str:
     value = f"{AUTHENTICATED if authenticated else UNAUTHENTICATED}; mode={mode}"
+    if auth:
+        value += f"; auth={auth}"
     if origin:
         value += f"; origin={origin}"
     return value

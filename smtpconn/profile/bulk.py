@@ -22,7 +22,7 @@ from typing import Any
 from smtpconn.errors import UsageError
 from smtpconn.profile.edit import AddPlan, AddRequest, InputNames, plan_add
 from smtpconn.profile.keys import declared_keys
-from smtpconn.profile.model import Profile, SendingLimits, SupportAddress
+from smtpconn.profile.model import Profile, SendingLimits, SupportAddress, UnauthenticatedPolicy
 from smtpconn.profile.oauth import OAuthSettings, oauth_to_data
 
 
@@ -235,6 +235,10 @@ def entry_request(entry: SupportAddress) -> dict[str, Any]:
             values["dkim_key"] = str(entry.dkim.private_key)
     if entry.inbound is not None:
         values["inbound_username"] = entry.inbound.username
+    if entry.unauthenticated_policy is not UnauthenticatedPolicy.TAG:  # the default stays out
+        values["unauthenticated_policy"] = entry.unauthenticated_policy.value
+    if entry.trusted_arc_sealers:
+        values["trusted_arc_sealers"] = ",".join(entry.trusted_arc_sealers)
     return values
 
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from smtpconn.addresses import MailAddress, parse_address, parse_host_port
 from smtpconn.errors import UsageError
@@ -29,8 +29,10 @@ from smtpconn.profile.model import (
     Security,
     SendingLimits,
     SupportAddress,
+    UnauthenticatedPolicy,
     Workflow,
     default_security_for_port,
+    parse_sealers,
 )
 from smtpconn.profile.oauth import OAuthSettings
 from smtpconn.profile.secrets import (
@@ -85,6 +87,8 @@ class InputNames:
     messages_per_minute: str = "messages_per_minute"
     recipients_per_message: str = "recipients_per_message"
     recipients_per_day: str = "recipients_per_day"
+    unauthenticated_policy: str = "unauthenticated_policy"
+    trusted_arc_sealers: str = "trusted_arc_sealers"
 
     def oauth(self) -> OAuthInputs:
         return _oauth_inputs(self)
@@ -122,6 +126,8 @@ class AddRequest:
     messages_per_minute: int | None = None
     recipients_per_message: int | None = None
     recipients_per_day: int | None = None
+    unauthenticated_policy: str | None = None  # tag (the default) | hold | reject
+    trusted_arc_sealers: str | None = None  # sealer domains, separated by commas
     mx_hosts: tuple[str, ...] = ()  # the domain's MX names, for provider auto (the caller looks)
 
     def oauth(self) -> OAuthInputs:
@@ -141,7 +147,7 @@ class AddPlan:
     warnings: list[str] = field(default_factory=list)
 
 
-_E = TypeVar("_E", Mode, Workflow, Security, AuthMechanism)
+_E = TypeVar("_E", Mode, Workflow, Security, AuthMechanism, UnauthenticatedPolicy)
 
 
 def _choice(enum: type[_E], value: str, option: str) -> _E:
@@ -334,6 +340,7 @@ def plan_add(
         outbound=outbound,
         dkim=dkim,
         inbound=inbound.credentials,
+        **_inbound_policy(request, names),
     )
     new_profile = profile.with_address(entry)
     return AddPlan(
@@ -409,7 +416,9 @@ def _plan_forwarding(
             f"{names.workflow} forwarding is always outbound-only",
             fix=f"standard forwarding has no authenticated inbound leg; drop {names.mode}",
         )
-    entry = SupportAddress(address=address, mode=mode, workflow=Workflow.FORWARDING)
+    entry = SupportAddress(
+        address=address, mode=mode, workflow=Workflow.FORWARDING, **_inbound_policy(request, names)
+    )
     return AddPlan(
         profile=profile.with_address(entry),
         entry=entry,
@@ -417,6 +426,25 @@ def _plan_forwarding(
         new_password=None,
         warnings=[],
     )
+
+
+def _inbound_policy(request: AddRequest, names: InputNames) -> dict[str, Any]:
+    """The unauthenticated-mail policy fields of the entry (defaults when not given)."""
+    policy = UnauthenticatedPolicy.TAG
+    if request.unauthenticated_policy:
+        policy = _choice(
+            UnauthenticatedPolicy, request.unauthenticated_policy, names.unauthenticated_policy
+        )
+    sealers: tuple[str, ...] = ()
+    if request.trusted_arc_sealers:
+        try:
+            sealers = parse_sealers(s for s in request.trusted_arc_sealers.split(",") if s.strip())
+        except ValueError as exc:
+            raise UsageError(
+                f"{names.trusted_arc_sealers}: {exc}",
+                fix="give sealer domains separated by commas, e.g. microsoft.com,google.com",
+            ) from None
+    return {"unauthenticated_policy": policy, "trusted_arc_sealers": sealers}
 
 
 def _dkim(request: AddRequest, base_dir: Path, names: InputNames) -> DkimSettings | None:

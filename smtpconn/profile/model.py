@@ -8,8 +8,9 @@ the administrator must hear of it.
 
 from __future__ import annotations
 
+import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -50,6 +51,14 @@ class Mode(StrEnum):
 class Workflow(StrEnum):
     AUTHENTICATED = "authenticated"
     FORWARDING = "forwarding"
+
+
+class UnauthenticatedPolicy(StrEnum):
+    """What the relay does with unauthenticated (forwarded) mail whose DMARC fails."""
+
+    TAG = "tag"  # deliver, tagged auth=fail (the help desk decides)
+    HOLD = "hold"  # keep it in the spool's held state until `smtpconn queue retry`
+    REJECT = "reject"  # 550 5.7.1 at the end of DATA
 
 
 DEFAULT_PORTS: dict[Security, int] = {Security.STARTTLS: 587, Security.TLS: 465}
@@ -167,6 +176,10 @@ class SupportAddress:
     outbound: OutboundServer | None = None
     dkim: DkimSettings | None = None
     inbound: InboundCredentials | None = None
+    unauthenticated_policy: UnauthenticatedPolicy = UnauthenticatedPolicy.TAG
+    # ARC sealers (the d= of the latest ARC-Seal) whose ARC-Authentication-Results are believed
+    # for mail to this address, e.g. the customer's Microsoft 365 tenant or google.com.
+    trusted_arc_sealers: tuple[str, ...] = ()
 
 
 class SinkKind(StrEnum):
@@ -527,6 +540,8 @@ def _read_address(table: _Table) -> SupportAddress | None:
     outbound = _read_outbound(outbound_table) if outbound_table else None
     dkim = _read_dkim(dkim_table) if dkim_table else None
     inbound = _read_inbound(inbound_table) if inbound_table else None
+    policy = table.take_parsed("unauthenticated_policy", enum_parser(UnauthenticatedPolicy))
+    sealers = _read_sealers(table)
     table.finish()
     if address is None or mode is None:
         return None
@@ -542,8 +557,44 @@ def _read_address(table: _Table) -> SupportAddress | None:
             "re-add the address with --readd to generate them",
         )
     return SupportAddress(
-        address=address, mode=mode, workflow=workflow, outbound=outbound, dkim=dkim, inbound=inbound
+        address=address,
+        mode=mode,
+        workflow=workflow,
+        outbound=outbound,
+        dkim=dkim,
+        inbound=inbound,
+        unauthenticated_policy=policy or UnauthenticatedPolicy.TAG,
+        trusted_arc_sealers=sealers,
     )
+
+
+def _read_sealers(table: _Table) -> tuple[str, ...]:
+    values = table.take("trusted_arc_sealers", list)
+    if values is None:
+        return ()
+    try:
+        return parse_sealers(values)
+    except ValueError as exc:
+        table.findings.add(f"{table.path}.trusted_arc_sealers", str(exc))
+        return ()
+
+
+_SEALER = re.compile(
+    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+"
+)
+
+
+def parse_sealers(values: Iterable[object]) -> tuple[str, ...]:
+    """Sealer domains, lower-cased, without duplicates; a value that is no domain name is an
+    error (it could never match a d= tag, so it would trust nothing without saying so)."""
+    found: list[str] = []
+    for value in values:
+        name = str(value).strip().rstrip(".").lower() if isinstance(value, str) else ""
+        if not _SEALER.fullmatch(name):
+            raise ValueError(f"{value!r} is not a domain name (an ARC sealer's d=)")
+        if name not in found:
+            found.append(name)
+    return tuple(found)
 
 
 def _read_sink(table: _Table) -> SinkSettings:
@@ -709,6 +760,10 @@ def entry_to_data(entry: SupportAddress) -> dict[str, Any]:
         "mode": entry.mode.value,
         "workflow": entry.workflow.value,
     }
+    if entry.unauthenticated_policy is not UnauthenticatedPolicy.TAG:
+        item["unauthenticated_policy"] = entry.unauthenticated_policy.value
+    if entry.trusted_arc_sealers:
+        item["trusted_arc_sealers"] = list(entry.trusted_arc_sealers)
     if entry.outbound is not None:
         o = entry.outbound
         item["outbound"] = {

@@ -24,12 +24,33 @@ import re
 from dataclasses import dataclass
 from email.utils import getaddresses
 
+import dns.asyncresolver
+import dns.resolver
+
 from smtpconn.dns import DnsUnavailable, Resolver
 from smtpconn.dns.dmarc_tree import PolicyLookup, aligned, find_policy
+from smtpconn.dns.resolvers import make_resolver
 from smtpconn.dns.sync import SyncDns, bound
 from smtpconn.dns.tags import parse_tags
 from smtpconn.message.escaping import escape_controls
 from smtpconn.message.headers import header_value
+from smtpconn.relay.arc import ArcVerdict, has_arc, latest_instance
+
+DNS_CACHE_SIZE = 4096  # (name, type) answers; bounded so a flood of sender domains cannot grow it
+
+
+def relay_resolver(
+    resolvers: tuple[tuple[str, int], ...], timeout: float
+) -> dns.asyncresolver.Resolver:
+    """The resolver the relay evaluates inbound mail with.
+
+    Unlike verify (which must see DNS as it is now), the relay sees the same few sender domains
+    all day: answers are kept for their TTL (negative ones too, RFC 2308) as any MTA's resolver
+    does. Without it the SPF/DKIM/DMARC lookups of every message were the largest CPU cost of
+    inbound delivery (benchmarks/README.md)."""
+    resolver = make_resolver(resolvers, timeout=timeout)
+    resolver.cache = dns.resolver.LRUCache(DNS_CACHE_SIZE)
+    return resolver
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +98,7 @@ class AuthVerdicts:
     dmarc_policy: str | None
     from_domain: str | None
     spf_helo: str | None = None  # set for the null sender: SPF checked postmaster@<HELO>
+    arc: ArcVerdict | None = None  # None: the message carries no ARC set
 
     def header(self, authserv_id: str, client_ip: str) -> str:
         parts = [authserv_id]
@@ -94,6 +116,11 @@ class AuthVerdicts:
         if self.from_domain:
             dmarc += f" header.from={pvalue(self.from_domain)}"
         parts.append(dmarc)
+        if self.arc is not None:
+            arc = f"arc={self.arc.cv}"
+            if self.arc.sealer:
+                arc += f" (sealed by {comment(self.arc.sealer)})"
+            parts.append(arc)
         return "Authentication-Results: " + ";\r\n\t".join(parts)
 
 
@@ -101,6 +128,7 @@ class AuthVerdicts:
 class SpfDkim:
     spf: str
     dkim: list[tuple[str, str]]  # (result, d= domain)
+    arc: ArcVerdict | None = None
 
 
 def check_spf_dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> SpfDkim:
@@ -135,7 +163,24 @@ def check_spf_dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> SpfDkim:
             dkim_results.append((result, domain))
     except Exception:
         dkim_results.append(("permerror", "unknown"))
-    return SpfDkim(spf_result, dkim_results)
+    return SpfDkim(spf_result, dkim_results, check_arc(inp.message, timeout, dns))
+
+
+def check_arc(message: bytes, timeout: float, dns: SyncDns) -> ArcVerdict | None:
+    """The ARC chain's validation and its latest sealer's DMARC verdict (None without ARC)."""
+    if not has_arc(message):
+        return None
+    import dkim
+
+    try:
+        cv, _results, _reason = dkim.arc_verify(
+            message, dnsfunc=dns.dkim_txt, timeout=int(max(1, timeout))
+        )
+        validation = cv.decode("ascii", "replace").lower()
+    except Exception:  # a malformed set is a failed chain (RFC 8617 §5.2), not our error
+        validation = "fail"
+    sealer, dmarc = latest_instance(message)
+    return ArcVerdict(validation, sealer, dmarc)
 
 
 async def check_dmarc(
@@ -188,6 +233,7 @@ async def evaluate(
         dmarc_policy=policy,
         from_domain=from_domain,
         spf_helo=None if inp.mail_from else inp.helo,
+        arc=found.arc,
     )
 
 
@@ -209,6 +255,12 @@ async def authentication_results(
     ``resolver`` should be fresh for each message: its cache then spans one evaluation (an SPF
     include chain is asked once) and never serves a stale record to the next message.
     """
+    return (await assess(inp, timeout, resolver)).header(authserv_id, inp.client_ip)
+
+
+async def assess(inp: AuthInput, timeout: float, resolver: Resolver) -> AuthVerdicts:
+    """The verdicts behind the header (what the inbound policy decides on); ``temperror`` for
+    what missed the deadline."""
     dns = SyncDns(resolver, asyncio.get_running_loop())
     try:
         verdicts = await asyncio.wait_for(evaluate(inp, timeout, resolver, dns), timeout * 2)
@@ -228,4 +280,4 @@ async def authentication_results(
         )
     finally:
         dns.close()  # a thread still evaluating gets "could not tell" at once from now on
-    return verdicts.header(authserv_id, inp.client_ip)
+    return verdicts

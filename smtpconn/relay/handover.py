@@ -7,6 +7,12 @@ ours to fix, and nobody else would get a bounce); a permanent one holds the mess
 so does an unexpected error raised while handing this message over (its data is at fault: it
 would fail the same way every time).
 Held messages are listed by ``smtpconn queue list`` and released with ``smtpconn queue retry``.
+
+The tag header is written here too (for copies the listener spooled with ``tag_at_handover``):
+unauthenticated mail gets ``auth=pass|fail|none`` from the same evaluation, and an address whose
+``unauthenticated_policy`` is ``hold`` holds what fails (:mod:`smtpconn.relay.policy`). The policy
+is applied on the first hand-over only (no attempt recorded yet): a hold counts as an attempt, so
+the message that ``smtpconn queue retry`` releases is delivered, tagged ``auth=fail``.
 """
 
 from __future__ import annotations
@@ -14,20 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-
-import dns.resolver
+from typing import Any
 
 from smtpconn.dns import CachingResolver
-from smtpconn.dns.resolvers import make_resolver
-from smtpconn.relay.authres import AuthInput, authentication_results
+from smtpconn.message.escaping import escape_controls
+from smtpconn.message.tag import TAG_HEADER, UNAUTHENTICATED, tag_value
+from smtpconn.relay.authres import AuthInput, assess, relay_resolver
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.log import log_event
+from smtpconn.relay.policy import Action, judge, policy_of
 from smtpconn.relay.sinks.base import Sink, SinkError, SinkItem
 from smtpconn.relay.spool import RetryState, Spool, SpoolEntry, backoff_delay
 from smtpconn.relay.tagging import prepend
 from smtpconn.relay.worker import Attempted
-
-DNS_CACHE_SIZE = 4096  # (name, type) answers; bounded so a flood of sender domains cannot grow it
 
 
 class SinkHandover:
@@ -37,12 +42,7 @@ class SinkHandover:
         self.sink = sink
         self.auth_timeout = min(config.settings.timeout, 10.0)
         self._started = time.time()
-        self._resolver = make_resolver(config.settings.resolvers, timeout=self.auth_timeout)
-        # Unlike verify (which must see DNS as it is now), the relay sees the same few sender
-        # domains all day: keep answers for their TTL (negative ones too, RFC 2308) as any MTA's
-        # resolver does. Without it the SPF/DKIM/DMARC lookups of every message were the
-        # largest CPU cost of inbound delivery (benchmarks/README.md).
-        self._resolver.cache = dns.resolver.LRUCache(DNS_CACHE_SIZE)
+        self._resolver = relay_resolver(config.settings.resolvers, self.auth_timeout)
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
@@ -50,19 +50,19 @@ class SinkHandover:
         mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
         message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
         meta = dict(envelope.meta)
+        headers: list[str] = []
         if meta.get("client_ip") and meta.get("origin") != "relay-dsn":
-            header = await authentication_results(
-                AuthInput(
-                    client_ip=str(meta["client_ip"]),
-                    helo=str(meta.get("helo", "")),
-                    mail_from=mail_from,
-                    message=message,
-                ),
-                self.config.hostname,
-                self.auth_timeout,
-                CachingResolver(self._resolver),
-            )
-            message = prepend(message, header)
+            verdict = await self._authenticate(mail_from, message, meta, state)
+            if isinstance(verdict, str):
+                auth = str(meta.get("auth", ""))
+                await asyncio.to_thread(self._hold_by_policy, entry, state, verdict, auth)
+                return Attempted(state)
+            headers = verdict
+        if headers:
+            message = prepend(message, *headers)
+        # The hand-over's own bookkeeping is not the help desk's metadata (webhook JSON).
+        meta.pop("authres", None)
+        meta.pop("tag_at_handover", None)
         item = SinkItem(
             id=entry.id,
             mail_from=mail_from,
@@ -92,10 +92,62 @@ class SinkHandover:
             sink=self.sink.kind,
             rcpt=item.rcpt,
             tag=meta.get("tag"),
+            **({"auth": meta["auth"]} if meta.get("auth") else {}),
             attempts=state.attempts + 1,
             delay=time.time() - envelope.received_at,
         )
         return Attempted(None)
+
+    async def _authenticate(
+        self, mail_from: str, message: bytes, meta: dict[str, Any], state: RetryState
+    ) -> list[str] | str:
+        """The headers to put on top (Authentication-Results, and the tag when it is ours to
+        write), or the reason to hold the message under its address's policy. ``meta`` gains
+        ``auth`` for unauthenticated mail."""
+        precomputed = meta.get("authres")
+        if isinstance(precomputed, str):  # judged before the 250 (a reject policy)
+            header = precomputed
+        else:
+            verdicts = await assess(
+                AuthInput(
+                    client_ip=str(meta["client_ip"]),
+                    helo=str(meta.get("helo", "")),
+                    mail_from=mail_from,
+                    message=message,
+                ),
+                self.auth_timeout,
+                CachingResolver(self._resolver),
+            )
+            header = verdicts.header(self.config.hostname, str(meta["client_ip"]))
+            if meta.get("tag") == UNAUTHENTICATED and meta.get("tag_at_handover"):
+                route = self.config.route_for(str(meta.get("support_address", "")))
+                policy, sealers = policy_of(route.address if route else None)
+                judgement = judge(verdicts, sealers)
+                meta["auth"] = judgement.auth.value
+                if state.attempts == 0 and judgement.action(policy) is Action.HOLD:
+                    return f"held by unauthenticated_policy=hold: {judgement.reason}"
+        if not meta.get("tag_at_handover"):
+            return [header]  # spooled by an older relay, tagged then
+        authenticated = meta.get("tag") != UNAUTHENTICATED
+        tag = tag_value(authenticated, str(meta.get("mode", "")), auth=meta.get("auth"))
+        return [header, f"{TAG_HEADER}: {tag}"]
+
+    def _hold_by_policy(self, entry: SpoolEntry, state: RetryState, reason: str, auth: str) -> None:
+        # Counted as an attempt: the policy is applied to the first hand-over only, so what
+        # `queue retry` releases is delivered.
+        state.attempts += 1
+        state.held = True
+        state.last_error = escape_controls(reason)
+        self.spool.save_state(entry, state)
+        log_event(
+            "inbound.held",
+            id=entry.id,
+            rcpt=entry.envelope.rcpts[0] if entry.envelope.rcpts else "",
+            auth=auth,
+            reason="unauthenticated-policy",
+            why=reason,
+            fix="smtpconn queue retry " + entry.id + " delivers it",
+        )
 
     def _failed(self, entry: SpoolEntry, state: RetryState, error: str, permanent: bool) -> None:
         state.attempts += 1

@@ -16,6 +16,14 @@
   refusing its ordinary forwarding would bounce mail, but the login was not issued for that
   address, so it never earns the ``authenticated`` tag there.
 
+* Unauthenticated mail to an address whose ``unauthenticated_policy`` is ``reject`` is judged
+  before the ``250`` (:mod:`smtpconn.relay.policy`): DMARC failing (by our evaluation or a
+  trusted ARC sealer's) answers ``550 5.7.1`` at the end of DATA, so the sending server bounces
+  and we never do. One DATA has one reply, so such a recipient does not share a transaction with
+  recipients judged differently: the later ones get ``452 4.5.3`` and the client sends them in
+  another transaction (RFC 5321 §3.3). Every other message is judged when it is handed to the
+  sink (acknowledging it never waits for DNS).
+
 Each support address becomes its own spool entry, so every copy carries the tag of its own
 address's mode, and ``250`` is only sent once all of them are on disk (written together: one
 directory fsync per message, not per recipient). A recipient repeated in one transaction (in any
@@ -29,12 +37,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from smtpconn.message.tag import TAG_HEADER, tag_value
-from smtpconn.relay.config import RelayConfig
+from smtpconn.dns import CachingResolver
+from smtpconn.message.escaping import escape_controls
+from smtpconn.profile.model import UnauthenticatedPolicy
+from smtpconn.relay.authres import AuthInput, assess, relay_resolver
+from smtpconn.relay.config import InboundRoute, RelayConfig
 from smtpconn.relay.log import log_event
+from smtpconn.relay.policy import Action, Judgement, judge
 from smtpconn.relay.server import RelaySMTP
 from smtpconn.relay.spool import Envelope, OnStored, Spool, new_id
 from smtpconn.relay.tagging import TraceInfo, prepend, received_header, strip_untrusted
@@ -47,6 +59,8 @@ class InboundHandler:
         self.config = config
         self.spool = spool
         self.on_stored = on_stored  # hands what was spooled to the sink worker
+        self.auth_timeout = min(config.settings.timeout, 10.0)
+        self._resolver = relay_resolver(config.settings.resolvers, self.auth_timeout)
 
     async def handle_RCPT(
         self, server: RelaySMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -73,9 +87,27 @@ class InboundHandler:
             return "250 2.1.5 OK (already a recipient)"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
+        if envelope.rcpt_tos and self._judged_at_data(server, route) != self._judged_at_data(
+            server, self.config.route_for(envelope.rcpt_tos[0])
+        ):
+            return "452 4.5.3 Send this recipient in another transaction (different policy)"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.append(options)
         return "250 2.1.5 OK"
+
+    def _judged_at_data(
+        self, server: RelaySMTP, route: InboundRoute | None
+    ) -> tuple[str, ...] | None:
+        """The ARC sealers a reject policy judges this recipient's copy with before the 250;
+        None when it is not judged then (authenticated, or another policy)."""
+        if (
+            route is None
+            or route.address.unauthenticated_policy is not UnauthenticatedPolicy.REJECT
+        ):
+            return None
+        if route.needs_auth and server.may_deliver_to(route):
+            return None  # authenticated relay mail is never judged by the policy
+        return route.address.trusted_arc_sealers
 
     async def handle_DATA(self, server: RelaySMTP, session: Any, envelope: Any) -> str:
         raw = envelope.original_content or envelope.content
@@ -83,6 +115,23 @@ class InboundHandler:
             raw = raw.encode("utf-8", "surrogateescape")
         clean = strip_untrusted(raw, self.config.hostname)
         arrival = _Arrival.of(server, session, envelope)
+        judged: tuple[Judgement, str] | None = None
+        sealers = self._judged_at_data(server, self.config.route_for(arrival.rcpts[0]))
+        if sealers is not None:
+            judged = await self._judge(arrival, clean, sealers)
+            refusal = _refusal(judged[0])
+            if refusal is not None:
+                log_event(
+                    "inbound.rejected",
+                    client=server.client_ip,
+                    mail_from=arrival.mail_from,
+                    rcpt=",".join(arrival.rcpts),
+                    auth=judged[0].auth.value,
+                    reason="unauthenticated-policy",
+                    why=judged[0].reason,
+                )
+                return refusal
+        arrival = replace(arrival, judged=judged)
         try:
             # One directory fsync for all the copies of this message (Spool.put_many), which
             # builds each copy as it writes it.
@@ -110,6 +159,18 @@ class InboundHandler:
         self.on_stored("inbound", stored)
         return f"250 2.0.0 OK queued as {','.join(e.id for e in stored)}"
 
+    async def _judge(
+        self, arrival: _Arrival, clean: bytes, sealers: tuple[str, ...]
+    ) -> tuple[Judgement, str]:
+        """The policy's judgement and the Authentication-Results header it was made on (kept
+        for the hand-over, which then need not ask DNS again)."""
+        verdicts = await assess(
+            AuthInput(arrival.client_ip, arrival.helo, arrival.mail_from, clean),
+            self.auth_timeout,
+            CachingResolver(self._resolver),
+        )
+        return judge(verdicts, sealers), verdicts.header(self.config.hostname, arrival.client_ip)
+
     def _copies(
         self, arrival: _Arrival, clean: bytes
     ) -> Iterator[tuple[Envelope, bytes, str | None]]:
@@ -131,7 +192,14 @@ class InboundHandler:
                 "helo": arrival.helo,
                 "tls": arrival.tls_version or "",
                 "auth_user": arrival.auth_user or "",
+                # The hand-over writes the tag (with auth= for unauthenticated mail).
+                "tag_at_handover": True,
             }
+            if arrival.smtputf8:
+                meta["smtputf8"] = True
+            if arrival.judged is not None and not authenticated:
+                meta["auth"] = arrival.judged[0].auth.value
+                meta["authres"] = arrival.judged[1]
             entry_id = new_id()
             trace = received_header(
                 TraceInfo(
@@ -146,8 +214,7 @@ class InboundHandler:
                 ),
                 when=now,
             )
-            tag = tag_value(authenticated, mode)
-            message = prepend(clean, f"{TAG_HEADER}: {tag}", trace)
+            message = prepend(clean, trace)
             yield Envelope("inbound", arrival.mail_from, (rcpt,), now, meta), message, entry_id
 
 
@@ -164,6 +231,8 @@ class _Arrival:
     auth_user: str | None
     tls_version: str | None
     tls_cipher: str | None
+    judged: tuple[Judgement, str] | None = None  # a reject policy's, before the 250
+    smtputf8: bool = False  # MAIL FROM carried SMTPUTF8 (RFC 6531)
 
     @classmethod
     def of(cls, server: RelaySMTP, session: Any, envelope: Any) -> _Arrival:
@@ -179,7 +248,20 @@ class _Arrival:
             auth_user=server.login_user,
             tls_version=tls_version,
             tls_cipher=tls_cipher,
+            smtputf8=bool(getattr(envelope, "smtp_utf8", False)),
         )
+
+
+def _refusal(judgement: Judgement) -> str | None:
+    """The reply refusing the message under a reject policy, or None to accept it."""
+    action = judgement.action(UnauthenticatedPolicy.REJECT)
+    # The reason names the author's domain: never a control character or non-ASCII in a reply.
+    reason = escape_controls(judgement.reason).encode("ascii", "backslashreplace").decode()
+    if action is Action.REJECT:
+        return f"550 5.7.1 Unauthenticated mail refused: {reason}"
+    if action is Action.DEFER:
+        return f"451 4.7.1 Could not check the sender's authentication ({reason}); try later"
+    return None
 
 
 def _scope(server: RelaySMTP) -> frozenset[str] | None:

@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword, syntax
 
+from smtpconn.message.escaping import has_controls
 from smtpconn.profile.model import BareNewline
 from smtpconn.profile.secrets import verify_password
 from smtpconn.relay.config import Credential, InboundRoute
@@ -37,13 +38,17 @@ from smtpconn.relay.wire import (
     END_MARKER,
     HELO_REFUSED,
     MAIL_PATH_REFUSED,
+    NOT_UTF8,
+    PARAMS_NOT_ASCII,
     RCPT_PATH_REFUSED,
     DataReader,
     ReadStep,
     data_read_plan,
     envelope_refusal,
     has_control,
+    header_refusal,
     simple_path,
+    utf8_refusal,
 )
 
 MAX_AUTH_FAILURES_PER_SESSION = 3
@@ -241,6 +246,23 @@ def peer_ip(peer: Any) -> str:
     return "unknown"
 
 
+def _helo_ok(hostname: str) -> bool:
+    # Commands are read as UTF-8 (SMTPUTF8 is offered): a name with broken bytes or Unicode
+    # controls is refused like one with ASCII controls.
+    return not has_controls(hostname)
+
+
+def _utf8_reason(reply: str) -> str:
+    """The log's word for a :func:`utf8_refusal` reply."""
+    if reply == NOT_UTF8:
+        return "not-utf8"
+    if reply in (MAIL_PATH_REFUSED, RCPT_PATH_REFUSED):
+        return "control-character"
+    if reply == PARAMS_NOT_ASCII:
+        return "non-ascii-parameter"
+    return "smtputf8-required"
+
+
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with asynchronous AUTH against a :class:`CredentialChecker`, per-IP and
     global connection limits, shutdown tracking, and our own DATA reading (CRLF.CRLF only, the
@@ -274,6 +296,9 @@ class RelaySMTP(SMTP):
             kwargs["auth_exclude_mechanism"] = ["PLAIN", "LOGIN"]
         # The implicit-TLS listener is encrypted from the first byte; aiosmtpd only knows about
         # STARTTLS, so its own "AUTH needs TLS" check is relaxed there and ours applies.
+        # SMTPUTF8 (RFC 6531) is offered on every listener: UTF-8 addresses and headers are
+        # carried as they are to the sink and the customer's server (see wire.utf8_refusal).
+        kwargs.setdefault("enable_SMTPUTF8", True)
         super().__init__(
             handler,
             auth_require_tls=not implicit_tls,
@@ -376,27 +401,29 @@ class RelaySMTP(SMTP):
 
     # -- commands -----------------------------------------------------------------------------
 
-    async def _refuse_command(self, command: str, reply: str) -> None:
+    async def _refuse_command(
+        self, command: str, reply: str, reason: str = "control-character"
+    ) -> None:
         # The argument is not logged: it is exactly what must never reach a log raw.
         log_event(
             "session.command-refused",
             listener=self.listener,
             client=self.client_ip,
             command=command,
-            reason="control-character",
+            reason=reason,
         )
         await self.push(reply)
 
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
-        if hostname and has_control(hostname):
+        if hostname and (has_control(hostname) or not _helo_ok(hostname)):
             await self._refuse_command("HELO", HELO_REFUSED)
             return
         await super().smtp_HELO(hostname)
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
-        if hostname and has_control(hostname):
+        if hostname and (has_control(hostname) or not _helo_ok(hostname)):
             await self._refuse_command("EHLO", HELO_REFUSED)
             return
         await super().smtp_EHLO(hostname)
@@ -406,6 +433,10 @@ class RelaySMTP(SMTP):
         reply = envelope_refusal(arg, path_reply=MAIL_PATH_REFUSED)
         if reply is not None:
             await self._refuse_command("MAIL", reply)
+            return
+        reply = utf8_refusal(arg, smtputf8=None, path_reply=MAIL_PATH_REFUSED)
+        if reply is not None:
+            await self._refuse_command("MAIL", reply, _utf8_reason(reply))
             return
         await super().smtp_MAIL(arg)
 
@@ -424,6 +455,11 @@ class RelaySMTP(SMTP):
         reply = envelope_refusal(arg, path_reply=RCPT_PATH_REFUSED)
         if reply is not None:
             await self._refuse_command("RCPT", reply)
+            return
+        declared = bool(self.envelope is not None and self.envelope.smtp_utf8)
+        reply = utf8_refusal(arg, smtputf8=declared, path_reply=RCPT_PATH_REFUSED)
+        if reply is not None:
+            await self._refuse_command("RCPT", reply, _utf8_reason(reply))
             return
         await super().smtp_RCPT(arg)
 
@@ -510,6 +546,17 @@ class RelaySMTP(SMTP):
             await self.push(reader.problem)
             return
         content = reader.content()
+        refusal = header_refusal(content, smtputf8=bool(self.envelope.smtp_utf8))
+        if refusal is not None:
+            log_event(
+                "session.data-refused",
+                listener=self.listener,
+                client=self.client_ip,
+                reason="header-not-utf8",
+            )
+            self.envelope = self._create_envelope()
+            await self.push(refusal)
+            return
         if self._decode_data:
             try:
                 self.envelope.content = content.decode(

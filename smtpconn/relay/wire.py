@@ -3,6 +3,12 @@
 * Control characters (C0 and DEL) in an envelope path, a parameter or a HELO name are refused:
   a bare CR inside a quoted local part is valid RFC 5322 syntax to a parser, but written into a
   header or a log it starts a new line the client chose.
+* SMTPUTF8 (RFC 6531): a non-ASCII address only in a transaction whose MAIL FROM carries the
+  ``SMTPUTF8`` parameter (``553 5.6.7`` otherwise); bytes that are not UTF-8 (overlong forms,
+  lone continuation bytes, surrogates) are refused wherever they appear in a command, and so are
+  the Unicode controls (C1, NEL, the line and paragraph separators) in a path. Parameters stay
+  ASCII (RFC 5321 esmtp-value). In an SMTPUTF8 transaction the header block must be UTF-8
+  (RFC 6532 §3.2).
 * DATA ends only at CRLF.CRLF. A bare CR or bare LF inside DATA is refused (``550 5.6.11``, as
   Postfix's ``smtpd_forbid_bare_newline`` and chasquid do) or, if the profile asks for it,
   turned into CRLF: either way no ``\\n.\\n``-style marker a downstream server might honour is
@@ -15,6 +21,8 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from smtpconn.message.escaping import has_controls
+
 MAIL_PATH_REFUSED = "553 5.1.7 Control characters are not allowed in the sender address"
 RCPT_PATH_REFUSED = "553 5.1.3 Control characters are not allowed in the recipient address"
 PARAMS_REFUSED = "501 5.5.4 Control characters are not allowed in command parameters"
@@ -23,6 +31,15 @@ BARE_NEWLINE_REFUSED = (
     "550 5.6.11 Bare CR or bare LF in the message; lines must end with CRLF "
     "(see https://www.postfix.org/smtp-smuggling.html)"
 )
+NOT_UTF8 = "553 5.6.7 The command is not valid UTF-8 (overlong or broken byte sequence)"
+MAIL_NEEDS_SMTPUTF8 = (
+    "553 5.6.7 A non-ASCII sender address needs the SMTPUTF8 parameter on MAIL FROM (RFC 6531)"
+)
+RCPT_NEEDS_SMTPUTF8 = (
+    "553 5.6.7 A non-ASCII recipient address needs a transaction started with SMTPUTF8 (RFC 6531)"
+)
+PARAMS_NOT_ASCII = "501 5.5.4 Command parameters must be ASCII"
+HEADER_NOT_UTF8 = "550 5.6.7 The header of an SMTPUTF8 message must be UTF-8 (RFC 6532)"
 TOO_MUCH_DATA = "552 5.3.4 Error: Too much mail data"
 LINE_TOO_LONG = "500 5.5.6 Line too long (see RFC5321 4.5.3.1.6)"
 
@@ -80,6 +97,51 @@ def envelope_refusal(arg: str | None, *, path_reply: str) -> str | None:
         return path_reply
     end = _path_end(rest)
     return path_reply if has_control(rest[:end]) else PARAMS_REFUSED
+
+
+def _not_utf8(text: str) -> bool:
+    # The listener decodes command arguments as UTF-8 with surrogateescape: every byte that was
+    # not part of a valid sequence is a lone surrogate now.
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def utf8_refusal(arg: str | None, *, smtputf8: bool | None, path_reply: str) -> str | None:
+    """The reply refusing a MAIL/RCPT argument for its non-ASCII content, or None.
+
+    ``smtputf8`` is whether the transaction declared SMTPUTF8; None for MAIL FROM itself, whose
+    own parameters say it. ``path_reply`` refuses a control character in the path.
+    """
+    if arg is None or arg.isascii():
+        return None
+    if _not_utf8(arg):
+        return NOT_UTF8
+    _, _colon, rest = arg.partition(":")
+    end = _path_end(rest)
+    path, params = rest[:end], rest[end:]
+    if not params.isascii():
+        return PARAMS_NOT_ASCII
+    if has_controls(path):
+        return path_reply
+    if smtputf8 is None:
+        if "SMTPUTF8" not in params.upper().split():
+            return MAIL_NEEDS_SMTPUTF8
+    elif not smtputf8:
+        return RCPT_NEEDS_SMTPUTF8
+    return None
+
+
+def header_refusal(content: bytes, *, smtputf8: bool) -> str | None:
+    """For an SMTPUTF8 message: a header block that is not UTF-8 is refused (the transaction
+    promised UTF-8, and every sink passes the header on as it is)."""
+    if not smtputf8:
+        return None
+    end = content.find(b"\r\n\r\n")
+    head = content if end < 0 else content[:end]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return HEADER_NOT_UTF8
+    return None
 
 
 END_LINE = b".\r\n"

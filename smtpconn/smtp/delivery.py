@@ -34,6 +34,7 @@ from smtpconn.smtp.session import (
     Transcript,
     establish,
     login,
+    needs_smtputf8,
 )
 
 
@@ -137,7 +138,7 @@ async def _transaction(
 ) -> None:
     """MAIL, RCPT for each recipient, DATA when any was accepted; outcomes go to ``result``."""
     pending: list[str] = []
-    await session.mail(mail_from)
+    await session.mail(mail_from, smtputf8=needs_smtputf8(mail_from, rcpt_to, message))
     for recipient in rcpt_to:
         reply = await session.rcpt(recipient)
         if reply.code in (250, 251):

@@ -515,9 +515,21 @@ class SmtpSession:
         await self._send(line, shown=shown)
         return await self._read_reply(StageName.AUTH)
 
-    async def mail(self, sender: str) -> Reply:
+    async def mail(self, sender: str, *, smtputf8: bool = False) -> Reply:
+        """MAIL FROM; ``smtputf8`` when the transaction needs it (RFC 6531: UTF-8 in an address
+        or in the header). A server that does not offer it gets nothing: a permanent failure
+        that says why, never the message with its UTF-8 mangled or sent regardless."""
         self._require_secure("mail")
-        params = " SMTPUTF8" if not sender.isascii() and self._offers("SMTPUTF8") else ""
+        needs = smtputf8 or not sender.isascii()
+        if needs and not self._offers("SMTPUTF8"):
+            self._record(StageName.MAIL, False, time.monotonic(), text=NO_SMTPUTF8)
+            raise SmtpFailure(
+                StageName.MAIL,
+                FailureKind.REJECTED,
+                f"{self.target} {NO_SMTPUTF8}",
+                permanent=True,
+            )
+        params = " SMTPUTF8" if needs else ""
         reply = await self._command(StageName.MAIL, f"MAIL FROM:<{_path(sender)}>{params}")
         if reply.code != 250:
             raise SmtpFailure(
@@ -625,6 +637,30 @@ def _buffered(reader: asyncio.StreamReader | None) -> bytes:
     """What the reader holds but nobody has read yet. StreamReader offers no public way to ask
     without waiting, so its buffer is looked at directly (present since Python 3.4)."""
     return bytes(getattr(reader, "_buffer", b""))
+
+
+# 5.6.7: the enhanced status (RFC 6531 §3.7.1) a DSN for such a message carries.
+NO_SMTPUTF8 = (
+    "does not offer SMTPUTF8 (5.6.7), which this message needs (UTF-8 in an address or the "
+    "header); it was not sent"
+)
+
+
+def needs_smtputf8(mail_from: str, rcpt_to: list[str], message: bytes) -> bool:
+    """Whether a transaction needs SMTPUTF8 (RFC 6531 §3.4): a non-ASCII address, or a header
+    block that is UTF-8 with non-ASCII in it (RFC 6532). Raw 8-bit header bytes that are not
+    UTF-8 are legacy data, not internationalised mail: they go as they always went."""
+    if not mail_from.isascii() or any(not r.isascii() for r in rcpt_to):
+        return True
+    end = message.find(b"\r\n\r\n")
+    head = message if end < 0 else message[:end]
+    if head.isascii():
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _path(address: str) -> str:

@@ -10,7 +10,9 @@ The environment is built from scratch, never inherited: the relay's own environm
 ``SMTPCONN_MAIL_FROM``, ``SMTPCONN_RCPT``, ``SMTPCONN_TAG`` (``authenticated``/
 ``unauthenticated``), ``SMTPCONN_MODE``, ``SMTPCONN_CLIENT_IP``, ``SMTPCONN_AUTH_USER``,
 ``SMTPCONN_HELO``, ``SMTPCONN_TLS``, ``SMTPCONN_SUPPORT_ADDRESS``, ``SMTPCONN_ORIGIN``,
-``SMTPCONN_BOUNCE_OF``.
+``SMTPCONN_BOUNCE_OF``, ``SMTPCONN_AUTH`` (``pass``/``fail``/``none`` for unauthenticated mail),
+``SMTPCONN_SMTPUTF8`` (``1`` when the message came with SMTPUTF8: its addresses and header may
+be UTF-8, passed as they are).
 Control characters in a value arrive escaped (a CR as the two characters ``\\r``), so
 a value can never break a line the command writes. A value holding a NUL byte cannot be put
 in an environment at all: that message is held (permanent failure), not retried.
@@ -47,6 +49,8 @@ METADATA_KEYS = (
     "support_address",
     "origin",
     "bounce_of",
+    "auth",
+    "smtputf8",
 )
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -61,7 +65,9 @@ def environment(item: SinkItem) -> dict[str, str]:
     metadata = item.metadata()
     for key in METADATA_KEYS:
         value = metadata.get(key)
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
+        if isinstance(value, bool):
+            value = "1" if value else None  # a flag: set to 1, or absent
+        if not isinstance(value, str | int | float):
             continue
         text = str(value)
         if "\0" in text:

@@ -8,6 +8,10 @@ problems are retried; 5xx is permanent (held in the spool).
 Bytes already waiting after the server's 220 to STARTTLS were not sent by the TLS peer (RFC 3207
 §5: a middlebox injecting replies); the hand-over is abandoned and retried later, with an error
 that says so (``StartTlsInjection``), like the client in ``smtpconn.smtp.session``.
+
+A message that needs SMTPUTF8 (a UTF-8 address, or a UTF-8 header: ``smtp.session.needs_smtputf8``)
+goes with ``MAIL FROM:<…> SMTPUTF8`` to a server that offers it; a server that does not is a
+permanent failure that says so (the message is held), never a delivery with the UTF-8 mangled.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import ClassVar
 from smtpconn.errors import SmtpconnFailure
 from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
+from smtpconn.smtp.session import NO_SMTPUTF8, needs_smtputf8
 
 INJECTION = "possible STARTTLS injection by a middlebox"
 
@@ -67,6 +72,12 @@ class _GuardedLMTP(_GuardedSMTP, smtplib.LMTP):
     pass
 
 
+def _needs_utf8(item: SinkItem) -> bool:
+    return bool(item.meta.get("smtputf8")) or needs_smtputf8(
+        item.mail_from, [item.rcpt], item.message
+    )
+
+
 class SmtpSink:
     """Serves both ``smtp`` and ``lmtp``: the kind picks the protocol and the default port."""
 
@@ -100,7 +111,12 @@ class SmtpSink:
                 if client.has_extn("starttls"):
                     client.starttls(context=make_client_tls_context(self.ca_file))
                     client.ehlo()
-                refused = client.sendmail(item.mail_from, [item.rcpt], item.message)
+                options = ["SMTPUTF8"] if _needs_utf8(item) else []
+                if options and not client.has_extn("smtputf8"):
+                    raise SinkError(
+                        f"{self.kind} {self.host}:{self.port} {NO_SMTPUTF8}", permanent=True
+                    )
+                refused = client.sendmail(item.mail_from, [item.rcpt], item.message, options)
                 if refused:
                     code, text = next(iter(refused.values()))
                     raise SinkError(f"{self.kind} refused: {code} {text!r}", permanent=code >= 500)

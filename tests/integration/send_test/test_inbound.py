@@ -83,9 +83,14 @@ def test_outbound_only_is_plain_forwarding_tagged_unauthenticated(
     assert "auth" not in [s["stage"] for s in report["stages"]]
     assert "C: AUTH" not in result.stderr
     assert report["tls"]["verified"] is True
-    assert report["received"]["tag"] == {"tag": "unauthenticated", "mode": "outbound-only"}
+    # auth=none: the test message's From domain publishes no DMARC policy.
+    assert report["received"]["tag"] == {
+        "tag": "unauthenticated",
+        "mode": "outbound-only",
+        "auth": "none",
+    }
     raw = connector.env.wait_for_sink(report["token"], timeout=5)
-    assert b"X-Smtpconn-Tag: unauthenticated; mode=outbound-only" in raw
+    assert b"X-Smtpconn-Tag: unauthenticated; mode=outbound-only; auth=none" in raw
     assert_no_secret(result.output, lab.user.password)
 
 
