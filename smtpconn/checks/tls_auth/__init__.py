@@ -7,10 +7,12 @@ entry point (``checks.runner.FAMILIES``).
 
 from __future__ import annotations
 
+import asyncio
+
 from smtpconn.checks.common import no_server_reason, server_addresses
 from smtpconn.checks.model import CheckContext, CheckResult
 from smtpconn.checks.tls_auth.judge import CHECK_IDS, judge, judge_unresolved, skip_all
-from smtpconn.checks.tls_auth.probe import probe_server
+from smtpconn.checks.tls_auth.probe import probe_server, shared_context
 from smtpconn.profile.model import OutboundServer, SupportAddress
 
 __all__ = ["CHECK_IDS", "IDS", "run_tls_auth"]
@@ -37,7 +39,16 @@ async def run_tls_auth(ctx: CheckContext, entry: SupportAddress) -> list[CheckRe
 
 
 async def _check_server(ctx: CheckContext, server: OutboundServer) -> list[CheckResult]:
-    found = await server_addresses(ctx, server.host)
+    # The first session's context is built (in a thread) while the address questions are out;
+    # a failure to build it is reported where the session asks for it, as before.
+    verify = not ctx.settings.insecure
+    found, _ = await asyncio.gather(
+        server_addresses(ctx, server.host),
+        shared_context(ctx, verify_chain=verify, verify_host=verify),
+        return_exceptions=True,
+    )
+    if isinstance(found, BaseException):
+        raise found
     if not found.addresses:
         return judge_unresolved(server.host, found.errors)
     probe = await probe_server(ctx, server, found.addresses)

@@ -162,12 +162,27 @@ async def _probe_address(ctx: CheckContext, probe: Probe, address: str) -> None:
 async def _run_level(
     ctx: CheckContext, probe: Probe, address: str, *, verify_chain: bool, verify_host: bool
 ) -> bool:
-    context = _context(ctx, verify_chain=verify_chain, verify_host=verify_host)
+    context = await shared_context(ctx, verify_chain=verify_chain, verify_host=verify_host)
     session = _session(ctx, probe.server, address, context)
     try:
         return await _one_session(ctx, probe, session, verify_chain, verify_host)
     finally:
-        await session.quit()
+        await session.quit(wait=False)
+
+
+async def shared_context(
+    ctx: CheckContext, *, verify_chain: bool = True, verify_host: bool = True
+) -> ssl.SSLContext:
+    """One context per verification level and run, built in a thread: loading the system's
+    trust store costs 40-80 ms of CPU, which on the event loop held up every session and
+    DNS answer of the run (a context may serve any number of connections)."""
+    key = ("tls-auth.context", verify_chain, verify_host)
+    return await ctx.once(
+        key,
+        lambda: asyncio.to_thread(
+            _context, ctx, verify_chain=verify_chain, verify_host=verify_host
+        ),
+    )
 
 
 def _session(
@@ -216,13 +231,14 @@ async def _one_session(
     probe.banner = str(session.banner) if session.banner else ""
     probe.tls = session.tls
     assert session.tls is not None
-    if session.tls.peer_cert_der:
-        probe.leaf = summarise_certificate(session.tls.peer_cert_der)
     if verify_chain and not ctx.settings.insecure:
         probe.chain_verified = True
         probe.hostname_verified = verify_host
     if (verify_chain and verify_host) or ctx.settings.insecure:
         probe.login = await _try_login(ctx, probe, session)
+    # After the login: reading the certificate (cryptography) is not on the way to AUTH.
+    if session.tls.peer_cert_der:
+        probe.leaf = summarise_certificate(session.tls.peer_cert_der)
     return True
 
 
@@ -234,14 +250,16 @@ async def _try_login(ctx: CheckContext, probe: Probe, session: SmtpSession) -> L
     offered = probe.after_tls.auth_mechanisms if probe.after_tls else frozenset()
     if sasl.choose_mechanism(server.auth, offered) is None:
         return LoginOutcome(LoginStep.NOT_OFFERED)
-    try:
-        secret = await asyncio.to_thread(
-            outbound_credential,
-            server,
-            ctx.base_dir,
-            ca_file=ctx.settings.ca_file,
-            insecure=ctx.settings.insecure,
+
+    def read() -> str:
+        return outbound_credential(
+            server, ctx.base_dir, ca_file=ctx.settings.ca_file, insecure=ctx.settings.insecure
         )
+
+    try:
+        # A password is an environment variable or a small file: read here, since a thread
+        # would queue behind the run's pyspf/dkimpy threads. A token may need a provider.
+        secret = await asyncio.to_thread(read) if server.oauth is not None else read()
     except SmtpconnError as exc:
         return LoginOutcome(LoginStep.SECRET_UNREADABLE, error=exc)
     try:
