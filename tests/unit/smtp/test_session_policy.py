@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 
@@ -183,3 +184,21 @@ async def test_replies_injected_after_starttls_220_abandon_the_session(fake_smtp
 def test_dot_stuffing() -> None:
     assert dot_stuff(b"a\n.b\r\n..c\n") == b"a\r\n..b\r\n...c\r\n.\r\n"
     assert dot_stuff(b"no newline") == b"no newline\r\n.\r\n"
+
+
+async def test_quit_without_waiting_sends_quit_and_closes(fake_smtp: Start) -> None:
+    fake = await fake_smtp(Script())
+    session = SmtpSession(
+        "fake.test", fake.port, tls_context=secure_client_context(None), ehlo_name="c.test",
+        timeout=5, address="127.0.0.1",
+    )  # fmt: skip
+    await session.open()
+    await session.ehlo()
+    await session.quit(wait=False)
+    assert not session.usable
+    assert session.transcript_lines[-1] == "C: QUIT"  # sent; the 221 is not waited for
+    for _ in range(100):
+        if "QUIT" in fake.received:
+            break
+        await asyncio.sleep(0.01)
+    assert "QUIT" in fake.received
