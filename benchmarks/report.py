@@ -202,8 +202,8 @@ def _floor_line(fl: dict[str, Any]) -> str:
         f"verify N=1 latency floor: {fl['critical_path_round_trips']} round trips x "
         f"{fl['rtt_s'] * 1000:.0f} ms + python -c pass {fl['python_c_pass_s'] * 1000:.0f} ms = "
         f"{_f(fl['floor_s'], ' s')}; N=1 {_f(fl['n1_s'], ' s')} = {_f(fl['n1_ratio_to_floor'], 'x')} "
-        f"the floor (without the added latency {_f(fl['n1_no_added_latency_s'], ' s')}: "
-        f"{fl['measured_round_trips']} round trips waited for)"
+        f"the floor (at twice the RTT {_f(fl['n1_doubled_rtt_s'], ' s')}: "
+        f"{fl['measured_round_trips']} round trips waited for one after another)"
     )
 
 
