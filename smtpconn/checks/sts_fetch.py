@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ssl
 
+from smtpconn.checks.common import in_own_thread
 from smtpconn.checks.model import CheckContext
 from smtpconn.checks.sts_policy import MAX_POLICY_BYTES, POLICY_PATH, FetchFailure, PolicyFetch
 from smtpconn.dns import DnsOutcome
@@ -46,13 +47,13 @@ async def fetch_policy(ctx: CheckContext, domain: str) -> PolicyFetch:
 
 
 async def _shared_context(ctx: CheckContext) -> ssl.SSLContext:
-    """One context for every policy fetch of the run, built in a thread: loading the system's
-    trust store costs 40-80 ms of CPU, once per domain on the event loop before."""
+    """One context for every policy fetch of the run, built in a thread of its own: loading the
+    system's trust store costs 40-80 ms of CPU, once per domain on the event loop before."""
     settings = ctx.settings
     return await ctx.once(
         ("sts-fetch.context",),
-        lambda: asyncio.to_thread(
-            make_client_tls_context, settings.ca_file, insecure=settings.insecure
+        lambda: in_own_thread(
+            lambda: make_client_tls_context(settings.ca_file, insecure=settings.insecure)
         ),
     )
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from smtpconn.checks.common import in_own_thread
 from smtpconn.checks.model import CheckContext
 from smtpconn.checks.tls_auth.diagnose import Diagnosis, diagnose_certificate, diagnose_handshake
 from smtpconn.errors import SmtpconnError
@@ -173,14 +174,15 @@ async def _run_level(
 async def shared_context(
     ctx: CheckContext, *, verify_chain: bool = True, verify_host: bool = True
 ) -> ssl.SSLContext:
-    """One context per verification level and run, built in a thread: loading the system's
+    """One context per verification level and run, built in a thread of its own (never queued
+    behind the run's pyspf threads): loading the system's
     trust store costs 40-80 ms of CPU, which on the event loop held up every session and
     DNS answer of the run (a context may serve any number of connections)."""
     key = ("tls-auth.context", verify_chain, verify_host)
     return await ctx.once(
         key,
-        lambda: asyncio.to_thread(
-            _context, ctx, verify_chain=verify_chain, verify_host=verify_host
+        lambda: in_own_thread(
+            lambda: _context(ctx, verify_chain=verify_chain, verify_host=verify_host)
         ),
     )
 
