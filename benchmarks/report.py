@@ -81,6 +81,8 @@ def render_table(results: dict[str, Any]) -> str:
                 rows,
             )
         )
+        if ve.get("floor"):
+            parts.append(_floor_line(ve["floor"]))
     re_ = results.get("relay")
     if re_:
         rows = []
@@ -211,6 +213,24 @@ def _profile_targets(pr: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _floor_line(fl: dict[str, Any]) -> str:
+    return (
+        f"verify N=1 latency floor: {fl['critical_path_round_trips']} round trips x "
+        f"{fl['rtt_s'] * 1000:.0f} ms + python -c pass {fl['python_c_pass_s'] * 1000:.0f} ms = "
+        f"{_f(fl['floor_s'], ' s')}; N=1 {_f(fl['n1_s'], ' s')} = {_f(fl['n1_ratio_to_floor'], 'x')} "
+        f"the floor (at twice the RTT {_f(fl['n1_doubled_rtt_s'], ' s')}: "
+        f"{fl['measured_round_trips']} round trips waited for one after another)"
+    )
+
+
+def _speedup_target(run: dict[str, Any], times: int) -> dict[str, Any]:
+    return {
+        "target": f"verify N={run['n']} at least {times}x faster than checkdmarc",
+        "measured": f"{run['speedup_vs_checkdmarc']}x",
+        "met": (run["speedup_vs_checkdmarc"] or 0) >= times,
+    }
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The performance targets (benchmarks/README.md), each with what was measured; reported,
     never asserted."""
@@ -225,13 +245,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": (last["ratio_to_n1"] or 99) <= 3,
             }
         )
-        out.append(
-            {
-                "target": f"verify N={last['n']} at least 20x faster than checkdmarc",
-                "measured": f"{last['speedup_vs_checkdmarc']}x",
-                "met": (last["speedup_vs_checkdmarc"] or 0) >= 20,
-            }
-        )
+        out.append(_speedup_target(last, 20))
+        out += [_speedup_target(r, 30) for r in ve["runs"] if r["n"] == 30]
     re_ = results.get("relay")
     if re_:
         worst = min((r["delivered_ratio"] or 0.0 for r in re_["inbound"]), default=0.0)

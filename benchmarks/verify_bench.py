@@ -14,11 +14,14 @@ checks both tools make), and the ratio between the two. Peak RSS of both comes w
 
 from __future__ import annotations
 
+import compileall
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
 import shutil
+import statistics
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,11 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.latency_proxy import LatencyProxy
-from benchmarks.measure import VENV_BIN, ratio, run_timed
+from benchmarks.measure import REPO, VENV_BIN, ratio, run_timed
 from benchmarks.zonegen import BenchNsd, domain_names
 
 SIZES = (1, 30, 300)
 QUICK_SIZES = (1, 2)
+
+#: Dependent round trips on verify's critical path for one address (benchmarks/README.md, "The
+#: latency floor"): the TLS/AUTH session to the outbound server, the longest chain of a run.
+#: A+AAAA of the server (asked together) 1, TCP handshake 1, banner 1, EHLO 1, STARTTLS 1,
+#: TLS 1.3 handshake 1, EHLO 1, AUTH PLAIN (initial response) 1; QUIT is sent, not waited for.
+#: Every DNS family's chain is shorter (at most 3: TXT -> MX -> A in SPF's `mx`).
+CRITICAL_PATH_ROUND_TRIPS = 8
+FLOOR_SAMPLES = 3  # N = 1 at the RTT and at twice it, interleaved, median of each
 
 
 @dataclass
@@ -187,10 +198,55 @@ def extrapolate(rows: list[dict[str, Any]], n: int) -> dict[str, Any]:
     }
 
 
+def python_pass_s(samples: int = 5) -> float:
+    """``python -c pass``: the start-up no Python program can avoid (median)."""
+    walls = [run_timed([str(VENV_BIN / "python"), "-c", "pass"]).wall for _ in range(samples)]
+    return statistics.median(walls)
+
+
+def measure_floor(setup: VerifySetup, delay: float, samples: int) -> dict[str, Any]:
+    """verify N = 1 against its latency floor (critical-path round trips x RTT + ``python -c
+    pass``), and the round trips it actually waits for, one after another: the time one more RTT
+    adds to N = 1 (the same run through proxies adding twice the delay), divided by the RTT.
+    Against a run without added latency the difference would undercount: there, the CPU work
+    that the waits otherwise hide is exposed."""
+    rtt = 2 * delay
+    with contextlib.ExitStack() as stack:
+        doubled = dataclasses.replace(
+            setup,
+            dns=stack.enter_context(LatencyProxy(setup.dns.target, delay=2 * delay)),
+            submission=stack.enter_context(
+                LatencyProxy(setup.submission.target, delay=2 * delay, udp=False)
+            ),
+        )
+        base: list[float] = []
+        slower: list[float] = []
+        for _ in range(samples):
+            base.append(run_smtpconn(setup, 1)["wall_s"])
+            slower.append(run_smtpconn(doubled, 1)["wall_s"])
+    python_s = python_pass_s()
+    floor = CRITICAL_PATH_ROUND_TRIPS * rtt + python_s
+    n1, n1_doubled = statistics.median(base), statistics.median(slower)
+    return {
+        "critical_path_round_trips": CRITICAL_PATH_ROUND_TRIPS,
+        "rtt_s": rtt,
+        "python_c_pass_s": round(python_s, 4),
+        "floor_s": round(floor, 3),
+        "n1_s": round(n1, 3),
+        "n1_doubled_rtt_s": round(n1_doubled, 3),
+        "n1_ratio_to_floor": ratio(n1, floor),
+        "measured_round_trips": round((n1_doubled - n1) / rtt, 1),
+    }
+
+
 def run(lab: Any, quick: bool, delay: float = 0.025, full_peer: bool = False) -> dict[str, Any]:
     sizes = QUICK_SIZES if quick else SIZES
     rows: list[dict[str, Any]] = []
     with verify_setup(lab, max(sizes), delay) as setup:
+        # As users run it: byte-compiled (a shell with PYTHONDONTWRITEBYTECODE=1 would otherwise
+        # compile every smtpconn module in every timed run).
+        compileall.compile_dir(str(REPO / "smtpconn"), quiet=1)
+        floor = measure_floor(setup, delay, 1 if quick else FLOOR_SAMPLES)
         for n in sizes:
             s = run_smtpconn(setup, n)
             measured = full_peer or len(rows) < 2 or not checkdmarc_installed()
@@ -209,4 +265,9 @@ def run(lab: Any, quick: bool, delay: float = 0.025, full_peer: bool = False) ->
         row["speedup_vs_checkdmarc"] = (
             ratio(peer, row["smtpconn"]["wall_s"]) if peer is not None else None
         )
-    return {"delay_ms_each_way": delay * 1000, "runs": rows, "proxy_stats": proxy_stats}
+    return {
+        "delay_ms_each_way": delay * 1000,
+        "floor": floor,
+        "runs": rows,
+        "proxy_stats": proxy_stats,
+    }

@@ -151,6 +151,15 @@ async def _resolve_servers_first(ctx: CheckContext, entries: Sequence[SupportAdd
 _Tasks = dict[asyncio.Task[list[CheckResult]], tuple[int, Family]]
 
 
+async def _load(families: Sequence[Family]) -> list[tuple[Family, FamilyFunc]]:
+    """The families' functions, their modules imported off the event loop (dkimpy, pyspf and
+    cryptography take tens of ms: the round trips already under way go on meanwhile)."""
+    if not families:
+        return []
+    loaded = await asyncio.to_thread(lambda: [(f, f.load()) for f in families])
+    return [(f, fn) for f, fn in loaded if fn is not None]
+
+
 async def run_checks(
     ctx: CheckContext,
     entries: Sequence[SupportAddress],
@@ -165,21 +174,32 @@ async def run_checks(
     from smtpconn.checks.common import sync_dns
 
     families = list(families if families is not None else FAMILIES)
-    loaded = [(f, f.load()) for f in families if any(selection.wants(i) for i in f.ids)]
-    runnable = [(f, fn) for f, fn in loaded if fn is not None]
+    selected = [f for f in families if any(selection.wants(i) for i in f.ids)]
     started = time.monotonic()
-    if any(f.needs_server for f, _ in runnable):
+    tasks: _Tasks = {}
+
+    async def start(runnable: list[tuple[Family, FamilyFunc]]) -> None:
+        for index, entry in enumerate(entries):
+            for family, func in runnable:
+                task = asyncio.create_task(_run_one(family, func, ctx, entry))
+                tasks[task] = (index, family)
+            # One address's tasks per loop turn: all at once, their first steps made one turn
+            # of ~0.1 s at N = 30, during which a session's reply waited unread.
+            await asyncio.sleep(0)
+
+    # The server families' sessions are the longest chain of a run: their servers' addresses
+    # are asked before any family module is imported, and their tasks are created (so their
+    # sessions open) before the other families' modules are imported and their first wave of
+    # DNS questions goes out. Imports run in a thread, so the event loop keeps answering meanwhile.
+    server_families = [f for f in selected if f.needs_server]
+    if server_families:
+        resolving = asyncio.create_task(_resolve_servers_first(ctx, entries))
+        await start(await _load(server_families))
         # Within the deadline: a resolver that never answers must not hold the run for
         # --timeout (the families then report the deadline themselves).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_resolve_servers_first(ctx, entries), deadline)
-        # Created first, so their sessions open before the first wave of DNS questions.
-        runnable.sort(key=lambda pair: not pair[0].needs_server)
-    tasks: _Tasks = {}
-    for index, entry in enumerate(entries):
-        for family, func in runnable:
-            task = asyncio.create_task(_run_one(family, func, ctx, entry))
-            tasks[task] = (index, family)
+            await asyncio.wait_for(resolving, max(deadline - (time.monotonic() - started), 0.001))
+    await start(await _load([f for f in selected if not f.needs_server]))
     _report_progress(tasks, progress)
     remaining = max(deadline - (time.monotonic() - started), 0.001)
     done = await _wait_until(tasks, remaining)

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from smtpconn import __version__
+from smtpconn.cli import coercion
 from smtpconn.cli.common import (
     EXIT_CODES_HELP,
     CaFileOption,
@@ -42,6 +43,8 @@ COMMAND_MODULES = (
     "status",
     "bulk",
 )
+
+coercion.install()
 
 app = typer.Typer(
     name="smtpconn",

@@ -5,7 +5,14 @@ It sits below ``checks``, ``relay``, ``smtp`` and ``profile`` and imports none o
 and the relay share one implementation of each.
 """
 
+import dns._features
+
 from smtpconn.dns.answers import DnsAnswer, DnsOutcome, DnsUnavailable, Resolver
 from smtpconn.dns.cache import CachingResolver
+
+# smtpconn asks nameservers over UDP and TCP only. Where httpx2 and h2 are installed (checkdmarc,
+# the benchmark's peer, brings them), dnspython imports them for DNS over HTTPS as soon as
+# dns.query is imported: ~0.1 s of start-up for every command that resolves anything.
+dns._features.force("doh", False)
 
 __all__ = ["CachingResolver", "DnsAnswer", "DnsOutcome", "DnsUnavailable", "Resolver"]

@@ -613,13 +613,17 @@ class SmtpSession:
             and not self._writer.is_closing()
         )
 
-    async def quit(self) -> None:
-        """Polite QUIT; a server that hangs up first is not an error."""
+    async def quit(self, *, wait: bool = True) -> None:
+        """Polite QUIT; a server that hangs up first is not an error. ``wait=False`` sends it
+        and closes without waiting a round trip for the 221 (nothing depends on it)."""
         if self._writer is None or self._broken:
             self.close()
             return
         with contextlib.suppress(SmtpFailure, ConnectionError, OSError):
-            await self._command(StageName.QUIT, "QUIT")
+            if wait:
+                await self._command(StageName.QUIT, "QUIT")
+            else:
+                await self._send("QUIT")
         self.close()
 
     def close(self) -> None:

@@ -7,12 +7,14 @@ entry point (``checks.runner.FAMILIES``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from smtpconn.checks.common import no_server_reason, server_addresses
 from smtpconn.checks.model import CheckContext, CheckResult
 from smtpconn.checks.tls_auth.judge import CHECK_IDS, judge_unresolved, skip_all
 from smtpconn.checks.tls_auth.pool import check_addresses
+from smtpconn.checks.tls_auth.probe import shared_context
 from smtpconn.checks.tls_auth.token import CHECK_ID as TOKEN_ID
 from smtpconn.checks.tls_auth.token import obtain_token, token_result
 from smtpconn.profile.model import OutboundServer, SupportAddress
@@ -43,9 +45,20 @@ async def run_tls_auth(ctx: CheckContext, entry: SupportAddress) -> list[CheckRe
 
 async def _check_server(ctx: CheckContext, server: OutboundServer) -> list[CheckResult]:
     # The token first: auth.token is judged even when the server cannot be reached, and
-    # auth.login logs in with this very token.
-    token = await obtain_token(ctx, server)
-    found = await server_addresses(ctx, server.host)
+    # auth.login logs in with this very token. The first session's context is built (in a
+    # thread) while the address questions are out; a failure to build it is reported where
+    # the session asks for it, as before.
+    verify = not ctx.settings.insecure
+    token, found, _ = await asyncio.gather(
+        obtain_token(ctx, server),
+        server_addresses(ctx, server.host),
+        shared_context(ctx, verify_chain=verify, verify_host=verify),
+        return_exceptions=True,
+    )
+    if isinstance(token, BaseException):
+        raise token
+    if isinstance(found, BaseException):
+        raise found
     if not found.addresses:
         results = judge_unresolved(server.host, found.errors)
     else:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from smtpconn.checks.common import in_own_thread
 from smtpconn.checks.model import CheckContext
 from smtpconn.checks.tls_auth.diagnose import Diagnosis, diagnose_certificate, diagnose_handshake
 from smtpconn.checks.tls_auth.token import TokenOutcome
@@ -169,12 +170,28 @@ async def _probe_address(ctx: CheckContext, probe: Probe, address: str) -> None:
 async def _run_level(
     ctx: CheckContext, probe: Probe, address: str, *, verify_chain: bool, verify_host: bool
 ) -> bool:
-    context = _context(ctx, verify_chain=verify_chain, verify_host=verify_host)
+    context = await shared_context(ctx, verify_chain=verify_chain, verify_host=verify_host)
     session = _session(ctx, probe.server, address, context)
     try:
         return await _one_session(ctx, probe, session, verify_chain, verify_host)
     finally:
-        await session.quit()
+        await session.quit(wait=False)
+
+
+async def shared_context(
+    ctx: CheckContext, *, verify_chain: bool = True, verify_host: bool = True
+) -> ssl.SSLContext:
+    """One context per verification level and run, built in a thread of its own (never queued
+    behind the run's pyspf threads): loading the system's
+    trust store costs 40-80 ms of CPU, which on the event loop held up every session and
+    DNS answer of the run (a context may serve any number of connections)."""
+    key = ("tls-auth.context", verify_chain, verify_host)
+    return await ctx.once(
+        key,
+        lambda: in_own_thread(
+            lambda: _context(ctx, verify_chain=verify_chain, verify_host=verify_host)
+        ),
+    )
 
 
 def _session(
@@ -223,13 +240,21 @@ async def _one_session(
     probe.banner = str(session.banner) if session.banner else ""
     probe.tls = session.tls
     assert session.tls is not None
-    if session.tls.peer_cert_der:
-        probe.leaf = summarise_certificate(session.tls.peer_cert_der)
     if verify_chain and not ctx.settings.insecure:
         probe.chain_verified = True
         probe.hostname_verified = verify_host
+    login = None
     if (verify_chain and verify_host) or ctx.settings.insecure:
-        probe.login = await _try_login(ctx, probe, session)
+        # AUTH goes out in the task's first step; the certificate (cryptography, ~10 ms of
+        # CPU) is read during its round trip instead of before it.
+        login = asyncio.ensure_future(_try_login(ctx, probe, session))
+        await asyncio.sleep(0)
+    try:
+        if session.tls.peer_cert_der:
+            probe.leaf = summarise_certificate(session.tls.peer_cert_der)
+    finally:
+        if login is not None:
+            probe.login = await login
     return True
 
 
@@ -247,8 +272,9 @@ async def _try_login(ctx: CheckContext, probe: Probe, session: SmtpSession) -> L
         secret = probe.token.token.value
     else:
         try:
-            secret = await asyncio.to_thread(
-                outbound_credential,
+            # A password is an environment variable or a small file: read here, since a
+            # thread would queue behind the run's pyspf/dkimpy threads.
+            secret = outbound_credential(
                 server,
                 ctx.base_dir,
                 ca_file=ctx.settings.ca_file,

@@ -213,3 +213,42 @@ async def test_outbound_servers_are_resolved_before_the_first_wave() -> None:
     assert all(r.status is Status.PASS for a in report.addresses for r in a.checks)
     assert list(fake.questions)[:2] == [("mail.ex.test", "A"), ("mail.ex.test", "AAAA")]
     assert CALLS[0] == "session" and fake.questions[("mail.ex.test", "A")] == 1
+
+
+LOADS: list[tuple[str, int]] = []
+
+
+class _RecordingFamily(Family):
+    """Records, when its module is imported, how many questions had been asked by then."""
+
+    def load(self):  # type: ignore[no-untyped-def]
+        LOADS.append((self.target, sum(_FAKE[0].questions.values()) if _FAKE else 0))
+        return super().load()
+
+
+_FAKE: list[FakeResolver] = []
+
+
+async def test_server_sessions_start_before_the_other_families_are_imported() -> None:
+    from smtpconn.profile.model import AuthMechanism, OutboundServer, Security
+    from smtpconn.profile.secrets import SecretRef
+
+    server = OutboundServer(
+        "mail.ex.test", 587, Security.STARTTLS, AuthMechanism.AUTO, "u", SecretRef("env", "X")
+    )
+    entry = SupportAddress(
+        parse_address("support@d.test"), Mode.OUTBOUND_ONLY, Workflow.AUTHENTICATED, outbound=server
+    )
+    fake = FakeResolver({("mail.ex.test", "A"): ["192.0.2.1"]})
+    _FAKE[:] = [fake]
+    LOADS.clear()
+    CALLS.clear()
+    families = [
+        _RecordingFamily(("d.txt",), f"{__name__}:txt_family"),
+        _RecordingFamily(("s.session",), f"{__name__}:session_family", needs_server=True),
+    ]
+    report = await run_checks(context(fake), [entry], profile="p.toml", families=families)
+    assert all(r.status is Status.PASS for a in report.addresses for r in a.checks)
+    assert [t.rsplit(":", 1)[1] for t, _ in LOADS] == ["session_family", "txt_family"]
+    # By the time the other families' modules are imported, the server's addresses are asked.
+    assert LOADS[1][1] >= 2

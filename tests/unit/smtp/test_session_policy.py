@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 
@@ -234,3 +235,21 @@ async def test_bearer_token_mechanism_and_its_error_challenge(
     assert "invalid_token" in str(refused.value.reply)
     for line in transcript:
         assert "the-bearer-token" not in line and auth.split(" ")[2] not in line
+
+
+async def test_quit_without_waiting_sends_quit_and_closes(fake_smtp: Start) -> None:
+    fake = await fake_smtp(Script())
+    session = SmtpSession(
+        "fake.test", fake.port, tls_context=secure_client_context(None), ehlo_name="c.test",
+        timeout=5, address="127.0.0.1",
+    )  # fmt: skip
+    await session.open()
+    await session.ehlo()
+    await session.quit(wait=False)
+    assert not session.usable
+    assert session.transcript_lines[-1] == "C: QUIT"  # sent; the 221 is not waited for
+    for _ in range(100):
+        if "QUIT" in fake.received:
+            break
+        await asyncio.sleep(0.01)
+    assert "QUIT" in fake.received
