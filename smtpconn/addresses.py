@@ -7,6 +7,7 @@ IDN domains stored as their A-label (``xn--…``) so that comparisons and DNS lo
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ def _to_alabel(candidate: str, domain: str, what: str) -> str:
         ) from None
 
 
+# Cached: a profile of thousands of addresses names the same few domains and servers over and
+# over, and every command reads all of them (both functions are pure; errors are not cached).
+@functools.lru_cache(maxsize=4096)
 def normalise_domain(domain: str, *, what: str = "domain") -> str:
     """Return the lower-case A-label form of ``domain`` or raise ``UsageError``."""
     _reject_controls(domain, what)
@@ -149,6 +153,7 @@ def parse_address(value: str) -> MailAddress:
     return address
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise_host(value: str) -> str:
     """A server host name (A-label, lower case) or an IP address literal (without brackets)."""
     _reject_controls(value, "host")

@@ -12,11 +12,11 @@ import contextlib
 import fcntl
 import os
 import re
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomli as tomllib  # compiled tomllib: see pyproject.toml
 import tomli_w
 
 from smtpconn.durable import write_atomically

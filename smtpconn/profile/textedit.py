@@ -18,9 +18,9 @@ multi-line string in the file (refused above) a line that looks like a header is
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 
+import tomli as tomllib  # compiled tomllib: see pyproject.toml
 import tomli_w
 
 from smtpconn.profile.model import Profile, SupportAddress, entry_to_data, profile_from_data
