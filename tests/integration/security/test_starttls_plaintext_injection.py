@@ -72,3 +72,22 @@ async def test_pipelined_clear_text_is_discarded_by_the_relay_process(
     await _attack(lab, relay_env, relay.inbound_port)
     log = relay.log.read_text()
     assert log.count("event=auth.ok") == 1, log
+
+
+async def test_clients_vanishing_during_the_handshake_free_their_slots(
+    relay_env: RelayEnv, running_relay: Relay
+) -> None:
+    # More than max_connections_per_ip (20) sessions that say STARTTLS and go away before (or
+    # in the middle of) the handshake: each must give its per-IP slot back.
+    for index in range(25):
+        client = await RawSmtp.connect(running_relay.inbound_port)
+        assert (await client.cmd("EHLO attacker.example")).startswith("250")
+        assert (await client.cmd("STARTTLS")).startswith("220")
+        if index % 2:
+            await client.send(b"\x16\x03\x01\x00\x05hello")  # a broken ClientHello
+        await client.close()
+    client = await RawSmtp.connect(running_relay.inbound_port)
+    try:
+        assert client.banner.startswith("220"), client.banner
+    finally:
+        await client.close()
