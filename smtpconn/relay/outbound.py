@@ -267,7 +267,8 @@ class OutboundDelivery:
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
-        state = await asyncio.to_thread(self.spool.state, entry)
+        # One trip to a worker thread for both (each trip costs the loop ~0.1 ms of CPU).
+        message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
         pending = [r for r in envelope.rcpts if r not in state.done]
         support = self.config.sender_address(envelope.mail_from)
         expired = time.time() - envelope.received_at > self.config.retry_window
@@ -280,11 +281,16 @@ class OutboundDelivery:
                 for r in pending
             ]
         else:
-            await self._send_split(entry, support, pending, run)
+            await self._send_split(entry, support, pending, run, message)
         return await self._settle(entry, run, expired)
 
     async def _send_split(
-        self, entry: SpoolEntry, support: SupportAddress, pending: list[str], run: _Run
+        self,
+        entry: SpoolEntry,
+        support: SupportAddress,
+        pending: list[str],
+        run: _Run,
+        message: bytes,
     ) -> None:
         """One transaction per ``recipients_per_message`` recipients, paced by the lane; what
         one accepted is recorded before the next starts, so a retry (or a restart) never sends
@@ -294,7 +300,6 @@ class OutboundDelivery:
         lane = self.lanes.lane(server.lane) if self.lanes is not None else None
         size = (lane.limits if lane is not None else server.limits).recipients_per_message
         chunks = _chunks(pending, size)
-        message = await asyncio.to_thread(self.spool.message, entry)
         for index, chunk in enumerate(chunks):
             rest = [r for later in chunks[index:] for r in later]
             if index and not await self._pace(lane, len(chunk), run):
