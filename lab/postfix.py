@@ -24,6 +24,8 @@ the test users, checked by Dovecot):
 ``oauth_submission`` like ``submission``, but AUTH is XOAUTH2/OAUTHBEARER only, each token
                      checked by Dovecot's oauth2 passdb against the lab issuer (lab/oauth.py),
                      which a test starts on ``oauth_issuer_port`` (lab/oauth_sasl.py).
+``bad_key``          STARTTLS offered, but the certificate and key do not match: Postfix answers
+                     STARTTLS with ``454 4.7.0 TLS not available due to local problem``.
 ``signing``          like ``submission``, and OpenDKIM (lab/opendkim.py) signs what it accepts
                      with selector sel2048: the customer's server signs, not smtpconn.
 ``limited``          like ``submission``, but anvil(8) allows a client at most
@@ -136,6 +138,7 @@ PORT_NAMES: tuple[str, ...] = (
     "limited",
     "throttling",
     "pool",
+    "bad_key",
     "no_smtputf8",
 )
 #: Sessions at once a client may have on the ``limited`` port.
@@ -563,6 +566,16 @@ bounce_queue_lifetime = 1h
                 "milter_default_action=tempfail",
             ),
             self._service("no_smtputf8", *required_tls, "smtputf8_enable=no"),
+            # The server's certificate with another certificate's key: Postfix cannot load them,
+            # still offers STARTTLS and answers it "454 4.7.0 TLS not available due to local
+            # problem", the classic outage after a certificate renewal.
+            self._service(
+                "bad_key",
+                "smtpd_tls_security_level=may",
+                "smtpd_sasl_auth_enable=yes",
+                "smtpd_tls_auth_only=yes",
+                chain=CertFiles(cert=ca.server.cert, key=self.directory / "missing-key.pem"),
+            ),
             self._service("expired", *required_tls, chain=ca.expired),
             self._service("expiring", *required_tls, chain=ca.expiring),
             self._service("wrong_host", *required_tls, chain=ca.wrong_host),

@@ -22,6 +22,11 @@ def _offered(probe: Probe) -> str:
     return ", ".join(f"{v} ({c})" for v, c in zip(found.versions, found.ciphers, strict=True))
 
 
+def _anonymous(cipher: str) -> bool:
+    """An OpenSSL cipher name without server authentication (aNULL): ADH-..., AECDH-..."""
+    return cipher.startswith(("ADH-", "AECDH-")) or "-anon-" in cipher.lower()
+
+
 def old_versions(probe: Probe) -> Explanation | None:
     """tls.version, when the handshake failed: the versions the server does speak."""
     found = probe.diagnosis
@@ -61,6 +66,15 @@ def handshake(probe: Probe, host: str) -> Explanation | None:
             f"the handshake failed: the server speaks only {', '.join(found.versions)}",
             failure,
             advice.OLD_VERSIONS_ONLY,
+        )
+    if found.versions and all(_anonymous(cipher) for cipher in found.ciphers):
+        # Only unauthenticated key exchange completes: the server has no certificate it can
+        # use (Postfix whose chain file is missing or unreadable still says 220 to STARTTLS).
+        return (
+            "the handshake failed: the server cannot use its certificate or key; it completes "
+            f"a handshake only with anonymous ciphers, which no client accepts: {_offered(probe)}",
+            failure,
+            advice.CERT_KEY_UNLOADABLE,
         )
     if found.versions:
         return (

@@ -277,3 +277,23 @@ async def test_a_certificate_chosen_by_sni(lab: Lab, certs: dict[str, tuple[Path
         plain = await _verify(lab, server)
     assert plain["tls.hostname"].status is Status.FAIL
     assert "SNI" not in plain["tls.hostname"].summary
+
+
+async def test_a_real_postfix_that_cannot_load_its_key_is_traced_to_it(lab: Lab) -> None:
+    """The lab Postfix's bad_key port names a key file that is not there: Postfix logs "error
+    opening chain file", still offers STARTTLS and says 220, then cannot complete a handshake
+    (the outage after a renewal that left the key behind)."""
+    assert lab.postfix is not None
+    since = lab.postfix.log_position()
+    server = TinySmtp.__new__(TinySmtp)  # only its port and what it received are read
+    server.port, server.received = lab.ports["bad_key"], []
+    results = await _verify(lab, server)
+    starttls = results["tls.starttls"]
+    assert starttls.status is Status.FAIL
+    assert "cannot use its certificate or key" in starttls.summary
+    assert "smtpd_tls_chain_files" in starttls.fix
+    assert results["auth.login"].status is Status.SKIP
+    # The smtpd process said why when it started (possibly before this test's sessions).
+    assert "bad_key/smtpd" in lab.postfix.log.read_text()
+    assert "error opening chain file" in lab.postfix.log.read_text()
+    assert "sasl_method" not in lab.postfix.log_text(since)  # the password never went to it

@@ -63,6 +63,17 @@ def test_a_modern_version_with_refused_ciphers_is_no_shared_cipher() -> None:
     assert found["tls.version"].status is Status.PASS  # the version is not the problem
 
 
+def test_only_anonymous_ciphers_completing_is_an_unusable_certificate_or_key() -> None:
+    scan = Diagnosis(
+        True, ("TLSv1.3", "TLSv1.2"), ("TLS_AES_256_GCM_SHA384", "ADH-AES256-GCM-SHA384")
+    )
+    assert "no cipher in common" in _by_id(_failed(scan))["tls.starttls"].summary  # one signed
+    found = _by_id(_failed(Diagnosis(True, ("TLSv1.2",), ("ADH-AES256-GCM-SHA384",))))
+    assert found["tls.starttls"].status is Status.FAIL
+    assert "cannot use its certificate or key" in found["tls.starttls"].summary
+    assert "anonymous ciphers" in found["tls.starttls"].summary
+
+
 def test_nothing_completes_is_an_unusable_certificate_or_key_unless_sni_is_refused() -> None:
     found = _by_id(_failed(Diagnosis(True)))
     assert "cannot use its certificate or key" in found["tls.starttls"].summary
