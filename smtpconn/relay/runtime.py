@@ -61,7 +61,7 @@ from smtpconn.relay.log import log_event
 from smtpconn.relay.outbound import Deliverer
 from smtpconn.relay.server import CredentialChecker, RelayLimits, RelaySMTP, SessionTracker
 from smtpconn.relay.sessions import SessionPool
-from smtpconn.relay.spool import DIRECTIONS, Envelope, Spool, SpoolEntry
+from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
 from smtpconn.relay.state import StatusRecorder
 
 if TYPE_CHECKING:
@@ -80,19 +80,6 @@ DEFAULT_CONCURRENCY = 4
 # (max_connections, else DEFAULT_LANE_CONCURRENCY), so a slow or throttled server cannot take
 # the slots the others need.
 OUTBOUND_CONCURRENCY = 16
-
-
-class _Skip(Exception):
-    pass
-
-
-def _ROLE() -> str:
-    import os
-
-    r = os.environ.get("SMTPCONN_RELAY_ROLE", "")
-    if not r and os.environ.get("SMTPCONN_DELIVERY_PROCESS") == "1":
-        return "listener"
-    return r
 
 
 class Relay:
@@ -168,8 +155,7 @@ class Relay:
         from smtpconn.relay.sinks import make_sink
         from smtpconn.smtp.session import secure_client_context
 
-        if _ROLE() != "delivery":
-            await asyncio.to_thread(self.spool.lock)
+        await asyncio.to_thread(self.spool.lock)
         self._sessions = SessionPool()
         try:
             sink = make_sink(self.config.sink, self.config.sink_context)
@@ -187,10 +173,6 @@ class Relay:
                 self.lanes,
             )
             self._processes = [handover, delivery]
-            if _ROLE() == "listener":
-                await self._listen()
-                await self._spawn_delivery()
-                raise _Skip
             self._workers["inbound"] = QueueWorker(
                 self.spool,
                 "inbound",
@@ -206,12 +188,7 @@ class Relay:
                 poll=self.poll,
                 lanes=self.lanes,
             )
-            if _ROLE() != "delivery":
-                await self._listen()
-            else:
-                self._read_notes()
-        except _Skip:
-            pass
+            await self._listen()
         except BaseException:
             await self._close_servers()
             self.spool.unlock()
@@ -223,7 +200,7 @@ class Relay:
         await self._start_metrics()
         self._started_config = self.config
         log_event(
-            "relay.ready" if _ROLE() != "delivery" else "relay.delivery-ready",
+            "relay.ready",
             inbound=f"{self.config.inbound_listen.host}:{self.inbound_port}",
             submission=f"{self.config.submission_listen.host}:{self.submission_port}",
             inbound_tls=(
@@ -444,63 +421,9 @@ class Relay:
 
     # -- run ----------------------------------------------------------------------------------
 
-    async def _spawn_delivery(self) -> None:
-        import os
-        import sys
-
-        env = dict(os.environ, SMTPCONN_RELAY_ROLE="delivery")
-        self._child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "smtpconn", *sys.argv[1:], env=env, stdin=asyncio.subprocess.PIPE
-        )
-
-    def _read_notes(self) -> None:
-        import json
-        import sys
-
-        async def run() -> None:
-            loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader(limit=1 << 20)
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-            while line := await reader.readline():
-                d = json.loads(line)
-                direction = d["d"]
-                env = Envelope(direction, d["f"], tuple(d["r"]), d["t"], d["m"])
-                entry = SpoolEntry(
-                    d["i"], env, d["s"], self.spool.directory / direction / f"{d['i']}.msg"
-                )
-                self._workers[direction].add([entry])
-            import os, signal
-
-            os.kill(os.getpid(), signal.SIGTERM)
-
-        self._note_task = asyncio.get_running_loop().create_task(run())
-
     def wake(self, direction: str, entries: Sequence[SpoolEntry] | None = None) -> None:
         """Hand just-spooled ``entries`` to the direction's worker (or, without entries, make it
         look at the directory again)."""
-        child = getattr(self, "_child", None)
-        if child is not None:
-            import json
-
-            if entries:
-                child.stdin.write(
-                    b"".join(
-                        json.dumps(
-                            {
-                                "d": direction,
-                                "i": e.id,
-                                "f": e.envelope.mail_from,
-                                "r": list(e.envelope.rcpts),
-                                "t": e.envelope.received_at,
-                                "m": e.envelope.meta,
-                                "s": e.size,
-                            }
-                        ).encode()
-                        + b"\n"
-                        for e in entries
-                    )
-                )
-            return
         worker = self._workers.get(direction)
         if worker is None:
             return
@@ -545,10 +468,6 @@ class Relay:
         await asyncio.gather(*(w.stop(grace) for w in self._workers.values()))
         if self._sessions is not None:
             await self._sessions.close()
-        child = getattr(self, "_child", None)
-        if child is not None:
-            child.stdin.close()
-            await child.wait()
         await self._stop_status()
         self.spool.unlock()
         log_event("relay.stopped")
