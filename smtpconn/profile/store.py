@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomli as tomllib  # compiled tomllib: see pyproject.toml
+import tomli as tomllib  # tomllib compiled, TOML 1.0: see pyproject.toml
 import tomli_w
 
 from smtpconn.durable import write_atomically

@@ -5,14 +5,16 @@ Merging through tomlkit keeps comments but parses and re-emits the whole documen
 seconds at thousands of addresses. Adding an address only appends one table at the end of the
 array, and removing one only cuts its lines out, so those two edits are done on the text itself.
 Anything else (a re-add, a changed ``[relay]``, an array written inline, a file with multi-line
-strings) returns ``None`` and the caller takes the full merge.
+strings or quoted table names) returns ``None`` and the caller takes the full merge.
 
 The result is checked without re-reading the whole file (that costs as much as the edit saves):
-an edit is a splice, and :func:`splice_means` re-reads only the tables it added or cut and
-requires them to mean exactly the entries added or removed. That suffices because every byte
-outside the splice is the file's own, and the splice points are table headers: without a
-multi-line string in the file (refused above) a line that looks like a header is one, so a whole
-``[[addresses]]`` table with its sub-tables is one element of the array and nothing else.
+an edit is a splice, and :func:`splice_means` re-reads only the tables it cut, or the tables it
+added together with the table they follow, and requires them to mean exactly those entries. That
+suffices because every byte outside the splice is the file's own, and the splice points are
+table headers: without a multi-line string in the file (refused above) a line that looks like a
+header is one, so a whole ``[[addresses]]`` table with its sub-tables is one element of the
+array and nothing else; a sub-table taken for the end of the array would leave the table it
+belongs to (cut, or read back with the added ones) short, and the check fails.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import tomli as tomllib  # compiled tomllib: see pyproject.toml
+import tomli as tomllib  # tomllib compiled, TOML 1.0: see pyproject.toml
 import tomli_w
 
 from smtpconn.profile.model import Profile, SupportAddress, entry_to_data, profile_from_data
@@ -31,7 +33,9 @@ _HEADER = re.compile(r"^[ \t]*(\[\[?)[ \t]*([^\]\n]*?)[ \t]*\]\]?[ \t]*(?:#[^\n]
 _ADDRESSES = "addresses"
 _ENTRY_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*addresses[ \t]*\]\][ \t]*(?:#[^\n]*)?$", re.M)
 _SUB_TABLE = re.compile(r"^\[", re.M)  # tomli_w writes an entry's sub-tables as `[outbound]`
-_MULTILINE_STRING = re.compile(r"\"\"\"|'''")
+# What this module does not read the way TOML does: multi-line strings (a header-like line in
+# one is not a header) and quoted table names (`["addresses".outbound]`). Both take the merge.
+_UNSURE = re.compile(r"\"\"\"|'''|^[ \t]*\[[^\]\n]*[\"']", re.M)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,23 +92,18 @@ def _removed(before: Profile, after: Profile) -> list[int] | None:
     return indexes
 
 
-def _entry_spans(text: str) -> list[tuple[int, int]]:
-    """Where each ``[[addresses]]`` table starts and ends (its sub-tables included); the comment
-    and blank lines just before the next header stay with that header."""
-    headers = [
-        (m.start(), m.group(1) == "[[", m.group(2).replace(" ", "")) for m in _HEADER.finditer(text)
-    ]
-    spans: list[tuple[int, int]] = []
-    for index, (start, is_array, name) in enumerate(headers):
-        if not (is_array and name == _ADDRESSES):
-            continue
-        end = len(text)
-        for later_start, _, later_name in headers[index + 1 :]:
-            if not later_name.startswith(_ADDRESSES + "."):
-                end = later_start
-                break
-        spans.append((start, _before_leading_comments(text, start, end)))
-    return spans
+def _table_name(header: re.Match[str]) -> str:
+    """A header's dotted name with the whitespace TOML allows around the dots removed."""
+    return re.sub(r"[ \t]+", "", header.group(2))
+
+
+def _entry_end(text: str, start: int) -> int:
+    """Where the ``[[addresses]]`` table starting at ``start`` ends (its sub-tables included);
+    the comment and blank lines just before the next header stay with that header."""
+    for header in _HEADER.finditer(text, start + 1):
+        if not _table_name(header).startswith(_ADDRESSES + "."):
+            return _before_leading_comments(text, start, header.start())
+    return len(text)
 
 
 def _before_leading_comments(text: str, start: int, end: int) -> int:
@@ -119,34 +118,37 @@ def _insert_offset(text: str, last_entry: int | None) -> int:
     """Where a new ``[[addresses]]`` table goes: after the last one (starting at
     ``last_entry``) and its sub-tables, where the merge puts it, before any comment that
     introduces the table after; without one, at the end."""
-    if last_entry is None:
-        return len(text)
-    for header in _HEADER.finditer(text, last_entry + 1):
-        if not header.group(2).replace(" ", "").startswith(_ADDRESSES + "."):
-            return _before_leading_comments(text, last_entry, header.start())
-    return len(text)
+    return len(text) if last_entry is None else _entry_end(text, last_entry)
 
 
-def _append(text: str, after: Profile, count: int, last_entry: int | None) -> Splice:
+def _append(text: str, before: Profile, after: Profile, last_entry: int | None) -> Splice:
     offset = _insert_offset(text, last_entry)
     head, rest = text[:offset].rstrip("\n"), text[offset:].lstrip("\n")
-    entries = after.addresses[count:]
+    entries = after.addresses[len(before.addresses) :]
     block = tables_text(entries)
     body = (head + "\n\n" if head else "") + block
-    return Splice(body + ("\n" + rest if rest else ""), (block,), entries, after.version)
+    if last_entry is None:
+        return Splice(body + ("\n" + rest if rest else ""), (block,), entries, after.version)
+    # The last table is read back with the new ones: had a sub-table of it been taken for
+    # the end of the array, the new tables would sit between the two and it would read short.
+    last = text[last_entry:offset]
+    blocks, meant = (last, block), (before.addresses[-1], *entries)
+    return Splice(body + ("\n" + rest if rest else ""), blocks, meant, after.version)
 
 
 def _cut(text: str, before: Profile, indexes: list[int]) -> Splice | None:
-    spans = _entry_spans(text)
-    if len(spans) != len(before.addresses):
+    starts = [m.start() for m in _ENTRY_HEADER.finditer(text)]
+    if len(starts) != len(before.addresses):
         return None  # the array is not (only) written as [[addresses]] tables
     blocks: list[str] = []
     for index in sorted(indexes, reverse=True):
-        start, end = spans[index]
+        start = starts[index]
+        end = _entry_end(text, start)
         blocks.insert(0, text[start:end])
-        text = text[:start] + text[end:]
-    # A cut leaves the blank lines that separated the table behind: keep one, as the merge does.
-    edited = re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
+        head, rest = text[:start].rstrip("\n"), text[end:].lstrip("\n")
+        # Keep one blank line where the table was, as the merge does; no other byte changes.
+        text = head + ("\n\n" + rest if rest and head else rest if rest else "")
+    edited = text.rstrip("\n") + "\n"
     gone = tuple(before.addresses[i] for i in sorted(indexes))
     return Splice(edited, tuple(blocks), gone, before.version)
 
@@ -154,14 +156,14 @@ def _cut(text: str, before: Profile, indexes: list[int]) -> Splice | None:
 def edit_text(text: str, before: Profile, after: Profile) -> Splice | None:
     """``text`` (which means ``before``) changed to mean ``after`` by appending or cutting
     ``[[addresses]]`` tables only; ``None`` when the change is not of that kind."""
-    if not _same_settings(before, after) or _MULTILINE_STRING.search(text):
+    if not _same_settings(before, after) or _UNSURE.search(text):
         return None
     appended = _appended(before, after)
     if appended is not None:
         starts = [m.start() for m in _ENTRY_HEADER.finditer(text)]
         if len(starts) != len(before.addresses):
             return None  # an inline `addresses = [...]` cannot take a [[addresses]] table
-        return _append(text, after, len(before.addresses), starts[-1] if starts else None)
+        return _append(text, before, after, starts[-1] if starts else None)
     removed = _removed(before, after)
     if removed is not None:
         return _cut(text, before, removed)

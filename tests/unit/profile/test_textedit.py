@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtpconn.addresses import parse_address
+from smtpconn.errors import ProfileError
 from smtpconn.profile import store
 from smtpconn.profile.model import (
     AuthMechanism,
@@ -202,3 +204,32 @@ def test_a_fresh_render_of_short_entries_is_tables_that_the_next_add_extends_in_
     assert "[[addresses]]" in text and "addresses = [" not in text
     after = before.with_address(_entry(1, 0))
     assert edit_text(text, before, after) is not None
+
+
+def test_a_quoted_or_tab_spaced_sub_table_name_never_splits_an_entry_from_its_sub_table() -> None:
+    """`["addresses".outbound]` and `[addresses.\toutbound]` are the last entry's sub-table: a
+    new table must not go between them (that wrote a profile TOML refuses to read)."""
+    for header in ('["addresses".outbound]', "[addresses.\toutbound]", "[ addresses . outbound ]"):
+        base = tables_text((_entry(0, 0), _entry(1, 1)))
+        text = "version = 1\n\n" + base.replace("[addresses.outbound]", header)
+        before = parse_profile(store.Path("p"), text.encode())
+        after = before.with_address(_entry(2, 0))
+        rendered = render_profile(after, text.encode(), before=before)
+        assert parse_profile(store.Path("p"), rendered.encode()) == after, header
+
+
+def test_the_splice_check_catches_new_tables_put_between_an_entry_and_its_sub_table() -> None:
+    second, new = _entry(1, 1), _entry(2, 0)
+    whole = tables_text((second,))
+    head = whole.split("[addresses.outbound]")[0]
+    wrong = Splice("", (head, tables_text((new,))), (second, new))
+    assert not splice_means(wrong)  # the entry read back without its outbound table
+    assert splice_means(Splice("", (whole, tables_text((new,))), (second, new)))
+
+
+def test_a_toml_1_1_profile_is_refused_like_tomllib_refuses_it() -> None:
+    """The profile stays TOML 1.0 (what Python's tomllib and other tools read): tomli 2.4+
+    would accept the \\e escape and a time without seconds."""
+    for value in ('"\\e"', "07:32"):
+        with pytest.raises(ProfileError):
+            parse_profile(store.Path("p"), f"version = 1\n[connector]\nname = {value}\n".encode())
