@@ -34,7 +34,7 @@ from smtpconn.dns.sync import SyncDns, bound
 from smtpconn.dns.tags import parse_tags
 from smtpconn.message.escaping import escape_controls
 from smtpconn.message.headers import header_value
-from smtpconn.relay.arc import ArcVerdict, has_arc, latest_instance
+from smtpconn.relay.arc import ArcVerdict, has_arc, verdict_of
 
 DNS_CACHE_SIZE = 4096  # (name, type) answers; bounded so a flood of sender domains cannot grow it
 
@@ -173,14 +173,13 @@ def check_arc(message: bytes, timeout: float, dns: SyncDns) -> ArcVerdict | None
     import dkim
 
     try:
-        cv, _results, _reason = dkim.arc_verify(
+        cv, results, _reason = dkim.arc_verify(
             message, dnsfunc=dns.dkim_txt, timeout=int(max(1, timeout))
         )
-        validation = cv.decode("ascii", "replace").lower()
     except Exception:  # a malformed set is a failed chain (RFC 8617 §5.2), not our error
-        validation = "fail"
-    sealer, dmarc = latest_instance(message)
-    return ArcVerdict(validation, sealer, dmarc)
+        return ArcVerdict("fail", None, None)
+    # Sealer and dmarc= from the instance dkimpy verified, never from our own header reading.
+    return verdict_of(cv, results)
 
 
 async def check_dmarc(

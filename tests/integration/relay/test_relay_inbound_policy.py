@@ -318,3 +318,45 @@ async def test_public_suffix_style_domain_found_by_the_tree_walk(
     authres = header_value(raw, "Authentication-Results") or ""
     assert f"dmarc=pass (p=reject) header.from={zones.PSD_SUBDOMAIN}" in authres
     assert tag_of(raw)["auth"] == "pass"
+
+
+# -- hostile: what a sender can do to the policy ----------------------------------------------
+
+# i= spellings int() reads as a number and dkimpy's i\s*=\s*(\d+) does not (so it skips them).
+FORGED_INSTANCES = {"plus": "+9", "arabic-digit": "\u0669"}
+
+
+@pytest.mark.parametrize("form", list(FORGED_INSTANCES))
+async def test_a_forged_trusted_arc_set_on_a_valid_chain_is_not_believed(
+    lab: Lab, relay_env: RelayEnv, form: str
+) -> None:
+    """The attacker seals a spoofed message with its own key (a valid chain, cv=pass, sealer
+    not trusted), then puts an unsigned "trusted" ARC-Seal and ARC-Authentication-Results on
+    top with an i= only a lenient parser numbers. dkimpy skips them; so must the trust
+    decision: DMARC fails, reject refuses, tag says auth=fail."""
+    instance = FORGED_INSTANCES[form]
+    targets = policy_profile(relay_env, lab, [zones.ARC_SEALER])
+    forged = (
+        f"ARC-Seal: i={instance}; a=rsa-sha256; cv=pass; d={zones.ARC_SEALER};"
+        f" s={zones.ARC_SELECTOR}; b=AAAA\r\n"
+        f"ARC-Authentication-Results: i={instance}; mx.{zones.ARC_SEALER}; dmarc=pass"
+        f" header.from=good.test\r\n"
+    ).encode()
+    async with started_relay(relay_env) as relay:
+        tokens = {p: f"forged-arc-{form}-{p}-{uuid.uuid4().hex[:8]}" for p in ("tag", "reject")}
+        replies = {
+            p: await send(
+                relay.inbound_port,
+                targets[p],
+                forged + sealed(lab, authored(lab, tokens[p]), zones.ARC_OTHER_SEALER),
+            )
+            for p in tokens
+        }
+        assert replies["reject"].startswith("550 5.7.1 Unauthenticated mail refused: DMARC fail")
+        assert f"sealer {zones.ARC_OTHER_SEALER} not trusted" in replies["reject"]
+        assert replies["tag"].startswith("250"), replies["tag"]
+        raw = await at_sink(relay_env, tokens["tag"])
+    assert tag_of(raw)["auth"] == "fail"
+    authres = header_value(raw, "Authentication-Results") or ""
+    assert f"arc=pass (sealed by {zones.ARC_OTHER_SEALER})" in authres
+    assert tokens["reject"].encode() not in b"".join(relay_env.sink_messages())

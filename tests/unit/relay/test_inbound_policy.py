@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from smtpconn.profile.model import UnauthenticatedPolicy as P
-from smtpconn.relay.arc import ArcVerdict, latest_instance
+from smtpconn.relay.arc import ArcVerdict, verdict_of
 from smtpconn.relay.authres import AuthVerdicts
 from smtpconn.relay.policy import Action, Auth, judge
 
@@ -47,14 +47,23 @@ def test_policy_actions(dmarc: str, tag: Action, hold: Action, reject: Action) -
     assert [judgement.action(p) for p in (P.TAG, P.HOLD, P.REJECT)] == [tag, hold, reject]
 
 
-def test_latest_instance_is_read_by_i() -> None:
-    message = (
-        b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=first.example; s=s; b=x\r\n"
-        b"ARC-Authentication-Results: i=1; mx.first.example; dmarc=fail header.from=a.example\r\n"
-        b"ARC-Seal: i=2; a=rsa-sha256; cv=pass; d=Second.Example.; s=s; b=x\r\n"
-        b"ARC-Authentication-Results: i=2; mx.second.example; spf=fail\r\n"
-        b"\tsmtp.mailfrom=x; dmarc=pass (p=reject) header.from=a.example\r\n"
-        b"From: a@a.example\r\n\r\nbody\r\n"
-    )
-    assert latest_instance(message) == ("second.example", "pass")
-    assert latest_instance(b"From: a@a.example\r\n\r\nbody\r\n") == (None, None)
+def test_sealer_and_dmarc_come_from_the_instance_dkimpy_verified() -> None:
+    """dkimpy's result data, highest instance first: its as-domain and aar-value decide."""
+    results = [
+        {
+            "instance": 2,
+            "as-domain": b"Second.Example.",
+            "aar-value": b"i=2; mx.second.example; spf=fail smtp.mailfrom=x;"
+            b" dmarc=pass (p=reject) header.from=a.example",
+        },
+        {"instance": 1, "as-domain": b"first.example", "aar-value": b"i=1; mx; dmarc=fail"},
+    ]
+    assert verdict_of(b"pass", results) == ArcVerdict("pass", "second.example", "pass")
+
+
+@pytest.mark.parametrize("cv", [b"fail", None, b"none", b"odd"])
+def test_a_chain_that_did_not_pass_names_no_sealer(cv: bytes | None) -> None:
+    results = [{"instance": 1, "as-domain": b"sealer.example", "aar-value": b"i=1; x; dmarc=pass"}]
+    verdict = verdict_of(cv, results)
+    assert (verdict.sealer, verdict.dmarc) == (None, None)
+    assert verdict.cv == ("none" if cv == b"none" else "fail")
