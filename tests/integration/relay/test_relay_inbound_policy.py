@@ -360,3 +360,52 @@ async def test_a_forged_trusted_arc_set_on_a_valid_chain_is_not_believed(
     authres = header_value(raw, "Authentication-Results") or ""
     assert f"arc=pass (sealed by {zones.ARC_OTHER_SEALER})" in authres
     assert tokens["reject"].encode() not in b"".join(relay_env.sink_messages())
+
+
+# The forwarder's own domain first (SPF aligned: DMARC would pass for it), the spoofed author
+# second, where a reader that takes the last From (or every author) shows it.
+AUTHORLESS = {
+    "no-from": ("", "no From header"),
+    "two-from-headers": ("From: <x@forwarder.test>\r\nFrom: <author@good.test>\r\n", "2 From"),
+    "two-domains": ("From: <x@forwarder.test>, <author@good.test>\r\n", "in 2 domains"),
+}
+
+
+@pytest.mark.parametrize("shape", list(AUTHORLESS))
+async def test_a_message_without_one_author_domain_is_judged_a_failure(
+    lab: Lab, relay_env: RelayEnv, shape: str
+) -> None:
+    """Without exactly one From author domain DMARC has no policy to find: that must not read
+    as "no policy" (auth=none, delivered) under hold or reject."""
+    from_lines, why = AUTHORLESS[shape]
+    targets = policy_profile(relay_env, lab, [])
+    async with started_relay(relay_env) as relay:
+        tokens = {p: f"authorless-{shape}-{p}-{uuid.uuid4().hex[:8]}" for p in POLICIES}
+        replies = {
+            p: await send(
+                relay.inbound_port,
+                targets[p],
+                (
+                    f"{from_lines}To: <list@forwarder.test>\r\nSubject: {tokens[p]}\r\n"
+                    f"Message-ID: <{tokens[p]}@forwarder.test>\r\n\r\nHello {tokens[p]}\r\n"
+                ).encode(),
+            )
+            for p in POLICIES
+        }
+        assert replies["reject"].startswith(
+            "550 5.7.1 Unauthenticated mail refused: no single author domain"
+        ), replies["reject"]
+        assert why in replies["reject"]
+        assert replies["hold"].startswith("250"), replies["hold"]
+        held = await wait_held(relay_env, tokens["hold"])
+        item = next(
+            i for i in list_queue(open_spool(relay_env.spool), "inbound") if i.entry.id == held
+        )
+        assert "no single author domain" in str(item.state.last_error)
+        assert replies["tag"].startswith("250"), replies["tag"]
+        raw = await at_sink(relay_env, tokens["tag"])
+        assert tag_of(raw)["auth"] == "fail"
+        await asyncio.sleep(0.3)
+    everything = b"".join(relay_env.sink_messages())
+    assert tokens["hold"].encode() not in everything
+    assert tokens["reject"].encode() not in everything

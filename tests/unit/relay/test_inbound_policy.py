@@ -7,7 +7,7 @@ import pytest
 
 from smtpconn.profile.model import UnauthenticatedPolicy as P
 from smtpconn.relay.arc import ArcVerdict, verdict_of
-from smtpconn.relay.authres import AuthVerdicts
+from smtpconn.relay.authres import AuthVerdicts, author_domain
 from smtpconn.relay.policy import Action, Auth, judge
 
 
@@ -67,3 +67,26 @@ def test_a_chain_that_did_not_pass_names_no_sealer(cv: bytes | None) -> None:
     verdict = verdict_of(cv, results)
     assert (verdict.sealer, verdict.dmarc) == (None, None)
     assert verdict.cv == ("none" if cv == b"none" else "fail")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"From: A <a@Author.Example>\r\n", ("author.example", None)),
+        (b"From: a@author.example, b@AUTHOR.example\r\n", ("author.example", None)),
+        (b"", (None, "no From header")),
+        (b"From: a@author.example\r\nFrom: b@other.example\r\n", (None, "2 From headers")),
+        (b"From: a@author.example, b@other.example\r\n", (None, "From names authors in 2 domains")),
+        (b"From: undisclosed\r\n", (None, "no author address in From")),
+    ],
+)
+def test_author_domain(header: bytes, expected: tuple[str | None, str | None]) -> None:
+    assert author_domain(header + b"Subject: x\r\n\r\nbody\r\n") == expected
+
+
+def test_no_single_author_is_a_failure_whatever_arc_says() -> None:
+    arc = ArcVerdict("pass", "sealer.example", "pass")
+    found = AuthVerdicts("pass", "f.example", [], "none", None, None, arc=arc, author_problem="x")
+    judgement = judge(found, ("sealer.example",))
+    assert judgement.auth is Auth.FAIL
+    assert judgement.action(P.REJECT) is Action.REJECT
