@@ -22,6 +22,7 @@ def verdicts(dmarc: str, arc: ArcVerdict | None = None) -> AuthVerdicts:
         ("fail", None, Auth.FAIL),
         ("none", None, Auth.NONE),
         ("temperror", None, Auth.NONE),
+        ("permerror", None, Auth.NONE),
         ("fail", ArcVerdict("pass", "sealer.example", "pass"), Auth.PASS),
         ("fail", ArcVerdict("pass", "other.example", "pass"), Auth.FAIL),  # not trusted
         ("fail", ArcVerdict("fail", "sealer.example", "pass"), Auth.FAIL),  # chain broken
@@ -40,6 +41,7 @@ def test_auth_word(dmarc: str, arc: ArcVerdict | None, auth: Auth) -> None:
         ("fail", Action.DELIVER, Action.HOLD, Action.REJECT),
         ("none", Action.DELIVER, Action.DELIVER, Action.DELIVER),
         ("temperror", Action.DELIVER, Action.HOLD, Action.DEFER),
+        ("permerror", Action.DELIVER, Action.DELIVER, Action.DELIVER),  # broken record: no policy
     ],
 )
 def test_policy_actions(dmarc: str, tag: Action, hold: Action, reject: Action) -> None:
