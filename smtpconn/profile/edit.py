@@ -342,6 +342,8 @@ def plan_add(
         inbound=inbound.credentials,
         **_inbound_policy(request, names),
     )
+    if mode is Mode.BIDIRECTIONAL and entry.unauthenticated_policy is not UnauthenticatedPolicy.TAG:
+        warnings.append(_policy_unused(entry.unauthenticated_policy, names))
     new_profile = profile.with_address(entry)
     return AddPlan(
         profile=new_profile,
@@ -425,6 +427,16 @@ def _plan_forwarding(
         replaced=existing,
         new_password=None,
         warnings=[],
+    )
+
+
+def _policy_unused(policy: UnauthenticatedPolicy, names: InputNames) -> str:
+    # Kept, not refused: it takes effect if the address later moves to the forwarding workflow.
+    return (
+        f"{names.unauthenticated_policy} {policy.value} has no effect on a bidirectional address "
+        "under the authenticated workflow: mail that does not log in is refused at RCPT (530) "
+        "and the customer's logged-in mail is never judged. It applies on the forwarding path: "
+        "outbound-only addresses and addresses under the forwarding workflow"
     )
 
 

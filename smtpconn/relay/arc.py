@@ -1,6 +1,8 @@
 """ARC (RFC 8617) as far as the inbound policy needs it: whether the chain validates (dkimpy's
-``arc_verify``), who sealed it last (the ``d=`` of the ARC-Seal with the highest ``i=``), and
-what that sealer's ARC-Authentication-Results say about DMARC.
+``arc_verify``), who sealed it last and what that sealer's ARC-Authentication-Results say about
+DMARC — both read from the instance dkimpy itself verified (its result data), never from a parse
+of our own: a second reading of ``i=`` that disagreed with dkimpy's (``i=+9``, an Arabic-Indic
+digit) let a forged, unsigned "trusted" set sit on top of a valid chain sealed by anyone.
 
 A forwarder that changes a message (a footer, a subject tag) breaks the author's DKIM signature
 and SPF no longer matches the forwarder's IP, so DMARC fails here although it passed where the
@@ -10,22 +12,21 @@ the address's profile entry trusts (anyone can seal, only a trusted sealer's wor
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from smtpconn.dns.tags import parse_tags
 from smtpconn.message.authserv import split_top_level
 from smtpconn.message.headers import split_header_block, unfold
 
 ARC_SEAL = "arc-seal"
-ARC_RESULTS = "arc-authentication-results"
-MAX_INSTANCES = 50  # RFC 8617 §4.2.1: i= is 1..50
 
 
 @dataclass(frozen=True, slots=True)
 class ArcVerdict:
     cv: str  # pass | fail | none: the chain validation of the whole set (arc_verify)
-    sealer: str | None  # d= of the latest ARC-Seal (lower case), None if unreadable
-    dmarc: str | None  # dmarc= result in the latest ARC-Authentication-Results, if any
+    sealer: str | None  # d= of the top ARC-Seal dkimpy verified (lower case); None unless cv=pass
+    dmarc: str | None  # dmarc= in that instance's ARC-Authentication-Results, if any
 
 
 def _fields(message: bytes) -> list[tuple[str, str]]:
@@ -41,36 +42,23 @@ def has_arc(message: bytes) -> bool:
     return any(name == ARC_SEAL for name, _ in _fields(message))
 
 
-def _instance(value: str) -> int | None:
-    text = value.strip()
-    if not text.lower().startswith("i="):
-        head = parse_tags(value).get("i")
-    else:
-        head = text[2:].split(";", 1)[0]
-    try:
-        number = int((head or "").strip())
-    except ValueError:
-        return None
-    return number if 1 <= number <= MAX_INSTANCES else None
+def verdict_of(cv: bytes | None, results: Sequence[Mapping[str, Any]]) -> ArcVerdict:
+    """The verdict out of ``dkim.arc_verify``'s (cv, result data): dkimpy lists the instances it
+    verified from the highest down, each with its ARC-Seal's ``as-domain`` and the
+    ``aar-value`` it verified that seal over. Sealer and dmarc= are only read when the whole
+    chain passed (what a failed chain's top instance says is nobody's word)."""
+    validation = (cv or b"fail").decode("ascii", "replace").lower()
+    if validation != "pass" or not results:
+        return ArcVerdict(validation if validation in ("pass", "none") else "fail", None, None)
+    top = results[0]
+    domain = _text(top.get("as-domain")).strip().rstrip(".").lower() or None
+    return ArcVerdict("pass", domain, _dmarc_result(_text(top.get("aar-value"))))
 
 
-def latest_instance(message: bytes) -> tuple[str | None, str | None]:
-    """(the latest ARC-Seal's d=, the dmarc= result of that instance's ARC-Authentication-Results)."""
-    seals: dict[int, str] = {}
-    results: dict[int, str] = {}
-    for name, value in _fields(message):
-        number = _instance(value)
-        if number is None:
-            continue
-        if name == ARC_SEAL:
-            seals.setdefault(number, value)
-        elif name == ARC_RESULTS:
-            results.setdefault(number, value)
-    if not seals:
-        return None, None
-    top = max(seals)
-    domain = parse_tags(seals[top]).get("d", "").strip().rstrip(".").lower() or None
-    return domain, _dmarc_result(results.get(top, ""))
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else ""
 
 
 def _dmarc_result(value: str) -> str | None:

@@ -33,8 +33,8 @@ from smtpconn.dns.resolvers import make_resolver
 from smtpconn.dns.sync import SyncDns, bound
 from smtpconn.dns.tags import parse_tags
 from smtpconn.message.escaping import escape_controls
-from smtpconn.message.headers import header_value
-from smtpconn.relay.arc import ArcVerdict, has_arc, latest_instance
+from smtpconn.message.headers import split_header_block, unfold
+from smtpconn.relay.arc import ArcVerdict, has_arc, verdict_of
 
 DNS_CACHE_SIZE = 4096  # (name, type) answers; bounded so a flood of sender domains cannot grow it
 
@@ -99,6 +99,7 @@ class AuthVerdicts:
     from_domain: str | None
     spf_helo: str | None = None  # set for the null sender: SPF checked postmaster@<HELO>
     arc: ArcVerdict | None = None  # None: the message carries no ARC set
+    author_problem: str | None = None  # why there is no single From author domain (then None)
 
     def header(self, authserv_id: str, client_ip: str) -> str:
         parts = [authserv_id]
@@ -173,14 +174,13 @@ def check_arc(message: bytes, timeout: float, dns: SyncDns) -> ArcVerdict | None
     import dkim
 
     try:
-        cv, _results, _reason = dkim.arc_verify(
+        cv, results, _reason = dkim.arc_verify(
             message, dnsfunc=dns.dkim_txt, timeout=int(max(1, timeout))
         )
-        validation = cv.decode("ascii", "replace").lower()
     except Exception:  # a malformed set is a failed chain (RFC 8617 §5.2), not our error
-        validation = "fail"
-    sealer, dmarc = latest_instance(message)
-    return ArcVerdict(validation, sealer, dmarc)
+        return ArcVerdict("fail", None, None)
+    # Sealer and dmarc= from the instance dkimpy verified, never from our own header reading.
+    return verdict_of(cv, results)
 
 
 async def check_dmarc(
@@ -218,7 +218,7 @@ async def evaluate(
     # RFC 8601 §2.7.2: smtp.mailfrom is the domain (or address) SPF evaluated; for the null
     # sender that is postmaster@<HELO>, reported in full beside smtp.helo.
     sender_domain = sender.rpartition("@")[2].lower()
-    from_domain = _from_domain(inp.message)
+    from_domain, author_problem = author_domain(inp.message)
     thread = asyncio.to_thread(check_spf_dkim, inp, timeout, dns)
     if from_domain:
         found, lookup = await asyncio.gather(thread, find_policy(resolver, from_domain))
@@ -234,17 +234,31 @@ async def evaluate(
         from_domain=from_domain,
         spf_helo=None if inp.mail_from else inp.helo,
         arc=found.arc,
+        author_problem=author_problem,
     )
 
 
-def _from_domain(message: bytes) -> str | None:
-    value = header_value(message, "From")
-    if not value:
-        return None
-    addresses = [a for _, a in getaddresses([value]) if "@" in a]
-    if len(addresses) != 1:
-        return None  # DMARC (RFC 7489 §6.6.1) is undefined for zero or several authors
-    return addresses[0].rpartition("@")[2].lower()
+def author_domain(message: bytes) -> tuple[str | None, str | None]:
+    """(the one author domain of the From header, None) or (None, why there is not exactly one).
+
+    DMARC (RFC 7489 §6.6.1) is undefined without exactly one author domain and lets a receiver
+    reject such a message; several addresses of one domain are that domain."""
+    fields, _body = split_header_block(message)
+    values = []
+    for field in fields:
+        name, _, value = field.decode("utf-8", "replace").partition(":")
+        if name.strip().lower() == "from":
+            values.append(unfold(value))
+    if not values:
+        return None, "no From header"
+    if len(values) > 1:
+        return None, f"{len(values)} From headers"
+    domains = {a.rpartition("@")[2].lower() for _, a in getaddresses(values) if "@" in a}
+    if not domains:
+        return None, "no author address in From"
+    if len(domains) > 1:
+        return None, f"From names authors in {len(domains)} domains"
+    return domains.pop(), None
 
 
 async def authentication_results(
@@ -265,6 +279,7 @@ async def assess(inp: AuthInput, timeout: float, resolver: Resolver) -> AuthVerd
     try:
         verdicts = await asyncio.wait_for(evaluate(inp, timeout, resolver, dns), timeout * 2)
     except TimeoutError:
+        author, author_problem = author_domain(inp.message)
         verdicts = AuthVerdicts(
             spf="temperror",
             spf_domain=(
@@ -275,8 +290,9 @@ async def assess(inp: AuthInput, timeout: float, resolver: Resolver) -> AuthVerd
             dkim=[],
             dmarc="temperror",
             dmarc_policy=None,
-            from_domain=_from_domain(inp.message),
+            from_domain=author,
             spf_helo=None if inp.mail_from else inp.helo,
+            author_problem=author_problem,
         )
     finally:
         dns.close()  # a thread still evaluating gets "could not tell" at once from now on

@@ -10,9 +10,11 @@ Held messages are listed by ``smtpconn queue list`` and released with ``smtpconn
 
 The tag header is written here too (for copies the listener spooled with ``tag_at_handover``):
 unauthenticated mail gets ``auth=pass|fail|none`` from the same evaluation, and an address whose
-``unauthenticated_policy`` is ``hold`` holds what fails (:mod:`smtpconn.relay.policy`). The policy
-is applied on the first hand-over only (no attempt recorded yet): a hold counts as an attempt, so
-the message that ``smtpconn queue retry`` releases is delivered, tagged ``auth=fail``.
+``unauthenticated_policy`` is ``hold`` holds what fails (:mod:`smtpconn.relay.policy`). It is
+decided once, on the first hand-over: the Authentication-Results and ``auth=`` are kept in the
+entry's retry state and every later attempt (after a sink failure, or the ``smtpconn queue
+retry`` that releases a held message) delivers with them, never judging again. A tag other than
+exactly ``authenticated`` is treated as unauthenticated (fail closed).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from smtpconn.dns import CachingResolver
 from smtpconn.message.escaping import escape_controls
-from smtpconn.message.tag import TAG_HEADER, UNAUTHENTICATED, tag_value
+from smtpconn.message.tag import AUTHENTICATED, TAG_HEADER, tag_value
 from smtpconn.relay.authres import AuthInput, assess, relay_resolver
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.log import log_event
@@ -104,37 +106,54 @@ class SinkHandover:
         """The headers to put on top (Authentication-Results, and the tag when it is ours to
         write), or the reason to hold the message under its address's policy. ``meta`` gains
         ``auth`` for unauthenticated mail."""
+        unauthenticated = meta.get("tag") != AUTHENTICATED  # fail closed on an odd value
         precomputed = meta.get("authres")
         if isinstance(precomputed, str):  # judged before the 250 (a reject policy)
             header = precomputed
+        elif state.authres is not None:  # judged on an earlier attempt: decided once
+            header = state.authres
+            if state.auth:
+                meta["auth"] = state.auth
         else:
-            verdicts = await assess(
-                AuthInput(
-                    client_ip=str(meta["client_ip"]),
-                    helo=str(meta.get("helo", "")),
-                    mail_from=mail_from,
-                    message=message,
-                ),
-                self.auth_timeout,
-                CachingResolver(self._resolver),
-            )
-            header = verdicts.header(self.config.hostname, str(meta["client_ip"]))
-            if meta.get("tag") == UNAUTHENTICATED and meta.get("tag_at_handover"):
-                route = self.config.route_for(str(meta.get("support_address", "")))
-                policy, sealers = policy_of(route.address if route else None)
-                judgement = judge(verdicts, sealers)
-                meta["auth"] = judgement.auth.value
-                if state.attempts == 0 and judgement.action(policy) is Action.HOLD:
-                    return f"held by unauthenticated_policy=hold: {judgement.reason}"
+            header, hold = await self._judge(mail_from, message, meta)
+            # Kept in the state the failure/hold path saves (a lost update re-judges, no more).
+            state.authres, state.auth = header, meta.get("auth")
+            if hold is not None:
+                return hold
         if not meta.get("tag_at_handover"):
             return [header]  # spooled by an older relay, tagged then
-        authenticated = meta.get("tag") != UNAUTHENTICATED
-        tag = tag_value(authenticated, str(meta.get("mode", "")), auth=meta.get("auth"))
+        tag = tag_value(not unauthenticated, str(meta.get("mode", "")), auth=meta.get("auth"))
         return [header, f"{TAG_HEADER}: {tag}"]
 
+    async def _judge(
+        self, mail_from: str, message: bytes, meta: dict[str, Any]
+    ) -> tuple[str, str | None]:
+        """(Authentication-Results, the reason to hold it or None), the first time this message
+        is handed over; ``meta`` gains ``auth`` for unauthenticated mail."""
+        verdicts = await assess(
+            AuthInput(
+                client_ip=str(meta["client_ip"]),
+                helo=str(meta.get("helo", "")),
+                mail_from=mail_from,
+                message=message,
+            ),
+            self.auth_timeout,
+            CachingResolver(self._resolver),
+        )
+        header = verdicts.header(self.config.hostname, str(meta["client_ip"]))
+        if meta.get("tag") == AUTHENTICATED or not meta.get("tag_at_handover"):
+            return header, None
+        route = self.config.route_for(str(meta.get("support_address", "")))
+        policy, sealers = policy_of(route.address if route else None)
+        judgement = judge(verdicts, sealers)
+        meta["auth"] = judgement.auth.value
+        if judgement.action(policy) is Action.HOLD:
+            return header, f"held by unauthenticated_policy=hold: {judgement.reason}"
+        return header, None
+
     def _hold_by_policy(self, entry: SpoolEntry, state: RetryState, reason: str, auth: str) -> None:
-        # Counted as an attempt: the policy is applied to the first hand-over only, so what
-        # `queue retry` releases is delivered.
+        # Counted as an attempt; the judgement is in the state, so what `queue retry` releases
+        # is delivered with it, not judged again.
         state.attempts += 1
         state.held = True
         state.last_error = escape_controls(reason)

@@ -5,11 +5,16 @@ out of the relay's own DMARC result (or a trusted ARC sealer's), and what the ad
 * ``pass``: DMARC passed here, or a trusted sealer's ARC-Authentication-Results say dmarc=pass
   and the ARC chain validates.
 * ``fail``: DMARC failed (here, or by the trusted sealer's word).
-* ``none``: the author's domain publishes no DMARC policy (or the message has no single From
-  author): nothing to judge by, so no policy holds or rejects it; it is tagged ``auth=none``.
+* ``fail`` too: the message has no single author domain (no From, several From headers, or
+  authors in several domains): DMARC cannot apply, and RFC 7489 §6.6.1 lets a receiver refuse it.
+* ``none``: the author's domain publishes no DMARC policy: nothing to judge by, so no policy
+  holds or rejects it; it is tagged ``auth=none``.
 * A lookup that could not tell (``temperror``) is tagged ``auth=none`` but is not passed by a
-  ``hold`` or ``reject`` policy: ``reject`` answers ``451 4.7.5`` (the sender retries) and
+  ``hold`` or ``reject`` policy: ``reject`` answers ``451 4.7.1`` (the sender retries) and
   ``hold`` holds it, so a sender cannot escape the policy by making its own DNS time out.
+* A broken DMARC record (``permerror``) is permanent: retrying cannot help, so it is no usable
+  policy, ``auth=none`` like no record at all (RFC 7489 §6.6.3 applies no policy then), not a
+  ``451`` the sender would retry for days.
 
 Authenticated mail (the customer's server, logged in) is never judged here.
 """
@@ -40,7 +45,7 @@ class Action(StrEnum):
 class Judgement:
     auth: Auth
     reason: str  # why, for the log, the held state and the 550 text (no client text raw)
-    undecided: bool = False  # DMARC could not be evaluated (temperror / permerror)
+    undecided: bool = False  # DMARC could not be evaluated this time (temperror)
 
     def action(self, policy: UnauthenticatedPolicy) -> Action:
         if policy is UnauthenticatedPolicy.TAG:
@@ -54,6 +59,10 @@ class Judgement:
 
 def judge(verdicts: AuthVerdicts, trusted_sealers: tuple[str, ...]) -> Judgement:
     """``auth=`` for an unauthenticated message to an address trusting ``trusted_sealers``."""
+    if verdicts.author_problem is not None:
+        # Nothing to apply DMARC to is not "no policy": RFC 7489 §6.6.1 lets a receiver refuse
+        # it, and delivering it as auth=none would let a sender drop From to pass hold/reject.
+        return Judgement(Auth.FAIL, f"no single author domain ({verdicts.author_problem})")
     arc = verdicts.arc
     if (
         arc is not None
@@ -73,7 +82,7 @@ def judge(verdicts: AuthVerdicts, trusted_sealers: tuple[str, ...]) -> Judgement
         return Judgement(Auth.PASS, reason)
     if verdicts.dmarc == "fail":
         return Judgement(Auth.FAIL, reason)
-    return Judgement(Auth.NONE, reason, undecided=verdicts.dmarc in ("temperror", "permerror"))
+    return Judgement(Auth.NONE, reason, undecided=verdicts.dmarc == "temperror")
 
 
 def policy_of(address: SupportAddress | None) -> tuple[UnauthenticatedPolicy, tuple[str, ...]]:

@@ -63,6 +63,10 @@ class RetryState:
     done: list[str] = field(default_factory=list)  # recipients already delivered (outbound)
     # The server's lane was throttled: not retried before this (epoch seconds; 0 = not throttled)
     throttled_until: float = 0.0
+    # Inbound: the first hand-over's Authentication-Results and auth= word. Every later attempt
+    # reuses them, so a retry never re-decides the unauthenticated policy nor changes the tag.
+    authres: str | None = None
+    auth: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,10 @@ OnStored = Callable[[str, Sequence[SpoolEntry]], None]
 
 class SpoolLocked(UsageError):
     pass
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def new_id() -> str:
@@ -300,6 +308,8 @@ class Spool:
                 held=bool(data.get("held", False)),
                 done=[str(r) for r in data.get("done", [])],
                 throttled_until=float(data.get("throttled_until", 0.0)),
+                authres=_text_or_none(data.get("authres")),
+                auth=_text_or_none(data.get("auth")),
             )
         except (OSError, ValueError, TypeError, AttributeError):
             return RetryState()

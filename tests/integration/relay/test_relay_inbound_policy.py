@@ -7,6 +7,8 @@ domain only the RFC 9989 tree walk gets right."""
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from smtpconn.dns.resolvers import make_resolver
 from smtpconn.message.headers import header_value
 from smtpconn.message.tag import TAG_HEADER, parse_tag
 from smtpconn.relay.queue import list_queue, open_spool, retry
+from smtpconn.relay.spool import Envelope, Spool
 from tests.integration.relay.conftest import (
     INBOUND_HASH,
     INBOUND_PASS,
@@ -318,3 +321,170 @@ async def test_public_suffix_style_domain_found_by_the_tree_walk(
     authres = header_value(raw, "Authentication-Results") or ""
     assert f"dmarc=pass (p=reject) header.from={zones.PSD_SUBDOMAIN}" in authres
     assert tag_of(raw)["auth"] == "pass"
+
+
+# -- hostile: what a sender can do to the policy ----------------------------------------------
+
+# i= spellings int() reads as a number and dkimpy's i\s*=\s*(\d+) does not (so it skips them).
+FORGED_INSTANCES = {"plus": "+9", "arabic-digit": "\u0669"}
+
+
+@pytest.mark.parametrize("form", list(FORGED_INSTANCES))
+async def test_a_forged_trusted_arc_set_on_a_valid_chain_is_not_believed(
+    lab: Lab, relay_env: RelayEnv, form: str
+) -> None:
+    """The attacker seals a spoofed message with its own key (a valid chain, cv=pass, sealer
+    not trusted), then puts an unsigned "trusted" ARC-Seal and ARC-Authentication-Results on
+    top with an i= only a lenient parser numbers. dkimpy skips them; so must the trust
+    decision: DMARC fails, reject refuses, tag says auth=fail."""
+    instance = FORGED_INSTANCES[form]
+    targets = policy_profile(relay_env, lab, [zones.ARC_SEALER])
+    forged = (
+        f"ARC-Seal: i={instance}; a=rsa-sha256; cv=pass; d={zones.ARC_SEALER};"
+        f" s={zones.ARC_SELECTOR}; b=AAAA\r\n"
+        f"ARC-Authentication-Results: i={instance}; mx.{zones.ARC_SEALER}; dmarc=pass"
+        f" header.from=good.test\r\n"
+    ).encode()
+    async with started_relay(relay_env) as relay:
+        tokens = {p: f"forged-arc-{form}-{p}-{uuid.uuid4().hex[:8]}" for p in ("tag", "reject")}
+        replies = {
+            p: await send(
+                relay.inbound_port,
+                targets[p],
+                forged + sealed(lab, authored(lab, tokens[p]), zones.ARC_OTHER_SEALER),
+            )
+            for p in tokens
+        }
+        assert replies["reject"].startswith("550 5.7.1 Unauthenticated mail refused: DMARC fail")
+        assert f"sealer {zones.ARC_OTHER_SEALER} not trusted" in replies["reject"]
+        assert replies["tag"].startswith("250"), replies["tag"]
+        raw = await at_sink(relay_env, tokens["tag"])
+    assert tag_of(raw)["auth"] == "fail"
+    authres = header_value(raw, "Authentication-Results") or ""
+    assert f"arc=pass (sealed by {zones.ARC_OTHER_SEALER})" in authres
+    assert tokens["reject"].encode() not in b"".join(relay_env.sink_messages())
+
+
+# The forwarder's own domain first (SPF aligned: DMARC would pass for it), the spoofed author
+# second, where a reader that takes the last From (or every author) shows it.
+AUTHORLESS = {
+    "no-from": ("", "no From header"),
+    "two-from-headers": ("From: <x@forwarder.test>\r\nFrom: <author@good.test>\r\n", "2 From"),
+    "two-domains": ("From: <x@forwarder.test>, <author@good.test>\r\n", "in 2 domains"),
+}
+
+
+@pytest.mark.parametrize("shape", list(AUTHORLESS))
+async def test_a_message_without_one_author_domain_is_judged_a_failure(
+    lab: Lab, relay_env: RelayEnv, shape: str
+) -> None:
+    """Without exactly one From author domain DMARC has no policy to find: that must not read
+    as "no policy" (auth=none, delivered) under hold or reject."""
+    from_lines, why = AUTHORLESS[shape]
+    targets = policy_profile(relay_env, lab, [])
+    async with started_relay(relay_env) as relay:
+        tokens = {p: f"authorless-{shape}-{p}-{uuid.uuid4().hex[:8]}" for p in POLICIES}
+        replies = {
+            p: await send(
+                relay.inbound_port,
+                targets[p],
+                (
+                    f"{from_lines}To: <list@forwarder.test>\r\nSubject: {tokens[p]}\r\n"
+                    f"Message-ID: <{tokens[p]}@forwarder.test>\r\n\r\nHello {tokens[p]}\r\n"
+                ).encode(),
+            )
+            for p in POLICIES
+        }
+        assert replies["reject"].startswith(
+            "550 5.7.1 Unauthenticated mail refused: no single author domain"
+        ), replies["reject"]
+        assert why in replies["reject"]
+        assert replies["hold"].startswith("250"), replies["hold"]
+        held = await wait_held(relay_env, tokens["hold"])
+        item = next(
+            i for i in list_queue(open_spool(relay_env.spool), "inbound") if i.entry.id == held
+        )
+        assert "no single author domain" in str(item.state.last_error)
+        assert replies["tag"].startswith("250"), replies["tag"]
+        raw = await at_sink(relay_env, tokens["tag"])
+        assert tag_of(raw)["auth"] == "fail"
+        await asyncio.sleep(0.3)
+    everything = b"".join(relay_env.sink_messages())
+    assert tokens["hold"].encode() not in everything
+    assert tokens["reject"].encode() not in everything
+
+
+async def test_the_policy_is_decided_once_across_attempts(lab: Lab, relay_env: RelayEnv) -> None:
+    """A hold address, a message a trusted sealer vouches for (auth=pass, delivered), a pipe
+    sink that fails the first time. Before the retry the profile stops trusting the sealer: the
+    retry delivers with the first judgement (its Authentication-Results and auth=pass), it
+    does not judge again (a second judgement was a different tag, and skipped the hold)."""
+    out = relay_env.root / "piped"
+    out.mkdir()
+    script = relay_env.root / "mailgate.py"
+    script.write_text(
+        f"#!{sys.executable}\nimport os, sys\nout = {str(out)!r}\nruns = len(os.listdir(out))\n"
+        'open(os.path.join(out, f"run{runs}"), "wb").write(sys.stdin.buffer.read())\n'
+        "sys.exit(75 if runs == 0 else 0)\n"
+    )
+    script.chmod(0o755)
+
+    def profile(trusted: list[str]) -> None:
+        address = {
+            "address": f"hold@{relay_env.domain}",
+            "mode": "outbound-only",
+            "workflow": "forwarding",
+            "unauthenticated_policy": "hold",
+            "trusted_arc_sealers": trusted,
+        }
+        relay = {**_relay_table(lab), "retry_initial": 600}
+        relay["sink"] = {"kind": "pipe", "command": [str(script)]}
+        write_profile(relay_env.profile, [address], relay)
+
+    profile([zones.ARC_SEALER])
+    token = f"decided-once-{uuid.uuid4().hex[:8]}"
+    async with started_relay(relay_env) as relay:
+        message = sealed(lab, authored(lab, token), zones.ARC_SEALER)
+        reply = await send(relay.inbound_port, f"hold@{relay_env.domain}", message)
+        assert reply.startswith("250"), reply
+        assert await log_with(relay_env, "inbound.deferred", timeout=20)
+        profile([])  # the sealer is no longer trusted: a new judgement would say auth=fail
+        assert await relay.reload()
+        spool = open_spool(relay_env.spool)
+        [item] = list_queue(spool, "inbound")
+        assert retry(spool, [item.entry.id]) == [item.entry.id]
+        assert await log_with(relay_env, "inbound.delivered", timeout=20)
+    first, second = ((out / name).read_bytes() for name in ("run0", "run1"))
+    assert tag_of(first)["auth"] == tag_of(second)["auth"] == "pass"
+    assert header_value(first, "Authentication-Results") == header_value(
+        second, "Authentication-Results"
+    )
+    assert not any("inbound.held" in line for line in relay_env.log_lines)
+
+
+@pytest.mark.parametrize("tag", [None, "", "Authenticated", "authenticated ", "yes"])
+async def test_a_spooled_entry_without_exactly_the_authenticated_tag_is_unauthenticated(
+    lab: Lab, relay_env: RelayEnv, tag: str | None
+) -> None:
+    """Spool metadata the listener did not write (an older relay, an edited or damaged entry)
+    never earns the authenticated tag: anything but exactly "authenticated" is judged and
+    tagged unauthenticated (fail closed)."""
+    spool = Spool(relay_env.spool)
+    spool.create()
+    meta: dict[str, Any] = {
+        "mode": "outbound-only",
+        "support_address": relay_env.addresses["outbound-only"],
+        "client_ip": "127.0.0.1",
+        "helo": "mx.forwarder.test",
+        "tag_at_handover": True,
+    }
+    if tag is not None:
+        meta["tag"] = tag
+    token = f"odd-tag-{uuid.uuid4().hex[:8]}"
+    envelope = Envelope(
+        "inbound", FORWARDER_RETURN_PATH, (relay_env.addresses["outbound-only"],), time.time(), meta
+    )
+    spool.put(envelope, forwarded(authored(lab, token)))
+    async with started_relay(relay_env):
+        raw = await at_sink(relay_env, token)
+    assert tag_of(raw) == {"tag": "unauthenticated", "mode": "outbound-only", "auth": "fail"}

@@ -7,6 +7,8 @@ import json
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import CliInvoker
 
 
@@ -74,3 +76,32 @@ def test_a_hand_edited_bad_value_is_a_profile_finding(cli: CliInvoker, workdir: 
     assert result.exit_code == 2
     assert "addresses[0].unauthenticated_policy" in result.output
     assert "addresses[0].trusted_arc_sealers" in result.output
+
+
+def test_a_policy_on_an_authenticated_bidirectional_address_warns_where_it_applies(
+    cli: CliInvoker, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unauthenticated mail to such an address is refused at RCPT (530): the policy can never
+    act there. Stored (it acts if the address moves to forwarding), with a warning."""
+    monkeypatch.setenv("SMTP_PASSWORD", "x")
+    result = cli(
+        "add-address",
+        "support@example.com",
+        "--mode",
+        "bidirectional",
+        "--server",
+        "mail.example.com",
+        "--username",
+        "helpdesk",
+        "--secret",
+        "env:SMTP_PASSWORD",
+        "--unauthenticated-policy",
+        "reject",
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "no effect on a bidirectional address" in text
+    assert "outbound-only addresses and addresses under the forwarding workflow" in text
+    assert _profile(workdir)["addresses"][0]["unauthenticated_policy"] == "reject"
+    quiet = _add(cli, "help@example.com", "--unauthenticated-policy", "reject")
+    assert quiet.exit_code == 0 and "no effect" not in quiet.output
