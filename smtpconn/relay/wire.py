@@ -169,6 +169,10 @@ class DataReader:
     _partial: bytearray = field(default_factory=bytearray)  # the current line, when kept
     _line: int = 0  # bytes of the current (unfinished) line received so far
     _head: bytes = b""  # its first bytes, enough to recognise the end line
+    # Whether the current line's bytes so far end with CR. Kept apart from _partial, which is
+    # dropped once there is a problem: a CR and its LF in separate reads are still a CRLF, and
+    # the end line after them must still end DATA.
+    _cr_last: bool = False
     _after_crlf: bool = True  # the DATA command itself ended the previous line
 
     def feed(self, chunk: bytes) -> bool:
@@ -181,7 +185,7 @@ class DataReader:
             done = self._feed_fast(whole)
             if done is not None:
                 self._partial.clear()
-                self._line, self._head = 0, b""
+                self._line, self._head, self._cr_last = 0, b"", False
                 if cut < len(chunk):
                     self._piece(chunk[cut:], complete=False)
                 return done
@@ -237,6 +241,7 @@ class DataReader:
         if len(self._head) < len(END_LINE):
             self._head += piece[: len(END_LINE) - len(self._head)]
         self._line += len(piece)
+        cr_before, self._cr_last = self._cr_last, piece.endswith(b"\r")
         if not complete:
             # Kept up to the line limit only: an endless line never fills memory.
             if self.problem is None:
@@ -246,6 +251,7 @@ class DataReader:
             return False
         line_len, self._line = self._line, 0
         head, self._head = self._head, b""
+        crlf = piece.endswith(b"\r\n") or (piece == b"\n" and cr_before)
         if self._after_crlf and line_len == len(END_LINE) and head == END_LINE:
             return True
         line = bytes(self._partial) + piece if self._partial else piece
@@ -255,11 +261,12 @@ class DataReader:
             self._fail(TOO_MUCH_DATA)
         if line_len > self.line_limit:
             self._fail(LINE_TOO_LONG)
-        self._take_line(line)
+        self._take_line(line, crlf=crlf)
         return False
 
-    def _take_line(self, line: bytes) -> None:
-        crlf = line.endswith(b"\r\n")
+    def _take_line(self, line: bytes, *, crlf: bool) -> None:
+        """``crlf``: the line ended with CR LF, told by the caller because the CR may have
+        come in an earlier fragment that is no longer kept."""
         body = line[:-2] if crlf else line[:-1]
         after_crlf, self._after_crlf = self._after_crlf, crlf
         if (not crlf or b"\r" in body) and not self.normalize:
