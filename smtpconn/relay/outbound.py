@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -59,7 +58,7 @@ from smtpconn.relay.tagging import prepend
 from smtpconn.relay.worker import Attempted
 from smtpconn.smtp.failures import StageName
 from smtpconn.smtp.replies import Reply
-from smtpconn.smtp.reply_catalogue import annotated, explain, is_throttling
+from smtpconn.smtp.reply_catalogue import annotated, enhanced_code, explain, is_throttling
 
 # Recipients per submitted reply (Postfix's smtpd_recipient_limit default). The customer's
 # server may allow fewer per transaction: the outbound side splits (recipients_per_message).
@@ -362,7 +361,9 @@ class OutboundDelivery:
                 run.throttled = reply
                 run.temporary.append((outcome.recipient, reply))
             elif outcome.permanent:
-                run.bounces.append(FailedRecipient(outcome.recipient, _status(outcome), reply))
+                run.bounces.append(
+                    FailedRecipient(outcome.recipient, _status(outcome, result), reply)
+                )
             else:
                 run.temporary.append((outcome.recipient, reply))
         if lane is None or self.lanes is None:
@@ -531,13 +532,14 @@ class OutboundDelivery:
         self.on_stored("inbound", stored)
 
 
-_ENHANCED = re.compile(r"\b5\.\d{1,3}\.\d{1,3}\b")
-
-
-def _status(outcome: Any) -> str:
-    """The server's enhanced status code (RFC 3463) when it gave one, else the generic 5.0.0."""
-    match = _ENHANCED.search(str(outcome.text))
-    return match.group(0) if match else "5.0.0"
+def _status(outcome: Any, result: Result) -> str:
+    """The server's enhanced status code (RFC 3463) of a permanent failure when it gave one,
+    else the generic 5.0.0 (also for a failure no server reply decided)."""
+    for reply in _server_replies(outcome, result):
+        status = enhanced_code(reply)
+        if status.startswith("5."):
+            return status
+    return "5.0.0"
 
 
 __all__ = ["Deliverer", "OutboundDelivery", "RetryState", "SubmissionHandler"]
