@@ -17,7 +17,8 @@ from enum import StrEnum
 
 from smtpconn.smtp.replies import Reply
 
-_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")  # RFC 3463, RFC 2034 §3
+# RFC 3463 class.subject.detail; not the tail of a longer dotted number (an IP address).
+_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 class Effect(StrEnum):
@@ -377,9 +378,15 @@ _CATALOGUE: tuple[_Entry, ...] = (
 )
 
 
-def enhanced_code(reply: Reply) -> str:
-    """The RFC 3463 enhanced status code at the start of the first line ("" when absent)."""
-    match = _ENHANCED.match(reply.lines[0]) if reply.lines else None
+def enhanced_code(reply: Reply, *, anywhere: bool = False) -> str:
+    """The RFC 3463 enhanced status code at the start of the first line, where a server puts
+    it (RFC 2034 §3); "" when absent. ``anywhere``: the first one in the text, for our own
+    account of a failure that quotes a reply or names a status ("... (5.6.7) ...")."""
+    if anywhere:
+        match = _ENHANCED.search(reply.text)
+    else:
+        first = reply.lines[0].lstrip() if reply.lines else ""
+        match = _ENHANCED.match(first)
     return ".".join(match.groups()) if match else ""
 
 

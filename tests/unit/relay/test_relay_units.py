@@ -576,5 +576,8 @@ def test_bounce_status_comes_from_the_server_reply() -> None:
     assert _status(outcome(550, "5.1.1 <x@example.com>: User unknown"), no_failure) == "5.1.1"
     assert _status(outcome(550, "User unknown"), no_failure) == "5.0.0"
     assert _status(outcome(None, "connection refused"), no_failure) == "5.0.0"
+    assert _status(outcome(None, "10.5.1.2:587 refused the connection"), no_failure) == "5.0.0"
+    smtputf8 = outcome(None, "mx:587 does not offer SMTPUTF8 (5.6.7), which ...")
+    assert _status(smtputf8, no_failure) == "5.6.7"
     refused = SimpleNamespace(failure=SimpleNamespace(reply=Reply(554, ("5.7.1 Rejected",))))
     assert _status(outcome(554, "mx refused DATA: 554 5.7.1 Rejected"), refused) == "5.7.1"

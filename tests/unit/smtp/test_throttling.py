@@ -52,8 +52,7 @@ def test_throttling_replies(line: str) -> None:
         "552 Quota exceeded",
         "554 5.2.0 STOREDRV.Deliver.Exception:QuotaExceededException; Failed to process message "
         "due to a permanent exception with message [BeginDiagnosticData]Mailbox quota exceeded",
-        "550 5.7.1 <x@example.com>: Recipient address rejected: daily quota exceeded for "
-        "recipient",
+        "550 5.7.1 <x@example.com>: Recipient address rejected: daily quota exceeded for recipient",
         "450 4.2.1 <x@example.com>: mailbox temporarily disabled",
         "452 4.2.2 <x@example.com>: rate limit of the mailbox: too many messages stored",
     ],
