@@ -29,21 +29,27 @@ def _arg(raw: bytes) -> str:
         (b"FROM:<a@example.org>", None),
         ("FROM:<jösé@example.org> SMTPUTF8".encode(), None),
         ("FROM:<jösé@example.org> smtputf8 BODY=8BITMIME".encode(), None),
-        ("FROM:<jösé@example.org>".encode(), MAIL_NEEDS_SMTPUTF8),
-        ("FROM:<a@example.org> SMTPUTF8 ENVID=é".encode(), PARAMS_NOT_ASCII),
-        (b"FROM:<a\xc0\xaf@example.org> SMTPUTF8", NOT_UTF8),
-        (b"FROM:<a\xed\xa0\x80@example.org> SMTPUTF8", NOT_UTF8),
-        ("FROM:<a\u0085@example.org> SMTPUTF8".encode(), MAIL_PATH_REFUSED),
+        ("FROM:<jösé@example.org>".encode(), (MAIL_NEEDS_SMTPUTF8, "smtputf8-required")),
+        (
+            "FROM:<a@example.org> SMTPUTF8 ENVID=é".encode(),
+            (PARAMS_NOT_ASCII, "non-ascii-parameter"),
+        ),
+        (b"FROM:<a\xc0\xaf@example.org> SMTPUTF8", (NOT_UTF8, "not-utf8")),
+        (b"FROM:<a\xed\xa0\x80@example.org> SMTPUTF8", (NOT_UTF8, "not-utf8")),
+        ("FROM:<a\u0085@example.org> SMTPUTF8".encode(), (MAIL_PATH_REFUSED, "control-character")),
         ('FROM:<"ü>x"@example.org> SMTPUTF8'.encode(), None),  # ">" inside quotes
     ],
 )
-def test_mail(raw: bytes, reply: str | None) -> None:
+def test_mail(raw: bytes, reply: tuple[str, str] | None) -> None:
     assert utf8_refusal(_arg(raw), smtputf8=None, path_reply=MAIL_PATH_REFUSED) == reply
 
 
 def test_rcpt_follows_the_transaction() -> None:
     arg = _arg("TO:<forward@bücher.example>".encode())
-    assert utf8_refusal(arg, smtputf8=False, path_reply=RCPT_PATH_REFUSED) == RCPT_NEEDS_SMTPUTF8
+    assert utf8_refusal(arg, smtputf8=False, path_reply=RCPT_PATH_REFUSED) == (
+        RCPT_NEEDS_SMTPUTF8,
+        "smtputf8-required",
+    )
     assert utf8_refusal(arg, smtputf8=True, path_reply=RCPT_PATH_REFUSED) is None
 
 
