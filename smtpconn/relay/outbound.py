@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -59,7 +58,7 @@ from smtpconn.relay.tagging import prepend
 from smtpconn.relay.worker import Attempted
 from smtpconn.smtp.failures import StageName
 from smtpconn.smtp.replies import Reply
-from smtpconn.smtp.reply_catalogue import annotated, explain, is_throttling
+from smtpconn.smtp.reply_catalogue import annotated, enhanced_code, explain, is_throttling
 
 # Recipients per submitted reply (Postfix's smtpd_recipient_limit default). The customer's
 # server may allow fewer per transaction: the outbound side splits (recipients_per_message).
@@ -132,13 +131,17 @@ class SubmissionHandler:
                 error=str(exc),
             )
             return "451 4.7.0 DKIM signing failed; see the relay log"
-        meta = {
+        meta: dict[str, Any] = {
             "support_address": entry.address.ascii,
             "client_ip": server.client_ip,
             "auth_user": server.login_user or "",
             # The lane it was queued for: `queue list` shows that server's throttle.
             "server": entry.outbound.lane if entry.outbound is not None else "",
         }
+        if envelope.smtp_utf8:
+            # Asked of the customer's server only then (or for a UTF-8 address): never
+            # guessed from the content (smtp.session.needs_smtputf8).
+            meta["smtputf8"] = True
         try:
             [stored] = await asyncio.to_thread(
                 self.spool.put_many,
@@ -306,7 +309,12 @@ class OutboundDelivery:
                 run.temporary += [(r, run.wait_reason) for r in rest]
                 return
             result = await self._send(
-                server, support.address.ascii, entry.envelope.mail_from, chunk, message
+                server,
+                support.address.ascii,
+                entry.envelope.mail_from,
+                chunk,
+                message,
+                smtputf8=bool(entry.envelope.meta.get("smtputf8")),
             )
             if isinstance(result, str):
                 # No credential now defers the reply (never a bounce): `smtpconn oauth login`
@@ -362,7 +370,9 @@ class OutboundDelivery:
                 run.throttled = reply
                 run.temporary.append((outcome.recipient, reply))
             elif outcome.permanent:
-                run.bounces.append(FailedRecipient(outcome.recipient, _status(outcome), reply))
+                run.bounces.append(
+                    FailedRecipient(outcome.recipient, _status(outcome, result), reply)
+                )
             else:
                 run.temporary.append((outcome.recipient, reply))
         if lane is None or self.lanes is None:
@@ -419,7 +429,14 @@ class OutboundDelivery:
         return Attempted(state)
 
     async def _send(
-        self, server: OutboundServer, address: str, mail_from: str, rcpts: list[str], message: bytes
+        self,
+        server: OutboundServer,
+        address: str,
+        mail_from: str,
+        rcpts: list[str],
+        message: bytes,
+        *,
+        smtputf8: bool,
     ) -> Result | str:
         """Deliver with the server's credential; a token the server refuses (535) is dropped
         and a new one tried once, since the provider may have revoked it before its expiry.
@@ -430,7 +447,9 @@ class OutboundDelivery:
             except (UsageError, OAuthFailure) as exc:
                 return _credential_problem(exc)
             self._note_token(address, server, expires)
-            result = await self._deliver(server, secret, mail_from, rcpts, message)
+            result = await self._deliver(
+                server, secret, mail_from, rcpts, message, smtputf8=smtputf8
+            )
             if attempt == 1 and server.oauth is not None and _auth_refused(result):
                 self.credentials.invalidate(server)
                 continue
@@ -459,7 +478,14 @@ class OutboundDelivery:
         )
 
     async def _deliver(
-        self, server: OutboundServer, secret: str, mail_from: str, rcpts: list[str], message: bytes
+        self,
+        server: OutboundServer,
+        secret: str,
+        mail_from: str,
+        rcpts: list[str],
+        message: bytes,
+        *,
+        smtputf8: bool,
     ) -> Result:
         settings = self.config.settings
         if isinstance(self.deliverer, SessionPool):
@@ -478,6 +504,7 @@ class OutboundDelivery:
                 max_connections=(
                     self.lanes.lane(server.lane) if self.lanes is not None else server
                 ).limits.max_connections,
+                smtputf8=smtputf8,
             )
         return await self.deliverer(
             server_spec(server),
@@ -491,6 +518,7 @@ class OutboundDelivery:
             # The customer's server is found through the configured resolver, like every other
             # name smtpconn looks up (--resolver / SMTPCONN_RESOLVER).
             address=await resolve_host(server.host, settings.resolvers, timeout=settings.timeout),
+            smtputf8=smtputf8,
         )
 
     async def _bounce(self, entry: SpoolEntry, failures: list[FailedRecipient]) -> None:
@@ -531,13 +559,16 @@ class OutboundDelivery:
         self.on_stored("inbound", stored)
 
 
-_ENHANCED = re.compile(r"\b5\.\d{1,3}\.\d{1,3}\b")
-
-
-def _status(outcome: Any) -> str:
-    """The server's enhanced status code (RFC 3463) when it gave one, else the generic 5.0.0."""
-    match = _ENHANCED.search(str(outcome.text))
-    return match.group(0) if match else "5.0.0"
+def _status(outcome: Any, result: Result) -> str:
+    """The enhanced status code (RFC 3463) of a permanent failure: the server's when it gave
+    one, else the one our account of the failure names (5.6.7 for a server without SMTPUTF8),
+    else the generic 5.0.0."""
+    own = Reply(int(outcome.code or 0), (str(outcome.text),))
+    for reply in [*_server_replies(outcome, result), own]:
+        status = enhanced_code(reply, anywhere=reply is own)
+        if status.startswith("5."):
+            return status
+    return "5.0.0"
 
 
 __all__ = ["Deliverer", "OutboundDelivery", "RetryState", "SubmissionHandler"]

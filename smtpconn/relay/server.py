@@ -38,14 +38,11 @@ from smtpconn.relay.wire import (
     END_MARKER,
     HELO_REFUSED,
     MAIL_PATH_REFUSED,
-    NOT_UTF8,
-    PARAMS_NOT_ASCII,
     RCPT_PATH_REFUSED,
     DataReader,
     ReadStep,
     data_read_plan,
     envelope_refusal,
-    has_control,
     header_refusal,
     simple_path,
     utf8_refusal,
@@ -246,23 +243,6 @@ def peer_ip(peer: Any) -> str:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
     return "unknown"
-
-
-def _helo_ok(hostname: str) -> bool:
-    # Commands are read as UTF-8 (SMTPUTF8 is offered): a name with broken bytes or Unicode
-    # controls is refused like one with ASCII controls.
-    return not has_controls(hostname)
-
-
-def _utf8_reason(reply: str) -> str:
-    """The log's word for a :func:`utf8_refusal` reply."""
-    if reply == NOT_UTF8:
-        return "not-utf8"
-    if reply in (MAIL_PATH_REFUSED, RCPT_PATH_REFUSED):
-        return "control-character"
-    if reply == PARAMS_NOT_ASCII:
-        return "non-ascii-parameter"
-    return "smtputf8-required"
 
 
 class RelaySMTP(SMTP):
@@ -472,14 +452,16 @@ class RelaySMTP(SMTP):
 
     @syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str) -> None:
-        if hostname and (has_control(hostname) or not _helo_ok(hostname)):
+        # Commands are read as UTF-8 (SMTPUTF8 is offered): broken bytes and Unicode controls
+        # (has_controls covers them and the ASCII ones) are refused like ASCII controls.
+        if hostname and has_controls(hostname):
             await self._refuse_command("HELO", HELO_REFUSED)
             return
         await super().smtp_HELO(hostname)
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
-        if hostname and (has_control(hostname) or not _helo_ok(hostname)):
+        if hostname and has_controls(hostname):  # as for HELO
             await self._refuse_command("EHLO", HELO_REFUSED)
             return
         await super().smtp_EHLO(hostname)
@@ -490,9 +472,9 @@ class RelaySMTP(SMTP):
         if reply is not None:
             await self._refuse_command("MAIL", reply)
             return
-        reply = utf8_refusal(arg, smtputf8=None, path_reply=MAIL_PATH_REFUSED)
-        if reply is not None:
-            await self._refuse_command("MAIL", reply, _utf8_reason(reply))
+        refused = utf8_refusal(arg, smtputf8=None, path_reply=MAIL_PATH_REFUSED)
+        if refused is not None:
+            await self._refuse_command("MAIL", *refused)
             return
         await super().smtp_MAIL(arg)
 
@@ -513,9 +495,9 @@ class RelaySMTP(SMTP):
             await self._refuse_command("RCPT", reply)
             return
         declared = bool(self.envelope is not None and self.envelope.smtp_utf8)
-        reply = utf8_refusal(arg, smtputf8=declared, path_reply=RCPT_PATH_REFUSED)
-        if reply is not None:
-            await self._refuse_command("RCPT", reply, _utf8_reason(reply))
+        refused = utf8_refusal(arg, smtputf8=declared, path_reply=RCPT_PATH_REFUSED)
+        if refused is not None:
+            await self._refuse_command("RCPT", *refused)
             return
         await super().smtp_RCPT(arg)
 

@@ -63,6 +63,7 @@ class SessionPool:
         ehlo_name: str,
         timeout: float,
         max_connections: int | None = None,
+        smtputf8: bool = False,
     ) -> DeliveryResult:
         """One message, on an idle session for ``server`` if there is one, else a new one
         (``resolve`` gives the address to connect to: only asked for a new session)."""
@@ -81,7 +82,7 @@ class SessionPool:
             self.opened += 1
             self._open[key[:2]] = self._open.get(key[:2], 0) + 1
         try:
-            result = await session.send(mail_from, rcpts, message)
+            result = await session.send(mail_from, rcpts, message, smtputf8=smtputf8)
         except BaseException:
             await session.close()
             self._closed(key[:2])

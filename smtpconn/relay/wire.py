@@ -44,7 +44,10 @@ TOO_MUCH_DATA = "552 5.3.4 Error: Too much mail data"
 LINE_TOO_LONG = "500 5.5.6 Line too long (see RFC5321 4.5.3.1.6)"
 
 
-def has_control(text: str) -> bool:
+def _has_ascii_control(text: str) -> bool:
+    """C0 or DEL only, narrower than ``message.escaping.has_controls`` on purpose: the
+    non-ASCII cases (broken UTF-8, C1, U+2028) of a MAIL/RCPT argument are
+    :func:`utf8_refusal`'s, which answers them with their own replies and log reasons."""
     return any(c < " " or c == "\x7f" for c in text)
 
 
@@ -90,13 +93,13 @@ def simple_path(arg: str) -> tuple[str, str] | None:
 def envelope_refusal(arg: str | None, *, path_reply: str) -> str | None:
     """The reply refusing a MAIL/RCPT argument with a control character, or None if it has
     none. ``arg`` is what follows the command word (``FROM:<path> params``)."""
-    if arg is None or not has_control(arg):
+    if arg is None or not _has_ascii_control(arg):
         return None
     _, colon, rest = arg.partition(":")
     if not colon:
         return path_reply
     end = _path_end(rest)
-    return path_reply if has_control(rest[:end]) else PARAMS_REFUSED
+    return path_reply if _has_ascii_control(rest[:end]) else PARAMS_REFUSED
 
 
 def _not_utf8(text: str) -> bool:
@@ -105,8 +108,11 @@ def _not_utf8(text: str) -> bool:
     return any("\udc80" <= char <= "\udcff" for char in text)
 
 
-def utf8_refusal(arg: str | None, *, smtputf8: bool | None, path_reply: str) -> str | None:
-    """The reply refusing a MAIL/RCPT argument for its non-ASCII content, or None.
+def utf8_refusal(
+    arg: str | None, *, smtputf8: bool | None, path_reply: str
+) -> tuple[str, str] | None:
+    """``(reply, reason)`` refusing a MAIL/RCPT argument for its non-ASCII content, or None;
+    the reason is the log's word for it.
 
     ``smtputf8`` is whether the transaction declared SMTPUTF8; None for MAIL FROM itself, whose
     own parameters say it. ``path_reply`` refuses a control character in the path.
@@ -114,19 +120,19 @@ def utf8_refusal(arg: str | None, *, smtputf8: bool | None, path_reply: str) -> 
     if arg is None or arg.isascii():
         return None
     if _not_utf8(arg):
-        return NOT_UTF8
+        return NOT_UTF8, "not-utf8"
     _, _colon, rest = arg.partition(":")
     end = _path_end(rest)
     path, params = rest[:end], rest[end:]
     if not params.isascii():
-        return PARAMS_NOT_ASCII
+        return PARAMS_NOT_ASCII, "non-ascii-parameter"
     if has_controls(path):
-        return path_reply
+        return path_reply, "control-character"
     if smtputf8 is None:
         if "SMTPUTF8" not in params.upper().split():
-            return MAIL_NEEDS_SMTPUTF8
+            return MAIL_NEEDS_SMTPUTF8, "smtputf8-required"
     elif not smtputf8:
-        return RCPT_NEEDS_SMTPUTF8
+        return RCPT_NEEDS_SMTPUTF8, "smtputf8-required"
     return None
 
 
@@ -169,6 +175,10 @@ class DataReader:
     _partial: bytearray = field(default_factory=bytearray)  # the current line, when kept
     _line: int = 0  # bytes of the current (unfinished) line received so far
     _head: bytes = b""  # its first bytes, enough to recognise the end line
+    # Whether the current line's bytes so far end with CR. Kept apart from _partial, which is
+    # dropped once there is a problem: a CR and its LF in separate reads are still a CRLF, and
+    # the end line after them must still end DATA.
+    _cr_last: bool = False
     _after_crlf: bool = True  # the DATA command itself ended the previous line
 
     def feed(self, chunk: bytes) -> bool:
@@ -181,7 +191,7 @@ class DataReader:
             done = self._feed_fast(whole)
             if done is not None:
                 self._partial.clear()
-                self._line, self._head = 0, b""
+                self._line, self._head, self._cr_last = 0, b"", False
                 if cut < len(chunk):
                     self._piece(chunk[cut:], complete=False)
                 return done
@@ -237,6 +247,7 @@ class DataReader:
         if len(self._head) < len(END_LINE):
             self._head += piece[: len(END_LINE) - len(self._head)]
         self._line += len(piece)
+        cr_before, self._cr_last = self._cr_last, piece.endswith(b"\r")
         if not complete:
             # Kept up to the line limit only: an endless line never fills memory.
             if self.problem is None:
@@ -246,6 +257,7 @@ class DataReader:
             return False
         line_len, self._line = self._line, 0
         head, self._head = self._head, b""
+        crlf = piece.endswith(b"\r\n") or (piece == b"\n" and cr_before)
         if self._after_crlf and line_len == len(END_LINE) and head == END_LINE:
             return True
         line = bytes(self._partial) + piece if self._partial else piece
@@ -255,11 +267,12 @@ class DataReader:
             self._fail(TOO_MUCH_DATA)
         if line_len > self.line_limit:
             self._fail(LINE_TOO_LONG)
-        self._take_line(line)
+        self._take_line(line, crlf=crlf)
         return False
 
-    def _take_line(self, line: bytes) -> None:
-        crlf = line.endswith(b"\r\n")
+    def _take_line(self, line: bytes, *, crlf: bool) -> None:
+        """``crlf``: the line ended with CR LF, told by the caller because the CR may have
+        come in an earlier fragment that is no longer kept."""
         body = line[:-2] if crlf else line[:-1]
         after_crlf, self._after_crlf = self._after_crlf, crlf
         if (not crlf or b"\r" in body) and not self.normalize:

@@ -88,9 +88,11 @@ async def deliver(
     timeout: float,
     address: str | None = None,
     transcript: Transcript | None = None,
+    smtputf8: bool = False,
 ) -> DeliveryResult:
     """Deliver one message through ``server`` with TLS + AUTH. Never raises ``SmtpFailure``:
-    the outcome of every recipient is in the result."""
+    the outcome of every recipient is in the result. ``smtputf8``: the message came with
+    SMTPUTF8 (see :func:`needs_smtputf8`)."""
     session = SmtpSession(
         server.host,
         server.port,
@@ -103,7 +105,7 @@ async def deliver(
     result = DeliveryResult([], session.stages, session.transcript_lines)
     try:
         await _secure_login(session, server, secret, result)
-        await _transaction(session, mail_from, rcpt_to, message, result)
+        await _transaction(session, mail_from, rcpt_to, message, result, smtputf8=smtputf8)
         await session.quit()
     except SmtpFailure as failure:
         _fail_undecided(result, rcpt_to, failure)
@@ -135,10 +137,12 @@ async def _transaction(
     rcpt_to: list[str],
     message: bytes,
     result: DeliveryResult,
+    *,
+    smtputf8: bool,
 ) -> None:
     """MAIL, RCPT for each recipient, DATA when any was accepted; outcomes go to ``result``."""
     pending: list[str] = []
-    await session.mail(mail_from, smtputf8=needs_smtputf8(mail_from, rcpt_to, message))
+    await session.mail(mail_from, smtputf8=needs_smtputf8(mail_from, rcpt_to, declared=smtputf8))
     for recipient in rcpt_to:
         reply = await session.rcpt(recipient)
         if reply.code in (250, 251):
@@ -232,7 +236,9 @@ class DeliverySession:
             self._session = None
         self.messages = 0
 
-    async def send(self, mail_from: str, rcpt_to: list[str], message: bytes) -> DeliveryResult:
+    async def send(
+        self, mail_from: str, rcpt_to: list[str], message: bytes, *, smtputf8: bool = False
+    ) -> DeliveryResult:
         self.last_used = time.monotonic()
         if self._session is not None:
             try:
@@ -251,7 +257,7 @@ class DeliverySession:
                 self._session = session
             result.tls = session.tls
             self.messages += 1
-            await _transaction(session, mail_from, rcpt_to, message, result)
+            await _transaction(session, mail_from, rcpt_to, message, result, smtputf8=smtputf8)
         except SmtpFailure as failure:
             _fail_undecided(result, rcpt_to, failure)
         except BaseException:

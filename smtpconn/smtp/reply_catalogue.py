@@ -17,7 +17,8 @@ from enum import StrEnum
 
 from smtpconn.smtp.replies import Reply
 
-_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+# RFC 3463 class.subject.detail; not the tail of a longer dotted number (an IP address).
+_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 class Effect(StrEnum):
@@ -57,7 +58,7 @@ class ReplyMeaning:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    code: int
+    code: int  # ANY_CODE: the enhanced status code alone decides, whatever reply code carries it
     enhanced: str  # "5.7.139"; "" matches a reply without an enhanced status code
     text: str  # a lower-case fragment the reply's text must contain; "" matches any text
     meaning: ReplyMeaning
@@ -75,10 +76,11 @@ def _entry(
     text: str = "",
     stage: Stage = Stage.ANY,
 ) -> _Entry:
-    key = f"{code} {enhanced}".strip()
+    key = enhanced if code == ANY_CODE else f"{code} {enhanced}".strip()
     return _Entry(code, enhanced, text, ReplyMeaning(key, provider, cause, fix, effect), stage)
 
 
+ANY_CODE = 0
 _M365 = "Microsoft 365"
 _GOOGLE = "Google"
 _ANY = "any server"
@@ -183,7 +185,9 @@ _CATALOGUE: tuple[_Entry, ...] = (
         "the relay holds the replies until the window passes; lower the server's "
         "recipients_per_day / messages_per_minute, or spread the sending over more mailboxes",
         Effect.THROTTLED,
-        text="quotaexceeded",
+        # The SENDER's quota only: "STOREDRV.Deliver.Exception:QuotaExceededException" is a
+        # recipient's mailbox over its quota, an ordinary failure.
+        text="submissionquotaexceeded",
     ),
     _entry(
         451,
@@ -293,13 +297,47 @@ _CATALOGUE: tuple[_Entry, ...] = (
         "the recipient or account receives or sends at a rate above its limit",
         "the relay backs off by itself",
         Effect.THROTTLED,
+        text=" rate",
     ),
     _entry(
-        421,
+        450,
+        "4.2.1",
+        _ANY,
+        "the recipient's mailbox is unavailable for now (disabled, or busy)",
+        "the relay retries this recipient later by itself; the other recipients and replies "
+        "are not held back",
+        Effect.RETRY,
+    ),
+    _entry(
+        ANY_CODE,
         "4.7.28",
         _ANY,
         "the server rate-limits this sender",
         "the relay backs off by itself; if it persists, check the sender's reputation",
+        Effect.THROTTLED,
+    ),
+    _entry(
+        ANY_CODE,
+        "4.3.2",
+        _ANY,
+        "the server is not accepting messages now",
+        "the relay backs off by itself; nothing to change unless it persists",
+        Effect.THROTTLED,
+    ),
+    _entry(
+        ANY_CODE,
+        "4.4.5",
+        _ANY,
+        "the server is congested",
+        "the relay backs off by itself; nothing to change unless it persists",
+        Effect.THROTTLED,
+    ),
+    _entry(
+        ANY_CODE,
+        "4.7.650",
+        _M365,
+        "Outlook.com limits the rate of mail from this sending IP address",
+        "the relay backs off by itself; if it persists, check the IP's reputation (SNDS)",
         Effect.THROTTLED,
     ),
     _entry(
@@ -340,9 +378,15 @@ _CATALOGUE: tuple[_Entry, ...] = (
 )
 
 
-def enhanced_code(reply: Reply) -> str:
-    """The RFC 3463 enhanced status code at the start of the first line ("" when absent)."""
-    match = _ENHANCED.match(reply.lines[0]) if reply.lines else None
+def enhanced_code(reply: Reply, *, anywhere: bool = False) -> str:
+    """The RFC 3463 enhanced status code at the start of the first line, where a server puts
+    it (RFC 2034 §3); "" when absent. ``anywhere``: the first one in the text, for our own
+    account of a failure that quotes a reply or names a status ("... (5.6.7) ...")."""
+    if anywhere:
+        match = _ENHANCED.search(reply.text)
+    else:
+        first = reply.lines[0].lstrip() if reply.lines else ""
+        match = _ENHANCED.match(first)
     return ".".join(match.groups()) if match else ""
 
 
@@ -351,7 +395,7 @@ def explain(reply: Reply, stage: Stage = Stage.ANY) -> ReplyMeaning | None:
     enhanced = enhanced_code(reply)
     text = " ".join(reply.lines).lower()
     for entry in _CATALOGUE:
-        if entry.code != reply.code or entry.enhanced != enhanced:
+        if entry.code not in (reply.code, ANY_CODE) or entry.enhanced != enhanced:
             continue
         if entry.text and entry.text not in text:
             continue
@@ -362,54 +406,52 @@ def explain(reply: Reply, stage: Stage = Stage.ANY) -> ReplyMeaning | None:
 
 
 def is_throttling(reply: Reply) -> bool:
-    """True when the reply asks to slow down or says a sending quota is used up: the relay
+    """True when the reply asks to slow down or says the SENDER's quota is used up: the relay
     slows that server's lane down and never bounces on it, even for a 5xx quota reply (the
-    quota passes, the mail stays good). A reply the catalogue does not know is judged by its
-    status code and wording."""
+    quota passes, the mail stays good). A recipient's own condition (its mailbox full, over a
+    quota or disabled) is never throttling: it concerns that recipient only. A reply the
+    catalogue does not know is judged by its wording (:func:`_looks_like_throttling`)."""
     meaning = explain(reply)
     if meaning is not None:
         return meaning.throttling
     return _looks_like_throttling(reply)
 
 
-# Enhanced status codes that, on a 4xx reply, mean the sender is being slowed down: 4.3.2
-# system not accepting messages, 4.4.5 system congestion, 4.7.500 / 4.7.650 (Microsoft,
-# Outlook.com rate limits), 4.7.28 (Google unusual rate), 4.2.1 (Google rate).
-_THROTTLE_STATUS = frozenset({"4.3.2", "4.4.5", "4.7.500", "4.7.650", "4.7.28", "4.2.1"})
+# The rule for replies the catalogue does not know: their wording. Status codes the catalogue
+# knows are its entries' business, not this rule's.
 _THROTTLE_TEXT = re.compile(
     r"rate.?limit|throttl|too many connections|too much mail|too many messages|"
-    r"concurrency limit|thread limit|server busy|sending (?:limit|quota)|quota.?exceeded",
+    r"concurrency limit|thread limit|server busy|sending (?:limit|quota)|submission.?quota",
     re.IGNORECASE,
 )
-# A 5xx is a throttle only when it names the sender's sending quota; "5.2.2 mailbox full /
-# quota exceeded" is the recipient's mailbox and bounces as before.
+# A 5xx is a throttle only when it names the sender's sending quota; a bare "quota exceeded"
+# is most often a recipient's mailbox and bounces as before.
 _SENDER_QUOTA = re.compile(
-    r"submission.?quota|quota.?exceeded|sending (?:limit|quota)|daily (?:user )?sending",
-    re.IGNORECASE,
+    r"submission.?quota|sending (?:limit|quota)|daily (?:user )?sending", re.IGNORECASE
 )
-_ANY_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+_RECIPIENT_STATUS = frozenset({"2.1", "2.2", "2.3", "5.3"})
+
+
+def _about_a_recipient(status: str) -> bool:
+    """RFC 3463 statuses about the recipient (its address, its mailbox, too many of them),
+    whatever the text says: x.1.* addressing, x.2.1 disabled, x.2.2 full, x.2.3 too big for
+    it, x.5.3 too many recipients."""
+    if not status:
+        return False
+    _, subject, detail = status.split(".")
+    return subject == "1" or f"{subject}.{detail}" in _RECIPIENT_STATUS
 
 
 def _looks_like_throttling(reply: Reply) -> bool:
-    match = _ANY_ENHANCED.search(reply.text)
-    status = ".".join(match.groups()) if match else None
+    if _about_a_recipient(enhanced_code(reply)):
+        return False
     if reply.transient:
-        if status in _THROTTLE_STATUS:
-            return True
-        # Postfix's (anvil) connection and rate limits: 421 4.7.0.
-        if reply.code == 421 and status == "4.7.0":
-            return True
-        return status != "4.5.3" and bool(_THROTTLE_TEXT.search(reply.text))
+        return bool(_THROTTLE_TEXT.search(reply.text))
     if reply.permanent:
-        return status not in ("5.2.2", "5.1.1") and bool(_SENDER_QUOTA.search(reply.text))
+        return bool(_SENDER_QUOTA.search(reply.text))
     return False
-
-
-def describe(reply: Reply, stage: Stage = Stage.ANY) -> str:
-    """``reply`` with its cause and fix appended when the catalogue knows it, for log lines and
-    DSNs (one line)."""
-    meaning = explain(reply, stage)
-    return str(reply) if meaning is None else annotated(str(reply), meaning)
 
 
 def annotated(text: str, meaning: ReplyMeaning) -> str:

@@ -645,26 +645,18 @@ def _buffered(reader: asyncio.StreamReader | None) -> bytes:
 
 # 5.6.7: the enhanced status (RFC 6531 §3.7.1) a DSN for such a message carries.
 NO_SMTPUTF8 = (
-    "does not offer SMTPUTF8 (5.6.7), which this message needs (UTF-8 in an address or the "
-    "header); it was not sent"
+    "does not offer SMTPUTF8 (5.6.7), which this message needs (a UTF-8 address, or it was "
+    "submitted with SMTPUTF8); it was not sent"
 )
 
 
-def needs_smtputf8(mail_from: str, rcpt_to: list[str], message: bytes) -> bool:
-    """Whether a transaction needs SMTPUTF8 (RFC 6531 §3.4): a non-ASCII address, or a header
-    block that is UTF-8 with non-ASCII in it (RFC 6532). Raw 8-bit header bytes that are not
-    UTF-8 are legacy data, not internationalised mail: they go as they always went."""
-    if not mail_from.isascii() or any(not r.isascii() for r in rcpt_to):
-        return True
-    end = message.find(b"\r\n\r\n")
-    head = message if end < 0 else message[:end]
-    if head.isascii():
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+def needs_smtputf8(mail_from: str, rcpt_to: list[str], *, declared: bool = False) -> bool:
+    """Whether a transaction needs SMTPUTF8 (RFC 6531 §3.4): a non-ASCII address, or the
+    message came to us with SMTPUTF8 (``declared``). The content is not sniffed: raw UTF-8 in
+    a header of an ASCII-addressed message (a help desk's unencoded ``Subject: Réponse``) goes
+    as it always went, and a server without SMTPUTF8 takes it, where asking for SMTPUTF8 would
+    bounce it."""
+    return declared or not mail_from.isascii() or any(not r.isascii() for r in rcpt_to)
 
 
 def _path(address: str) -> str:

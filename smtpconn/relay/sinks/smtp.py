@@ -9,7 +9,7 @@ Bytes already waiting after the server's 220 to STARTTLS were not sent by the TL
 §5: a middlebox injecting replies); the hand-over is abandoned and retried later, with an error
 that says so (``StartTlsInjection``), like the client in ``smtpconn.smtp.session``.
 
-A message that needs SMTPUTF8 (a UTF-8 address, or a UTF-8 header: ``smtp.session.needs_smtputf8``)
+A message that needs SMTPUTF8 (a UTF-8 address, or it came with SMTPUTF8: ``smtp.session.needs_smtputf8``)
 goes with ``MAIL FROM:<…> SMTPUTF8`` to a server that offers it; a server that does not is a
 permanent failure that says so (the message is held), never a delivery with the UTF-8 mangled.
 """
@@ -73,9 +73,7 @@ class _GuardedLMTP(_GuardedSMTP, smtplib.LMTP):
 
 
 def _needs_utf8(item: SinkItem) -> bool:
-    return bool(item.meta.get("smtputf8")) or needs_smtputf8(
-        item.mail_from, [item.rcpt], item.message
-    )
+    return needs_smtputf8(item.mail_from, [item.rcpt], declared=bool(item.meta.get("smtputf8")))
 
 
 class SmtpSink:

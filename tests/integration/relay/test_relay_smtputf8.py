@@ -253,3 +253,66 @@ async def test_customers_server_without_smtputf8_means_a_dsn(lab: Lab, relay_env
     log = relay_env.log_text()
     assert "event=outbound.bounced" in log and "status=5.6.7" in log
     assert not any(token.encode() in m.raw for m in lab.messages())  # never sent mangled
+
+
+def _through_no_smtputf8(lab: Lab, env: RelayEnv) -> None:
+    data = tomllib.loads(env.profile.read_text())
+    for entry in data["addresses"]:
+        if entry["address"] == "support@good.test":
+            entry["outbound"] = outbound_to(lab, lab.ports["no_smtputf8"])
+    write_profile(env.profile, data["addresses"], data["relay"])
+
+
+async def _submit_raw_utf8_subject(port: int, token: str, *, declared: bool) -> str:
+    """An ASCII-addressed reply whose Subject is raw UTF-8 (no RFC 2047), as some help desks
+    write it; with or without SMTPUTF8 on MAIL FROM."""
+    client = await RawSmtp.connect(port)
+    try:
+        await client.cmd("EHLO helpdesk.example")
+        mail = "MAIL FROM:<support@good.test>" + (" SMTPUTF8" if declared else "")
+        for line in (mail, "RCPT TO:<someone@good.test>", "DATA"):
+            reply = await client.cmd(line)
+            assert reply[:1] in ("2", "3"), (line, reply)
+        message = (
+            f"From: Support <support@good.test>\r\nTo: <someone@good.test>\r\n"
+            f"Subject: Réponse {token}\r\n\r\nBonjour !\r\n"
+        ).encode()
+        await client.send(message + b".\r\n")
+        return await client.reply(timeout=30)
+    finally:
+        await client.close()
+
+
+async def test_raw_utf8_subject_to_an_ascii_address_goes_without_smtputf8(
+    lab: Lab, relay_env: RelayEnv
+) -> None:
+    """Only an address or the submission's own SMTPUTF8 asks for SMTPUTF8: the content is not
+    sniffed, so a server without it still takes such a reply, as it did before."""
+    _through_no_smtputf8(lab, relay_env)
+    token = f"u8-raw-{uuid.uuid4().hex[:8]}"
+    async with started_relay(relay_env) as relay:
+        reply = await _submit_raw_utf8_subject(relay.submission_port, token, declared=False)
+        assert reply.startswith("250"), reply
+        delivered = await asyncio.to_thread(lab.find_message, token)
+        assert await relay.wait_idle(10)
+    assert f"Subject: Réponse {token}".encode() in delivered.raw  # as written, not mangled
+    log = relay_env.log_text()
+    assert "event=outbound.delivered" in log and "event=outbound.bounced" not in log
+    assert not any(token.encode() in m for m in relay_env.sink_messages())  # no DSN
+
+
+async def test_declared_smtputf8_is_still_asked_of_the_customers_server(
+    lab: Lab, relay_env: RelayEnv
+) -> None:
+    """The submission said SMTPUTF8 (kept in the spool's metadata): a server without it is a
+    DSN, never the message sent without what it promised."""
+    _through_no_smtputf8(lab, relay_env)
+    token = f"u8-decl-{uuid.uuid4().hex[:8]}"
+    async with started_relay(relay_env) as relay:
+        reply = await _submit_raw_utf8_subject(relay.submission_port, token, declared=True)
+        assert reply.startswith("250"), reply
+        await _until(lambda: any(token.encode() in m for m in relay_env.sink_messages()), "the DSN")
+        assert await relay.wait_idle(10)
+    [dsn_raw] = [m for m in relay_env.sink_messages() if token.encode() in m]
+    assert "does not offer SMTPUTF8" in dsn_raw.decode("utf-8", "replace")
+    assert not any(token.encode() in m.raw for m in lab.messages())

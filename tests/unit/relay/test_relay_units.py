@@ -559,3 +559,25 @@ async def test_verified_password_cache_expires(monkeypatch: pytest.MonkeyPatch) 
     assert calls == ["right", "right"]  # expired: scrypt again, then cached anew
     assert not await checker.check("customer", b"wrong")
     assert len(checker._good) == 1
+
+
+def test_bounce_status_comes_from_the_server_reply() -> None:
+    """One enhanced-status parser (reply_catalogue.enhanced_code): the DSN's status is the
+    server's 5.x.x, taken from its reply even when the outcome's text is our own message."""
+    from types import SimpleNamespace
+
+    from smtpconn.relay.outbound import _status
+    from smtpconn.smtp.replies import Reply
+
+    def outcome(code: int | None, text: str) -> Any:
+        return SimpleNamespace(code=code, text=text)
+
+    no_failure = SimpleNamespace(failure=None)
+    assert _status(outcome(550, "5.1.1 <x@example.com>: User unknown"), no_failure) == "5.1.1"
+    assert _status(outcome(550, "User unknown"), no_failure) == "5.0.0"
+    assert _status(outcome(None, "connection refused"), no_failure) == "5.0.0"
+    assert _status(outcome(None, "10.5.1.2:587 refused the connection"), no_failure) == "5.0.0"
+    smtputf8 = outcome(None, "mx:587 does not offer SMTPUTF8 (5.6.7), which ...")
+    assert _status(smtputf8, no_failure) == "5.6.7"
+    refused = SimpleNamespace(failure=SimpleNamespace(reply=Reply(554, ("5.7.1 Rejected",))))
+    assert _status(outcome(554, "mx refused DATA: 554 5.7.1 Rejected"), refused) == "5.7.1"

@@ -3,6 +3,7 @@ assembly (end marker, dot un-stuffing, bare newlines, limits)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,48 @@ def test_simple_path_agrees_with_the_full_parser(arg: str) -> None:
 @given(st.text(alphabet='<>@.ab-_+ ()"[]:\\=S1', max_size=24))
 def test_simple_path_agrees_with_the_full_parser_on_any_text(arg: str) -> None:
     test_simple_path_agrees_with_the_full_parser(arg)
+
+
+# Streams that set a problem before their end: what follows the problem is no longer kept, so
+# the end must be found from what the reader remembers about the line's fragments.
+_PROBLEM_STREAMS = [
+    (b"a\nb\r\n.\r\n", None, BARE_NEWLINE_REFUSED),
+    (b"a\nb\r\nc\r\n\r\n.\r\n", None, BARE_NEWLINE_REFUSED),
+    (b"x" * 30 + b"\r\n" + b"y" * 30 + b"\r\n.\r\n", 40, TOO_MUCH_DATA),
+    (b"x" * 50 + b"\r\nok\r\n.\r\n", None, LINE_TOO_LONG),
+]
+
+
+@pytest.mark.parametrize(("stream", "size_limit", "problem"), _PROBLEM_STREAMS)
+def test_end_is_found_after_a_problem_wherever_the_stream_splits(
+    stream: bytes, size_limit: int | None, problem: str
+) -> None:
+    """Split in two reads at every position (and in three around the final CRLF): the end line
+    is taken exactly at the end, whether or not the reader still keeps the line's bytes."""
+    splits = [(cut,) for cut in range(1, len(stream))]
+    splits += [(cut, len(stream) - 3) for cut in range(1, len(stream) - 3)]
+    splits += [(len(stream) - 4, len(stream) - 3)]  # "\r" | "\n" | ".\r\n"
+    for cuts in splits:
+        reader = DataReader(size_limit=size_limit, line_limit=40, normalize=False)
+        bounds = [0, *sorted(set(cuts)), len(stream)]
+        pieces = [stream[a:b] for a, b in pairwise(bounds) if b > a]
+        results = [reader.feed(piece) for piece in pieces]
+        assert results == [False] * (len(pieces) - 1) + [True], (cuts, pieces)
+        assert reader.problem == problem, cuts
+        assert reader.content() == b""
+
+
+def test_cr_and_lf_in_separate_reads_after_a_bare_lf() -> None:
+    reader = DataReader(size_limit=None, line_limit=1001, normalize=False)
+    assert not reader.feed(b"a\nb\r")
+    assert not reader.feed(b"\n")
+    assert reader.feed(b".\r\n")
+    assert reader.problem == BARE_NEWLINE_REFUSED
+
+
+def test_cr_and_lf_in_separate_reads_after_too_much_data() -> None:
+    reader = DataReader(size_limit=4, line_limit=1001, normalize=False)
+    assert not reader.feed(b"abcdef\r\nb\r")
+    assert not reader.feed(b"\n")
+    assert reader.feed(b".\r\n")
+    assert reader.problem == TOO_MUCH_DATA

@@ -29,21 +29,27 @@ def _arg(raw: bytes) -> str:
         (b"FROM:<a@example.org>", None),
         ("FROM:<jösé@example.org> SMTPUTF8".encode(), None),
         ("FROM:<jösé@example.org> smtputf8 BODY=8BITMIME".encode(), None),
-        ("FROM:<jösé@example.org>".encode(), MAIL_NEEDS_SMTPUTF8),
-        ("FROM:<a@example.org> SMTPUTF8 ENVID=é".encode(), PARAMS_NOT_ASCII),
-        (b"FROM:<a\xc0\xaf@example.org> SMTPUTF8", NOT_UTF8),
-        (b"FROM:<a\xed\xa0\x80@example.org> SMTPUTF8", NOT_UTF8),
-        ("FROM:<a\u0085@example.org> SMTPUTF8".encode(), MAIL_PATH_REFUSED),
+        ("FROM:<jösé@example.org>".encode(), (MAIL_NEEDS_SMTPUTF8, "smtputf8-required")),
+        (
+            "FROM:<a@example.org> SMTPUTF8 ENVID=é".encode(),
+            (PARAMS_NOT_ASCII, "non-ascii-parameter"),
+        ),
+        (b"FROM:<a\xc0\xaf@example.org> SMTPUTF8", (NOT_UTF8, "not-utf8")),
+        (b"FROM:<a\xed\xa0\x80@example.org> SMTPUTF8", (NOT_UTF8, "not-utf8")),
+        ("FROM:<a\u0085@example.org> SMTPUTF8".encode(), (MAIL_PATH_REFUSED, "control-character")),
         ('FROM:<"ü>x"@example.org> SMTPUTF8'.encode(), None),  # ">" inside quotes
     ],
 )
-def test_mail(raw: bytes, reply: str | None) -> None:
+def test_mail(raw: bytes, reply: tuple[str, str] | None) -> None:
     assert utf8_refusal(_arg(raw), smtputf8=None, path_reply=MAIL_PATH_REFUSED) == reply
 
 
 def test_rcpt_follows_the_transaction() -> None:
     arg = _arg("TO:<forward@bücher.example>".encode())
-    assert utf8_refusal(arg, smtputf8=False, path_reply=RCPT_PATH_REFUSED) == RCPT_NEEDS_SMTPUTF8
+    assert utf8_refusal(arg, smtputf8=False, path_reply=RCPT_PATH_REFUSED) == (
+        RCPT_NEEDS_SMTPUTF8,
+        "smtputf8-required",
+    )
     assert utf8_refusal(arg, smtputf8=True, path_reply=RCPT_PATH_REFUSED) is None
 
 
@@ -56,14 +62,15 @@ def test_header_must_be_utf8_only_in_an_smtputf8_message() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mail_from", "rcpts", "message", "needed"),
+    ("mail_from", "rcpts", "declared", "needed"),
     [
-        ("a@x.test", ["b@y.test"], b"Subject: hi\r\n\r\ncaf\xc3\xa9", False),  # 8-bit body only
-        ("jösé@x.test", ["b@y.test"], b"Subject: hi\r\n\r\n", True),
-        ("a@x.test", ["b@bücher.test"], b"Subject: hi\r\n\r\n", True),
-        ("a@x.test", ["b@y.test"], "Subject: Grüße\r\n\r\n".encode(), True),
-        ("a@x.test", ["b@y.test"], b"Subject: caf\xe9\r\n\r\n", False),  # legacy 8-bit header
+        ("a@x.test", ["b@y.test"], False, False),
+        ("jösé@x.test", ["b@y.test"], False, True),
+        ("a@x.test", ["b@bücher.test"], False, True),
+        ("a@x.test", ["b@y.test"], True, True),  # the submission declared SMTPUTF8
     ],
 )
-def test_needs_smtputf8(mail_from: str, rcpts: list[str], message: bytes, needed: bool) -> None:
-    assert needs_smtputf8(mail_from, rcpts, message) is needed
+def test_needs_smtputf8(mail_from: str, rcpts: list[str], declared: bool, needed: bool) -> None:
+    """Addresses and the submission's own SMTPUTF8 decide, never the content: a raw UTF-8
+    Subject of an ASCII-addressed reply goes without SMTPUTF8, as it did before."""
+    assert needs_smtputf8(mail_from, rcpts, declared=declared) is needed

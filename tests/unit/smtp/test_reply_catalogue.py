@@ -8,8 +8,8 @@ from smtpconn.smtp.replies import Reply
 from smtpconn.smtp.reply_catalogue import (
     Effect,
     Stage,
+    annotated,
     catalogue,
-    describe,
     enhanced_code,
     explain,
     is_throttling,
@@ -176,13 +176,14 @@ def test_unknown_replies_and_replies_without_enhanced_codes_have_no_meaning() ->
     assert explain(reply(535, "authentication failed")) is None
     assert enhanced_code(reply(535, "authentication failed")) == ""
     assert enhanced_code(reply(432, "4.3.2 STOREDRV")) == "4.3.2"
-    assert describe(reply(550, "5.1.1 no such user")) == "550 5.1.1 no such user"
+    assert enhanced_code(reply(550, "no 5.1.1 in front")) == ""
 
 
-def test_describe_puts_reply_cause_and_fix_on_one_line() -> None:
-    line = describe(
-        reply(550, "5.7.30 Basic authentication is not supported for Client Submission.")
-    )
+def test_annotated_puts_reply_cause_and_fix_on_one_line() -> None:
+    refused = reply(550, "5.7.30 Basic authentication is not supported for Client Submission.")
+    meaning = explain(refused)
+    assert meaning is not None
+    line = annotated(str(refused), meaning)
     assert line.startswith("550 5.7.30 Basic authentication")
     assert "Microsoft 365" in line and "fix: use OAuth" in line
     assert "\n" not in line and "\r" not in line

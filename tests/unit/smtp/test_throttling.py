@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from smtpconn.smtp.replies import Reply
-from smtpconn.smtp.reply_catalogue import is_throttling
+from smtpconn.smtp.reply_catalogue import Effect, explain, is_throttling
 
 
 def _reply(line: str) -> Reply:
@@ -27,6 +27,9 @@ def _reply(line: str) -> Reply:
         "421 4.7.28 Gmail has detected an unusual rate of unsolicited mail",
         "550 5.4.5 Daily user sending limit exceeded.",
         "450 4.7.1 Error: too much mail from 127.0.0.1",
+        "451 4.4.5 System congestion, try again later",
+        "451 4.7.650 The mail server [203.0.113.5] has been temporarily rate limited",
+        "452 4.3.2 System not accepting network messages",
     ],
 )
 def test_throttling_replies(line: str) -> None:
@@ -43,7 +46,50 @@ def test_throttling_replies(line: str) -> None:
         "452 4.5.3 Error: too many recipients",
         "554 5.7.1 Relay access denied",
         "250 2.0.0 Ok: queued as 4ABC",
+        # A recipient's mailbox over its quota, full or disabled: that recipient only (retry or
+        # bounce it), never a stop for the whole lane.
+        "452 4.2.2 Quota exceeded (mailbox for user is full)",
+        "552 Quota exceeded",
+        "554 5.2.0 STOREDRV.Deliver.Exception:QuotaExceededException; Failed to process message "
+        "due to a permanent exception with message [BeginDiagnosticData]Mailbox quota exceeded",
+        "550 5.7.1 <x@example.com>: Recipient address rejected: daily quota exceeded for recipient",
+        "450 4.2.1 <x@example.com>: mailbox temporarily disabled",
+        "452 4.2.2 <x@example.com>: rate limit of the mailbox: too many messages stored",
     ],
 )
 def test_ordinary_replies_are_not_throttling(line: str) -> None:
     assert not is_throttling(_reply(line))
+
+
+@pytest.mark.parametrize(
+    ("line", "effect"),
+    [
+        ("450 4.2.1 <x@example.com>: mailbox temporarily disabled", Effect.RETRY),
+        (
+            "450 4.2.1 The user you are trying to contact is receiving mail at a rate that "
+            "prevents additional messages from being delivered.",
+            Effect.THROTTLED,
+        ),
+        (
+            "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed",
+            Effect.THROTTLED,
+        ),
+    ],
+)
+def test_catalogue_verdicts_for_4_2_1_and_5_2_0(line: str, effect: Effect) -> None:
+    meaning = explain(_reply(line))
+    assert meaning is not None and meaning.effect is effect
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "452 4.2.2 Quota exceeded (mailbox for user is full)",
+        "552 Quota exceeded",
+        "554 5.2.0 STOREDRV.Deliver.Exception:QuotaExceededException; Failed to process",
+        "550 5.7.1 <x@example.com>: Recipient address rejected: daily quota exceeded",
+    ],
+)
+def test_recipient_quota_replies_have_no_throttling_entry(line: str) -> None:
+    meaning = explain(_reply(line))
+    assert meaning is None or not meaning.throttling
