@@ -290,20 +290,15 @@ _CATALOGUE: tuple[_Entry, ...] = (
         "recipients_per_message to its limit (Google: 100)",
         Effect.SPLIT,
     ),
+    # Google's "the user you are trying to contact is receiving mail at a rate that prevents
+    # additional messages" is the recipient's incoming rate, not ours: like a disabled mailbox,
+    # it holds back that recipient only, never the whole lane.
     _entry(
         450,
         "4.2.1",
         _ANY,
-        "the recipient or account receives or sends at a rate above its limit",
-        "the relay backs off by itself",
-        Effect.THROTTLED,
-        text=" rate",
-    ),
-    _entry(
-        450,
-        "4.2.1",
-        _ANY,
-        "the recipient's mailbox is unavailable for now (disabled, or busy)",
+        "the recipient's mailbox is unavailable for now (disabled, busy, or receiving mail "
+        "faster than its provider allows)",
         "the relay retries this recipient later by itself; the other recipients and replies "
         "are not held back",
         Effect.RETRY,

@@ -22,8 +22,6 @@ def _reply(line: str) -> Reply:
         "451 4.7.500 Server busy. Please try again later from [203.0.113.5]. (AS761)",
         "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to "
         "process message due to a permanent exception with message",
-        "450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents "
-        "additional messages from being delivered.",
         "421 4.7.28 Gmail has detected an unusual rate of unsolicited mail",
         "550 5.4.5 Daily user sending limit exceeded.",
         "450 4.7.1 Error: too much mail from 127.0.0.1",
@@ -54,6 +52,9 @@ def test_throttling_replies(line: str) -> None:
         "due to a permanent exception with message [BeginDiagnosticData]Mailbox quota exceeded",
         "550 5.7.1 <x@example.com>: Recipient address rejected: daily quota exceeded for recipient",
         "450 4.2.1 <x@example.com>: mailbox temporarily disabled",
+        # Google: the recipient's incoming rate, not ours
+        "450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents "
+        "additional messages from being delivered.",
         "452 4.2.2 <x@example.com>: rate limit of the mailbox: too many messages stored",
     ],
 )
@@ -68,7 +69,7 @@ def test_ordinary_replies_are_not_throttling(line: str) -> None:
         (
             "450 4.2.1 The user you are trying to contact is receiving mail at a rate that "
             "prevents additional messages from being delivered.",
-            Effect.THROTTLED,
+            Effect.RETRY,
         ),
         (
             "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed",
