@@ -15,7 +15,8 @@ skips a lane that may not start and serves the others.
 
 What the lanes know is in memory, and written to ``<spool>/lanes.json`` (advisory, like the
 retry state) so that ``smtpconn queue list`` and ``status`` can say "throttled until …" and a
-restart keeps the day's recipient count and a running back-off.
+restart keeps the day's recipient count and a running back-off. A lane whose server left the
+profile is dropped from it once it holds nothing a budget or a back-off still needs.
 """
 
 from __future__ import annotations
@@ -230,6 +231,25 @@ class Lanes:
         now = time.time() if now is None else now
         return [lane for lane in self._lanes.values() if lane.throttled_until > now]
 
+    def prune(self, now: float | None = None) -> list[str]:
+        """Forget the lanes of servers the profile no longer has (after a reload) once nothing
+        of theirs matters: no delivery under way, no throttle running, no recipient in the last
+        24 hours (a server put back the same day keeps its count). Returns their keys."""
+        now = time.time() if now is None else now
+        servers = self._server_limits()
+        gone = [
+            key
+            for key, lane in self._lanes.items()
+            if key not in servers
+            and lane.idle
+            and lane.throttled_until <= now
+            and not lane.sent_today(now)
+        ]
+        for key in gone:
+            del self._lanes[key]
+        self._dirty = self._dirty or bool(gone)
+        return gone
+
     # -- the file -------------------------------------------------------------------------------
 
     def _restore(self, document: dict[str, Any]) -> None:
@@ -258,7 +278,10 @@ class Lanes:
     def dump(self, *, force: bool = False) -> bytes | None:
         """The file's new content when something changed (on the event loop: the lanes are
         only touched there); the caller writes it with :meth:`write`, off the loop."""
-        if self.path is None or not (self._dirty or force):
+        if self.path is None:
+            return None
+        self.prune()
+        if not (self._dirty or force):
             return None
         self._dirty = False
         return json.dumps(self.snapshot(), indent=1).encode()

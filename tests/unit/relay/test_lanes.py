@@ -450,3 +450,38 @@ async def test_time_throttled_is_off_the_window_but_real_failures_still_end_it(
     [bounce] = list(spool.entries("inbound"))
     assert b"Status: 4.4.7" in spool.message(bounce)
     assert 3 <= len(calls) - 9 <= 5  # 5 + 10 + 20 + 40 s of failing: the window is used up
+
+
+# -- lanes.json ---------------------------------------------------------------------------------
+
+
+def test_lanes_of_servers_gone_from_the_profile_are_pruned_when_idle(tmp_path: Path) -> None:
+    current = {"config": _config(tmp_path)}
+    now = time.time()
+    lanes = Lanes(lambda: current["config"], tmp_path / LANES_FILE)
+    lanes.lane("slow.example.com:587")
+    lanes.lane("old.example.com:587").delivered(now - 86400 - 10, 5)  # yesterday's only
+    lanes.lane("today.example.com:587").delivered(now - 3600, 5)  # still in today's budget
+    lanes.lane("backoff.example.com:587").throttle(now, "421 4.7.0 slow down", initial=600)
+    lanes.lane("busy.example.com:587").started(now, "m", 1)
+    document = lanes.dump()
+    assert document is not None
+    kept = set(json.loads(document)["lanes"])
+    assert kept == {
+        "slow.example.com:587",  # in the profile
+        "fast.example.com:587",
+        "today.example.com:587",
+        "backoff.example.com:587",
+        "busy.example.com:587",
+    } - {"fast.example.com:587"}
+    # A reload without slow.example.com: its idle lane goes, the busy one once it is done.
+    text = PROFILE.format(a_connections=1).replace("slow.example.com", "new.example.com")
+    current["config"] = build_config(parse_profile(Path("p.toml"), text.encode()), tmp_path)
+    lanes.lane("busy.example.com:587").finished("m")
+    assert sorted(lanes.prune(now)) == ["busy.example.com:587", "slow.example.com:587"]
+    lanes.write(lanes.dump() or b"")
+    restored = Lanes(lambda: current["config"], tmp_path / LANES_FILE)
+    assert set(json.loads(restored.dump(force=True) or b"")["lanes"]) == {
+        "today.example.com:587",
+        "backoff.example.com:587",
+    }
