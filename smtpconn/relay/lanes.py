@@ -4,7 +4,10 @@ sending limits (``[addresses.outbound.limits]``; addresses sharing a server shar
 A lane decides when the next reply for its server may start: no more deliveries at once than
 ``max_connections`` (else :data:`DEFAULT_LANE_CONCURRENCY`), no more transactions in a rolling
 minute than ``messages_per_minute``, no more recipients in a rolling 24 hours than
-``recipients_per_day``. A throttling reply (``smtpconn.smtp.reply_catalogue.is_throttling``) stops the lane with
+``recipients_per_day``. A transaction's recipients are *reserved* when it starts (they count
+in the budget while it is under way, so ``max_connections`` deliveries cannot each pass the
+check together and overshoot it) and settled when it ends: the accepted ones become the day's
+sent recipients, the refused ones are freed. A throttling reply (``smtpconn.smtp.reply_catalogue.is_throttling``) stops the lane with
 exponential back-off (``retry_initial`` doubling, capped at an hour) and drops its concurrency
 to one, which then grows back by one per delivered message: a throttled server is eased back
 into, not hit again with everything that waited. Other lanes are untouched; the queue worker
@@ -12,7 +15,8 @@ skips a lane that may not start and serves the others.
 
 What the lanes know is in memory, and written to ``<spool>/lanes.json`` (advisory, like the
 retry state) so that ``smtpconn queue list`` and ``status`` can say "throttled until …" and a
-restart keeps the day's recipient count and a running back-off.
+restart keeps the day's recipient count and a running back-off. A lane whose server left the
+profile is dropped from it once it holds nothing a budget or a back-off still needs.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class Lane:
     reason: str = ""
     starts: deque[float] = field(default_factory=deque)  # transactions of the last minute
     sent: deque[tuple[float, int]] = field(default_factory=deque)  # (time, recipients), 24 h
+    # Recipients of transactions under way, by the message sending them (one at a time each)
+    reserved: dict[str, int] = field(default_factory=dict)
 
     @property
     def concurrency(self) -> int:
@@ -67,6 +73,15 @@ class Lane:
         self._expire(now)
         return sum(n for _t, n in self.sent)
 
+    def transaction_size(self, recipients: int) -> int:
+        """Recipients of the next transaction of a message that still has ``recipients``."""
+        per_message = self.limits.recipients_per_message
+        return min(recipients, per_message) if per_message else recipients
+
+    @property
+    def idle(self) -> bool:
+        return not self.in_flight and not self.reserved
+
     def pace(self, now: float, recipients: int) -> float:
         """Seconds until one more transaction of ``recipients`` may start (0: now)."""
         self._expire(now)
@@ -80,15 +95,16 @@ class Lane:
         return max(0.0, *waits)
 
     def _day_wait(self, now: float, wanted: int, per_day: int) -> float:
-        """When enough of the last 24 hours' recipients have aged out to send ``wanted`` more."""
-        excess = sum(n for _t, n in self.sent) + wanted - per_day
+        """When enough of the last 24 hours' recipients have aged out to send ``wanted`` more;
+        ``inf`` while only transactions under way can free enough (their end tells)."""
+        excess = sum(n for _t, n in self.sent) + sum(self.reserved.values()) + wanted - per_day
         if excess <= 0:
             return 0.0
         for sent_at, count in self.sent:
             excess -= count
             if excess <= 0:
                 return sent_at + _DAY - now
-        return 0.0
+        return math.inf
 
     def wait(self, now: float, recipients: int) -> float:
         """Seconds until a new delivery may start; ``inf`` while every slot is taken."""
@@ -96,19 +112,44 @@ class Lane:
             return math.inf
         return self.pace(now, recipients)
 
-    def started(self, now: float) -> None:
+    def started(self, now: float, owner: str = "", recipients: int = 0) -> None:
+        """A delivery starts, with its first transaction (checked by :meth:`wait` just before,
+        on the same turn of the event loop: nothing else can take the budget in between)."""
         self.in_flight += 1
-        self.transaction(now)
+        self.reserve(now, owner, recipients)
 
-    def transaction(self, now: float) -> None:
+    def reserve(self, now: float, owner: str, recipients: int) -> None:
+        """A transaction of ``owner`` (a message) starts: it takes a slot of the minute and
+        holds its recipients in the day's budget until :meth:`settle`."""
         self.starts.append(now)
+        self.reserved[owner] = recipients
 
-    def finished(self) -> None:
+    def claim(self, now: float, owner: str, recipients: int) -> float:
+        """Reserve a transaction of ``recipients`` for ``owner`` if the limits allow it now
+        (returns 0), else the seconds to wait (``inf``: until a transaction under way ends).
+        A reservation the worker made for ``owner`` at launch is used, not taken twice."""
+        held = self.reserved.pop(owner, None)
+        if held is not None and held >= recipients:
+            self.reserved[owner] = recipients
+            return 0.0
+        wait = self.pace(now, recipients)
+        if wait <= 0:
+            self.reserve(now, owner, recipients)
+        return wait
+
+    def settle(self, now: float, owner: str, accepted: int) -> None:
+        """``owner``'s transaction ended: its accepted recipients are spent, the rest freed."""
+        self.reserved.pop(owner, None)
+        if accepted:
+            self.sent.append((now, accepted))
+
+    def finished(self, owner: str = "") -> None:
         self.in_flight = max(0, self.in_flight - 1)
+        self.reserved.pop(owner, None)  # a delivery that ended early frees what it held
 
-    def delivered(self, now: float, recipients: int) -> None:
-        if recipients:
-            self.sent.append((now, recipients))
+    def delivered(self, now: float, recipients: int, owner: str = "") -> None:
+        """A transaction got recipients through: settled, and the lane eases back in."""
+        self.settle(now, owner, recipients)
         self.throttles = 0
         if self.window is not None:
             self.window += 1
@@ -135,6 +176,7 @@ class Lane:
             "in_flight": self.in_flight,
             "concurrency": self.concurrency,
             "recipients_24h": self.sent_today(now),
+            "recipients_in_flight": sum(self.reserved.values()),
             "sent": [[t, n] for t, n in self.sent],
             "limits": {k: v for k, v in limits.items() if v is not None},
         }
@@ -189,6 +231,25 @@ class Lanes:
         now = time.time() if now is None else now
         return [lane for lane in self._lanes.values() if lane.throttled_until > now]
 
+    def prune(self, now: float | None = None) -> list[str]:
+        """Forget the lanes of servers the profile no longer has (after a reload) once nothing
+        of theirs matters: no delivery under way, no throttle running, no recipient in the last
+        24 hours (a server put back the same day keeps its count). Returns their keys."""
+        now = time.time() if now is None else now
+        servers = self._server_limits()
+        gone = [
+            key
+            for key, lane in self._lanes.items()
+            if key not in servers
+            and lane.idle
+            and lane.throttled_until <= now
+            and not lane.sent_today(now)
+        ]
+        for key in gone:
+            del self._lanes[key]
+        self._dirty = self._dirty or bool(gone)
+        return gone
+
     # -- the file -------------------------------------------------------------------------------
 
     def _restore(self, document: dict[str, Any]) -> None:
@@ -217,7 +278,10 @@ class Lanes:
     def dump(self, *, force: bool = False) -> bytes | None:
         """The file's new content when something changed (on the event loop: the lanes are
         only touched there); the caller writes it with :meth:`write`, off the loop."""
-        if self.path is None or not (self._dirty or force):
+        if self.path is None:
+            return None
+        self.prune()
+        if not (self._dirty or force):
             return None
         self._dirty = False
         return json.dumps(self.snapshot(), indent=1).encode()

@@ -14,7 +14,9 @@ lane (:mod:`smtpconn.relay.lanes`): split into transactions of ``recipients_per_
 Per recipient: accepted → done; a throttling reply (:func:`smtpconn.smtp.reply_catalogue.
 is_throttling`, whatever its code) → the lane backs off, the reply waits for it, never a
 bounce; 5xx → bounce; 4xx, connection, TLS or AUTH problems → retry with exponential back-off
-until the retry window ends, then bounce. Bounces are
+until the retry window ends, then bounce. The retry window counts only real failures: it starts
+at a reply's first one, and time the reply then waits for its lane (a throttle, the daily budget,
+the per-minute rate) is not counted; a wait for the lane is not an attempt either. Bounces are
 RFC 3464 reports to the support address, handed to the help desk through the sink: a failed
 reply is never dropped silently. The bounce is spooled before the reply is forgotten, so a crash
 in between can at worst produce a second bounce.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -197,7 +200,8 @@ class _Run:
 
     state: RetryState
     bounces: list[FailedRecipient] = field(default_factory=list)
-    temporary: list[tuple[str, str]] = field(default_factory=list)
+    temporary: list[tuple[str, str]] = field(default_factory=list)  # real failures: retried
+    waiting: list[tuple[str, str]] = field(default_factory=list)  # waits for the lane only
     throttled: str | None = None  # the throttling reply, when the server gave one
     retry_at: float = 0.0  # set by a throttle or a spent budget: retry then, not by back-off
     wait_reason: str = ""
@@ -255,8 +259,10 @@ class OutboundDelivery:
         tls_context: ssl.SSLContext,
         on_stored: OnStored,
         lanes: Lanes | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.clock = clock
         self.spool = spool
         self.lanes = lanes
         self.deliverer = deliverer
@@ -274,7 +280,7 @@ class OutboundDelivery:
         message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
         pending = [r for r in envelope.rcpts if r not in state.done]
         support = self.config.sender_address(envelope.mail_from)
-        expired = time.time() - envelope.received_at > self.config.retry_window
+        _resume_clock(state, self.clock())
         run = _Run(state)
         if support is None or support.outbound is None:
             run.bounces = [
@@ -285,7 +291,7 @@ class OutboundDelivery:
             ]
         else:
             await self._send_split(entry, support, pending, run, message)
-        return await self._settle(entry, run, expired)
+        return await self._settle(entry, run)
 
     async def _send_split(
         self,
@@ -305,8 +311,8 @@ class OutboundDelivery:
         chunks = _chunks(pending, size)
         for index, chunk in enumerate(chunks):
             rest = [r for later in chunks[index:] for r in later]
-            if index and not await self._pace(lane, len(chunk), run):
-                run.temporary += [(r, run.wait_reason) for r in rest]
+            if not await self._pace(lane, entry.id, len(chunk), run):
+                run.waiting += [(r, run.wait_reason) for r in rest]
                 return
             result = await self._send(
                 server,
@@ -320,29 +326,36 @@ class OutboundDelivery:
                 # No credential now defers the reply (never a bounce): `smtpconn oauth login`
                 # or the provider's recovery lets the next attempt through, without a restart.
                 run.temporary += [(r, result) for r in rest]
+                if lane is not None:
+                    lane.settle(self.clock(), entry.id, 0)
                 return
             self._record(entry, server, result, run, lane)
             if run.throttled is not None:
                 later = [r for c in chunks[index + 1 :] for r in c]
-                run.temporary += [(r, f"not sent: {run.throttled}") for r in later]
+                run.waiting += [(r, f"not sent: {run.throttled}") for r in later]
                 return
             if index + 1 < len(chunks):
                 await asyncio.to_thread(self.spool.save_state, entry, run.state)
 
-    async def _pace(self, lane: Lane | None, recipients: int, run: _Run) -> bool:
-        """Wait for the lane's rate before a further transaction of a split message; False when
-        the wait is long (a daily budget, a throttle): the rest is retried when it ends."""
+    async def _pace(self, lane: Lane | None, owner: str, recipients: int, run: _Run) -> bool:
+        """Reserve the lane for a transaction of ``recipients``, waiting for its rate when that
+        is short; False when the wait is long (a daily budget, a throttle): the rest is retried
+        when it ends. The worker reserved the first transaction when it launched the delivery."""
         if lane is None:
             return True
-        wait = lane.pace(time.time(), recipients)
-        if wait > MAX_PACE:
-            run.retry_at = max(run.retry_at, time.time() + wait)
-            run.wait_reason = f"{lane.key}: sending limit reached, waiting {int(wait)}s"
-            return False
-        if wait > 0:
+        while True:
+            now = self.clock()
+            # Checked and taken on one turn of the event loop: no other delivery in between.
+            wait = lane.claim(now, owner, recipients)
+            if wait <= 0:
+                return True
+            if wait > MAX_PACE:
+                # inf: only transactions under way can free the budget; look again soon.
+                wait = wait if math.isfinite(wait) else float(self.config.retry_initial)
+                run.retry_at = max(run.retry_at, now + wait)
+                run.wait_reason = f"{lane.key}: sending limit reached, waiting {int(wait)}s"
+                return False
             await asyncio.sleep(wait)
-        lane.transaction(time.time())
-        return True
 
     def _record(
         self,
@@ -368,7 +381,7 @@ class OutboundDelivery:
             elif _throttling(outcome, result):
                 # A quota or rate limit of the sender, whatever its code: never a bounce.
                 run.throttled = reply
-                run.temporary.append((outcome.recipient, reply))
+                run.waiting.append((outcome.recipient, reply))
             elif outcome.permanent:
                 run.bounces.append(
                     FailedRecipient(outcome.recipient, _status(outcome, result), reply)
@@ -377,7 +390,11 @@ class OutboundDelivery:
                 run.temporary.append((outcome.recipient, reply))
         if lane is None or self.lanes is None:
             return
-        now = time.time()
+        now = self.clock()
+        if run.throttled is None and accepted:
+            lane.delivered(now, accepted, entry.id)
+        else:
+            lane.settle(now, entry.id, accepted)
         if run.throttled is not None:
             until = lane.throttle(now, run.throttled, self.config.retry_initial)
             run.retry_at = max(run.retry_at, until)
@@ -389,14 +406,13 @@ class OutboundDelivery:
                 until=_iso(until),
                 reply=run.throttled,
             )
-        elif accepted:
-            lane.delivered(now, accepted)
         self.lanes.changed()
 
-    async def _settle(self, entry: SpoolEntry, run: _Run, expired: bool) -> Attempted:
+    async def _settle(self, entry: SpoolEntry, run: _Run) -> Attempted:
         """Bounce what failed for good, forget the reply when nothing is left, else defer it."""
         state = run.state
-        if run.temporary and expired:
+        now = self.clock()
+        if run.temporary and self._window_ended(state, now):
             run.bounces += [
                 FailedRecipient(r, "4.4.7", f"retry window ended; last error: {e}")
                 for r, e in run.temporary
@@ -405,13 +421,17 @@ class OutboundDelivery:
         if run.bounces:
             await self._bounce(entry, run.bounces)
             state.done += [b.recipient for b in run.bounces]
-        if not run.temporary:
+        deferred = run.temporary + run.waiting
+        if not deferred:
             await asyncio.to_thread(self.spool.remove, entry)
             return Attempted(None)
-        state.attempts += 1
-        state.last_error = "; ".join(f"{r}: {e}" for r, e in run.temporary)[:1000]
-        now = time.time()
-        delay = backoff_delay(state.attempts, self.config.retry_initial, RETRY_CAP)
+        # Only a real failure is an attempt: a wait for the lane neither lengthens the back-off
+        # nor runs the retry window down (from ``pause_from`` until the next attempt).
+        if run.temporary:
+            state.attempts += 1
+        state.last_error = "; ".join(f"{r}: {e}" for r, e in deferred)[:1000]
+        delay = backoff_delay(max(1, state.attempts), self.config.retry_initial, RETRY_CAP)
+        state.pause_from = now + delay if run.temporary else now
         # A throttled lane or a spent sending budget decides when, not the message's own count.
         state.next_attempt = run.retry_at or now + delay
         state.throttled_until = run.retry_at if run.throttled is not None else 0.0
@@ -420,13 +440,20 @@ class OutboundDelivery:
             "outbound.deferred",
             logging.WARNING,
             id=entry.id,
-            rcpts=",".join(r for r, _ in run.temporary),
+            rcpts=",".join(r for r, _ in deferred),
             error=state.last_error,
             attempts=state.attempts,
             retry_in=round(state.next_attempt - now, 3),
             throttled=_iso(state.throttled_until) if state.throttled_until else None,
         )
         return Attempted(state)
+
+    def _window_ended(self, state: RetryState, now: float) -> bool:
+        """Whether the retry window is over, counting real failures only: from the first one,
+        less the time the reply waited for its lane since. The first failure starts it."""
+        if not state.failing_since:
+            state.failing_since = now
+        return now - state.failing_since - state.paced_for > self.config.retry_window
 
     async def _send(
         self,
@@ -557,6 +584,14 @@ class OutboundDelivery:
             [(Envelope("inbound", "", (envelope.mail_from,), time.time(), meta), dsn, new_id())],
         )
         self.on_stored("inbound", stored)
+
+
+def _resume_clock(state: RetryState, now: float) -> None:
+    """An attempt starts: the time since ``pause_from`` was a wait for the lane (a throttle,
+    the budget, or a lane too busy to start the retry when it was due): off the retry window."""
+    if state.pause_from and state.failing_since:
+        state.paced_for += max(0.0, now - state.pause_from)
+    state.pause_from = 0.0
 
 
 def _status(outcome: Any, result: Result) -> str:

@@ -62,7 +62,8 @@ class QueueItem:
             return "held"
         if self.throttled_until is not None:
             return "throttled"
-        return "deferred" if self.state.attempts else "queued"
+        # A reply waiting for its lane's budget has no attempt counted, but was deferred.
+        return "deferred" if self.state.attempts or self.state.last_error else "queued"
 
 
 def _iso(timestamp: float | None) -> str | None:

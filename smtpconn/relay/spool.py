@@ -63,6 +63,12 @@ class RetryState:
     done: list[str] = field(default_factory=list)  # recipients already delivered (outbound)
     # The server's lane was throttled: not retried before this (epoch seconds; 0 = not throttled)
     throttled_until: float = 0.0
+    # Outbound retry window: counted from the first real failure (0 = none yet), less the
+    # seconds spent since waiting for the lane (throttle, budget), which run from pause_from
+    # (0 = none) to the next attempt.
+    failing_since: float = 0.0
+    paced_for: float = 0.0
+    pause_from: float = 0.0
     # Inbound: the first hand-over's Authentication-Results and auth= word. Every later attempt
     # reuses them, so a retry never re-decides the unauthenticated policy nor changes the tag.
     authres: str | None = None
@@ -308,6 +314,15 @@ class Spool:
                 held=bool(data.get("held", False)),
                 done=[str(r) for r in data.get("done", [])],
                 throttled_until=float(data.get("throttled_until", 0.0)),
+                # A state written before the window counted real failures only: from arrival.
+                failing_since=float(
+                    data.get(
+                        "failing_since",
+                        entry.envelope.received_at if data.get("attempts") else 0.0,
+                    )
+                ),
+                paced_for=float(data.get("paced_for", 0.0)),
+                pause_from=float(data.get("pause_from", 0.0)),
                 authres=_text_or_none(data.get("authres")),
                 auth=_text_or_none(data.get("auth")),
             )

@@ -55,7 +55,7 @@ class _Tracked:
     entry: SpoolEntry
     due: float  # epoch seconds; the heap key
     held: bool = False
-    pending: int = 0  # recipients not yet delivered (a lane's daily budget is asked for them)
+    pending: int = 0  # recipients not yet delivered (its lane reserves its next transaction)
     version: int = 0  # bumped on every update, so a scan that raced with one does not undo it
 
 
@@ -168,7 +168,7 @@ class QueueWorker:
     def _launch(self, item: _Tracked, lane: Lane | None) -> None:
         entry_id = item.entry.id
         if lane is not None:
-            lane.started(time.time())
+            lane.started(time.time(), entry_id, lane.transaction_size(item.pending))
             self._running_in[entry_id] = lane
         self._in_flight[entry_id] = asyncio.create_task(
             self._one(item.entry), name=f"deliver-{entry_id}"
@@ -192,7 +192,7 @@ class QueueWorker:
                 if item is None or item.held or item.entry.id in self._in_flight:
                     self._readied.discard(ready.popleft())  # deleted, held or started meanwhile
                     continue
-                wait = lane.wait(now, item.pending)
+                wait = lane.wait(now, lane.transaction_size(item.pending))
                 if wait > 0:
                     wake = min(wake, now + wait)  # inf while full: a finishing delivery wakes us
                     break
@@ -278,7 +278,7 @@ class QueueWorker:
             self._in_flight.pop(entry.id, None)
             lane = self._running_in.pop(entry.id, None)
             if lane is not None:
-                lane.finished()
+                lane.finished(entry.id)
             raise
         except Exception as exc:  # a bug must not kill the worker; the message stays spooled
             failed = True
@@ -296,7 +296,7 @@ class QueueWorker:
             self._in_flight.pop(entry.id, None)
             lane = self._running_in.pop(entry.id, None)
             if lane is not None:
-                lane.finished()
+                lane.finished(entry.id)
             self._wake.set()
         if state is None:
             self._known.pop(entry.id, None)

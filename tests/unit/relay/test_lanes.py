@@ -4,6 +4,8 @@ one is throttled or full, and a split reply whose retry only sends what was not 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +58,7 @@ def _config(tmp_path: Path, a_connections: int = 3) -> RelayConfig:
 def test_messages_per_minute_spaces_transactions() -> None:
     lane = Lane("x:587", SendingLimits(messages_per_minute=2))
     lane.started(100.0)
-    lane.transaction(101.0)
+    lane.reserve(101.0, "m2", 1)
     assert lane.pace(102.0, 1) == pytest.approx(58.0)
     assert lane.pace(160.5, 1) == 0.0
 
@@ -231,3 +233,255 @@ def test_metrics_show_a_throttled_lane(tmp_path: Path) -> None:
         x for x in text.splitlines() if x.startswith("smtpconn_outbound_throttled_seconds{")
     )
     assert 'server="slow.example.com:587"' in line and float(line.split()[-1]) > 100
+
+
+# -- the daily budget with transactions under way -----------------------------------------------
+
+BUDGET_PROFILE = """
+version = 1
+[[addresses]]
+address = "a@example.com"
+mode = "outbound-only"
+[addresses.outbound]
+host = "slow.example.com"
+username = "relay"
+secret = "env:SMTPCONN_UNIT_SECRET"
+[addresses.outbound.limits]
+max_connections = {connections}
+recipients_per_day = {per_day}
+[relay]
+spool = "spool"
+retry_initial = 5
+retry_window = 60
+"""
+
+
+def _budget_config(tmp_path: Path, per_day: int, connections: int = 5) -> RelayConfig:
+    text = BUDGET_PROFILE.format(per_day=per_day, connections=connections)
+    return build_config(parse_profile(Path("p.toml"), text.encode()), tmp_path)
+
+
+def test_transactions_under_way_hold_their_recipients_in_the_day_budget() -> None:
+    lane = Lane("x:587", SendingLimits(max_connections=8, recipients_per_day=10))
+    lane.delivered(0.0, 4)
+    started = []
+    for i in range(8):  # what the worker does on one turn of the loop
+        if lane.wait(100.0, 3) == 0:
+            lane.started(100.0, f"m{i}", 3)
+            started.append(i)
+    assert started == [0, 1]  # 4 sent + 2 x 3 under way = 10; each alone would have fit
+    assert lane.wait(100.0, 1) == pytest.approx(86300.0)  # when the 4 sent age out
+    fresh = Lane("y:587", SendingLimits(recipients_per_day=3))
+    fresh.started(0.0, "a", 3)
+    assert fresh.pace(0.0, 1) == math.inf  # only the transaction under way can free room
+    lane.settle(101.0, "m0", 1)  # two of its three refused: freed, not spent
+    lane.finished("m0")
+    assert lane.wait(101.0, 2) == 0.0
+    assert lane.claim(101.0, "m9", 2) == 0.0 and lane.reserved == {"m1": 3, "m9": 2}
+    assert lane.claim(101.0, "m8", 1) > 0  # the budget is taken, no reservation made
+    assert "m8" not in lane.reserved
+    lane.finished("m1")  # a delivery that ended early (a crash) frees what it held
+    lane.settle(102.0, "m9", 2)
+    assert lane.sent_today(102.0) == 7 and not lane.reserved
+
+
+def test_a_launch_reservation_is_used_by_the_delivery_not_taken_twice() -> None:
+    lane = Lane("x:587", SendingLimits(recipients_per_day=3, messages_per_minute=1))
+    assert lane.wait(0.0, 3) == 0.0
+    lane.started(0.0, "m", 3)
+    assert lane.claim(0.0, "m", 3) == 0.0  # the worker's reservation, no second start
+    assert len(lane.starts) == 1 and lane.reserved == {"m": 3}
+
+
+async def test_concurrent_deliveries_near_the_budget_never_exceed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTPCONN_UNIT_SECRET", "s3cret")
+    config = _budget_config(tmp_path, per_day=10, connections=5)
+    spool = Spool(config.spool_dir)
+    spool.create()
+    lanes = Lanes(lambda: config)
+    accepted: list[str] = []
+    peak = {"now": 0, "max": 0}
+
+    async def deliverer(_s: Any, _k: str, _f: str, batch: list[str], _m: bytes, **_: Any) -> Result:
+        peak["now"] += 1
+        peak["max"] = max(peak["max"], peak["now"])
+        await asyncio.sleep(0.05)
+        peak["now"] -= 1
+        accepted.extend(batch)
+        return Result([Outcome(r, True, False, 250, "ok") for r in batch])
+
+    delivery = OutboundDelivery(
+        config,
+        spool,
+        deliverer,
+        None,  # type: ignore[arg-type]
+        lambda *_: None,
+        lanes,
+    )
+    worker = QueueWorker(spool, "outbound", delivery, poll=0.05, lanes=lanes)
+    worker.start()
+    entries = spool.put_many(
+        [
+            (
+                Envelope("outbound", "a@example.com", (f"r{i}a@y", f"r{i}b@y", f"r{i}c@y"), 1.0),
+                b"m",
+                None,
+            )
+            for i in range(6)
+        ]
+    )
+    worker.add(entries)
+    await _until(lambda: len(accepted) == 9 and worker.busy == 0)
+    await asyncio.sleep(0.3)
+    await worker.stop(1.0)
+    assert len(accepted) == 9  # three replies of three: 12 would pass 10
+    assert peak["max"] == 3
+    lane = lanes.lane("slow.example.com:587")
+    assert lane.sent_today(time.time()) == 9 and not lane.reserved
+    assert len(list(spool.entries("outbound"))) == 3  # waiting for tomorrow's budget
+    assert list(spool.entries("inbound")) == []
+
+
+# -- the retry window counts real failures only -------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _scripted(replies: list[tuple[int, str]], calls: list[list[str]]) -> Any:
+    """A server answering each transaction with the next reply (250: accepted)."""
+
+    async def deliverer(_s: Any, _k: str, _f: str, batch: list[str], _m: bytes, **_: Any) -> Result:
+        calls.append(list(batch))
+        code, text = replies.pop(0)
+        return Result([Outcome(r, code == 250, code >= 500, code, text) for r in batch])
+
+    return deliverer
+
+
+async def test_a_reply_paced_behind_the_budget_past_the_window_is_delivered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTPCONN_UNIT_SECRET", "s3cret")
+    config = _budget_config(tmp_path, per_day=1)  # retry_window = 60
+    spool = Spool(config.spool_dir)
+    spool.create()
+    clock = _Clock()
+    lanes = Lanes(lambda: config)
+    lanes.lane("slow.example.com:587").delivered(clock.now, 1)  # today's budget is spent
+    [entry] = spool.put_many(
+        [(Envelope("outbound", "a@example.com", ("r@y",), clock.now), b"m", None)]
+    )
+    calls: list[list[str]] = []
+    replies = [(451, "4.3.0 try again later"), (250, "ok")]
+    delivery = OutboundDelivery(
+        config,
+        spool,
+        _scripted(replies, calls),
+        None,  # type: ignore[arg-type]
+        lambda *_: None,
+        lanes,
+        clock=clock,
+    )
+    outcome = await delivery(entry)
+    assert calls == [] and outcome.state is not None
+    assert outcome.state.attempts == 0 and outcome.state.next_attempt > clock.now + 86000
+    [item] = list_queue(spool, "outbound")
+    assert item.status == "deferred" and "sending limit reached" in (item.state.last_error or "")
+    clock.now = outcome.state.next_attempt + 3600  # a day behind the budget, then some more
+    outcome = await delivery(entry)  # its first real failure: the window starts only now
+    assert calls == [["r@y"]] and outcome.state is not None and outcome.state.attempts == 1
+    clock.now = outcome.state.next_attempt
+    assert await delivery(entry) == Attempted(None)
+    assert calls == [["r@y"], ["r@y"]]
+    assert list(spool.entries("inbound")) == []  # never bounced
+
+
+async def test_time_throttled_is_off_the_window_but_real_failures_still_end_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTPCONN_UNIT_SECRET", "s3cret")
+    config = _budget_config(tmp_path, per_day=1000)  # retry_window = 60, retry_initial = 5
+    spool = Spool(config.spool_dir)
+    spool.create()
+    clock = _Clock()
+    start = clock.now
+    lanes = Lanes(lambda: config)
+    [entry] = spool.put_many(
+        [(Envelope("outbound", "a@example.com", ("r@y",), clock.now), b"m", None)]
+    )
+    calls: list[list[str]] = []
+    refused = (451, "4.3.0 try again later")
+    throttled = (432, "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded")
+    replies = [refused] + [throttled] * 8 + [refused] * 20
+    delivery = OutboundDelivery(
+        config,
+        spool,
+        _scripted(replies, calls),
+        None,  # type: ignore[arg-type]
+        lambda *_: None,
+        lanes,
+        clock=clock,
+    )
+
+    async def attempt_when_due() -> Attempted | None:
+        outcome = await delivery(entry)
+        if outcome is not None and outcome.state is not None:
+            clock.now = outcome.state.next_attempt
+        return outcome
+
+    await attempt_when_due()  # a real failure: the window starts
+    for _ in range(8):  # throttled for 5+10+…+640 s, far past the 60 s window
+        outcome = await attempt_when_due()
+        assert outcome is not None and outcome.state is not None
+        assert outcome.state.throttled_until and outcome.state.attempts == 1
+    assert clock.now - start > 1000
+    assert list(spool.entries("inbound")) == []
+    while list(spool.entries("outbound")):  # real failures again: they end it, ~60 s of them
+        assert len(calls) < 25, "never bounced"
+        await attempt_when_due()
+    [bounce] = list(spool.entries("inbound"))
+    assert b"Status: 4.4.7" in spool.message(bounce)
+    assert 3 <= len(calls) - 9 <= 5  # 5 + 10 + 20 + 40 s of failing: the window is used up
+
+
+# -- lanes.json ---------------------------------------------------------------------------------
+
+
+def test_lanes_of_servers_gone_from_the_profile_are_pruned_when_idle(tmp_path: Path) -> None:
+    current = {"config": _config(tmp_path)}
+    now = time.time()
+    lanes = Lanes(lambda: current["config"], tmp_path / LANES_FILE)
+    lanes.lane("slow.example.com:587")
+    lanes.lane("old.example.com:587").delivered(now - 86400 - 10, 5)  # yesterday's only
+    lanes.lane("today.example.com:587").delivered(now - 3600, 5)  # still in today's budget
+    lanes.lane("backoff.example.com:587").throttle(now, "421 4.7.0 slow down", initial=600)
+    lanes.lane("busy.example.com:587").started(now, "m", 1)
+    document = lanes.dump()
+    assert document is not None
+    kept = set(json.loads(document)["lanes"])
+    assert kept == {
+        "slow.example.com:587",  # in the profile
+        "fast.example.com:587",
+        "today.example.com:587",
+        "backoff.example.com:587",
+        "busy.example.com:587",
+    } - {"fast.example.com:587"}
+    # A reload without slow.example.com: its idle lane goes, the busy one once it is done.
+    text = PROFILE.format(a_connections=1).replace("slow.example.com", "new.example.com")
+    current["config"] = build_config(parse_profile(Path("p.toml"), text.encode()), tmp_path)
+    lanes.lane("busy.example.com:587").finished("m")
+    assert sorted(lanes.prune(now)) == ["busy.example.com:587", "slow.example.com:587"]
+    lanes.write(lanes.dump() or b"")
+    restored = Lanes(lambda: current["config"], tmp_path / LANES_FILE)
+    assert set(json.loads(restored.dump(force=True) or b"")["lanes"]) == {
+        "today.example.com:587",
+        "backoff.example.com:587",
+    }

@@ -472,10 +472,23 @@ async def test_retry_window_end_bounces_instead_of_waiting(
     async def down(*_: Any, **__: Any) -> FakeResult:
         return FakeResult([FakeOutcome("r@y.test", False, False, None, "connection refused")])
 
-    await OutboundDelivery(config, spool, down, None, lambda _d, _e: None)(  # type: ignore[arg-type]
-        next(spool.entries("outbound"))
+    clock = {"now": time.time()}
+    delivery = OutboundDelivery(
+        config,
+        spool,
+        down,
+        None,  # type: ignore[arg-type]
+        lambda _d, _e: None,
+        clock=lambda: clock["now"],
     )
-    assert list(spool.entries("outbound")) == []
+    entry = next(spool.entries("outbound"))
+    # Submitted an hour ago (window: 60 s), but the window starts at the first real failure.
+    start = clock["now"]
+    while list(spool.entries("outbound")):
+        assert clock["now"] - start < 200, "never bounced"
+        await delivery(entry)
+        clock["now"] = max(clock["now"], spool.state(entry).next_attempt)  # retried when due
+    assert 60 < clock["now"] - start < 130
     assert b"Status: 4.4.7" in spool.message(next(spool.entries("inbound")))
     await asyncio.sleep(0)
 
