@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smtpconn.durable import fsync_dir, write_and_sync
+from smtpconn.durable import SharedDirSync, fsync_dir, write_and_sync
 from smtpconn.errors import UsageError
 
 MAGIC = b"SMTPCONN-SPOOL 1\n"
@@ -112,6 +112,8 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._lock_fd: int | None = None
+        # One per queue folder: sessions spooling at the same time share its fsync.
+        self._dir_syncs = {directory / d: SharedDirSync(directory / d) for d in DIRECTIONS}
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -171,9 +173,10 @@ class Spool:
 
         Every file is written and fsync'ed in ``tmp/`` first, then all are renamed and each
         queue directory touched is fsync'ed once: one directory fsync per SMTP transaction
-        rather than one per recipient. A crash in between leaves some copies renamed and none
-        acknowledged: the client sends again and the help desk may see a duplicate, never a
-        loss.
+        rather than one per recipient, and transactions finishing together share it (each
+        still returns only after an fsync that started after its own renames). A crash in
+        between leaves some copies renamed and none acknowledged: the client sends again and
+        the help desk may see a duplicate, never a loss.
         """
         written: list[tuple[Path, Path, SpoolEntry]] = []
         try:
@@ -187,7 +190,7 @@ class Spool:
                     tmp.unlink()
             raise
         for directory in {final.parent for _tmp, final, _entry in written}:
-            fsync_dir(directory)
+            self._sync_dir(directory)
         return [entry for _tmp, _final, entry in written]
 
     def _write_tmp(
@@ -216,13 +219,26 @@ class Spool:
         final = self.directory / envelope.direction / f"{entry_id}.msg"
         return tmp, final, SpoolEntry(id=entry_id, envelope=envelope, size=len(message), path=final)
 
-    def remove(self, entry: SpoolEntry) -> None:
-        """Forget a delivered (or bounced, or deleted) message, durably."""
+    def remove(self, entry: SpoolEntry, *, durably: bool = True) -> None:
+        """Forget a delivered (or bounced, or deleted) message, durably unless ``durably`` is
+        False: then the unlink is not followed by a folder fsync, and a power cut (not a
+        process crash: the kernel keeps an unlink it was given) may bring the entry back. Only
+        for a message whose next hand-over is harmless: one the sink already holds under a name
+        it finds again by spool id (the Maildir sink), so the entry is removed without a second
+        copy."""
         with contextlib.suppress(FileNotFoundError):
             entry.path.unlink()
-        fsync_dir(entry.path.parent)
+        if durably:
+            self._sync_dir(entry.path.parent)
         with contextlib.suppress(FileNotFoundError):
             entry.path.with_suffix(".state").unlink()
+
+    def _sync_dir(self, folder: Path) -> None:
+        shared = self._dir_syncs.get(folder)
+        if shared is None:
+            fsync_dir(folder)
+        else:
+            shared.sync()
 
     def save_state(self, entry: SpoolEntry, state: RetryState) -> None:
         # Atomic replace but no fsync: a lost update only makes the next retry come sooner.

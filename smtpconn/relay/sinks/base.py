@@ -58,6 +58,10 @@ class Sink(Protocol):
     kind: SinkKind
     # Hand-overs at once; None = the relay's default for a remote peer (a few connections).
     concurrency: ClassVar[int | None]
+    # True when a hand-over with ``maybe_delivered`` finds the sink's own earlier copy by
+    # ``SinkItem.id`` and adds no second one: the spool may then forget a delivered message
+    # without a folder fsync (a removal lost to a power cut only repeats a harmless hand-over).
+    dedupes: ClassVar[bool]
 
     async def deliver(self, item: SinkItem) -> None: ...
 

@@ -1,7 +1,8 @@
 """Maildir sink (the default): the help desk (or Dovecot, or a fetcher) reads ``new/``.
 
-Each message is written to ``tmp/``, fsync'ed, renamed into ``new/`` and ``new/`` is fsync'ed, so
-a reader never sees half a message and a delivered message survives a crash. The file name is
+Each message is written to ``tmp/``, fsync'ed, renamed into ``new/`` and ``new/`` is fsync'ed
+(one fsync shared by the hand-overs that finish together), so a reader never sees half a message
+and a delivered message survives a crash. The file name is
 the spool id plus our host name, so a redelivery after a crash finds the first copy (in ``new/``
 or, already read, in ``cur/``) and does not create a duplicate. ``Return-Path`` and
 ``Delivered-To`` are added on top, as a local delivery agent does, with the envelope addresses
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from smtpconn.durable import publish, write_and_sync
+from smtpconn.durable import SharedDirSync, publish, write_and_sync
 from smtpconn.profile.model import SinkKind, SinkSettings
 from smtpconn.relay.folders import unwritable_dir
 from smtpconn.relay.sinks.base import SinkContext, SinkError, SinkItem
@@ -34,12 +35,15 @@ class MaildirSink:
     # work, and with few slots it became the relay's bottleneck behind a fast listener
     # (benchmarks/README.md).
     concurrency: ClassVar[int | None] = 16
+    dedupes: ClassVar[bool] = True  # _delivered_before: the same file name in new/ or cur/
 
     def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
         assert settings.path is not None
         self.root = Path(settings.path)
         self.hostname = context.hostname.replace("/", "_").replace(":", "_")
         self._ready = False  # tmp/new/cur exist (checked once; recreated if delivery fails)
+        # Hand-overs finishing together (one per worker thread) share one fsync of new/.
+        self._new_synced = SharedDirSync(self.root / "new")
 
     @staticmethod
     def problems(settings: SinkSettings, context: SinkContext) -> list[str]:
@@ -72,7 +76,7 @@ class MaildirSink:
             tmp = self.root / "tmp" / base
             # A write that fails leaves its partial file: the retry truncates it (same name).
             write_and_sync(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), data)
-            publish(tmp, self.root / "new" / base)
+            publish(tmp, self.root / "new" / base, self._new_synced)
         except OSError as exc:
             self._ready = False  # someone may have removed the folders: recreate them next time
             # A full disk or a permission problem can be fixed; keep retrying.

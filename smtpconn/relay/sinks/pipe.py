@@ -82,6 +82,7 @@ def environment(item: SinkItem) -> dict[str, str]:
 class PipeSink:
     kind = SinkKind.PIPE
     concurrency: ClassVar[int | None] = None
+    dedupes: ClassVar[bool] = False  # the receiving side may see a repeat (SinkItem.id)
 
     def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
         assert settings.command

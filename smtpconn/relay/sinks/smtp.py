@@ -80,6 +80,7 @@ class SmtpSink:
     """Serves both ``smtp`` and ``lmtp``: the kind picks the protocol and the default port."""
 
     concurrency: ClassVar[int | None] = None
+    dedupes: ClassVar[bool] = False  # the receiving side may see a repeat (SinkItem.id)
 
     def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
         assert settings.host is not None

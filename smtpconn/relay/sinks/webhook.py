@@ -83,6 +83,7 @@ def encode_multipart(metadata: dict[str, object], message: bytes) -> tuple[bytes
 class WebhookSink:
     kind = SinkKind.WEBHOOK
     concurrency: ClassVar[int | None] = None
+    dedupes: ClassVar[bool] = False  # the receiving side may see a repeat (SinkItem.id)
 
     def __init__(self, settings: SinkSettings, context: SinkContext) -> None:
         assert settings.url is not None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpconn.relay import spool as spool_module
+from smtpconn import durable
 from smtpconn.relay.queue import delete, retry
 from smtpconn.relay.spool import Envelope, RetryState, Spool, SpoolEntry
 from smtpconn.relay.worker import QueueWorker
@@ -141,14 +141,15 @@ def test_put_many_fsyncs_each_file_and_the_directory_once(
     spool.create()
     file_syncs: list[int] = []
     dir_syncs: list[Path] = []
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
 
-    def counting_fsync(fd: int) -> None:
+    def counting_fdatasync(fd: int) -> None:
         file_syncs.append(fd)
-        real_fsync(fd)
+        real_fdatasync(fd)
 
-    monkeypatch.setattr(os, "fsync", counting_fsync)
-    monkeypatch.setattr(spool_module, "fsync_dir", dir_syncs.append)
+    # Files: fdatasync (durable.write_and_sync); the queue folder: the spool's shared fsync.
+    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    monkeypatch.setattr(durable, "fsync_dir", dir_syncs.append)
     entries = _put(spool, 3)
     assert len(file_syncs) == 3 and dir_syncs == [tmp_path / "s" / "inbound"]
     assert [spool.message(e) for e in entries] == [b"m0", b"m1", b"m2"]
@@ -172,3 +173,18 @@ async def test_rescans_of_a_deferred_backlog_do_not_pile_up(tmp_path: Path) -> N
     await asyncio.sleep(0.3)  # many rescans, each re-reading the five states
     await worker.stop(1)
     assert calls == [] and len(worker._heap) == 5
+
+
+def test_a_removal_without_the_folder_fsync_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path / "s")
+    spool.create()
+    first, second = _put(spool, 2)
+    dir_syncs: list[Path] = []
+    monkeypatch.setattr(durable, "fsync_dir", dir_syncs.append)
+    spool.remove(first)
+    assert dir_syncs == [tmp_path / "s" / "inbound"]
+    spool.remove(second, durably=False)
+    assert dir_syncs == [tmp_path / "s" / "inbound"]
+    assert spool.ids("inbound") == []
