@@ -16,13 +16,7 @@ from pathlib import Path
 from lab import zones
 from lab.proc import (
     LOOPBACK,
-    LabError,
-    port_open,
-    session_owns_port,
-    spawn,
-    stop_session,
-    tail,
-    wait_until,
+    ListeningDaemon,
     which,
 )
 
@@ -42,7 +36,7 @@ def signed_domains() -> list[str]:
     ]
 
 
-class OpenDkimSigner:
+class OpenDkimSigner(ListeningDaemon):
     def __init__(self, directory: Path, port: int) -> None:
         self.directory = directory
         self.host = LOOPBACK
@@ -82,22 +76,4 @@ PidFile {self.directory / "opendkim.pid"}
     def start(self, key: Path, timeout: float = 15.0) -> None:
         self.write_config(key)
         self.directory.chmod(0o755)
-        self.proc = spawn([which("opendkim"), "-f", "-x", str(self.conf)], self.log)
-        self.pid = self.proc.pid
-
-        def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise LabError(f"opendkim exited with {self.proc.returncode}:\n{tail(self.log)}")
-            return session_owns_port(self.pid or 0, self.port) and port_open(self.host, self.port)
-
-        try:
-            wait_until(ready, timeout, f"OpenDKIM on {self.host}:{self.port}")
-        except LabError:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self.pid is not None:
-            stop_session(self.pid, proc=self.proc)
-            self.pid = None
-            self.proc = None
+        self.launch([which("opendkim"), "-f", "-x", str(self.conf)], "OpenDKIM", timeout)

@@ -75,9 +75,9 @@ from lab.ca import CertFiles, LabCA
 from lab.proc import (
     LOOPBACK,
     LabError,
+    ListeningDaemon,
     cmdline,
     free_ports,
-    port_open,
     run,
     session_members,
     session_owns_port,
@@ -155,7 +155,7 @@ IMPLICIT_TLS_PORTS = frozenset({"smtps"})
 _VMAIL_ID = 65534
 
 
-class DovecotSasl:
+class DovecotSasl(ListeningDaemon):
     """Dovecot, only as a SASL server for Postfix (``protocols = none``), on an inet listener.
 
     An inet listener (rather than a unix socket inside Postfix's queue) avoids socket ownership
@@ -225,25 +225,8 @@ service anvil {{
 
     def start(self, timeout: float = 15.0) -> None:
         self.write_config()
-        self.proc = spawn([which("dovecot"), "-F", "-c", str(self.conf)], self.log)
-        self.pid = self.proc.pid
-
-        def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise LabError(f"dovecot exited with {self.proc.returncode}:\n{tail(self.log)}")
-            return session_owns_port(self.pid or 0, self.port) and port_open(self.host, self.port)
-
-        try:
-            wait_until(ready, timeout, f"Dovecot auth on {self.host}:{self.port}")
-        except LabError:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        if self.pid is not None:
-            stop_session(self.pid, proc=self.proc)
-            self.pid = None
-            self.proc = None
+        argv = [which("dovecot"), "-F", "-c", str(self.conf)]
+        self.launch(argv, "Dovecot auth", timeout)
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,40 @@ def spawn(
         )
 
 
+class ListeningDaemon:
+    """A foreground daemon of the lab with one TCP listener: started in its own session, ready
+    when that session owns the port, stopped by its pid (subclasses set ``host``, ``port``,
+    ``log`` and call :meth:`launch`)."""
+
+    host: str
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    pid: int | None = None
+
+    def launch(self, argv: Sequence[str], what: str, timeout: float) -> None:
+        self.proc = spawn(argv, self.log)
+        self.pid = self.proc.pid
+        name = Path(argv[0]).name
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise LabError(f"{name} exited with {self.proc.returncode}:\n{tail(self.log)}")
+            return session_owns_port(self.pid or 0, self.port) and port_open(self.host, self.port)
+
+        try:
+            wait_until(ready, timeout, f"{what} on {self.host}:{self.port}")
+        except LabError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            stop_session(self.pid, proc=self.proc)
+            self.pid = None
+            self.proc = None
+
+
 def run(
     argv: Sequence[str], what: str, timeout: float = 30.0, env: dict[str, str] | None = None
 ) -> str:
