@@ -26,6 +26,15 @@ def helpdesk_target(lab: Lab) -> Iterator[str]:
     lab.clear_relay_target(RELAY_DOMAIN)
 
 
+def relay_helpdesk_to(lab: Lab, target: str, relay: RelayProcess, connector: Connector) -> None:
+    """The lab Postfix hands mail for ``target`` to the running relay over verified TLS, logged
+    in with the connector's inbound credentials."""
+    lab.set_relay_target(
+        target, "127.0.0.1", relay.inbound_port, INBOUND_USER, connector.inbound_password,
+        tls="secure", match=RELAY_HOSTNAME,
+    )  # fmt: skip
+
+
 def roundtrip(
     cli: CliInvoker, connector: Connector, lab_args: list[str], *extra: str
 ) -> tuple[int, str, str]:
@@ -45,10 +54,7 @@ def test_roundtrip_arrives_tagged_with_spf_dkim_dmarc(
     cli: CliInvoker,
     lab_args: list[str],
 ) -> None:
-    lab.set_relay_target(
-        helpdesk_target, "127.0.0.1", relay.inbound_port, INBOUND_USER,
-        connector.inbound_password, tls="secure", match=RELAY_HOSTNAME,
-    )  # fmt: skip
+    relay_helpdesk_to(lab, helpdesk_target, relay, connector)
     code, stdout, stderr = roundtrip(cli, connector, lab_args, "--json", "-v", "--wait", "20")
     assert code == 0, stdout + stderr
     report = json.loads(stdout)
@@ -178,10 +184,7 @@ def test_roundtrip_proves_the_signature_the_customers_server_added(
 ) -> None:
     # --dkim-selector without --dkim-key: smtpconn does not sign; the lab Postfix's signing
     # port has OpenDKIM sign with that selector, and the copy that came back must carry it.
-    lab.set_relay_target(
-        helpdesk_target, "127.0.0.1", relay.inbound_port, INBOUND_USER,
-        connector.inbound_password, tls="secure", match=RELAY_HOSTNAME,
-    )  # fmt: skip
+    relay_helpdesk_to(lab, helpdesk_target, relay, connector)
     code, stdout, stderr = roundtrip(cli, connector, lab_args, "--json", "--wait", "20")
     assert code == 0, stdout + stderr
     report = json.loads(stdout)
@@ -206,10 +209,7 @@ def test_roundtrip_fails_when_the_server_does_not_sign_as_the_profile_says(
     cli: CliInvoker,
     lab_args: list[str],
 ) -> None:
-    lab.set_relay_target(
-        helpdesk_target, "127.0.0.1", relay.inbound_port, INBOUND_USER,
-        connector.inbound_password, tls="secure", match=RELAY_HOSTNAME,
-    )  # fmt: skip
+    relay_helpdesk_to(lab, helpdesk_target, relay, connector)
     code, stdout, stderr = roundtrip(cli, connector, lab_args, "--json", "--wait", "20")
     assert code == 1, stdout + stderr
     report = json.loads(stdout)
