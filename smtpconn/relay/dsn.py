@@ -40,7 +40,7 @@ def build_dsn(
             "",
             "Your message could not be delivered to the following recipient(s):",
             "",
-            *(f"  <{safe_address(f.recipient)}>: {_one_line(f.diagnostic)}" for f in failures),
+            *(f"  <{_ascii_address(f.recipient)}>: {_one_line(f.diagnostic)}" for f in failures),
         ]
     )
     status = (
@@ -50,7 +50,7 @@ def build_dsn(
     for f in failures:
         status += (
             "\r\n"
-            f"Final-Recipient: rfc822; {safe_address(f.recipient)}\r\n"
+            f"Final-Recipient: {_address_field(f.recipient)}\r\n"
             "Action: failed\r\n"
             f"Status: {f.status}\r\n"
             f"Diagnostic-Code: smtp; {_one_line(f.diagnostic)}\r\n"
@@ -80,6 +80,34 @@ def build_dsn(
         + body.encode("ascii", "replace")
         + headers
         + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+def _address_field(address: str) -> str:
+    """``Final-Recipient``'s value: ``rfc822`` for an ASCII address, RFC 6533's ``utf-8`` type
+    with its 7-bit form for an internationalised one (ASCII with "?" in place of every
+    non-ASCII character would name somebody else's mailbox)."""
+    safe = safe_address(address)
+    if safe.isascii():
+        return f"rfc822; {safe}"
+    return f"utf-8; {_utf8_addr_xtext(safe)}"
+
+
+def _ascii_address(address: str) -> str:
+    safe = safe_address(address)
+    return safe if safe.isascii() else _utf8_addr_xtext(safe)
+
+
+# RFC 6533 section 3: utf-8-addr-xtext keeps QCHAR (printable ASCII except "+", "=" and "\")
+# and writes every other character as ``\x{HEXPOINT}`` (upper-case hex, no leading zeros
+# beyond two digits).
+_XTEXT_SPECIAL = frozenset("+=\\")
+
+
+def _utf8_addr_xtext(address: str) -> str:
+    return "".join(
+        char if "!" <= char <= "~" and char not in _XTEXT_SPECIAL else f"\\x{{{ord(char):02X}}}"
+        for char in address
     )
 
 

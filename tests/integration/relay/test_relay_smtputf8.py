@@ -249,6 +249,7 @@ async def test_customers_server_without_smtputf8_means_a_dsn(lab: Lab, relay_env
     report = dsn_raw.decode("utf-8", "replace")
     assert "Action: failed" in report and "Status: 5.6.7" in report
     assert "does not offer SMTPUTF8" in report
+    assert r"Final-Recipient: utf-8; j\x{F6}s\x{E9}.m\x{FC}ller@good.test" in report  # RFC 6533
     assert "relay-dsn" in report
     log = relay_env.log_text()
     assert "event=outbound.bounced" in log and "status=5.6.7" in log
