@@ -25,6 +25,7 @@ from smtpconn.cli.common import (
     fail,
     settings_from_options,
 )
+from smtpconn.cli.usage import ReportingGroup
 from smtpconn.errors import SmtpconnError
 
 # One module per command (or command group); each adds itself to the app.
@@ -48,6 +49,7 @@ coercion.install()
 
 app = typer.Typer(
     name="smtpconn",
+    cls=ReportingGroup,
     help="Connect your own mail server to a help desk through an authenticated SMTP connector: "
     "add support addresses, verify DNS/SPF/DKIM/DMARC/TLS/AUTH, send test messages, run the relay.",
     epilog=EXIT_CODES_HELP,

@@ -171,9 +171,14 @@ def _fix_with_option(error: SmtpconnError) -> str | None:
 
 def fail(error: SmtpconnError, *, json_output: bool, exit_code: ExitCode | None = None) -> NoReturn:
     """Report ``error`` on stderr (and as JSON on stdout for scripts) and exit with its code."""
+    report(error, json_output=json_output)
+    raise typer.Exit(int(exit_code if exit_code is not None else error.exit_code))
+
+
+def report(error: SmtpconnError, *, json_output: bool) -> None:
+    """``error:`` and ``fix:`` on stderr, and with ``json_output`` the error object on stdout."""
     from smtpconn.cli.render import error_console, escape, print_json
 
-    code = exit_code if exit_code is not None else error.exit_code
     fix = _fix_with_option(error)
 
     if json_output:
@@ -190,7 +195,6 @@ def fail(error: SmtpconnError, *, json_output: bool, exit_code: ExitCode | None 
     console.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
     if fix:
         console.print(f"[bold]fix:[/] {escape(fix)}", soft_wrap=True)
-    raise typer.Exit(int(code))
 
 
 def command(app: typer.Typer, name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
 
@@ -196,3 +197,61 @@ def test_generated_bad_servers_are_refused(
 ) -> None:
     result = cli(*_args(**{"--server": server}))
     assert_refused(result.output, result.exit_code, workdir, seeded)
+
+
+USAGE_MISTAKES = {
+    "value that does not parse": (
+        [*_args(), "--max-connections", "many"],
+        "--max-connections",
+        "give --max-connections a value it takes; `smtpconn add-address -h` describes it",
+    ),
+    "unknown option": (
+        [*_args(), "--outbound-host", "mail.example.com"],
+        "No such option: --outbound-host",
+        "`smtpconn add-address -h` lists the arguments and options",
+    ),
+    "missing argument": (
+        ["add-address"],
+        "Missing argument 'ADDRESS'",
+        "give ADDRESS; `smtpconn add-address -h` describes it",
+    ),
+    "unknown command": (
+        ["add-adress", "support@example.com"],
+        "No such command 'add-adress'",
+        "`smtpconn -h` lists the arguments and options",
+    ),
+    "unknown option of a sub-command": (
+        ["queue", "list", "--bogus"],
+        "No such option: --bogus",
+        "`smtpconn queue list -h` lists the arguments and options",
+    ),
+}
+
+
+@pytest.mark.parametrize("json_first", [False, True], ids=["json-last", "json-global"])
+@pytest.mark.parametrize("case", USAGE_MISTAKES, ids=list(USAGE_MISTAKES))
+def test_usage_mistakes_found_by_the_parser_get_error_fix_and_json(
+    cli: CliInvoker, workdir: Path, seeded: bytes, case: str, json_first: bool
+) -> None:
+    args, message, fix = USAGE_MISTAKES[case]
+    result = cli(*(["--json", *args] if json_first else [*args, "--json"]))
+    assert_refused(result.output, result.exit_code, workdir, seeded)
+    assert f"fix: {fix}" in result.stderr
+    assert "Usage:" not in result.stderr  # click's own report is replaced, not added to
+    # A script running with --json gets a document, not an empty stdout.
+    error = json.loads(result.stdout)["error"]
+    assert message in error["message"]
+    assert error["fix"] == fix and error["exit_code"] == 2
+
+
+def test_usage_mistakes_without_json_leave_stdout_empty(
+    cli: CliInvoker, workdir: Path, seeded: bytes
+) -> None:
+    result = cli("add-address")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "error: Missing argument 'ADDRESS'" in result.stderr
+
+
+def test_no_arguments_still_print_the_help(cli: CliInvoker) -> None:
+    result = cli()
+    assert "Commands:" in result.output and "add-address" in result.output
