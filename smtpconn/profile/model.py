@@ -723,13 +723,13 @@ def profile_from_data(data: Mapping[str, Any]) -> tuple[Profile, Findings]:
         entry = _read_address(_Table(item, path, findings))
         if entry is None:
             continue
-        if entry.address.key in seen:
+        key = entry.address.key
+        if key in seen:
             findings.add(
-                path,
-                f"{entry.address.display} is already listed as addresses[{seen[entry.address.key]}]",
+                path, f"{entry.address.display} is already listed as addresses[{seen[key]}]"
             )
             continue
-        seen[entry.address.key] = index
+        seen[key] = index
         addresses.append(entry)
     relay_table = root.sub("relay")
     relay = _read_relay(relay_table) if relay_table is not None else None
