@@ -99,6 +99,9 @@ class SendingLimits:
         return SendingLimits(**values)
 
 
+_NO_LIMITS = SendingLimits()  # shared by every server without limits (it is immutable)
+
+
 def lane_limits(limits: list[SendingLimits]) -> SendingLimits:
     """One server's limits from those of every address using it: per key the smallest value
     given, since the server enforces its limit whichever address the relay sends for."""
@@ -321,6 +324,9 @@ class Findings:
         return bool(self.items)
 
 
+_MISSING: Any = object()
+
+
 class _Table:
     """A TOML table being read: takes keys off one at a time and reports what is left as unknown."""
 
@@ -333,11 +339,13 @@ class _Table:
         return f"{self.path}.{key}" if self.path else key
 
     def take(self, key: str, kind: type | tuple[type, ...], *, required: bool = False) -> Any:
-        if key not in self.data:
+        value = self.data.pop(key, _MISSING)
+        if value.__class__ is not bool and isinstance(value, kind):
+            return value  # the common case first: thousands of these per large profile
+        if value is _MISSING:
             if required:
                 self.findings.add(self._key_path(key), "is required but missing")
             return None
-        value = self.data.pop(key)
         # bool is an int in Python; a port of `true` must not pass as 1.
         if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
             self.findings.add(self._key_path(key), f"must be {_kind_name(kind)}, not a boolean")
@@ -403,7 +411,7 @@ def _read_outbound(table: _Table) -> OutboundServer | None:
     username = table.take("username", str, required=True)
     oauth_table = table.sub("oauth")
     limits_table = table.sub("limits")
-    limits = _read_limits(limits_table) if limits_table is not None else SendingLimits()
+    limits = _read_limits(limits_table) if limits_table is not None else _NO_LIMITS
     # A token source replaces the static secret: one of the two, never both.
     secret = table.take_parsed(
         "secret", lambda v: parse_secret_ref(str(v)), required=oauth_table is None
@@ -715,13 +723,13 @@ def profile_from_data(data: Mapping[str, Any]) -> tuple[Profile, Findings]:
         entry = _read_address(_Table(item, path, findings))
         if entry is None:
             continue
-        if entry.address.key in seen:
+        key = entry.address.key
+        if key in seen:
             findings.add(
-                path,
-                f"{entry.address.display} is already listed as addresses[{seen[entry.address.key]}]",
+                path, f"{entry.address.display} is already listed as addresses[{seen[key]}]"
             )
             continue
-        seen[entry.address.key] = index
+        seen[key] = index
         addresses.append(entry)
     relay_table = root.sub("relay")
     relay = _read_relay(relay_table) if relay_table is not None else None

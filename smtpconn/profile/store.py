@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomli as tomllib  # tomllib compiled, TOML 1.0: see pyproject.toml
 import tomli_w
 
 from smtpconn.durable import write_atomically
 from smtpconn.errors import ProfileError
+from smtpconn.profile import tomlread
 from smtpconn.profile.model import Findings, Profile, profile_from_data, profile_to_data
 
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -72,8 +72,8 @@ def parse_profile(path: Path, raw: bytes) -> Profile:
             f"{path}: not UTF-8 text (byte {exc.start})", fix="save the file as UTF-8"
         ) from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomlread.loads(text)
+    except tomlread.TOMLDecodeError as exc:
         message = str(exc)
         match = _POSITION.search(message)
         where = f"{path}:{match.group(1)}:{match.group(2)}" if match else str(path)
@@ -152,7 +152,7 @@ def clean_text(profile: Profile) -> str:
 
 
 def _same(text: str, profile: Profile) -> bool:
-    reread, findings = profile_from_data(tomllib.loads(text))
+    reread, findings = profile_from_data(tomlread.loads(text))
     return not findings and reread == profile
 
 
