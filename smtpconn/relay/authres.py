@@ -11,6 +11,11 @@ redirected only in the worker thread that evaluates (no process-wide DNS switch)
 It is evaluated when the message is handed to the sink, not before the ``250``: acknowledging a
 message never waits for DNS.
 
+A customer's server sends message after message from the same IP with the same HELO and MAIL
+FROM: the SPF result of that triple is kept for ``SPF_CACHE_TTL`` seconds (:class:`SpfResults`),
+and a message that carries neither a DKIM signature nor an ARC set needs no dkimpy at all, so such
+a message is evaluated without a worker thread (benchmarks/README.md, "Bottlenecks" 10).
+
 DMARC (policy discovery and the organisational domain for relaxed alignment) is the RFC 9989 tree
 walk of :mod:`smtpconn.dns.dmarc_tree`, the one verify uses: for ``help.example.co.uk`` the policy
 is found at ``_dmarc.help.example.co.uk`` or ``_dmarc.example.co.uk``, never guessed from the last
@@ -21,6 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import getaddresses
 
@@ -37,6 +45,13 @@ from smtpconn.message.headers import split_header_block, unfold
 from smtpconn.relay.arc import ArcVerdict, has_arc, verdict_of
 
 DNS_CACHE_SIZE = 4096  # (name, type) answers; bounded so a flood of sender domains cannot grow it
+# How long an SPF result is reused for the same (client IP, sender, HELO): a record changed at
+# the sender's DNS is seen this much later than its TTL alone would make it. Short, so it spans
+# a busy session's messages rather than a day.
+SPF_CACHE_TTL = 30.0
+SPF_CACHE_SIZE = 1024  # triples; a flood of senders cannot grow it
+# Results that depend on a DNS server's mood, not on the records: never reused.
+_NOT_KEPT = frozenset({"temperror"})
 
 
 def relay_resolver(
@@ -132,10 +147,65 @@ class SpfDkim:
     arc: ArcVerdict | None = None
 
 
-def check_spf_dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> SpfDkim:
-    """SPF and DKIM, synchronously, in a worker thread (never on the loop's thread: every lookup
-    is answered there); call it through :func:`authentication_results`."""
-    import dkim
+SpfKey = tuple[str, str, str]  # (client IP, SPF sender, HELO)
+
+
+class SpfResults:
+    """SPF results of the last ``ttl`` seconds by (client IP, sender, HELO), least recently
+    used first out. Only touched on the event loop's thread."""
+
+    def __init__(
+        self,
+        ttl: float = SPF_CACHE_TTL,
+        size: int = SPF_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._clock = clock
+        self._results: OrderedDict[SpfKey, tuple[float, str]] = OrderedDict()
+
+    def get(self, key: SpfKey) -> str | None:
+        found = self._results.get(key)
+        if found is None:
+            return None
+        if self._clock() - found[0] >= self.ttl:
+            del self._results[key]
+            return None
+        self._results.move_to_end(key)
+        return found[1]
+
+    def put(self, key: SpfKey, result: str) -> None:
+        if result in _NOT_KEPT:
+            return
+        self._results[key] = (self._clock(), result)
+        self._results.move_to_end(key)
+        while len(self._results) > self.size:
+            self._results.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Needs:
+    """What a message needs evaluated in a worker thread."""
+
+    spf: str | None  # the SPF result when already known, else None
+    dkim: bool  # it may carry a DKIM signature
+    arc: bool  # it carries an ARC set
+
+    @property
+    def thread(self) -> bool:
+        return self.spf is None or self.dkim or self.arc
+
+
+def _needs(message: bytes, spf: str | None) -> _Needs:
+    # One case-insensitive scan of the whole message: a header dkimpy could read as a signature
+    # or a seal cannot be missing from it (the header parsers only decide on what is there).
+    folded = message.lower()
+    dkim = b"dkim-signature" in folded
+    return _Needs(spf, dkim, b"arc-seal" in folded and has_arc(message))
+
+
+def _spf(inp: AuthInput, timeout: float, dns: SyncDns) -> str:
     import spf
 
     sender = spf_sender(inp.mail_from, inp.helo)
@@ -146,6 +216,26 @@ def check_spf_dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> SpfDkim:
             )
     except Exception:  # pyspf raises on malformed input; that is a policy error, not ours
         spf_result = "permerror"
+    return str(spf_result)
+
+
+def check_spf_dkim(
+    inp: AuthInput, timeout: float, dns: SyncDns, needs: _Needs | None = None
+) -> SpfDkim:
+    """SPF and DKIM, synchronously, in a worker thread (never on the loop's thread: every lookup
+    is answered there); call it through :func:`authentication_results`. ``needs`` says what is
+    already known (an SPF result) and what the message cannot need (dkimpy without a signature
+    or seal)."""
+    needs = needs or _Needs(None, True, True)
+    spf_result = needs.spf if needs.spf is not None else _spf(inp, timeout, dns)
+    arc = check_arc(inp.message, timeout, dns) if needs.arc else None
+    if not needs.dkim:
+        return SpfDkim(spf_result, [], arc)
+    return SpfDkim(spf_result, _dkim(inp, timeout, dns), arc)
+
+
+def _dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> list[tuple[str, str]]:
+    import dkim
 
     dkim_results: list[tuple[str, str]] = []
     try:
@@ -164,7 +254,7 @@ def check_spf_dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> SpfDkim:
             dkim_results.append((result, domain))
     except Exception:
         dkim_results.append(("permerror", "unknown"))
-    return SpfDkim(spf_result, dkim_results, check_arc(inp.message, timeout, dns))
+    return dkim_results
 
 
 def check_arc(message: bytes, timeout: float, dns: SyncDns) -> ArcVerdict | None:
@@ -209,22 +299,40 @@ async def check_dmarc(
     return "fail", policy
 
 
+async def _known(found: SpfDkim) -> SpfDkim:
+    return found
+
+
 async def evaluate(
-    inp: AuthInput, timeout: float, resolver: Resolver, dns: SyncDns
+    inp: AuthInput,
+    timeout: float,
+    resolver: Resolver,
+    dns: SyncDns,
+    spf_results: SpfResults | None = None,
 ) -> AuthVerdicts:
     """SPF and DKIM in a worker thread while the From domain's DMARC policy is looked up on the
-    loop; then DMARC, which needs both."""
+    loop; then DMARC, which needs both. With ``spf_results``, a recent SPF result of the same
+    client, sender and HELO is reused, and a message without a signature or seal then needs no
+    thread at all."""
     sender = spf_sender(inp.mail_from, inp.helo)
     # RFC 8601 §2.7.2: smtp.mailfrom is the domain (or address) SPF evaluated; for the null
     # sender that is postmaster@<HELO>, reported in full beside smtp.helo.
     sender_domain = sender.rpartition("@")[2].lower()
     from_domain, author_problem = author_domain(inp.message)
-    thread = asyncio.to_thread(check_spf_dkim, inp, timeout, dns)
+    key = (inp.client_ip, sender, inp.helo)
+    needs = _needs(inp.message, spf_results.get(key) if spf_results is not None else None)
+    thread = (
+        asyncio.to_thread(check_spf_dkim, inp, timeout, dns, needs)
+        if needs.thread
+        else _known(SpfDkim(str(needs.spf), [], None))
+    )
     if from_domain:
         found, lookup = await asyncio.gather(thread, find_policy(resolver, from_domain))
         dmarc, policy = await check_dmarc(resolver, lookup, sender_domain, found)
     else:
         found, dmarc, policy = await thread, "none", None
+    if spf_results is not None and needs.spf is None:
+        spf_results.put(key, found.spf)
     return AuthVerdicts(
         spf=found.spf,
         spf_domain=sender_domain if inp.mail_from else sender,
@@ -272,12 +380,16 @@ async def authentication_results(
     return (await assess(inp, timeout, resolver)).header(authserv_id, inp.client_ip)
 
 
-async def assess(inp: AuthInput, timeout: float, resolver: Resolver) -> AuthVerdicts:
+async def assess(
+    inp: AuthInput, timeout: float, resolver: Resolver, spf_results: SpfResults | None = None
+) -> AuthVerdicts:
     """The verdicts behind the header (what the inbound policy decides on); ``temperror`` for
-    what missed the deadline."""
+    what missed the deadline. ``spf_results``: see :func:`evaluate`."""
     dns = SyncDns(resolver, asyncio.get_running_loop())
     try:
-        verdicts = await asyncio.wait_for(evaluate(inp, timeout, resolver, dns), timeout * 2)
+        verdicts = await asyncio.wait_for(
+            evaluate(inp, timeout, resolver, dns, spf_results), timeout * 2
+        )
     except TimeoutError:
         author, author_problem = author_domain(inp.message)
         verdicts = AuthVerdicts(
