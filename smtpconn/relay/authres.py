@@ -12,8 +12,8 @@ It is evaluated when the message is handed to the sink, not before the ``250``: 
 message never waits for DNS.
 
 A customer's server sends message after message from the same IP with the same HELO and MAIL
-FROM: the SPF result of that triple is kept for ``SPF_CACHE_TTL`` seconds (:class:`SpfResults`),
-and a message that carries neither a DKIM signature nor an ARC set needs no dkimpy at all, so such
+FROM: the SPF result of that triple and the From domain's DMARC policy are kept for
+``SPF_CACHE_TTL`` seconds (:class:`RecentResults`), and a message that carries neither a DKIM signature nor an ARC set needs no dkimpy at all, so such
 a message is evaluated without a worker thread (benchmarks/README.md, "Bottlenecks" 10).
 
 DMARC (policy discovery and the organisational domain for relaxed alignment) is the RFC 9989 tree
@@ -25,12 +25,14 @@ two labels.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import getaddresses
+from typing import Generic, TypeVar
 
 import dns.asyncresolver
 import dns.resolver
@@ -45,7 +47,7 @@ from smtpconn.message.headers import split_header_block, unfold
 from smtpconn.relay.arc import ArcVerdict, has_arc, verdict_of
 
 DNS_CACHE_SIZE = 4096  # (name, type) answers; bounded so a flood of sender domains cannot grow it
-# How long an SPF result is reused for the same (client IP, sender, HELO): a record changed at
+# How long an SPF result (and a From domain's DMARC policy) is reused for the same (client IP, sender, HELO): a record changed at
 # the sender's DNS is seen this much later than its TTL alone would make it. Short, so it spans
 # a busy session's messages rather than a day.
 SPF_CACHE_TTL = 30.0
@@ -148,11 +150,13 @@ class SpfDkim:
 
 
 SpfKey = tuple[str, str, str]  # (client IP, SPF sender, HELO)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-class SpfResults:
-    """SPF results of the last ``ttl`` seconds by (client IP, sender, HELO), least recently
-    used first out. Only touched on the event loop's thread."""
+class Recent(Generic[K, V]):
+    """Results of the last ``ttl`` seconds, least recently used first out. Only touched on the
+    event loop's thread."""
 
     def __init__(
         self,
@@ -163,9 +167,9 @@ class SpfResults:
         self.ttl = ttl
         self.size = size
         self._clock = clock
-        self._results: OrderedDict[SpfKey, tuple[float, str]] = OrderedDict()
+        self._results: OrderedDict[K, tuple[float, V]] = OrderedDict()
 
-    def get(self, key: SpfKey) -> str | None:
+    def get(self, key: K) -> V | None:
         found = self._results.get(key)
         if found is None:
             return None
@@ -175,13 +179,33 @@ class SpfResults:
         self._results.move_to_end(key)
         return found[1]
 
-    def put(self, key: SpfKey, result: str) -> None:
-        if result in _NOT_KEPT:
-            return
-        self._results[key] = (self._clock(), result)
+    def put(self, key: K, value: V) -> None:
+        self._results[key] = (self._clock(), value)
         self._results.move_to_end(key)
         while len(self._results) > self.size:
             self._results.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RecentResults:
+    """What the messages of a busy sender share for ``SPF_CACHE_TTL`` seconds: the SPF result of
+    a (client IP, sender, HELO) and the DMARC policy found for a From domain. Results that
+    depend on a DNS server's mood (``temperror``, a walk that could not tell) are not kept."""
+
+    spf: Recent[SpfKey, str] = dataclasses.field(default_factory=Recent)
+    policies: Recent[str, PolicyLookup] = dataclasses.field(default_factory=Recent)
+
+    def keep_spf(self, key: SpfKey, result: str) -> None:
+        if result not in _NOT_KEPT:
+            self.spf.put(key, result)
+
+    async def policy(self, resolver: Resolver, domain: str) -> PolicyLookup:
+        found = self.policies.get(domain)
+        if found is None:
+            found = await find_policy(resolver, domain)
+            if not found.error:
+                self.policies.put(domain, found)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,31 +332,36 @@ async def evaluate(
     timeout: float,
     resolver: Resolver,
     dns: SyncDns,
-    spf_results: SpfResults | None = None,
+    recent: RecentResults | None = None,
 ) -> AuthVerdicts:
     """SPF and DKIM in a worker thread while the From domain's DMARC policy is looked up on the
-    loop; then DMARC, which needs both. With ``spf_results``, a recent SPF result of the same
-    client, sender and HELO is reused, and a message without a signature or seal then needs no
-    thread at all."""
+    loop; then DMARC, which needs both. With ``recent``, a recent SPF result of the same
+    client, sender and HELO and a recent policy of the same From domain are reused, and a
+    message without a signature or seal then needs no thread at all."""
     sender = spf_sender(inp.mail_from, inp.helo)
     # RFC 8601 §2.7.2: smtp.mailfrom is the domain (or address) SPF evaluated; for the null
     # sender that is postmaster@<HELO>, reported in full beside smtp.helo.
     sender_domain = sender.rpartition("@")[2].lower()
     from_domain, author_problem = author_domain(inp.message)
     key = (inp.client_ip, sender, inp.helo)
-    needs = _needs(inp.message, spf_results.get(key) if spf_results is not None else None)
+    needs = _needs(inp.message, recent.spf.get(key) if recent is not None else None)
     thread = (
         asyncio.to_thread(check_spf_dkim, inp, timeout, dns, needs)
         if needs.thread
         else _known(SpfDkim(str(needs.spf), [], None))
     )
     if from_domain:
-        found, lookup = await asyncio.gather(thread, find_policy(resolver, from_domain))
+        policy_lookup = (
+            find_policy(resolver, from_domain)
+            if recent is None
+            else recent.policy(resolver, from_domain)
+        )
+        found, lookup = await asyncio.gather(thread, policy_lookup)
         dmarc, policy = await check_dmarc(resolver, lookup, sender_domain, found)
     else:
         found, dmarc, policy = await thread, "none", None
-    if spf_results is not None and needs.spf is None:
-        spf_results.put(key, found.spf)
+    if recent is not None and needs.spf is None:
+        recent.keep_spf(key, found.spf)
     return AuthVerdicts(
         spf=found.spf,
         spf_domain=sender_domain if inp.mail_from else sender,
@@ -381,14 +410,14 @@ async def authentication_results(
 
 
 async def assess(
-    inp: AuthInput, timeout: float, resolver: Resolver, spf_results: SpfResults | None = None
+    inp: AuthInput, timeout: float, resolver: Resolver, recent: RecentResults | None = None
 ) -> AuthVerdicts:
     """The verdicts behind the header (what the inbound policy decides on); ``temperror`` for
-    what missed the deadline. ``spf_results``: see :func:`evaluate`."""
+    what missed the deadline. ``recent``: see :func:`evaluate`."""
     dns = SyncDns(resolver, asyncio.get_running_loop())
     try:
         verdicts = await asyncio.wait_for(
-            evaluate(inp, timeout, resolver, dns, spf_results), timeout * 2
+            evaluate(inp, timeout, resolver, dns, recent), timeout * 2
         )
     except TimeoutError:
         author, author_problem = author_domain(inp.message)

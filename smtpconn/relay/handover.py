@@ -27,7 +27,7 @@ from typing import Any
 from smtpconn.dns import CachingResolver
 from smtpconn.message.escaping import escape_controls
 from smtpconn.message.tag import AUTHENTICATED, TAG_HEADER, tag_value
-from smtpconn.relay.authres import AuthInput, SpfResults, assess, relay_resolver
+from smtpconn.relay.authres import AuthInput, RecentResults, assess, relay_resolver
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.log import log_event
 from smtpconn.relay.policy import Action, judge, policy_of
@@ -63,7 +63,7 @@ class SinkHandover:
         self.auth_timeout = min(config.settings.timeout, 10.0)
         self._started = time.time()
         self._resolver = relay_resolver(config.settings.resolvers, self.auth_timeout)
-        self._spf = SpfResults()  # a busy sender's messages share one SPF evaluation
+        self._recent = RecentResults()  # a busy sender's messages share SPF and DMARC lookups
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
@@ -177,7 +177,7 @@ class SinkHandover:
             ),
             self.auth_timeout,
             CachingResolver(self._resolver),
-            self._spf,
+            self._recent,
         )
         header = verdicts.header(self.config.hostname, str(meta["client_ip"]))
         if meta.get("tag") == AUTHENTICATED or not meta.get("tag_at_handover"):

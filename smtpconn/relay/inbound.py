@@ -43,7 +43,7 @@ from typing import Any
 from smtpconn.dns import CachingResolver
 from smtpconn.message.escaping import escape_controls
 from smtpconn.profile.model import UnauthenticatedPolicy
-from smtpconn.relay.authres import AuthInput, SpfResults, assess, relay_resolver
+from smtpconn.relay.authres import AuthInput, RecentResults, assess, relay_resolver
 from smtpconn.relay.config import InboundRoute, RelayConfig
 from smtpconn.relay.log import log_event
 from smtpconn.relay.policy import Action, Judgement, judge
@@ -61,7 +61,7 @@ class InboundHandler:
         self.on_stored = on_stored  # hands what was spooled to the sink worker
         self.auth_timeout = min(config.settings.timeout, 10.0)
         self._resolver = relay_resolver(config.settings.resolvers, self.auth_timeout)
-        self._spf = SpfResults()  # a busy sender's messages share one SPF evaluation
+        self._recent = RecentResults()  # a busy sender's messages share SPF and DMARC lookups
 
     async def handle_RCPT(
         self, server: RelaySMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -172,7 +172,7 @@ class InboundHandler:
             AuthInput(arrival.client_ip, arrival.helo, arrival.mail_from, clean),
             self.auth_timeout,
             CachingResolver(self._resolver),
-            self._spf,
+            self._recent,
         )
         return judge(verdicts, sealers), verdicts.header(self.config.hostname, arrival.client_ip)
 
