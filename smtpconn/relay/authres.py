@@ -11,6 +11,11 @@ redirected only in the worker thread that evaluates (no process-wide DNS switch)
 It is evaluated when the message is handed to the sink, not before the ``250``: acknowledging a
 message never waits for DNS.
 
+A customer's server sends message after message from the same IP with the same HELO and MAIL
+FROM: the SPF result of that triple and the From domain's DMARC policy are kept for
+``SPF_CACHE_TTL`` seconds (:class:`RecentResults`), and a message that carries neither a DKIM signature nor an ARC set needs no dkimpy at all, so such
+a message is evaluated without a worker thread (benchmarks/README.md, "Bottlenecks" 10).
+
 DMARC (policy discovery and the organisational domain for relaxed alignment) is the RFC 9989 tree
 walk of :mod:`smtpconn.dns.dmarc_tree`, the one verify uses: for ``help.example.co.uk`` the policy
 is found at ``_dmarc.help.example.co.uk`` or ``_dmarc.example.co.uk``, never guessed from the last
@@ -20,9 +25,14 @@ two labels.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import getaddresses
+from typing import Generic, TypeVar
 
 import dns.asyncresolver
 import dns.resolver
@@ -37,6 +47,13 @@ from smtpconn.message.headers import split_header_block, unfold
 from smtpconn.relay.arc import ArcVerdict, has_arc, verdict_of
 
 DNS_CACHE_SIZE = 4096  # (name, type) answers; bounded so a flood of sender domains cannot grow it
+# How long an SPF result (and a From domain's DMARC policy) is reused for the same (client IP, sender, HELO): a record changed at
+# the sender's DNS is seen this much later than its TTL alone would make it. Short, so it spans
+# a busy session's messages rather than a day.
+SPF_CACHE_TTL = 30.0
+SPF_CACHE_SIZE = 1024  # triples; a flood of senders cannot grow it
+# Results that depend on a DNS server's mood, not on the records: never reused.
+_NOT_KEPT = frozenset({"temperror"})
 
 
 def relay_resolver(
@@ -132,10 +149,87 @@ class SpfDkim:
     arc: ArcVerdict | None = None
 
 
-def check_spf_dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> SpfDkim:
-    """SPF and DKIM, synchronously, in a worker thread (never on the loop's thread: every lookup
-    is answered there); call it through :func:`authentication_results`."""
-    import dkim
+SpfKey = tuple[str, str, str]  # (client IP, SPF sender, HELO)
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Recent(Generic[K, V]):
+    """Results of the last ``ttl`` seconds, least recently used first out. Only touched on the
+    event loop's thread."""
+
+    def __init__(
+        self,
+        ttl: float = SPF_CACHE_TTL,
+        size: int = SPF_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._clock = clock
+        self._results: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        found = self._results.get(key)
+        if found is None:
+            return None
+        if self._clock() - found[0] >= self.ttl:
+            del self._results[key]
+            return None
+        self._results.move_to_end(key)
+        return found[1]
+
+    def put(self, key: K, value: V) -> None:
+        self._results[key] = (self._clock(), value)
+        self._results.move_to_end(key)
+        while len(self._results) > self.size:
+            self._results.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RecentResults:
+    """What the messages of a busy sender share for ``SPF_CACHE_TTL`` seconds: the SPF result of
+    a (client IP, sender, HELO) and the DMARC policy found for a From domain. Results that
+    depend on a DNS server's mood (``temperror``, a walk that could not tell) are not kept."""
+
+    spf: Recent[SpfKey, str] = dataclasses.field(default_factory=Recent)
+    policies: Recent[str, PolicyLookup] = dataclasses.field(default_factory=Recent)
+
+    def keep_spf(self, key: SpfKey, result: str) -> None:
+        if result not in _NOT_KEPT:
+            self.spf.put(key, result)
+
+    async def policy(self, resolver: Resolver, domain: str) -> PolicyLookup:
+        found = self.policies.get(domain)
+        if found is None:
+            found = await find_policy(resolver, domain)
+            if not found.error:
+                self.policies.put(domain, found)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Needs:
+    """What a message needs evaluated in a worker thread."""
+
+    spf: str | None  # the SPF result when already known, else None
+    dkim: bool  # it may carry a DKIM signature
+    arc: bool  # it carries an ARC set
+
+    @property
+    def thread(self) -> bool:
+        return self.spf is None or self.dkim or self.arc
+
+
+def _needs(message: bytes, spf: str | None) -> _Needs:
+    # One case-insensitive scan of the whole message: a header dkimpy could read as a signature
+    # or a seal cannot be missing from it (the header parsers only decide on what is there).
+    folded = message.lower()
+    dkim = b"dkim-signature" in folded
+    return _Needs(spf, dkim, b"arc-seal" in folded and has_arc(message))
+
+
+def _spf(inp: AuthInput, timeout: float, dns: SyncDns) -> str:
     import spf
 
     sender = spf_sender(inp.mail_from, inp.helo)
@@ -146,6 +240,26 @@ def check_spf_dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> SpfDkim:
             )
     except Exception:  # pyspf raises on malformed input; that is a policy error, not ours
         spf_result = "permerror"
+    return str(spf_result)
+
+
+def check_spf_dkim(
+    inp: AuthInput, timeout: float, dns: SyncDns, needs: _Needs | None = None
+) -> SpfDkim:
+    """SPF and DKIM, synchronously, in a worker thread (never on the loop's thread: every lookup
+    is answered there); call it through :func:`authentication_results`. ``needs`` says what is
+    already known (an SPF result) and what the message cannot need (dkimpy without a signature
+    or seal)."""
+    needs = needs or _Needs(None, True, True)
+    spf_result = needs.spf if needs.spf is not None else _spf(inp, timeout, dns)
+    arc = check_arc(inp.message, timeout, dns) if needs.arc else None
+    if not needs.dkim:
+        return SpfDkim(spf_result, [], arc)
+    return SpfDkim(spf_result, _dkim(inp, timeout, dns), arc)
+
+
+def _dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> list[tuple[str, str]]:
+    import dkim
 
     dkim_results: list[tuple[str, str]] = []
     try:
@@ -164,7 +278,7 @@ def check_spf_dkim(inp: AuthInput, timeout: float, dns: SyncDns) -> SpfDkim:
             dkim_results.append((result, domain))
     except Exception:
         dkim_results.append(("permerror", "unknown"))
-    return SpfDkim(spf_result, dkim_results, check_arc(inp.message, timeout, dns))
+    return dkim_results
 
 
 def check_arc(message: bytes, timeout: float, dns: SyncDns) -> ArcVerdict | None:
@@ -209,22 +323,45 @@ async def check_dmarc(
     return "fail", policy
 
 
+async def _known(found: SpfDkim) -> SpfDkim:
+    return found
+
+
 async def evaluate(
-    inp: AuthInput, timeout: float, resolver: Resolver, dns: SyncDns
+    inp: AuthInput,
+    timeout: float,
+    resolver: Resolver,
+    dns: SyncDns,
+    recent: RecentResults | None = None,
 ) -> AuthVerdicts:
     """SPF and DKIM in a worker thread while the From domain's DMARC policy is looked up on the
-    loop; then DMARC, which needs both."""
+    loop; then DMARC, which needs both. With ``recent``, a recent SPF result of the same
+    client, sender and HELO and a recent policy of the same From domain are reused, and a
+    message without a signature or seal then needs no thread at all."""
     sender = spf_sender(inp.mail_from, inp.helo)
     # RFC 8601 §2.7.2: smtp.mailfrom is the domain (or address) SPF evaluated; for the null
     # sender that is postmaster@<HELO>, reported in full beside smtp.helo.
     sender_domain = sender.rpartition("@")[2].lower()
     from_domain, author_problem = author_domain(inp.message)
-    thread = asyncio.to_thread(check_spf_dkim, inp, timeout, dns)
+    key = (inp.client_ip, sender, inp.helo)
+    needs = _needs(inp.message, recent.spf.get(key) if recent is not None else None)
+    thread = (
+        asyncio.to_thread(check_spf_dkim, inp, timeout, dns, needs)
+        if needs.thread
+        else _known(SpfDkim(str(needs.spf), [], None))
+    )
     if from_domain:
-        found, lookup = await asyncio.gather(thread, find_policy(resolver, from_domain))
+        policy_lookup = (
+            find_policy(resolver, from_domain)
+            if recent is None
+            else recent.policy(resolver, from_domain)
+        )
+        found, lookup = await asyncio.gather(thread, policy_lookup)
         dmarc, policy = await check_dmarc(resolver, lookup, sender_domain, found)
     else:
         found, dmarc, policy = await thread, "none", None
+    if recent is not None and needs.spf is None:
+        recent.keep_spf(key, found.spf)
     return AuthVerdicts(
         spf=found.spf,
         spf_domain=sender_domain if inp.mail_from else sender,
@@ -272,12 +409,16 @@ async def authentication_results(
     return (await assess(inp, timeout, resolver)).header(authserv_id, inp.client_ip)
 
 
-async def assess(inp: AuthInput, timeout: float, resolver: Resolver) -> AuthVerdicts:
+async def assess(
+    inp: AuthInput, timeout: float, resolver: Resolver, recent: RecentResults | None = None
+) -> AuthVerdicts:
     """The verdicts behind the header (what the inbound policy decides on); ``temperror`` for
-    what missed the deadline."""
+    what missed the deadline. ``recent``: see :func:`evaluate`."""
     dns = SyncDns(resolver, asyncio.get_running_loop())
     try:
-        verdicts = await asyncio.wait_for(evaluate(inp, timeout, resolver, dns), timeout * 2)
+        verdicts = await asyncio.wait_for(
+            evaluate(inp, timeout, resolver, dns, recent), timeout * 2
+        )
     except TimeoutError:
         author, author_problem = author_domain(inp.message)
         verdicts = AuthVerdicts(

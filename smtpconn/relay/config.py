@@ -124,6 +124,9 @@ class InboundRoute:
         )
 
 
+ROUTE_MEMO_SIZE = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class RelayConfig:
     profile: Profile
@@ -153,14 +156,25 @@ class RelayConfig:
     auth_failure_window: float = 300.0
     metrics_listen: ListenAddress | None = None
     _routes: dict[str, InboundRoute] = field(default_factory=dict, repr=False)
+    # Recipient spellings already parsed: a message asks route_for its recipients about five
+    # times (RCPT, policy, DATA, each copy), each time through the address parser.
+    _route_memo: dict[str, InboundRoute | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def route_for(self, recipient: str) -> InboundRoute | None:
         """The support address a recipient belongs to, or None (refuse: never an open relay)."""
+        memo = self._route_memo
+        if recipient in memo:
+            return memo[recipient]
         try:
-            address = parse_address(recipient)
+            route = self._routes.get(_key(parse_address(recipient)))
         except UsageError:
-            return None
-        return self._routes.get(_key(address))
+            route = None
+        if len(memo) >= ROUTE_MEMO_SIZE:
+            memo.clear()  # a client naming many strangers cannot grow it
+        memo[recipient] = route
+        return route
 
     def sender_address(self, sender: str) -> SupportAddress | None:
         """The support address the help desk replies as, if it can send out (has a server)."""

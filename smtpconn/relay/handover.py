@@ -27,14 +27,32 @@ from typing import Any
 from smtpconn.dns import CachingResolver
 from smtpconn.message.escaping import escape_controls
 from smtpconn.message.tag import AUTHENTICATED, TAG_HEADER, tag_value
-from smtpconn.relay.authres import AuthInput, assess, relay_resolver
+from smtpconn.relay.authres import AuthInput, RecentResults, assess, relay_resolver
 from smtpconn.relay.config import RETRY_CAP, RelayConfig
 from smtpconn.relay.log import log_event
 from smtpconn.relay.policy import Action, judge, policy_of
 from smtpconn.relay.sinks.base import Sink, SinkError, SinkItem
+from smtpconn.relay.sinks.maildir import MaildirSink
 from smtpconn.relay.spool import RetryState, Spool, SpoolEntry, backoff_delay
 from smtpconn.relay.tagging import prepend
 from smtpconn.relay.worker import Attempted
+
+
+class _Removal:
+    """The spool entry's removal after the Maildir sink holds the message (without a folder
+    fsync: the sink finds its copy again by spool id). An error is kept for the loop to raise,
+    never mistaken for the sink's."""
+
+    def __init__(self, spool: Spool, entry: SpoolEntry) -> None:
+        self.spool = spool
+        self.entry = entry
+        self.error: OSError | None = None
+
+    def __call__(self) -> None:
+        try:
+            self.spool.remove(self.entry, durably=False)
+        except OSError as exc:
+            self.error = exc
 
 
 class SinkHandover:
@@ -45,12 +63,17 @@ class SinkHandover:
         self.auth_timeout = min(config.settings.timeout, 10.0)
         self._started = time.time()
         self._resolver = relay_resolver(config.settings.resolvers, self.auth_timeout)
+        self._recent = RecentResults()  # a busy sender's messages share SPF and DMARC lookups
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
         # aiosmtpd reports the null reverse-path as "<>"; the spool's word for it is "".
         mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
-        message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
+        fresh = self.spool.take_fresh(entry)
+        if fresh is None:
+            message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
+        else:  # spooled just now by this process and never handed over: no retry state yet
+            message, state = fresh, RetryState()
         meta = dict(envelope.meta)
         headers: list[str] = []
         if meta.get("client_ip") and meta.get("origin") != "relay-dsn":
@@ -75,8 +98,15 @@ class SinkHandover:
             # before: the sink must check for a copy it already has.
             maybe_delivered=state.attempts > 0 or envelope.received_at < self._started,
         )
+        removal: _Removal | None = None
         try:
-            await self.sink.deliver(item)
+            if isinstance(self.sink, MaildirSink):
+                # The removal runs in the thread that wrote the Maildir copy, once it is durable:
+                # one worker-thread trip per hand-over instead of two.
+                removal = _Removal(self.spool, entry)
+                await self.sink.deliver(item, then=removal)
+            else:
+                await self.sink.deliver(item)
         except SinkError as exc:
             await asyncio.to_thread(self._failed, entry, state, str(exc), exc.permanent)
             return Attempted(state)
@@ -91,8 +121,11 @@ class SinkHandover:
         # fsync after the unlink: if a power cut undoes it, the next run hands the message over
         # again (maybe_delivered: spooled before that run started) and the sink skips it.
         # A sink that does not say (a test double, a sink added later) gets the durable removal.
-        dedupes = bool(getattr(self.sink, "dedupes", False))
-        await asyncio.to_thread(self.spool.remove, entry, durably=not dedupes)
+        if removal is None:
+            dedupes = bool(getattr(self.sink, "dedupes", False))
+            await asyncio.to_thread(self.spool.remove, entry, durably=not dedupes)
+        elif removal.error is not None:
+            raise removal.error
         log_event(
             "inbound.delivered",
             id=entry.id,
@@ -144,6 +177,7 @@ class SinkHandover:
             ),
             self.auth_timeout,
             CachingResolver(self._resolver),
+            self._recent,
         )
         header = verdicts.header(self.config.hostname, str(meta["client_ip"]))
         if meta.get("tag") == AUTHENTICATED or not meta.get("tag_at_handover"):

@@ -43,7 +43,7 @@ from typing import Any
 from smtpconn.dns import CachingResolver
 from smtpconn.message.escaping import escape_controls
 from smtpconn.profile.model import UnauthenticatedPolicy
-from smtpconn.relay.authres import AuthInput, assess, relay_resolver
+from smtpconn.relay.authres import AuthInput, RecentResults, assess, relay_resolver
 from smtpconn.relay.config import InboundRoute, RelayConfig
 from smtpconn.relay.log import log_event
 from smtpconn.relay.policy import Action, Judgement, judge
@@ -61,6 +61,7 @@ class InboundHandler:
         self.on_stored = on_stored  # hands what was spooled to the sink worker
         self.auth_timeout = min(config.settings.timeout, 10.0)
         self._resolver = relay_resolver(config.settings.resolvers, self.auth_timeout)
+        self._recent = RecentResults()  # a busy sender's messages share SPF and DMARC lookups
 
     async def handle_RCPT(
         self, server: RelaySMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -135,7 +136,10 @@ class InboundHandler:
         try:
             # One directory fsync for all the copies of this message (Spool.put_many), which
             # builds each copy as it writes it.
-            stored = await asyncio.to_thread(self.spool.put_many, self._copies(arrival, clean))
+            # keep: the hand-over takes the copies from memory instead of reading them back.
+            stored = await asyncio.to_thread(
+                self.spool.put_many, self._copies(arrival, clean), keep=True
+            )
         except OSError as exc:
             log_event(
                 "inbound.store-failed", logging.ERROR, client=server.client_ip, error=exc.strerror
@@ -168,6 +172,7 @@ class InboundHandler:
             AuthInput(arrival.client_ip, arrival.helo, arrival.mail_from, clean),
             self.auth_timeout,
             CachingResolver(self._resolver),
+            self._recent,
         )
         return judge(verdicts, sealers), verdicts.header(self.config.hostname, arrival.client_ip)
 

@@ -31,7 +31,9 @@ import fcntl
 import json
 import os
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +44,11 @@ from smtpconn.errors import UsageError
 
 MAGIC = b"SMTPCONN-SPOOL 1\n"
 DIRECTIONS = ("inbound", "outbound")
+# Messages kept in memory between their spooling and their first hand-over (Spool.put_many with
+# keep=True): the hand-over of a message the listener has just written skips reading it back.
+# Bounded: when the queue runs behind, the oldest fall back to a read from the file.
+FRESH_BYTES_MAX = 8 * 1024 * 1024
+FRESH_MESSAGE_MAX = 1024 * 1024
 KICK = ".kick"  # replaced by `smtpconn queue retry/delete` so a running relay looks again
 
 
@@ -114,6 +121,10 @@ class Spool:
         self._lock_fd: int | None = None
         # One per queue folder: sessions spooling at the same time share its fsync.
         self._dir_syncs = {directory / d: SharedDirSync(directory / d) for d in DIRECTIONS}
+        # Messages just spooled with keep=True, for their first hand-over (take_fresh).
+        self._fresh: OrderedDict[str, bytes] = OrderedDict()
+        self._fresh_bytes = 0
+        self._fresh_lock = threading.Lock()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -166,7 +177,9 @@ class Spool:
         """Store durably; when this returns the message may be acknowledged."""
         return self.put_many([(envelope, message, entry_id)])[0].id
 
-    def put_many(self, items: Iterable[tuple[Envelope, bytes, str | None]]) -> list[SpoolEntry]:
+    def put_many(
+        self, items: Iterable[tuple[Envelope, bytes, str | None]], *, keep: bool = False
+    ) -> list[SpoolEntry]:
         """Store several messages durably (the copies of one message for its recipients); when
         this returns they may all be acknowledged. ``items`` may be a generator that builds
         each copy as it is asked for: only one copy is then in memory at a time.
@@ -177,21 +190,51 @@ class Spool:
         still returns only after an fsync that started after its own renames). A crash in
         between leaves some copies renamed and none acknowledged: the client sends again and
         the help desk may see a duplicate, never a loss.
+
+        With ``keep``, the bytes of small messages are also kept in memory (bounded, oldest
+        out) until :meth:`take_fresh` takes them for the first hand-over, which then need not
+        read the file back in another worker-thread trip.
         """
         written: list[tuple[Path, Path, SpoolEntry]] = []
         try:
             for envelope, message, entry_id in items:
                 written.append(self._write_tmp(envelope, message, entry_id or new_id()))
+                if keep:
+                    self._keep_fresh(written[-1][2].id, message)
             for tmp, final, _entry in written:
                 os.rename(tmp, final)
         except BaseException:
-            for tmp, _final, _entry in written:
+            for tmp, _final, entry in written:
+                self._forget_fresh(entry.id)
                 with contextlib.suppress(OSError):
                     tmp.unlink()
             raise
         for directory in {final.parent for _tmp, final, _entry in written}:
             self._sync_dir(directory)
         return [entry for _tmp, _final, entry in written]
+
+    def _keep_fresh(self, entry_id: str, message: bytes) -> None:
+        if len(message) > FRESH_MESSAGE_MAX:
+            return
+        with self._fresh_lock:
+            self._fresh[entry_id] = message
+            self._fresh_bytes += len(message)
+            while self._fresh_bytes > FRESH_BYTES_MAX:
+                _id, old = self._fresh.popitem(last=False)
+                self._fresh_bytes -= len(old)
+
+    def _forget_fresh(self, entry_id: str) -> bytes | None:
+        with self._fresh_lock:
+            message = self._fresh.pop(entry_id, None)
+            if message is not None:
+                self._fresh_bytes -= len(message)
+            return message
+
+    def take_fresh(self, entry: SpoolEntry) -> bytes | None:
+        """The message of ``entry`` if it was spooled by this process with ``keep`` and not
+        taken since (then it has never been handed over, so it has no retry state); None
+        otherwise (read it from the file). Cheap enough for the event loop."""
+        return self._forget_fresh(entry.id)
 
     def _write_tmp(
         self, envelope: Envelope, message: bytes, entry_id: str
@@ -226,6 +269,7 @@ class Spool:
         for a message whose next hand-over is harmless: one the sink already holds under a name
         it finds again by spool id (the Maildir sink), so the entry is removed without a second
         copy."""
+        self._forget_fresh(entry.id)
         with contextlib.suppress(FileNotFoundError):
             entry.path.unlink()
         if durably:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -60,8 +61,15 @@ class MaildirSink:
         with os.scandir(self.root / "cur") as entries:
             return any(e.name.startswith(prefix) for e in entries)
 
-    async def deliver(self, item: SinkItem) -> None:
-        await asyncio.to_thread(self._deliver, item)
+    async def deliver(self, item: SinkItem, then: Callable[[], None] | None = None) -> None:
+        """Write ``item`` durably; ``then`` (the spool entry's removal) runs in the same worker
+        thread once the copy is durable, and not if the delivery failed."""
+        await asyncio.to_thread(self._deliver_then, item, then)
+
+    def _deliver_then(self, item: SinkItem, then: Callable[[], None] | None) -> None:
+        self._deliver(item)
+        if then is not None:
+            then()
 
     def _deliver(self, item: SinkItem) -> None:
         base = f"{item.id}.{self.hostname}"
