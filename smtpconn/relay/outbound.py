@@ -177,6 +177,10 @@ class SubmissionHandler:
         return f"250 2.0.0 OK queued as {stored.id}"
 
 
+class _NoCredential(Exception):
+    """No secret or token to log in with now (the text says why)."""
+
+
 def _auth_refused(result: Result) -> bool:
     failure = getattr(result, "failure", None)
     reply = getattr(failure, "reply", None)
@@ -468,15 +472,24 @@ class OutboundDelivery:
         """Deliver with the server's credential; a token the server refuses (535) is dropped
         and a new one tried once, since the provider may have revoked it before its expiry.
         Returns why no credential could be had instead of a result."""
-        for attempt in (1, 2):
+
+        async def secret() -> str:
+            # Asked only when a new connection must log in: a kept one is authenticated
+            # already (one worker-thread trip less per reply).
             try:
                 secret, expires = await asyncio.to_thread(self._credential, server)
             except (UsageError, OAuthFailure) as exc:
-                return _credential_problem(exc)
+                raise _NoCredential(_credential_problem(exc)) from None
             self._note_token(address, server, expires)
-            result = await self._deliver(
-                server, secret, mail_from, rcpts, message, smtputf8=smtputf8
-            )
+            return secret
+
+        for attempt in (1, 2):
+            try:
+                result = await self._deliver(
+                    server, secret, mail_from, rcpts, message, smtputf8=smtputf8
+                )
+            except _NoCredential as exc:
+                return str(exc)
             if attempt == 1 and server.oauth is not None and _auth_refused(result):
                 self.credentials.invalidate(server)
                 continue
@@ -507,7 +520,7 @@ class OutboundDelivery:
     async def _deliver(
         self,
         server: OutboundServer,
-        secret: str,
+        secret: Callable[[], Awaitable[str]],
         mail_from: str,
         rcpts: list[str],
         message: bytes,
@@ -535,7 +548,7 @@ class OutboundDelivery:
             )
         return await self.deliverer(
             server_spec(server),
-            secret,
+            await secret(),
             mail_from,
             rcpts,
             message,
