@@ -9,8 +9,9 @@ spooled, so what is acknowledged is exactly what will be sent.
 
 Delivery goes through the shared client policy (``smtpconn.smtp.delivery``: TLS + AUTH, never
 clear text), over cached sessions (:mod:`smtpconn.relay.sessions`: replies to the same customer
-server share one authenticated connection, ``RSET`` between messages), paced by the server's
-lane (:mod:`smtpconn.relay.lanes`): split into transactions of ``recipients_per_message``.
+server share one authenticated connection, pipelined when the server offers it), paced by the
+server's lane (:mod:`smtpconn.relay.lanes`): split into transactions of
+``recipients_per_message``.
 Per recipient: accepted → done; a throttling reply (:func:`smtpconn.smtp.reply_catalogue.
 is_throttling`, whatever its code) → the lane backs off, the reply waits for it, never a
 bounce; 5xx → bounce; 4xx, connection, TLS or AUTH problems → retry with exponential back-off

@@ -206,12 +206,15 @@ def _accepted(pending: list[str], reply: Reply, result: DeliveryResult) -> None:
 
 
 def _stale(failure: SmtpFailure | None) -> bool:
-    """The first reply of a transaction shows the connection was dead or closing: a broken
-    connection, or 421, before any reply to MAIL (RFC 5321 §3.8: the server closes)."""
-    if failure is None or failure.stage is not StageName.MAIL:
-        return False
-    return failure.kind is FailureKind.CLOSED or (
-        failure.reply is not None and failure.reply.code == 421
+    """The connection was dead before the transaction: it broke without any reply to MAIL.
+    (A 421 to MAIL is not taken for staleness: within a second of the last delivery it is far
+    more likely the server's throttle, which the lane must see, than an idle timeout, whose 421
+    arrives while idle and retires the connection before anything is sent.)"""
+    return (
+        failure is not None
+        and failure.stage is StageName.MAIL
+        and failure.kind is FailureKind.CLOSED
+        and failure.reply is None
     )
 
 
@@ -251,7 +254,7 @@ class DeliverySession:
     delivered message when the next follows within ``PROBE_AFTER`` seconds; ``RSET`` after a
     failed or abandoned transaction, and as a probe after a longer idle time. When a later send
     finds the connection closed or out of step (bytes nobody asked for), its ``RSET`` fails, or
-    an unprobed connection answers MAIL by closing or with 421, a fresh one is opened for that
+    an unprobed connection breaks before any reply to MAIL, a fresh one is opened for that
     message: nothing of it was delivered, so a stale connection never costs a message a retry.
     After a failure that broke the connection the next send reconnects; a refused message
     (5xx/4xx reply) leaves it usable. ``close()`` says QUIT. Not safe for concurrent sends: one
@@ -308,8 +311,8 @@ class DeliverySession:
         unprobed = await self._ready()
         result = await self._attempt(mail_from, rcpt_to, message, smtputf8)
         if unprobed and _stale(result.failure):
-            # The server dropped the connection since the last message (or says it is
-            # closing): nothing of this one was delivered, so it goes on a fresh connection.
+            # The server (or a box on the path) dropped the connection since the last
+            # message: nothing of this one was delivered, so it goes on a fresh connection.
             await self._drop()
             result = await self._attempt(mail_from, rcpt_to, message, smtputf8)
         return result

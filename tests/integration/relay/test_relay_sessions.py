@@ -47,9 +47,7 @@ def _stages(result: DeliveryResult) -> list[str]:
     return [s.stage for s in result.stages]
 
 
-async def test_one_session_carries_several_messages(
-    lab: Lab, relay_env: RelayEnv
-) -> None:
+async def test_one_session_carries_several_messages(lab: Lab, relay_env: RelayEnv) -> None:
     session = await _session(lab, relay_env)
     tokens = [f"reuse-{uuid.uuid4().hex}" for _ in range(3)]
     results = []
