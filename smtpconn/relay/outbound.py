@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from smtpconn.dns.resolvers import resolve_host
-from smtpconn.errors import UsageError
+from smtpconn.errors import SmtpconnFailure, UsageError
 from smtpconn.message.tag import tag_value
 from smtpconn.oauth.errors import OAuthFailure
 from smtpconn.profile.credentials import Credentials
@@ -178,8 +178,8 @@ class SubmissionHandler:
         return f"250 2.0.0 OK queued as {stored.id}"
 
 
-class _NoCredential(Exception):
-    """No secret or token to log in with now (the text says why)."""
+class _NoCredential(SmtpconnFailure):
+    """No secret or token to log in with now (the text says why): the reply is deferred."""
 
 
 def _auth_refused(result: Result) -> bool:
@@ -490,7 +490,7 @@ class OutboundDelivery:
                     server, secret, mail_from, rcpts, message, smtputf8=smtputf8
                 )
             except _NoCredential as exc:
-                return str(exc)
+                return exc.message
             if attempt == 1 and server.oauth is not None and _auth_refused(result):
                 self.credentials.invalidate(server)
                 continue
