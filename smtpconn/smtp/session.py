@@ -593,6 +593,9 @@ class SmtpSession:
                 raise self._sender_refused(sender, replies[0]) from None
             raise
         if replies[0].code != 250:
+            # A server that takes DATA after refusing MAIL now waits for a message that will
+            # never come: the connection is out of step, not to be used again.
+            self._broken = self._broken or replies[-1].code == 354
             raise self._sender_refused(sender, replies[0])
         return Envelope(replies[0], tuple(replies[1:-1]), replies[-1])
 
