@@ -9,8 +9,9 @@ spooled, so what is acknowledged is exactly what will be sent.
 
 Delivery goes through the shared client policy (``smtpconn.smtp.delivery``: TLS + AUTH, never
 clear text), over cached sessions (:mod:`smtpconn.relay.sessions`: replies to the same customer
-server share one authenticated connection, ``RSET`` between messages), paced by the server's
-lane (:mod:`smtpconn.relay.lanes`): split into transactions of ``recipients_per_message``.
+server share one authenticated connection, pipelined when the server offers it), paced by the
+server's lane (:mod:`smtpconn.relay.lanes`): split into transactions of
+``recipients_per_message``.
 Per recipient: accepted → done; a throttling reply (:func:`smtpconn.smtp.reply_catalogue.
 is_throttling`, whatever its code) → the lane backs off, the reply waits for it, never a
 bounce; 5xx → bounce; 4xx, connection, TLS or AUTH problems → retry with exponential back-off
@@ -35,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from smtpconn.dns.resolvers import resolve_host
-from smtpconn.errors import UsageError
+from smtpconn.errors import SmtpconnFailure, UsageError
 from smtpconn.message.tag import tag_value
 from smtpconn.oauth.errors import OAuthFailure
 from smtpconn.profile.credentials import Credentials
@@ -79,11 +80,50 @@ class Result(Protocol):
 Deliverer = Callable[..., Awaitable[Result]]
 
 
+class FreshReplies:
+    """Replies just spooled by this process, kept in memory until their first delivery attempt
+    takes them: the delivery then needs no trip to a worker thread to read the message (and no
+    retry state, which a reply not yet attempted does not have). Bounded in bytes, count and
+    age: a reply that waited longer (a lane's limit, ``queue hold``), did not fit, or was
+    spooled before a restart is read from the spool as always."""
+
+    def __init__(
+        self, max_bytes: int = 8 << 20, max_count: int = 256, max_age: float = 10.0
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+        self.max_age = max_age
+        self._held: dict[str, tuple[float, bytes]] = {}
+        self._bytes = 0
+
+    def put(self, entry_id: str, message: bytes) -> None:
+        now = time.monotonic()
+        for old_id in [i for i, (at, _m) in self._held.items() if now - at > self.max_age]:
+            self.take(old_id)  # never taken (deleted or held meanwhile)
+        if len(self._held) < self.max_count and self._bytes + len(message) <= self.max_bytes:
+            self._held[entry_id] = (now, message)
+            self._bytes += len(message)
+
+    def take(self, entry_id: str) -> bytes | None:
+        held = self._held.pop(entry_id, None)
+        if held is None:
+            return None
+        self._bytes -= len(held[1])
+        return held[1] if time.monotonic() - held[0] <= self.max_age else None
+
+
 class SubmissionHandler:
-    def __init__(self, config: RelayConfig, spool: Spool, on_stored: OnStored) -> None:
+    def __init__(
+        self,
+        config: RelayConfig,
+        spool: Spool,
+        on_stored: OnStored,
+        fresh: FreshReplies | None = None,
+    ) -> None:
         self.config = config
         self.spool = spool
         self.on_stored = on_stored
+        self.fresh = fresh
 
     async def handle_MAIL(
         self, server: RelaySMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -173,8 +213,14 @@ class SubmissionHandler:
             size=len(message),
             signed=entry.dkim is not None,
         )
+        if self.fresh is not None:
+            self.fresh.put(stored.id, message)  # exactly the bytes spooled
         self.on_stored("outbound", [stored])
         return f"250 2.0.0 OK queued as {stored.id}"
+
+
+class _NoCredential(SmtpconnFailure):
+    """No secret or token to log in with now (the text says why): the reply is deferred."""
 
 
 def _auth_refused(result: Result) -> bool:
@@ -260,9 +306,11 @@ class OutboundDelivery:
         on_stored: OnStored,
         lanes: Lanes | None = None,
         clock: Callable[[], float] = time.time,
+        fresh: FreshReplies | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        self.fresh = fresh
         self.spool = spool
         self.lanes = lanes
         self.deliverer = deliverer
@@ -276,8 +324,12 @@ class OutboundDelivery:
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
-        # One trip to a worker thread for both (each trip costs the loop ~0.1 ms of CPU).
-        message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
+        fresh = self.fresh.take(entry.id) if self.fresh is not None else None
+        if fresh is not None:
+            message, state = fresh, RetryState()  # first attempt: no state written yet
+        else:
+            # One trip to a worker thread for both (each trip costs the loop ~0.1 ms of CPU).
+            message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
         pending = [r for r in envelope.rcpts if r not in state.done]
         support = self.config.sender_address(envelope.mail_from)
         _resume_clock(state, self.clock())
@@ -468,15 +520,24 @@ class OutboundDelivery:
         """Deliver with the server's credential; a token the server refuses (535) is dropped
         and a new one tried once, since the provider may have revoked it before its expiry.
         Returns why no credential could be had instead of a result."""
-        for attempt in (1, 2):
+
+        async def secret() -> str:
+            # Asked only when a new connection must log in: a kept one is authenticated
+            # already (one worker-thread trip less per reply).
             try:
                 secret, expires = await asyncio.to_thread(self._credential, server)
             except (UsageError, OAuthFailure) as exc:
-                return _credential_problem(exc)
+                raise _NoCredential(_credential_problem(exc)) from None
             self._note_token(address, server, expires)
-            result = await self._deliver(
-                server, secret, mail_from, rcpts, message, smtputf8=smtputf8
-            )
+            return secret
+
+        for attempt in (1, 2):
+            try:
+                result = await self._deliver(
+                    server, secret, mail_from, rcpts, message, smtputf8=smtputf8
+                )
+            except _NoCredential as exc:
+                return exc.message
             if attempt == 1 and server.oauth is not None and _auth_refused(result):
                 self.credentials.invalidate(server)
                 continue
@@ -507,7 +568,7 @@ class OutboundDelivery:
     async def _deliver(
         self,
         server: OutboundServer,
-        secret: str,
+        secret: Callable[[], Awaitable[str]],
         mail_from: str,
         rcpts: list[str],
         message: bytes,
@@ -535,7 +596,7 @@ class OutboundDelivery:
             )
         return await self.deliverer(
             server_spec(server),
-            secret,
+            await secret(),
             mail_from,
             rcpts,
             message,
@@ -606,4 +667,4 @@ def _status(outcome: Any, result: Result) -> str:
     return "5.0.0"
 
 
-__all__ = ["Deliverer", "OutboundDelivery", "RetryState", "SubmissionHandler"]
+__all__ = ["Deliverer", "FreshReplies", "OutboundDelivery", "RetryState", "SubmissionHandler"]
