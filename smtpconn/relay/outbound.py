@@ -80,50 +80,16 @@ class Result(Protocol):
 Deliverer = Callable[..., Awaitable[Result]]
 
 
-class FreshReplies:
-    """Replies just spooled by this process, kept in memory until their first delivery attempt
-    takes them: the delivery then needs no trip to a worker thread to read the message (and no
-    retry state, which a reply not yet attempted does not have). Bounded in bytes, count and
-    age: a reply that waited longer (a lane's limit, ``queue hold``), did not fit, or was
-    spooled before a restart is read from the spool as always."""
-
-    def __init__(
-        self, max_bytes: int = 8 << 20, max_count: int = 256, max_age: float = 10.0
-    ) -> None:
-        self.max_bytes = max_bytes
-        self.max_count = max_count
-        self.max_age = max_age
-        self._held: dict[str, tuple[float, bytes]] = {}
-        self._bytes = 0
-
-    def put(self, entry_id: str, message: bytes) -> None:
-        now = time.monotonic()
-        for old_id in [i for i, (at, _m) in self._held.items() if now - at > self.max_age]:
-            self.take(old_id)  # never taken (deleted or held meanwhile)
-        if len(self._held) < self.max_count and self._bytes + len(message) <= self.max_bytes:
-            self._held[entry_id] = (now, message)
-            self._bytes += len(message)
-
-    def take(self, entry_id: str) -> bytes | None:
-        held = self._held.pop(entry_id, None)
-        if held is None:
-            return None
-        self._bytes -= len(held[1])
-        return held[1] if time.monotonic() - held[0] <= self.max_age else None
-
-
 class SubmissionHandler:
     def __init__(
         self,
         config: RelayConfig,
         spool: Spool,
         on_stored: OnStored,
-        fresh: FreshReplies | None = None,
     ) -> None:
         self.config = config
         self.spool = spool
         self.on_stored = on_stored
-        self.fresh = fresh
 
     async def handle_MAIL(
         self, server: RelaySMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -201,6 +167,8 @@ class SubmissionHandler:
                         None,
                     )
                 ],
+                # Kept for the first delivery attempt, which then reads nothing back.
+                keep=True,
             )
         except OSError as exc:
             log_event("submission.store-failed", logging.ERROR, error=exc.strerror)
@@ -213,8 +181,6 @@ class SubmissionHandler:
             size=len(message),
             signed=entry.dkim is not None,
         )
-        if self.fresh is not None:
-            self.fresh.put(stored.id, message)  # exactly the bytes spooled
         self.on_stored("outbound", [stored])
         return f"250 2.0.0 OK queued as {stored.id}"
 
@@ -306,11 +272,9 @@ class OutboundDelivery:
         on_stored: OnStored,
         lanes: Lanes | None = None,
         clock: Callable[[], float] = time.time,
-        fresh: FreshReplies | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.fresh = fresh
         self.spool = spool
         self.lanes = lanes
         self.deliverer = deliverer
@@ -324,7 +288,7 @@ class OutboundDelivery:
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
-        fresh = self.fresh.take(entry.id) if self.fresh is not None else None
+        fresh = self.spool.take_fresh(entry)
         if fresh is not None:
             message, state = fresh, RetryState()  # first attempt: no state written yet
         else:
@@ -667,4 +631,4 @@ def _status(outcome: Any, result: Result) -> str:
     return "5.0.0"
 
 
-__all__ = ["Deliverer", "FreshReplies", "OutboundDelivery", "RetryState", "SubmissionHandler"]
+__all__ = ["Deliverer", "OutboundDelivery", "RetryState", "SubmissionHandler"]

@@ -58,7 +58,7 @@ from smtpconn.relay.config import (
     check_config,
 )
 from smtpconn.relay.log import log_event
-from smtpconn.relay.outbound import Deliverer, FreshReplies
+from smtpconn.relay.outbound import Deliverer
 from smtpconn.relay.server import CredentialChecker, RelayLimits, RelaySMTP, SessionTracker
 from smtpconn.relay.sessions import SessionPool
 from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
@@ -102,7 +102,6 @@ class Relay:
         self.limits = RelayLimits(config.max_sessions, config.max_memory)
         self._workers: dict[str, QueueWorker] = {}
         self._sessions: SessionPool | None = None  # outbound connection cache
-        self._fresh = FreshReplies()  # replies just submitted, for their first delivery
         self.lanes: Lanes | None = None  # outbound, one per customer server
         self.inbound_port = 0
         self.submission_port = 0
@@ -172,7 +171,6 @@ class Relay:
                 client_tls,
                 self.wake,
                 self.lanes,
-                fresh=self._fresh,
             )
             self._processes = [handover, delivery]
             self._workers["inbound"] = QueueWorker(
@@ -228,7 +226,7 @@ class Relay:
 
         return {
             "inbound": InboundHandler(config, self.spool, self.wake),
-            "submission": SubmissionHandler(config, self.spool, self.wake, self._fresh),
+            "submission": SubmissionHandler(config, self.spool, self.wake),
         }
 
     def _checker(self, kind: str) -> CredentialChecker | None:
