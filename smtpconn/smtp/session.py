@@ -245,6 +245,15 @@ class SmtpSession:
             raise SmtpFailure(
                 stage, FailureKind.PROTOCOL, f"{self.target} does not speak SMTP: {exc}"
             ) from None
+        except (ValueError, asyncio.LimitOverrunError):
+            # A line past the stream's limit (64 KiB): no SMTP reply is that long, and the
+            # rest of the line would be read as the next reply.
+            self._broken = True
+            raise SmtpFailure(
+                stage,
+                FailureKind.PROTOCOL,
+                f"{self.target} does not speak SMTP: a reply line longer than 64 KiB",
+            ) from None
         except (ConnectionError, OSError) as exc:
             self._broken = True
             raise SmtpFailure(
@@ -612,6 +621,8 @@ class SmtpSession:
                 self._log("C: " + line)
             self._writer.write(b"".join(line.encode("utf-8") + b"\r\n" for _s, line in group))
             await self._writer.drain()
+            # `stage` follows the reply being awaited, so a break is reported (and judged for a
+            # retry) at the command whose answer never came, not at the group's MAIL.
             for stage, _line in group:
                 reply = await self._read_reply(stage)
                 replies.append(reply)

@@ -38,6 +38,8 @@ class Script:
     early_final: bytes | None = None
     # write every reply in pieces of this many bytes, each piece its own write
     split: int = 0
+    # the reply to the end of the message, instead of a 250
+    final: bytes | None = None
 
 
 @dataclass
@@ -118,6 +120,9 @@ class PipelineServer:
         if early is not None:
             await send(early)
             return
+        if self.script.final is not None:
+            await send(self.script.final)
+            return
         extra = self.script.extra_after_final if len(self.messages) == 1 else b""
         await send(f"250 2.0.0 Ok: queued as Q{len(self.messages)}\r\n".encode() + extra)
 
@@ -197,3 +202,21 @@ async def test_replies_split_across_reads_are_mapped_in_order(tmp_path: Path) ->
     assert result.delivered and again.delivered
     assert result.queue_id == "Q1" and again.queue_id == "Q2"
     assert [c for c, _ in server.messages] == [0, 0]  # one connection, each message once
+
+
+async def test_an_endless_reply_line_is_a_protocol_failure_not_a_crash(tmp_path: Path) -> None:
+    # One reply line past the stream's 64 KiB line limit: asyncio raises ValueError, which
+    # escaped the client, so the worker retried the message every poll without back-off.
+    script = Script(final=b"250 2.0.0 " + b"x" * 70_000 + b"\r\n")
+    with pipeline_server(tmp_path, script) as server:
+        session = _session(server.port)
+        try:
+            result = await session.send("support@good.test", ["bob@good.test"], MESSAGE)
+        finally:
+            await session.close()
+    assert not result.delivered
+    [outcome] = result.recipients
+    assert not outcome.accepted and not outcome.permanent  # retried later, never a bounce
+    assert result.failure is not None and result.failure.kind is FailureKind.PROTOCOL
+    assert result.failure.stage is StageName.DATA
+    assert not session.connected
