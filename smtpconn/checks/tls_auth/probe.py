@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from smtpconn.checks.common import in_own_thread
+from smtpconn.checks.common import in_own_thread, on_own_loop
 from smtpconn.checks.model import CheckContext
 from smtpconn.checks.tls_auth.diagnose import Diagnosis, diagnose_certificate, diagnose_handshake
 from smtpconn.checks.tls_auth.token import TokenOutcome
@@ -144,10 +144,13 @@ def _context(ctx: CheckContext, *, verify_chain: bool, verify_host: bool) -> ssl
 
 
 def _transcript(ctx: CheckContext, host: str) -> Callable[[str], None] | None:
+    """Lines of a session (which runs in a thread of its own) reach ``ctx.transcript`` on the
+    caller's loop, in order and before the session's result."""
     if ctx.transcript is None:
         return None
     out = ctx.transcript
-    return lambda line: out(f"[{host}] {line}")
+    loop = asyncio.get_running_loop()
+    return lambda line: loop.call_soon_threadsafe(out, f"[{host}] {line}")
 
 
 async def _probe_address(ctx: CheckContext, probe: Probe, address: str) -> None:
@@ -171,11 +174,18 @@ async def _run_level(
     ctx: CheckContext, probe: Probe, address: str, *, verify_chain: bool, verify_host: bool
 ) -> bool:
     context = await shared_context(ctx, verify_chain=verify_chain, verify_host=verify_host)
-    session = _session(ctx, probe.server, address, context)
-    try:
-        return await _one_session(ctx, probe, session, verify_chain, verify_host)
-    finally:
-        await session.quit(wait=False)
+    transcript = _transcript(ctx, probe.server.host)
+
+    async def run() -> bool:
+        session = _session(ctx, probe.server, address, context, transcript)
+        try:
+            return await _one_session(ctx, probe, session, verify_chain, verify_host)
+        finally:
+            await session.quit(wait=False)
+
+    # The session's replies are read on a loop of its own, never after a turn of the run's
+    # DNS work; it touches only the probe, the settings and the secret.
+    return await on_own_loop(run)
 
 
 async def shared_context(
@@ -195,7 +205,11 @@ async def shared_context(
 
 
 def _session(
-    ctx: CheckContext, server: OutboundServer, address: str, context: ssl.SSLContext
+    ctx: CheckContext,
+    server: OutboundServer,
+    address: str,
+    context: ssl.SSLContext,
+    transcript: Callable[[str], None] | None,
 ) -> SmtpSession:
     return SmtpSession(
         server.host,
@@ -204,7 +218,7 @@ def _session(
         ehlo_name=socket.getfqdn() or "localhost",
         timeout=ctx.settings.timeout,
         address=address,
-        transcript=_transcript(ctx, server.host),
+        transcript=transcript,
     )
 
 
