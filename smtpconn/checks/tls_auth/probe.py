@@ -150,7 +150,11 @@ def _transcript(ctx: CheckContext, host: str) -> Callable[[str], None] | None:
         return None
     out = ctx.transcript
     loop = asyncio.get_running_loop()
-    return lambda line: loop.call_soon_threadsafe(out, f"[{host}] {line}")
+
+    def forward(line: str) -> None:
+        loop.call_soon_threadsafe(out, f"[{host}] {line}")
+
+    return forward
 
 
 async def _probe_address(ctx: CheckContext, probe: Probe, address: str) -> None:
