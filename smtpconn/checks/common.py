@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import ssl
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -189,3 +190,34 @@ async def on_own_loop(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         with contextlib.suppress(RuntimeError):  # the loop has already finished
             own.call_soon_threadsafe(cancel_all)
         raise
+
+
+def _session_context(ctx: CheckContext, *, verify_chain: bool, verify_host: bool) -> ssl.SSLContext:
+    from smtpconn.net import make_client_tls_context
+
+    # The library-default minimum is kept so an old server completes the handshake and
+    # tls.version can say what it speaks; the session refuses AUTH below TLS 1.2 anyway.
+    context = make_client_tls_context(ctx.settings.ca_file, insecure=ctx.settings.insecure)
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    if not verify_host or not verify_chain:
+        context.check_hostname = False
+    if not verify_chain:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def session_context(
+    ctx: CheckContext, *, verify_chain: bool = True, verify_host: bool = True
+) -> ssl.SSLContext:
+    """The TLS/AUTH sessions' client context: one per verification level and run, built in a
+    thread of its own (never queued behind the run's pyspf threads): loading the system's
+    trust store costs 40-80 ms of CPU, which on the event loop held up every session and
+    DNS answer of the run (a context may serve any number of connections). The runner starts
+    the first level's while the servers' addresses are asked."""
+    key = ("tls-auth.context", verify_chain, verify_host)
+    return await ctx.once(
+        key,
+        lambda: in_own_thread(
+            lambda: _session_context(ctx, verify_chain=verify_chain, verify_host=verify_host)
+        ),
+    )

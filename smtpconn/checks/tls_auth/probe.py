@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from smtpconn.checks.common import in_own_thread, on_own_loop
+from smtpconn.checks.common import on_own_loop, session_context
 from smtpconn.checks.model import CheckContext
 from smtpconn.checks.tls_auth.diagnose import Diagnosis, diagnose_certificate, diagnose_handshake
 from smtpconn.checks.tls_auth.token import TokenOutcome
@@ -129,20 +129,6 @@ async def _new_lock() -> asyncio.Lock:
     return asyncio.Lock()
 
 
-def _context(ctx: CheckContext, *, verify_chain: bool, verify_host: bool) -> ssl.SSLContext:
-    from smtpconn.net import make_client_tls_context
-
-    # The library-default minimum is kept so an old server completes the handshake and
-    # tls.version can say what it speaks; the session refuses AUTH below TLS 1.2 anyway.
-    context = make_client_tls_context(ctx.settings.ca_file, insecure=ctx.settings.insecure)
-    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    if not verify_host or not verify_chain:
-        context.check_hostname = False
-    if not verify_chain:
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _transcript(ctx: CheckContext, host: str) -> Callable[[str], None] | None:
     """Lines of a session (which runs in a thread of its own) reach ``ctx.transcript`` on the
     caller's loop, in order and before the session's result."""
@@ -177,7 +163,7 @@ async def _probe_address(ctx: CheckContext, probe: Probe, address: str) -> None:
 async def _run_level(
     ctx: CheckContext, probe: Probe, address: str, *, verify_chain: bool, verify_host: bool
 ) -> bool:
-    context = await shared_context(ctx, verify_chain=verify_chain, verify_host=verify_host)
+    context = await session_context(ctx, verify_chain=verify_chain, verify_host=verify_host)
     transcript = _transcript(ctx, probe.server.host)
 
     async def run() -> bool:
@@ -190,22 +176,6 @@ async def _run_level(
     # The session's replies are read on a loop of its own, never after a turn of the run's
     # DNS work; it touches only the probe, the settings and the secret.
     return await on_own_loop(run)
-
-
-async def shared_context(
-    ctx: CheckContext, *, verify_chain: bool = True, verify_host: bool = True
-) -> ssl.SSLContext:
-    """One context per verification level and run, built in a thread of its own (never queued
-    behind the run's pyspf threads): loading the system's
-    trust store costs 40-80 ms of CPU, which on the event loop held up every session and
-    DNS answer of the run (a context may serve any number of connections)."""
-    key = ("tls-auth.context", verify_chain, verify_host)
-    return await ctx.once(
-        key,
-        lambda: in_own_thread(
-            lambda: _context(ctx, verify_chain=verify_chain, verify_host=verify_host)
-        ),
-    )
 
 
 def _session(
