@@ -144,9 +144,11 @@ async def in_own_thread(func: Callable[[], T]) -> T:
     return await future
 
 
-async def on_own_loop(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+async def on_own_loop(factory: Callable[[], Coroutine[Any, Any, T]], *, linger: float = 0.0) -> T:
     """``factory()`` run on an event loop of its own, in a thread of its own; its result (or
-    exception) comes back here, and cancelling the caller cancels it there.
+    exception) comes back here, and cancelling the caller cancels it there. The loop then runs
+    ``linger`` seconds more for closings still under way (a TLS close waits for the server's
+    close_notify), without holding up the caller.
 
     For the TLS/AUTH session, the longest chain of dependent round trips in a run: on the run's
     loop each of its replies waited for the loop's current turn to end, and at N = 30 those
@@ -173,11 +175,14 @@ async def on_own_loop(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
             value = own.run_until_complete(own.create_task(factory()))
         except BaseException as exc:  # handed to the awaiting task, raised there
             error = exc
+        try:
+            # The run may have ended meanwhile (its deadline): nobody waits for the result then.
+            with contextlib.suppress(RuntimeError):
+                caller.call_soon_threadsafe(settle, value, error)
+            if linger > 0:
+                own.run_until_complete(asyncio.sleep(linger))
         finally:
             own.close()
-        # The run may have ended meanwhile (its deadline): nobody waits for the result then.
-        with contextlib.suppress(RuntimeError):
-            caller.call_soon_threadsafe(settle, value, error)
 
     def cancel_all() -> None:
         for task in asyncio.all_tasks(own):

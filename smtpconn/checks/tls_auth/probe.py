@@ -104,6 +104,9 @@ async def probe_server(
     return probe
 
 
+#: Seconds a session's loop keeps running after its result, for its TLS close to complete.
+CLOSE_LINGER = 2.0
+
 # A handshake that failed this way is traced to its cause (versions, ciphers, SNI, key).
 DIAGNOSED_HANDSHAKES = (FailureKind.TLS_HANDSHAKE, FailureKind.CLOSED)
 
@@ -174,8 +177,9 @@ async def _run_level(
             await session.quit(wait=False)
 
     # The session's replies are read on a loop of its own, never after a turn of the run's
-    # DNS work; it touches only the probe, the settings and the secret.
-    return await on_own_loop(run)
+    # DNS work; it touches only the probe, the settings and the secret. Its TLS close (the
+    # server's close_notify comes a round trip after QUIT) ends there, after the result.
+    return await on_own_loop(run, linger=CLOSE_LINGER)
 
 
 def _session(

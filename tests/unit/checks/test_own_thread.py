@@ -69,3 +69,15 @@ async def test_cancelling_the_caller_cancels_the_work_on_its_loop() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await asyncio.to_thread(cancelled.wait, 5)
+
+
+async def test_the_loop_lingers_for_closings_under_way_after_the_result() -> None:
+    closed = threading.Event()
+
+    async def leaves_a_closing() -> str:
+        # Like a TLS close waiting for the server's close_notify after the session's result.
+        asyncio.get_running_loop().call_later(0.05, closed.set)
+        return "result"
+
+    assert await on_own_loop(leaves_a_closing, linger=5) == "result"
+    assert await asyncio.to_thread(closed.wait, 5)
