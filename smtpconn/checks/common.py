@@ -114,12 +114,9 @@ async def sync_dns(ctx: CheckContext) -> SyncDns:
     return await ctx.once(("sync-dns",), make)
 
 
-async def in_own_thread(func: Callable[[], T]) -> T:
-    """``func()`` in a thread of its own. ``asyncio.to_thread`` queues behind the default pool,
-    which a run fills with pyspf evaluations waiting for DNS: CPU-only work queued there (a TLS
-    context for the MTA-STS fetches) waited for hundreds of them (N = 300: ~0.8 s)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+def _settler(future: asyncio.Future[T]) -> Callable[[T | None, BaseException | None], None]:
+    """Settles ``future`` (on its loop) with a result or an exception from another thread,
+    unless its awaiting task was cancelled meanwhile."""
 
     def settle(value: T | None, error: BaseException | None) -> None:
         if future.cancelled():
@@ -128,6 +125,17 @@ async def in_own_thread(func: Callable[[], T]) -> T:
             future.set_exception(error)
         else:
             future.set_result(value)  # type: ignore[arg-type]
+
+    return settle
+
+
+async def in_own_thread(func: Callable[[], T]) -> T:
+    """``func()`` in a thread of its own. ``asyncio.to_thread`` queues behind the default pool,
+    which a run fills with pyspf evaluations waiting for DNS: CPU-only work queued there (a TLS
+    context for the MTA-STS fetches) waited for hundreds of them (N = 300: ~0.8 s)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    settle = _settler(future)
 
     def run() -> None:
         value: T | None = None
@@ -159,14 +167,7 @@ async def on_own_loop(factory: Callable[[], Coroutine[Any, Any, T]], *, linger: 
     caller = asyncio.get_running_loop()
     done: asyncio.Future[T] = caller.create_future()
     own = asyncio.new_event_loop()
-
-    def settle(value: T | None, error: BaseException | None) -> None:
-        if done.cancelled():
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(value)  # type: ignore[arg-type]
+    settle = _settler(done)
 
     def serve() -> None:
         value: T | None = None
