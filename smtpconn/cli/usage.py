@@ -15,7 +15,7 @@ from typer._click.exceptions import BadParameter, MissingParameter, NoArgsIsHelp
 from typer._click.exceptions import UsageError as ClickUsageError
 from typer.core import TyperGroup
 
-from smtpconn.errors import UsageError
+from smtpconn.errors import ExitCode, UsageError
 
 _RAW_ARGS = "smtpconn.raw_args"
 
@@ -50,18 +50,22 @@ class ReportingGroup(TyperGroup):
             raise ReportedUsageError(error, json_output=json_output) from None
 
 
-class ReportedUsageError(ClickUsageError):
-    """click's usage error, shown as ``error:``/``fix:`` (and JSON on stdout with --json)."""
+class ReportedUsageError(ClickUsageError, UsageError):
+    """click's usage error, shown as ``error:``/``fix:`` (and JSON on stdout with --json); also
+    one of smtpconn's own errors (exit 2), so it is reported by the one function that reports
+    them all."""
+
+    exit_code = ExitCode.BAD_INPUT
 
     def __init__(self, error: ClickUsageError, *, json_output: bool) -> None:
-        super().__init__(error.format_message(), error.ctx)
-        self.json_output = json_output
+        ClickUsageError.__init__(self, error.format_message(), error.ctx)
         self.fix = _fix_for(error)
+        self.json_output = json_output
 
     def show(self, file: IO[Any] | None = None) -> None:
         from smtpconn.cli.common import report
 
-        report(UsageError(self.message, fix=self.fix), json_output=self.json_output)
+        report(self, json_output=self.json_output)
 
 
 def _fix_for(error: ClickUsageError) -> str:
