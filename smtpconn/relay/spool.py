@@ -2,21 +2,54 @@
 
 Layout under the spool directory::
 
-    tmp/                 being written; emptied at start-up (never acknowledged)
+    slots/<16 hex>       pre-created files whose names are durable: empty (free), or a record
+                         (also a second name of a queued message, until it is removed)
+    tmp/                 being written when no slot is free; emptied at start-up
     inbound/<id>.msg     accepted from the customer's server / forwarding, for the sink
     outbound/<id>.msg    accepted from the help desk, for the customer's server
     <dir>/<id>.state     retry state (attempts, next attempt, last error, held); advisory
     .lock                flock held by the one relay that works on this spool
     .kick                replaced by ``smtpconn queue retry/delete``: the relay re-reads states
 
-A message is acknowledged (``250``) only after :meth:`Spool.put` (or :meth:`Spool.put_many`)
-returned, i.e. after the file was written to ``tmp/``, fsync'ed, renamed into its queue directory
-and that directory fsync'ed. A
-SIGKILL before the rename leaves only a ``tmp/`` file (not acknowledged, removed at start-up); after
-the directory fsync the message survives even a power cut.
+A record is ``SMTPCONN-SPOOL 1``, a JSON header line (envelope; since slots also ``id``, ``dir``,
+``slot``, ``len`` and a blake2b ``sum`` of the message) and the message. Files without the new
+keys are read as before.
 
-Why files rather than SQLite: each message is written once and deleted once, never updated, so the
-classic Maildir sequence gives the durability rule with two fsyncs and no write-ahead log to tune;
+A message is acknowledged (``250``) only after :meth:`Spool.put_many` returned, and that is only
+after the message is on disk under a name that survives a power cut. Normally one sync does it:
+
+1. The relay holding the lock keeps a pool of *slots*: empty files created in batches with
+   ``O_CREAT | O_EXCL``, then ``slots/`` is fsync'ed once, and only then are they used. A slot's
+   name is durable before any message is written into it.
+2. The message is written into a free slot and ``fdatasync``'ed (POSIX: the data and the size
+   needed to read it back). It is now durable under the slot's durable name.
+3. Its queue name ``<dir>/<id>.msg`` is a hard link to the slot, made without waiting for the
+   folder's fsync; ``put_many`` returns and the ``250`` follows.
+4. The slot name stays until the entry is removed (:meth:`Spool.remove` unlinks both). So no
+   ordering between the writes of two folders is assumed: whatever reaches the disk of the
+   link, the message is reachable through its slot. (A *rename* out of ``slots/`` would not
+   do: nothing orders the slot's removal from ``slots/`` before the new name in the queue
+   folder, so a power cut could keep the one and lose the other.) A durable removal — every
+   sink but Maildir, outbound, ``queue delete`` — fsyncs ``slots/`` and the queue folder after
+   the unlinks, so a power cut cannot bring back through its slot a message already delivered;
+   the Maildir sink's quick removal may be undone, and its duplicate check by spool id (kept:
+   the id is in the slot's header) skips the message then.
+5. At start-up, under the lock, every record in ``slots/`` is checked: a *complete* one (magic,
+   header, ``len`` and ``sum`` match) may have been acknowledged: it is linked under the id in
+   its header if that name is missing (a name that exists is the same message); a *torn* one
+   (killed during the write, a zero-filled tail after a power cut) never had its
+   ``fdatasync`` return, so it was never acknowledged, and is removed; empty slots are reused.
+   The queue folders are fsync'ed before any slot name is removed. ``smtpconn queue list``
+   shows complete records that have no queue name (:meth:`Spool.stranded`), so a message never
+   disappears from the listing while no relay runs.
+
+Without a free slot (a burst that emptied the pool, or a process without the lock) a copy is
+written to ``tmp/``, fdatasync'ed, renamed into its queue folder and that folder fsync'ed (two
+syncs, shared with other transactions). A SIGKILL before the rename leaves only a ``tmp/`` file
+(not acknowledged, removed at start-up).
+
+Why files rather than SQLite: each message is written once and deleted once, never updated, so
+the durability rule needs one file sync per message and no write-ahead log to tune;
 concurrent readers (``smtpconn queue list``) need no locking; an administrator can inspect, copy or
 rescue a stuck message with ``ls`` and ``cat``; and a corrupt file affects one message, not the
 queue. Retry state is mutable but advisory: losing it only means a retry happens sooner.
@@ -277,7 +310,12 @@ class Spool:
         return free
 
     def _recover_slot(self, path: Path) -> None:
-        header = complete_record(path.read_bytes())
+        with path.open("rb") as handle:
+            magic = handle.read(len(MAGIC))
+            line = handle.readline(1024 * 1024)
+            if magic != MAGIC or self._queued(line):
+                return  # not a record, or queued (the usual case): not read further
+            header = complete_record(magic + line + handle.read())
         if header is None:
             return  # torn: removed with the others
         final = self.directory / str(header["dir"]) / f"{header['id']}.msg"
@@ -512,7 +550,7 @@ class Spool:
             with path.open("rb") as handle:  # a free slot is empty: nothing to read
                 magic = handle.read(len(MAGIC))
                 line = handle.readline(1024 * 1024)
-                if magic != MAGIC or self._queued(line, direction):
+                if magic != MAGIC or self._queued(line):
                     return None  # not a record, or listed from its folder (the usual case)
                 header = complete_record(magic + line + handle.read())
         except OSError:
@@ -521,12 +559,19 @@ class Spool:
             return None
         return _entry(str(header["id"]), direction, header, int(header["len"]), path)
 
-    def _queued(self, header_line: bytes, direction: str) -> bool:
+    def _queued(self, header_line: bytes) -> bool:
+        """Whether the record whose header line this is has its queue name (then that name
+        holds the same message: the slot need not be read further)."""
         try:
-            entry_id = json.loads(header_line).get("id")
+            header = json.loads(header_line)
+            entry_id, direction = header.get("id"), header.get("dir")
         except (ValueError, AttributeError):
             return False
-        return _valid_id(entry_id) and (self.directory / direction / f"{entry_id}.msg").exists()
+        return (
+            _valid_id(entry_id)
+            and direction in DIRECTIONS
+            and (self.directory / str(direction) / f"{entry_id}.msg").exists()
+        )
 
     def find(self, entry_id: str) -> SpoolEntry | None:
         if not entry_id or "/" in entry_id or entry_id.startswith("."):
