@@ -261,7 +261,9 @@ class Spool:
             ) from None
         self._lock_fd = fd
         self._clean_tmp()
-        self._slots.start(self._recover_slots())
+        free = self._recover_slots()
+        if self._links_work():
+            self._slots.start(free)
 
     def unlock(self) -> None:
         self._slots.stop()
@@ -280,6 +282,21 @@ class Spool:
                 if not state.with_suffix(".msg").exists():
                     with contextlib.suppress(OSError):
                         state.unlink()
+
+    def _links_work(self) -> bool:
+        """Whether this file system has hard links (a slot keeps its name beside the queue
+        name); without them every message takes the tmp/ + rename path."""
+        probe = self.directory / "tmp" / f"probe.{secrets.token_hex(4)}"
+        try:
+            probe.write_bytes(b"")
+            os.link(probe, probe.with_suffix(".link"))
+        except OSError:
+            return False
+        finally:
+            for path in (probe, probe.with_suffix(".link")):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        return True
 
     def _recover_slots(self) -> list[Path]:
         """Sort out what an earlier run left in ``slots/``; returns the free (empty) slots.

@@ -231,3 +231,21 @@ def test_a_failed_write_frees_nothing_it_should_not(
         locked.put_many([(_envelope(), MESSAGE, None)])
     assert len(_slots(locked)) == before - 1  # the used slot is gone, nothing queued
     assert not list(locked.entries("inbound"))
+
+
+def test_without_hard_links_every_put_takes_the_tmp_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    spool = Spool(tmp_path / "spool")
+    monkeypatch.setattr(spool_module.os, "link", no_links)
+    spool.lock()
+    try:
+        monkeypatch.undo()
+        entry = spool.put_many([(_envelope(), MESSAGE, None)])[0]
+        assert entry.slot == "" and spool.message(entry) == MESSAGE
+        assert not list((spool.directory / "tmp").iterdir())
+    finally:
+        spool.unlock()
