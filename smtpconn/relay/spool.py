@@ -197,6 +197,27 @@ def backoff_delay(attempts: int, initial: float, cap: float) -> float:
     return float(min(cap, initial * (2 ** min(attempts - 1, 30))))
 
 
+def _emptied(path: Path, slot: Path) -> bool:
+    """Truncate the message file (known by either of its names) to nothing and sync that: once
+    this returns True its bytes are gone from the disk under every name it has."""
+    for name in (path, slot):
+        try:
+            fd = os.open(name, os.O_WRONLY)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+        try:
+            os.ftruncate(fd, 0)
+            os.fdatasync(fd)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+    return False  # neither name left: removed by someone else (who synced it)
+
+
 def _entry(
     entry_id: str, direction: str, header: dict[str, Any], size: int, path: Path
 ) -> SpoolEntry:
@@ -278,7 +299,13 @@ class Spool:
             with contextlib.suppress(OSError):
                 path.unlink()
         for direction in DIRECTIONS:
-            for state in (self.directory / direction).glob("*.state"):
+            folder = self.directory / direction
+            # Emptied by a durable removal whose unlink a power cut undid (Spool.remove).
+            for message in folder.glob("*.msg"):
+                with contextlib.suppress(OSError):
+                    if message.stat().st_size == 0:
+                        message.unlink()
+            for state in folder.glob("*.state"):
                 if not state.with_suffix(".msg").exists():
                     with contextlib.suppress(OSError):
                         state.unlink()
@@ -466,15 +493,22 @@ class Spool:
         it finds again by spool id (the Maildir sink), so the entry is removed without a second
         copy.
 
-        A message spooled through a slot has a second name there (see :meth:`put_many`): the
-        slot name goes first, and a durable removal fsyncs ``slots/`` too, so a power cut can
-        never bring back through its slot a message already delivered to a sink that does not
-        find its own copy again."""
+        A message spooled through a slot has a second name there (see :meth:`put_many`), so a
+        durable removal must make sure a power cut cannot bring it back through either name.
+        The relay (holding the lock) empties the file instead — ``ftruncate`` + ``fdatasync``,
+        one sync — before it unlinks both names: a name a power cut brings back is an empty
+        file (a free slot, or a ``.msg`` removed at start-up). Anyone else (``queue delete``
+        beside a running relay, whose delivery may be reading the file) unlinks both names and
+        fsyncs ``slots/`` and the queue folder."""
         self._forget_fresh(entry.id)
+        slot = self.directory / SLOTS / entry.slot if is_slot_name(entry.slot) else None
+        if durably and slot is not None and self._lock_fd is not None:
+            # The relay's own removal after a delivery: one sync instead of two folder fsyncs.
+            durably = not _emptied(entry.path, slot)
         slot_removed = False
-        if entry.slot and is_slot_name(entry.slot):
+        if slot is not None:
             with contextlib.suppress(FileNotFoundError):
-                (self.directory / SLOTS / entry.slot).unlink()
+                slot.unlink()
                 slot_removed = True
         with contextlib.suppress(FileNotFoundError):
             entry.path.unlink()

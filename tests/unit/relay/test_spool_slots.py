@@ -76,9 +76,26 @@ def test_durable_removal_removes_both_names(locked: Spool) -> None:
     entry = locked.put_many([(_envelope("outbound"), MESSAGE, None)])[0]
     reread = locked.find(entry.id)  # a retry reads the entry back: the slot name comes along
     assert reread is not None
+    kept = locked.directory / "kept"
+    os.link(entry.path, kept)  # what a power cut that undid both unlinks would bring back
     locked.remove(reread)
     assert not entry.path.exists()
     assert not (locked.directory / SLOTS / entry.slot).exists()
+    assert kept.stat().st_size == 0  # emptied and synced before the unlinks: nothing to resend
+
+
+def test_an_emptied_entry_brought_back_is_removed_at_start_up(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.create()
+    emptied = spool.directory / "outbound" / "00000000000000000008.cafe0008.msg"
+    emptied.write_bytes(b"")
+    emptied.with_suffix(".state").write_text("{}")
+    assert not list_queue(spool)
+    spool.lock()
+    try:
+        assert not emptied.exists() and not emptied.with_suffix(".state").exists()
+    finally:
+        spool.unlock()
 
 
 def test_quick_removal_removes_both_names_too(locked: Spool) -> None:
