@@ -197,6 +197,20 @@ def backoff_delay(attempts: int, initial: float, cap: float) -> float:
     return float(min(cap, initial * (2 ** min(attempts - 1, 30))))
 
 
+def _open_empty(slot: Path) -> int | None:
+    """The slot open for writing, or None if it is gone or not empty (never expected: a record
+    written over a longer one would look torn). No O_TRUNC: on an empty file it would still
+    change the inode's times, a metadata write of its own."""
+    try:
+        fd = os.open(slot, os.O_WRONLY)
+    except OSError:
+        return None
+    if os.fstat(fd).st_size == 0:
+        return fd
+    os.close(fd)
+    return None
+
+
 def _emptied(path: Path, slot: Path) -> bool:
     """Truncate the message file (known by either of its names) to nothing and sync that: once
     this returns True its bytes are gone from the disk under every name it has."""
@@ -446,8 +460,7 @@ class Spool:
         slot = self._slots.take()
         fd: int | None = None
         if slot is not None:
-            with contextlib.suppress(OSError):  # gone (an administrator?): take the tmp/ path
-                fd = os.open(slot, os.O_WRONLY | os.O_TRUNC)
+            fd = _open_empty(slot)
         if fd is None:
             slot = None
             source = self.directory / "tmp" / f"{entry_id}.msg"

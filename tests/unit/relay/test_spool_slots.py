@@ -266,3 +266,10 @@ def test_without_hard_links_every_put_takes_the_tmp_path(
         assert not list((spool.directory / "tmp").iterdir())
     finally:
         spool.unlock()
+
+
+def test_a_slot_that_is_not_empty_is_never_written_over(locked: Spool) -> None:
+    for slot in _slots(locked):  # never expected: a longer old record would make it look torn
+        slot.write_bytes(b"old bytes")
+    entry = locked.put_many([(_envelope(), MESSAGE, None)])[0]
+    assert entry.slot == "" and locked.message(entry) == MESSAGE
