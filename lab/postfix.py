@@ -39,6 +39,10 @@ the test users, checked by Dovecot):
                      exceeded`` (Microsoft 365's reply) for ``THROTTLE_SECONDS``, then again.
 ``no_smtputf8``      like ``submission``, but SMTPUTF8 is not offered (``smtputf8_enable=no``);
                      every other listener offers it (``smtputf8_enable = yes``).
+``no_pipelining``    like ``submission``, but PIPELINING (RFC 2920) is not offered
+                     (``smtpd_discard_ehlo_keywords``); every other listener offers it.
+``early_reject``     like ``submission``, but restrictions answer at once
+                     (``smtpd_delay_reject=no``): ``SEND_AS_DENIED`` is refused at MAIL.
 ===================  =======================================================================
 
 Delivery: every address at a lab mail domain (``lab.zones.DOMAINS`` except relay domains) is
@@ -140,6 +144,8 @@ PORT_NAMES: tuple[str, ...] = (
     "pool",
     "bad_key",
     "no_smtputf8",
+    "no_pipelining",
+    "early_reject",
 )
 #: Sessions at once a client may have on the ``limited`` port.
 LIMITED_CONNECTIONS = 2
@@ -549,6 +555,9 @@ bounce_queue_lifetime = 1h
                 "milter_default_action=tempfail",
             ),
             self._service("no_smtputf8", *required_tls, "smtputf8_enable=no"),
+            self._service("no_pipelining", *required_tls, "smtpd_discard_ehlo_keywords=pipelining"),
+            # The sender restriction answers MAIL itself instead of waiting for RCPT.
+            self._service("early_reject", *required_tls, "smtpd_delay_reject=no"),
             # The server's certificate with another certificate's key: Postfix cannot load them,
             # still offers STARTTLS and answers it "454 4.7.0 TLS not available due to local
             # problem", the classic outage after a certificate renewal.

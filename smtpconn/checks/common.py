@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from smtpconn.checks.model import CheckContext, CheckResult, Status
 from smtpconn.dns import DnsAnswer, DnsOutcome
@@ -113,12 +114,9 @@ async def sync_dns(ctx: CheckContext) -> SyncDns:
     return await ctx.once(("sync-dns",), make)
 
 
-async def in_own_thread(func: Callable[[], T]) -> T:
-    """``func()`` in a thread of its own. ``asyncio.to_thread`` queues behind the default pool,
-    which a run fills with pyspf evaluations waiting for DNS: CPU-only work queued there (a TLS
-    context for the MTA-STS fetches) waited for hundreds of them (N = 300: ~0.8 s)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+def _settler(future: asyncio.Future[T]) -> Callable[[T | None, BaseException | None], None]:
+    """Settles ``future`` (on its loop) with a result or an exception from another thread,
+    unless its awaiting task was cancelled meanwhile."""
 
     def settle(value: T | None, error: BaseException | None) -> None:
         if future.cancelled():
@@ -127,6 +125,17 @@ async def in_own_thread(func: Callable[[], T]) -> T:
             future.set_exception(error)
         else:
             future.set_result(value)  # type: ignore[arg-type]
+
+    return settle
+
+
+async def in_own_thread(func: Callable[[], T]) -> T:
+    """``func()`` in a thread of its own. ``asyncio.to_thread`` queues behind the default pool,
+    which a run fills with pyspf evaluations waiting for DNS: CPU-only work queued there (a TLS
+    context for the MTA-STS fetches) waited for hundreds of them (N = 300: ~0.8 s)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    settle = _settler(future)
 
     def run() -> None:
         value: T | None = None
@@ -141,3 +150,80 @@ async def in_own_thread(func: Callable[[], T]) -> T:
 
     threading.Thread(target=run, name="smtpconn-cpu", daemon=True).start()
     return await future
+
+
+async def on_own_loop(factory: Callable[[], Coroutine[Any, Any, T]], *, linger: float = 0.0) -> T:
+    """``factory()`` run on an event loop of its own, in a thread of its own; its result (or
+    exception) comes back here, and cancelling the caller cancels it there. The loop then runs
+    ``linger`` seconds more for closings still under way (a TLS close waits for the server's
+    close_notify), without holding up the caller.
+
+    For the TLS/AUTH session, the longest chain of dependent round trips in a run: on the run's
+    loop each of its replies waited for the loop's current turn to end, and at N = 30 those
+    turns process 150 family tasks and ~250 DNS answers (banner 110-190 ms for a 100 ms wait,
+    STARTTLS 60-150 ms for 50). In a thread of its own, a reply that arrives is read as soon as
+    the thread gets the GIL (within the switch interval). Whatever ``factory`` does must not
+    touch objects bound to the caller's loop (``ctx.once``, ``ctx.resolver``, locks)."""
+    caller = asyncio.get_running_loop()
+    done: asyncio.Future[T] = caller.create_future()
+    own = asyncio.new_event_loop()
+    settle = _settler(done)
+
+    def serve() -> None:
+        value: T | None = None
+        error: BaseException | None = None
+        try:
+            value = own.run_until_complete(own.create_task(factory()))
+        except BaseException as exc:  # handed to the awaiting task, raised there
+            error = exc
+        try:
+            # The run may have ended meanwhile (its deadline): nobody waits for the result then.
+            with contextlib.suppress(RuntimeError):
+                caller.call_soon_threadsafe(settle, value, error)
+            if linger > 0:
+                own.run_until_complete(asyncio.sleep(linger))
+        finally:
+            own.close()
+
+    def cancel_all() -> None:
+        for task in asyncio.all_tasks(own):
+            task.cancel()
+
+    threading.Thread(target=serve, name="smtpconn-session", daemon=True).start()
+    try:
+        return await done
+    except asyncio.CancelledError:
+        with contextlib.suppress(RuntimeError):  # the loop has already finished
+            own.call_soon_threadsafe(cancel_all)
+        raise
+
+
+def _session_context(ctx: CheckContext, *, verify_chain: bool, verify_host: bool) -> ssl.SSLContext:
+    from smtpconn.net import make_client_tls_context
+
+    # The library-default minimum is kept so an old server completes the handshake and
+    # tls.version can say what it speaks; the session refuses AUTH below TLS 1.2 anyway.
+    context = make_client_tls_context(ctx.settings.ca_file, insecure=ctx.settings.insecure)
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    if not verify_host or not verify_chain:
+        context.check_hostname = False
+    if not verify_chain:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def session_context(
+    ctx: CheckContext, *, verify_chain: bool = True, verify_host: bool = True
+) -> ssl.SSLContext:
+    """The TLS/AUTH sessions' client context: one per verification level and run, built in a
+    thread of its own (never queued behind the run's pyspf threads): loading the system's
+    trust store costs 40-80 ms of CPU, which on the event loop held up every session and
+    DNS answer of the run (a context may serve any number of connections). The runner starts
+    the first level's while the servers' addresses are asked."""
+    key = ("tls-auth.context", verify_chain, verify_host)
+    return await ctx.once(
+        key,
+        lambda: in_own_thread(
+            lambda: _session_context(ctx, verify_chain=verify_chain, verify_host=verify_host)
+        ),
+    )

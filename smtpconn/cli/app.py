@@ -6,6 +6,7 @@ Each command module exposes ``register(app)``; importing them is cheap because h
 
 from __future__ import annotations
 
+import gc
 import importlib
 from typing import Annotated
 
@@ -102,4 +103,9 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    app(prog_name="smtpconn")
+    try:
+        app(prog_name="smtpconn")
+    finally:
+        # The process ends next. Its final collections would traverse every object the command
+        # left behind, imports included (~30-40 ms after verify); nothing they free matters now.
+        gc.freeze()

@@ -222,11 +222,20 @@ class _Needs:
 
 
 def _needs(message: bytes, spf: str | None) -> _Needs:
-    # One case-insensitive scan of the whole message: a header dkimpy could read as a signature
-    # or a seal cannot be missing from it (the header parsers only decide on what is there).
-    folded = message.lower()
+    # One case-insensitive scan of everything dkimpy could read as headers: a signature or a
+    # seal cannot be missing from it (the header parsers only decide on what is there). The
+    # body is not scanned: this runs on the event loop, and a message may be megabytes.
+    folded = message[: _header_end(message)].lower()
     dkim = b"dkim-signature" in folded
     return _Needs(spf, dkim, b"arc-seal" in folded and has_arc(message))
+
+
+def _header_end(message: bytes) -> int:
+    """Where dkimpy's header parser stops at the latest: it splits lines at LF or CRLF and ends
+    the headers at the first empty line, so no header it reads lies past the first LF that is
+    followed by LF or CRLF (a message starting with an empty line has no headers at all)."""
+    ends = [i for i in (message.find(b"\n\n"), message.find(b"\n\r\n")) if i >= 0]
+    return min(ends) + 1 if ends else len(message)
 
 
 def _spf(inp: AuthInput, timeout: float, dns: SyncDns) -> str:

@@ -9,8 +9,9 @@ spooled, so what is acknowledged is exactly what will be sent.
 
 Delivery goes through the shared client policy (``smtpconn.smtp.delivery``: TLS + AUTH, never
 clear text), over cached sessions (:mod:`smtpconn.relay.sessions`: replies to the same customer
-server share one authenticated connection, ``RSET`` between messages), paced by the server's
-lane (:mod:`smtpconn.relay.lanes`): split into transactions of ``recipients_per_message``.
+server share one authenticated connection, pipelined when the server offers it), paced by the
+server's lane (:mod:`smtpconn.relay.lanes`): split into transactions of
+``recipients_per_message``.
 Per recipient: accepted → done; a throttling reply (:func:`smtpconn.smtp.reply_catalogue.
 is_throttling`, whatever its code) → the lane backs off, the reply waits for it, never a
 bounce; 5xx → bounce; 4xx, connection, TLS or AUTH problems → retry with exponential back-off
@@ -35,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from smtpconn.dns.resolvers import resolve_host
-from smtpconn.errors import UsageError
+from smtpconn.errors import SmtpconnFailure, UsageError
 from smtpconn.message.tag import tag_value
 from smtpconn.oauth.errors import OAuthFailure
 from smtpconn.profile.credentials import Credentials
@@ -80,7 +81,12 @@ Deliverer = Callable[..., Awaitable[Result]]
 
 
 class SubmissionHandler:
-    def __init__(self, config: RelayConfig, spool: Spool, on_stored: OnStored) -> None:
+    def __init__(
+        self,
+        config: RelayConfig,
+        spool: Spool,
+        on_stored: OnStored,
+    ) -> None:
         self.config = config
         self.spool = spool
         self.on_stored = on_stored
@@ -161,6 +167,8 @@ class SubmissionHandler:
                         None,
                     )
                 ],
+                # Kept for the first delivery attempt, which then reads nothing back.
+                keep=True,
             )
         except OSError as exc:
             log_event("submission.store-failed", logging.ERROR, error=exc.strerror)
@@ -175,6 +183,10 @@ class SubmissionHandler:
         )
         self.on_stored("outbound", [stored])
         return f"250 2.0.0 OK queued as {stored.id}"
+
+
+class _NoCredential(SmtpconnFailure):
+    """No secret or token to log in with now (the text says why): the reply is deferred."""
 
 
 def _auth_refused(result: Result) -> bool:
@@ -276,8 +288,12 @@ class OutboundDelivery:
 
     async def __call__(self, entry: SpoolEntry) -> Attempted:
         envelope = entry.envelope
-        # One trip to a worker thread for both (each trip costs the loop ~0.1 ms of CPU).
-        message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
+        fresh = self.spool.take_fresh(entry)
+        if fresh is not None:
+            message, state = fresh, RetryState()  # first attempt: no state written yet
+        else:
+            # One trip to a worker thread for both (each trip costs the loop ~0.1 ms of CPU).
+            message, state = await asyncio.to_thread(self.spool.message_and_state, entry)
         pending = [r for r in envelope.rcpts if r not in state.done]
         support = self.config.sender_address(envelope.mail_from)
         _resume_clock(state, self.clock())
@@ -468,15 +484,24 @@ class OutboundDelivery:
         """Deliver with the server's credential; a token the server refuses (535) is dropped
         and a new one tried once, since the provider may have revoked it before its expiry.
         Returns why no credential could be had instead of a result."""
-        for attempt in (1, 2):
+
+        async def secret() -> str:
+            # Asked only when a new connection must log in: a kept one is authenticated
+            # already (one worker-thread trip less per reply).
             try:
                 secret, expires = await asyncio.to_thread(self._credential, server)
             except (UsageError, OAuthFailure) as exc:
-                return _credential_problem(exc)
+                raise _NoCredential(_credential_problem(exc)) from None
             self._note_token(address, server, expires)
-            result = await self._deliver(
-                server, secret, mail_from, rcpts, message, smtputf8=smtputf8
-            )
+            return secret
+
+        for attempt in (1, 2):
+            try:
+                result = await self._deliver(
+                    server, secret, mail_from, rcpts, message, smtputf8=smtputf8
+                )
+            except _NoCredential as exc:
+                return exc.message
             if attempt == 1 and server.oauth is not None and _auth_refused(result):
                 self.credentials.invalidate(server)
                 continue
@@ -507,7 +532,7 @@ class OutboundDelivery:
     async def _deliver(
         self,
         server: OutboundServer,
-        secret: str,
+        secret: Callable[[], Awaitable[str]],
         mail_from: str,
         rcpts: list[str],
         message: bytes,
@@ -535,7 +560,7 @@ class OutboundDelivery:
             )
         return await self.deliverer(
             server_spec(server),
-            secret,
+            await secret(),
             mail_from,
             rcpts,
             message,

@@ -53,7 +53,7 @@ class SessionPool:
     async def deliver(
         self,
         server: OutboundServer,
-        secret: str,
+        secret: Callable[[], Awaitable[str]],
         mail_from: str,
         rcpts: list[str],
         message: bytes,
@@ -66,14 +66,17 @@ class SessionPool:
         smtputf8: bool = False,
     ) -> DeliveryResult:
         """One message, on an idle session for ``server`` if there is one, else a new one
-        (``resolve`` gives the address to connect to: only asked for a new session)."""
+        (``secret`` gives the credential to log in with and ``resolve`` the address to connect
+        to: both only asked for a new session, which keeps them for its reconnections).
+        ``secret``'s exceptions propagate, with nothing opened."""
         key = _key(server)
         session = self._take(key)
         if session is None:
+            login_secret = await secret()
             await self._make_room(key[:2], max_connections)
             session = DeliverySession(
                 server_spec(server),
-                secret,
+                login_secret,
                 tls_context=tls_context,
                 ehlo_name=ehlo_name,
                 timeout=timeout,

@@ -451,8 +451,15 @@ class Spool:
     def take_fresh(self, entry: SpoolEntry) -> bytes | None:
         """The message of ``entry`` if it was spooled by this process with ``keep`` and not
         taken since (then it has never been handed over, so it has no retry state); None
-        otherwise (read it from the file). Cheap enough for the event loop."""
-        return self._forget_fresh(entry.id)
+        otherwise (read it from the file). Cheap enough for the event loop (one ``stat``).
+
+        None as well once the file is gone: ``smtpconn queue delete`` (another process) removes
+        a message that waits behind a throttled lane, and the bytes kept here must not deliver
+        it anyway."""
+        message = self._forget_fresh(entry.id)
+        if message is None or not entry.path.exists():
+            return None
+        return message
 
     def _write_copy(self, envelope: Envelope, message: bytes, entry_id: str) -> _Written:
         if envelope.direction not in DIRECTIONS:

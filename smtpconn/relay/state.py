@@ -50,6 +50,7 @@ _SUCCESSES = {
     "inbound.delivered": "last_inbound_delivered",
     "outbound.delivered": "last_outbound_delivered",
 }
+_SUBMITTED = "submission.accepted"  # a reply spooled: its id and sender (the support address)
 _ERRORS = {
     "inbound.deferred": "sink",
     "inbound.held": "sink",
@@ -79,6 +80,11 @@ class StatusRecorder:
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
         if event == TOKEN_EVENT:
             self._token(fields)
+            return
+        if event == _SUBMITTED:
+            # Names the reply's address from the profile now, so that its delivery event
+            # finds it in ``_ids`` instead of reading the spool entry on the event loop.
+            self._address(event, fields)
             return
         if event not in _SUCCESSES and event not in _ERRORS:
             return
@@ -170,8 +176,9 @@ def spool_address_of(spool: Spool, config: Callable[[], RelayConfig]) -> Address
     profile spells the address), anything else by the spool entry its id names."""
 
     def address_of(event: str, fields: dict[str, Any]) -> str | None:
-        if event == "inbound.accepted":
-            route = config().route_for(str(fields.get("rcpt") or ""))
+        if event in ("inbound.accepted", _SUBMITTED):
+            named = fields.get("rcpt") if event == "inbound.accepted" else fields.get("mail_from")
+            route = config().route_for(str(named or ""))
             return route.address.address.ascii if route is not None else None
         entry = spool.find(str(fields.get("id") or ""))
         if entry is None:

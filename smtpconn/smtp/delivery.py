@@ -13,9 +13,10 @@ timeout, address=None, transcript=None) -> DeliveryResult``
 ``DeliverySession(server, secret, *, tls_context, ehlo_name, timeout, address=None,
 transcript=None)``
     Several messages over one connection: ``await send(mail_from, rcpt_to, message) ->
-    DeliveryResult`` (classified like ``deliver``; TLS + AUTH on the first, ``RSET`` between,
-    a fresh connection when the old one went stale), ``connected``, ``messages``, ``last_used``,
-    ``await close()``.
+    DeliveryResult`` (classified like ``deliver``; TLS + AUTH on the first, ``RSET`` only after
+    a failed transaction or an idle second, a fresh connection when the old one went stale),
+    ``connected``, ``messages``, ``last_used``, ``await close()``. With a server that offers
+    PIPELINING (RFC 2920) both send MAIL, the RCPTs and DATA in one write.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smtpconn.smtp.failures import FailureKind, SmtpFailure, StageName, StageRecord
-from smtpconn.smtp.replies import parse_queue_id
+from smtpconn.smtp.replies import Reply, parse_queue_id
 from smtpconn.smtp.session import (
     ServerSpec,
     SmtpSession,
@@ -140,23 +141,81 @@ async def _transaction(
     *,
     smtputf8: bool,
 ) -> None:
-    """MAIL, RCPT for each recipient, DATA when any was accepted; outcomes go to ``result``."""
+    """MAIL, RCPT for each recipient, DATA when any was accepted; outcomes go to ``result``.
+    With a server that offers PIPELINING, MAIL, the RCPTs and DATA go in one write and the
+    replies are judged in order, exactly as one by one; else one command per round trip."""
+    utf8 = needs_smtputf8(mail_from, rcpt_to, declared=smtputf8)
+    if session.pipelining:
+        await _pipelined(session, mail_from, rcpt_to, message, result, smtputf8=utf8)
+        return
+    await session.mail(mail_from, smtputf8=utf8)
     pending: list[str] = []
-    await session.mail(mail_from, smtputf8=needs_smtputf8(mail_from, rcpt_to, declared=smtputf8))
     for recipient in rcpt_to:
-        reply = await session.rcpt(recipient)
-        if reply.code in (250, 251):
-            pending.append(recipient)
-        else:
-            result.recipients.append(
-                RecipientOutcome(recipient, False, reply.permanent, reply.code, reply.text)
-            )
+        _judge_rcpt(recipient, await session.rcpt(recipient), pending, result)
     if pending:
-        reply = await session.data(message)
-        result.queue_id = parse_queue_id(reply)
-        result.recipients.extend(
-            RecipientOutcome(r, True, False, reply.code, reply.text) for r in pending
+        _accepted(pending, await session.data(message), result)
+
+
+async def _pipelined(
+    session: SmtpSession,
+    mail_from: str,
+    rcpt_to: list[str],
+    message: bytes,
+    result: DeliveryResult,
+    *,
+    smtputf8: bool,
+) -> None:
+    """RFC 2920 §3.1: every reply of the group is checked, DATA's too: a DATA the server
+    accepted although no recipient was gets a lone dot, never the message."""
+    started = time.monotonic()
+    read: list[Reply] = []  # filled as the replies come: a break mid-group keeps the verdicts
+    pending: list[str] = []
+    try:
+        replies = await session.envelope(mail_from, rcpt_to, smtputf8=smtputf8, read=read)
+    finally:
+        # After a refused MAIL the RCPT replies say nothing about the recipients (503s, or
+        # anything a broken server invents): the MAIL failure decides for every one.
+        if read and read[0].code == 250:
+            for recipient, reply in zip(rcpt_to, read[1:], strict=False):
+                _judge_rcpt(recipient, reply, pending, result)
+    if replies.data.code != 354:
+        if pending:
+            raise session.data_refused(replies.data, started)
+        return  # no recipient: the DATA refusal is the expected one
+    if not pending:
+        await session.empty_body()
+        return
+    _accepted(pending, await session.body(message, started), result)
+
+
+def _judge_rcpt(recipient: str, reply: Reply, pending: list[str], result: DeliveryResult) -> None:
+    """An accepted recipient waits in ``pending`` for DATA; a refused one gets its outcome."""
+    if reply.code in (250, 251):
+        pending.append(recipient)
+    else:
+        result.recipients.append(
+            RecipientOutcome(recipient, False, reply.permanent, reply.code, reply.text)
         )
+
+
+def _accepted(pending: list[str], reply: Reply, result: DeliveryResult) -> None:
+    result.queue_id = parse_queue_id(reply)
+    result.recipients.extend(
+        RecipientOutcome(r, True, False, reply.code, reply.text) for r in pending
+    )
+
+
+def _stale(failure: SmtpFailure | None) -> bool:
+    """The connection was dead before the transaction: it broke without any reply to MAIL.
+    (A 421 to MAIL is not taken for staleness: within a second of the last delivery it is far
+    more likely the server's throttle, which the lane must see, than an idle timeout, whose 421
+    arrives while idle and retires the connection before anything is sent.)"""
+    return (
+        failure is not None
+        and failure.stage is StageName.MAIL
+        and failure.kind is FailureKind.CLOSED
+        and failure.reply is None
+    )
 
 
 def _fail_undecided(result: DeliveryResult, rcpt_to: list[str], failure: SmtpFailure) -> None:
@@ -178,19 +237,28 @@ def _fail_undecided(result: DeliveryResult, rcpt_to: list[str], failure: SmtpFai
             )
 
 
+# A kept connection idle longer than this gets an RSET before its next transaction: a cheap
+# check that it still works, where a dead one is found before anything of the message is sent.
+PROBE_AFTER = 1.0
+
+
 class DeliverySession:
-    """Several messages to one server over one connection: TLS and AUTH once, ``RSET`` between
-    messages (what MTAs' connection caches do; a new TLS + AUTH session per message was most of
-    the relay's outbound cost).
+    """Several messages to one server over one connection: TLS and AUTH once (what MTAs'
+    connection caches do; a new TLS + AUTH session per message was most of the relay's outbound
+    cost).
 
     The policy is the one of :func:`deliver`, which this mirrors message by message: the
     connection is encrypted and authenticated before any MAIL, and each :meth:`send` returns a
     ``DeliveryResult`` classified exactly like ``deliver``'s (it never raises ``SmtpFailure``).
-    The connection is opened by the first :meth:`send`; when a later send finds it closed, or
-    its ``RSET`` fails (the server dropped an idle connection), a fresh one is opened for that
-    message, so a stale connection never costs a message a retry. After a failure that broke the
-    connection the next send reconnects; a refused message (5xx/4xx reply) leaves it usable.
-    ``close()`` says QUIT. Not safe for concurrent sends: one message at a time.
+    The connection is opened by the first :meth:`send`. Between messages: nothing after a
+    delivered message when the next follows within ``PROBE_AFTER`` seconds; ``RSET`` after a
+    failed or abandoned transaction, and as a probe after a longer idle time. When a later send
+    finds the connection closed or out of step (bytes nobody asked for), its ``RSET`` fails, or
+    an unprobed connection breaks before any reply to MAIL, a fresh one is opened for that
+    message: nothing of it was delivered, so a stale connection never costs a message a retry.
+    After a failure that broke the connection the next send reconnects; a refused message
+    (5xx/4xx reply) leaves it usable. ``close()`` says QUIT. Not safe for concurrent sends: one
+    message at a time.
     """
 
     def __init__(
@@ -214,6 +282,7 @@ class DeliverySession:
         self._session: SmtpSession | None = None
         self.messages = 0  # transactions on the current connection
         self.last_used = time.monotonic()
+        self._clean = False  # the last transaction ended with the 250 to its message
 
     @property
     def connected(self) -> bool:
@@ -239,16 +308,41 @@ class DeliverySession:
     async def send(
         self, mail_from: str, rcpt_to: list[str], message: bytes, *, smtputf8: bool = False
     ) -> DeliveryResult:
-        self.last_used = time.monotonic()
-        if self._session is not None:
-            try:
-                if not self._session.usable:
-                    raise SmtpFailure(StageName.RSET, FailureKind.CLOSED, "connection closed")
-                await self._session.rset()
-            except SmtpFailure:
-                await self._drop()  # stale: nothing of this message was sent on it
+        unprobed = await self._ready()
+        result = await self._attempt(mail_from, rcpt_to, message, smtputf8)
+        if unprobed and _stale(result.failure):
+            # The server (or a box on the path) dropped the connection since the last
+            # message: nothing of this one was delivered, so it goes on a fresh connection.
+            await self._drop()
+            result = await self._attempt(mail_from, rcpt_to, message, smtputf8)
+        return result
+
+    async def _ready(self) -> bool:
+        """Make the kept connection ready for a transaction, or drop it. True when it is used
+        without an ``RSET``: the last transaction ended with its 250 (the server has reset
+        itself, RFC 5321 §4.1.1.4) less than ``PROBE_AFTER`` seconds ago. After a failed or
+        abandoned transaction ``RSET`` resets it; after a longer idle time ``RSET`` also probes
+        it (Postfix's SMTP client likewise probes a connection taken from its cache)."""
+        session = self._session
+        if session is None:
+            return False
+        if not session.usable:  # closed, or it sent something we did not ask for
+            await self._drop()
+            return False
+        if self._clean and time.monotonic() - self.last_used <= PROBE_AFTER:
+            return True
+        try:
+            await session.rset()
+        except SmtpFailure:
+            await self._drop()  # stale: nothing of this message was sent on it
+        return False
+
+    async def _attempt(
+        self, mail_from: str, rcpt_to: list[str], message: bytes, smtputf8: bool
+    ) -> DeliveryResult:
         result = DeliveryResult([], [], [])
         session = self._session or self._new_session()
+        self._clean = False
         try:
             if self._session is None:
                 # Only a connection that got through TLS *and* AUTH is kept for the next
@@ -258,6 +352,7 @@ class DeliverySession:
             result.tls = session.tls
             self.messages += 1
             await _transaction(session, mail_from, rcpt_to, message, result, smtputf8=smtputf8)
+            self._clean = any(r.accepted for r in result.recipients)  # only after a 250
         except SmtpFailure as failure:
             _fail_undecided(result, rcpt_to, failure)
         except BaseException:

@@ -30,7 +30,9 @@ transcript=None)``
     One connection. ``await open()`` (connect, banner, and TLS for implicit TLS), ``await
     ehlo()``, ``await starttls()``, ``await authenticate(mechanism, username, secret)``,
     ``await mail(sender)``, ``await rcpt(recipient) -> Reply``, ``await data(message) -> Reply``,
-    ``await quit()``, ``close()``. ``stages`` (list of ``StageRecord``), ``transcript_lines``
+    ``await envelope(sender, recipients) -> Envelope`` (RFC 2920: MAIL, RCPTs and DATA in one
+    write, when ``pipelining``), ``await body(message) -> Reply`` (after its 354),
+    ``await empty_body()``, ``await quit()``, ``close()``. ``stages`` (list of ``StageRecord``), ``transcript_lines``
     (AUTH redacted), ``tls`` (``TlsInfo`` once encrypted), ``extensions`` (last EHLO).
     Failures raise ``SmtpFailure`` (stage, kind, reply, message, permanent).
 
@@ -82,6 +84,9 @@ BANNER_TIMEOUT = (
     30.0  # postscreen's default greet pause is 6 s, but sites raise it; RFC 5321 says 5 min
 )
 MAX_REPLY_LINES = 1000
+# Commands per pipelined write: what either side buffers before the other reads stays bounded
+# (a transaction of a thousand recipients must not fill both socket buffers and stall).
+PIPELINE_BATCH = 100
 MAX_LINE = 4096
 TLS_MIN_FOR_SECRETS = ssl.TLSVersion.TLSv1_2
 
@@ -124,6 +129,15 @@ def secure_client_context(ca_file: Path | None, *, insecure: bool = False) -> ss
 
 
 Transcript = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The replies to a pipelined MAIL, RCPT… and DATA, in the order the commands went."""
+
+    mail: Reply
+    rcpts: tuple[Reply, ...]  # one per recipient, in the order given
+    data: Reply
 
 
 class SmtpSession:
@@ -230,6 +244,15 @@ class SmtpSession:
             self._broken = True
             raise SmtpFailure(
                 stage, FailureKind.PROTOCOL, f"{self.target} does not speak SMTP: {exc}"
+            ) from None
+        except (ValueError, asyncio.LimitOverrunError):
+            # A line past the stream's limit (64 KiB): no SMTP reply is that long, and the
+            # rest of the line would be read as the next reply.
+            self._broken = True
+            raise SmtpFailure(
+                stage,
+                FailureKind.PROTOCOL,
+                f"{self.target} does not speak SMTP: a reply line longer than 64 KiB",
             ) from None
         except (ConnectionError, OSError) as exc:
             self._broken = True
@@ -520,6 +543,12 @@ class SmtpSession:
         or in the header). A server that does not offer it gets nothing: a permanent failure
         that says why, never the message with its UTF-8 mangled or sent regardless."""
         self._require_secure("mail")
+        reply = await self._command(StageName.MAIL, self._mail_command(sender, smtputf8))
+        if reply.code != 250:
+            raise self._sender_refused(sender, reply)
+        return reply
+
+    def _mail_command(self, sender: str, smtputf8: bool) -> str:
         needs = smtputf8 or not sender.isascii()
         if needs and not self._offers("SMTPUTF8"):
             self._record(StageName.MAIL, False, time.monotonic(), text=NO_SMTPUTF8)
@@ -529,17 +558,85 @@ class SmtpSession:
                 f"{self.target} {NO_SMTPUTF8}",
                 permanent=True,
             )
-        params = " SMTPUTF8" if needs else ""
-        reply = await self._command(StageName.MAIL, f"MAIL FROM:<{_path(sender)}>{params}")
-        if reply.code != 250:
+        return f"MAIL FROM:<{_path(sender)}>" + (" SMTPUTF8" if needs else "")
+
+    def _sender_refused(self, sender: str, reply: Reply) -> SmtpFailure:
+        return SmtpFailure(
+            StageName.MAIL,
+            FailureKind.REJECTED,
+            f"{self.target} refused the sender {sender}: {reply}",
+            reply=reply,
+            permanent=reply.permanent,
+        )
+
+    @property
+    def pipelining(self) -> bool:
+        """The server offers PIPELINING (RFC 2920) in its last EHLO."""
+        return self._offers("PIPELINING")
+
+    async def envelope(
+        self,
+        sender: str,
+        recipients: list[str],
+        *,
+        smtputf8: bool = False,
+        read: list[Reply] | None = None,
+    ) -> Envelope:
+        """MAIL, every RCPT and DATA as one command group (RFC 2920; ``PIPELINE_BATCH``
+        commands per write), then every reply read in order, each judged by the caller against
+        its own command. A refused MAIL raises ``SmtpFailure`` (REJECTED) once all the group's
+        replies are read, so the connection stays in step; so does a broken connection, at the
+        stage whose reply was missing. ``read`` receives the replies as they come (MAIL's
+        first), for a caller that must judge those read before a break. Only for a server that
+        offers PIPELINING."""
+        self._require_secure("mail")
+        commands = [(StageName.MAIL, self._mail_command(sender, smtputf8))]
+        commands += [(StageName.RCPT, f"RCPT TO:<{_path(r)}>") for r in recipients]
+        commands.append((StageName.DATA, "DATA"))
+        replies: list[Reply] = [] if read is None else read
+        try:
+            for start in range(0, len(commands), PIPELINE_BATCH):
+                await self._exchange_group(commands[start : start + PIPELINE_BATCH], replies)
+        except SmtpFailure:
+            if replies and replies[0].code != 250:
+                raise self._sender_refused(sender, replies[0]) from None
+            raise
+        if replies[0].code != 250:
+            # A server that takes DATA after refusing MAIL now waits for a message that will
+            # never come: the connection is out of step, not to be used again.
+            self._broken = self._broken or replies[-1].code == 354
+            raise self._sender_refused(sender, replies[0])
+        return Envelope(replies[0], tuple(replies[1:-1]), replies[-1])
+
+    async def _exchange_group(
+        self, group: list[tuple[StageName, str]], replies: list[Reply]
+    ) -> None:
+        """One write for the group's commands, then its replies in order into ``replies``
+        (MAIL and RCPT recorded as stages; DATA's stage ends with the final reply)."""
+        assert self._writer is not None
+        started = time.monotonic()
+        stage = group[0][0]
+        try:
+            for _stage, line in group:
+                self._log("C: " + line)
+            self._writer.write(b"".join(line.encode("utf-8") + b"\r\n" for _s, line in group))
+            await self._writer.drain()
+            # `stage` follows the reply being awaited, so a break is reported (and judged for a
+            # retry) at the command whose answer never came, not at the group's MAIL.
+            for stage, _line in group:
+                reply = await self._read_reply(stage)
+                replies.append(reply)
+                if stage is not StageName.DATA:
+                    self._record(stage, reply.positive, started, reply)
+        except (ConnectionError, OSError) as exc:
+            self._broken = True
+            self._record(stage, False, started, text=str(exc))
             raise SmtpFailure(
-                StageName.MAIL,
-                FailureKind.REJECTED,
-                f"{self.target} refused the sender {sender}: {reply}",
-                reply=reply,
-                permanent=reply.permanent,
-            )
-        return reply
+                stage, FailureKind.CLOSED, f"the connection to {self.target} broke: {exc}"
+            ) from None
+        except SmtpFailure as failure:
+            self._record(stage, False, started, failure.reply, failure.message)
+            raise
 
     async def rcpt(self, recipient: str) -> Reply:
         """The reply, positive or not; only a broken connection raises."""
@@ -550,19 +647,54 @@ class SmtpSession:
         self._require_secure("mail")
         # One "data" stage from the DATA command to the final reply, as people think of it.
         started = time.monotonic()
-        assert self._writer is not None
         try:
             await self._send("DATA")
             reply = await self._read_reply(StageName.DATA)
-            if reply.code != 354:
-                self._record(StageName.DATA, False, started, reply)
-                raise SmtpFailure(
-                    StageName.DATA,
-                    FailureKind.REJECTED,
-                    f"{self.target} refused DATA: {reply}",
-                    reply=reply,
-                    permanent=reply.permanent,
-                )
+        except (ConnectionError, OSError) as exc:
+            raise self._data_broken(started, exc) from None
+        except SmtpFailure as failure:
+            self._record(StageName.DATA, False, started, failure.reply, failure.message)
+            raise
+        if reply.code != 354:
+            raise self.data_refused(reply, started)
+        return await self.body(message, started)
+
+    def data_refused(self, reply: Reply, started: float) -> SmtpFailure:
+        """The failure (recorded) for a reply other than 354 to DATA."""
+        self._record(StageName.DATA, False, started, reply)
+        return SmtpFailure(
+            StageName.DATA,
+            FailureKind.REJECTED,
+            f"{self.target} refused DATA: {reply}",
+            reply=reply,
+            permanent=reply.permanent,
+        )
+
+    def _data_broken(self, started: float, exc: BaseException) -> SmtpFailure:
+        self._broken = True
+        self._record(StageName.DATA, False, started, text=str(exc))
+        return SmtpFailure(
+            StageName.DATA, FailureKind.CLOSED, f"the connection to {self.target} broke: {exc}"
+        )
+
+    async def body(self, message: bytes, started: float | None = None) -> Reply:
+        """After the 354 to DATA: the message, dot-stuffed, in one write, and the final reply
+        (anything but 250 raises ``SmtpFailure``). A reply already waiting before the message
+        is sent was not an answer to it: the message is not sent, the connection is dropped."""
+        self._require_secure("mail")
+        started = time.monotonic() if started is None else started
+        assert self._writer is not None
+        early = _buffered(self._reader)
+        if early:
+            self._broken = True  # out of step: no QUIT either
+            self._log(f"-- {len(early)} bytes waiting before the message: {early[:80]!r}")
+            text = (
+                f"{self.target} sent {len(early)} bytes before the message was sent (a reply "
+                "to nothing we sent); the message was not sent and the connection was dropped"
+            )
+            self._record(StageName.DATA, False, started, text=text)
+            raise SmtpFailure(StageName.DATA, FailureKind.PROTOCOL, text)
+        try:
             self._log(f"C: <message, {len(message)} bytes>")
             self._writer.write(dot_stuff(message))
             await self._writer.drain()
@@ -570,14 +702,9 @@ class SmtpSession:
             # RFC 5321 §4.5.3.2.6 allows 10 minutes for the final reply; we allow 3 timeouts.
             reply = await self._read_reply(StageName.DATA, self.timeout * 3)
         except (ConnectionError, OSError) as exc:
-            self._broken = True
-            self._record(StageName.DATA, False, started, text=str(exc))
-            raise SmtpFailure(
-                StageName.DATA, FailureKind.CLOSED, f"the connection to {self.target} broke: {exc}"
-            ) from None
+            raise self._data_broken(started, exc) from None
         except SmtpFailure as failure:
-            if failure.kind is not FailureKind.REJECTED:
-                self._record(StageName.DATA, False, started, failure.reply, failure.message)
+            self._record(StageName.DATA, False, started, failure.reply, failure.message)
             raise
         self._record(StageName.DATA, reply.code == 250, started, reply)
         if reply.code != 250:
@@ -589,6 +716,20 @@ class SmtpSession:
                 permanent=reply.permanent,
             )
         return reply
+
+    async def empty_body(self) -> None:
+        """End a DATA the server accepted (354) although no recipient was: a lone dot, never
+        the message (RFC 2920 §3.1); the transaction is then reset by the caller."""
+        started = time.monotonic()
+        assert self._writer is not None
+        try:
+            self._log("C: .")
+            self._writer.write(b".\r\n")
+            await self._writer.drain()
+            reply = await self._read_reply(StageName.DATA, self.timeout * 3)
+        except (ConnectionError, OSError) as exc:
+            raise self._data_broken(started, exc) from None
+        self._record(StageName.DATA, False, started, reply, "no recipient accepted")
 
     async def rset(self) -> Reply:
         """RSET between two transactions on one connection; anything but 250 is a failure."""
@@ -604,13 +745,15 @@ class SmtpSession:
 
     @property
     def usable(self) -> bool:
-        """The connection is open and in step: another command may be sent."""
+        """The connection is open and in step (nothing arrived that we did not ask for):
+        another command may be sent."""
         return (
             self._writer is not None
             and self._reader is not None
             and not self._broken
             and not self._reader.at_eof()
             and not self._writer.is_closing()
+            and not _buffered(self._reader)
         )
 
     async def quit(self, *, wait: bool = True) -> None:
@@ -669,11 +812,15 @@ def _path(address: str) -> str:
 
 def dot_stuff(message: bytes) -> bytes:
     """CRLF line ends, leading dots doubled (RFC 5321 §4.5.2), and the final ``.``."""
-    lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    body = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
-    return body + b".\r\n"
+    text = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not text:
+        return b".\r\n"
+    if text.endswith(b"\n"):
+        text = text[:-1]
+    text = text.replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..")
+    if text.startswith(b"."):
+        text = b"." + text
+    return text + b"\r\n.\r\n"
 
 
 def _banner_explanation(reply: Reply, target: str) -> str:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from smtpconn.checks.common import no_server_reason, server_addresses
+from smtpconn.checks.common import no_server_reason, server_addresses, session_context
 from smtpconn.checks.model import CheckContext, CheckResult
 from smtpconn.checks.tls_auth.judge import CHECK_IDS, judge_unresolved, skip_all
 from smtpconn.checks.tls_auth.pool import check_addresses
-from smtpconn.checks.tls_auth.probe import shared_context
 from smtpconn.checks.tls_auth.token import CHECK_ID as TOKEN_ID
 from smtpconn.checks.tls_auth.token import obtain_token, token_result
 from smtpconn.profile.model import OutboundServer, SupportAddress
@@ -45,14 +44,14 @@ async def run_tls_auth(ctx: CheckContext, entry: SupportAddress) -> list[CheckRe
 
 async def _check_server(ctx: CheckContext, server: OutboundServer) -> list[CheckResult]:
     # The token first: auth.token is judged even when the server cannot be reached, and
-    # auth.login logs in with this very token. The first session's context is built (in a
-    # thread) while the address questions are out; a failure to build it is reported where
-    # the session asks for it, as before.
+    # auth.login logs in with this very token. The first session's context is being built (in
+    # a thread, started by the runner) while the address questions are out; a failure to build
+    # it is reported where the session asks for it, as before.
     verify = not ctx.settings.insecure
     token, found, _ = await asyncio.gather(
         obtain_token(ctx, server),
         server_addresses(ctx, server.host),
-        shared_context(ctx, verify_chain=verify, verify_host=verify),
+        session_context(ctx, verify_chain=verify, verify_host=verify),
         return_exceptions=True,
     )
     if isinstance(token, BaseException):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from smtpconn.checks.common import in_own_thread
+from smtpconn.checks.common import on_own_loop, session_context
 from smtpconn.checks.model import CheckContext
 from smtpconn.checks.tls_auth.diagnose import Diagnosis, diagnose_certificate, diagnose_handshake
 from smtpconn.checks.tls_auth.token import TokenOutcome
@@ -104,6 +104,9 @@ async def probe_server(
     return probe
 
 
+#: Seconds a session's loop keeps running after its result, for its TLS close to complete.
+CLOSE_LINGER = 2.0
+
 # A handshake that failed this way is traced to its cause (versions, ciphers, SNI, key).
 DIAGNOSED_HANDSHAKES = (FailureKind.TLS_HANDSHAKE, FailureKind.CLOSED)
 
@@ -129,25 +132,18 @@ async def _new_lock() -> asyncio.Lock:
     return asyncio.Lock()
 
 
-def _context(ctx: CheckContext, *, verify_chain: bool, verify_host: bool) -> ssl.SSLContext:
-    from smtpconn.net import make_client_tls_context
-
-    # The library-default minimum is kept so an old server completes the handshake and
-    # tls.version can say what it speaks; the session refuses AUTH below TLS 1.2 anyway.
-    context = make_client_tls_context(ctx.settings.ca_file, insecure=ctx.settings.insecure)
-    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    if not verify_host or not verify_chain:
-        context.check_hostname = False
-    if not verify_chain:
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _transcript(ctx: CheckContext, host: str) -> Callable[[str], None] | None:
+    """Lines of a session (which runs in a thread of its own) reach ``ctx.transcript`` on the
+    caller's loop, in order and before the session's result."""
     if ctx.transcript is None:
         return None
     out = ctx.transcript
-    return lambda line: out(f"[{host}] {line}")
+    loop = asyncio.get_running_loop()
+
+    def forward(line: str) -> None:
+        loop.call_soon_threadsafe(out, f"[{host}] {line}")
+
+    return forward
 
 
 async def _probe_address(ctx: CheckContext, probe: Probe, address: str) -> None:
@@ -170,32 +166,28 @@ async def _probe_address(ctx: CheckContext, probe: Probe, address: str) -> None:
 async def _run_level(
     ctx: CheckContext, probe: Probe, address: str, *, verify_chain: bool, verify_host: bool
 ) -> bool:
-    context = await shared_context(ctx, verify_chain=verify_chain, verify_host=verify_host)
-    session = _session(ctx, probe.server, address, context)
-    try:
-        return await _one_session(ctx, probe, session, verify_chain, verify_host)
-    finally:
-        await session.quit(wait=False)
+    context = await session_context(ctx, verify_chain=verify_chain, verify_host=verify_host)
+    transcript = _transcript(ctx, probe.server.host)
 
+    async def run() -> bool:
+        session = _session(ctx, probe.server, address, context, transcript)
+        try:
+            return await _one_session(ctx, probe, session, verify_chain, verify_host)
+        finally:
+            await session.quit(wait=False)
 
-async def shared_context(
-    ctx: CheckContext, *, verify_chain: bool = True, verify_host: bool = True
-) -> ssl.SSLContext:
-    """One context per verification level and run, built in a thread of its own (never queued
-    behind the run's pyspf threads): loading the system's
-    trust store costs 40-80 ms of CPU, which on the event loop held up every session and
-    DNS answer of the run (a context may serve any number of connections)."""
-    key = ("tls-auth.context", verify_chain, verify_host)
-    return await ctx.once(
-        key,
-        lambda: in_own_thread(
-            lambda: _context(ctx, verify_chain=verify_chain, verify_host=verify_host)
-        ),
-    )
+    # The session's replies are read on a loop of its own, never after a turn of the run's
+    # DNS work; it touches only the probe, the settings and the secret. Its TLS close (the
+    # server's close_notify comes a round trip after QUIT) ends there, after the result.
+    return await on_own_loop(run, linger=CLOSE_LINGER)
 
 
 def _session(
-    ctx: CheckContext, server: OutboundServer, address: str, context: ssl.SSLContext
+    ctx: CheckContext,
+    server: OutboundServer,
+    address: str,
+    context: ssl.SSLContext,
+    transcript: Callable[[str], None] | None,
 ) -> SmtpSession:
     return SmtpSession(
         server.host,
@@ -204,7 +196,7 @@ def _session(
         ehlo_name=socket.getfqdn() or "localhost",
         timeout=ctx.settings.timeout,
         address=address,
-        transcript=_transcript(ctx, server.host),
+        transcript=transcript,
     )
 
 

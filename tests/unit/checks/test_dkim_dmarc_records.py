@@ -108,6 +108,29 @@ async def test_key_match_and_its_fix(tmp_path: Path, kind: str) -> None:
     assert txt_record(name, local.record) in match.fix
 
 
+@pytest.mark.parametrize("broken", ["d", "dmp1", "dmq1", "iqmp"])
+def test_an_inconsistent_rsa_key_is_unusable(tmp_path: Path, broken: str) -> None:
+    # The key's numbers are checked for consistency by smtpconn (cryptography's own check is
+    # skipped for its cost); the verdict and its words stay those of cryptography's check.
+    good = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+    parts = {
+        "p": good.p,
+        "q": good.q,
+        "d": good.d,
+        "dmp1": good.dmp1,
+        "dmq1": good.dmq1,
+        "iqmp": good.iqmp,
+    }
+    parts[broken] += 2
+    key = rsa.RSAPrivateNumbers(**parts, public_numbers=good.public_numbers).private_key(
+        unsafe_skip_rsa_key_validation=True
+    )
+    path = _write(tmp_path, key)
+    local = load_local_key(path)
+    assert local.problem == f"{path} is not an unencrypted PEM private key (Invalid private key)"
+    assert not local.record
+
+
 def _rsa_key(tmp: Path) -> tuple[Path, str]:
     path = _write(tmp, rsa.generate_private_key(public_exponent=65537, key_size=2048))
     return path, load_local_key(path).record

@@ -1,4 +1,5 @@
-"""checks.common.in_own_thread: CPU-only work never queues behind the run's busy default pool."""
+"""checks.common.in_own_thread and on_own_loop: work that must not wait for the run's busy
+default pool or its busy event loop."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 import pytest
 
-from smtpconn.checks.common import in_own_thread
+from smtpconn.checks.common import in_own_thread, on_own_loop
 
 
 async def test_result_and_error_reach_the_caller() -> None:
@@ -30,3 +31,53 @@ async def test_not_queued_behind_a_full_default_pool() -> None:
     finally:
         release.set()
         await pending
+
+
+async def test_own_loop_returns_raises_and_runs_elsewhere() -> None:
+    caller = threading.get_ident()
+
+    async def where() -> tuple[int, bool]:
+        await asyncio.sleep(0)
+        return threading.get_ident(), asyncio.get_running_loop() is not outer
+
+    outer = asyncio.get_running_loop()
+    ident, other_loop = await on_own_loop(where)
+    assert ident != caller and other_loop
+
+    async def broken() -> None:
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        await on_own_loop(broken)
+
+
+async def test_cancelling_the_caller_cancels_the_work_on_its_loop() -> None:
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def endless() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    task = asyncio.ensure_future(on_own_loop(endless))
+    assert await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(cancelled.wait, 5)
+
+
+async def test_the_loop_lingers_for_closings_under_way_after_the_result() -> None:
+    closed = threading.Event()
+
+    async def leaves_a_closing() -> str:
+        # Like a TLS close waiting for the server's close_notify after the session's result.
+        asyncio.get_running_loop().call_later(0.05, closed.set)
+        return "result"
+
+    assert await on_own_loop(leaves_a_closing, linger=5) == "result"
+    assert await asyncio.to_thread(closed.wait, 5)

@@ -57,6 +57,7 @@ def test_tls_auth_family_is_registered_and_needs_a_server() -> None:
     [tls] = [f for f in FAMILIES if f.target.endswith(":run_tls_auth")]
     # It has landed: a missing module is now a broken install, not something to tolerate.
     assert tls.needs_server and not tls.optional and "auth.login" in tls.ids
+    assert tls.opens_sessions
 
 
 def test_the_catalogue_is_the_one_source_of_ids() -> None:
@@ -252,3 +253,43 @@ async def test_server_sessions_start_before_the_other_families_are_imported() ->
     assert [t.rsplit(":", 1)[1] for t, _ in LOADS] == ["session_family", "txt_family"]
     # By the time the other families' modules are imported, the server's addresses are asked.
     assert LOADS[1][1] >= 2
+
+
+CONTEXT_KEY = ("tls-auth.context", True, True)
+CONTEXT_AT_LOAD: list[bool] = []
+
+
+class _ContextFamily(Family):
+    """Records whether the sessions' TLS context was being built when its module was imported."""
+
+    def load(self):  # type: ignore[no-untyped-def]
+        CONTEXT_AT_LOAD.append(CONTEXT_KEY in _CTX[0]._memo)
+        return super().load()
+
+
+_CTX: list[CheckContext] = []
+
+
+@pytest.mark.parametrize("workflow", [Workflow.AUTHENTICATED, Workflow.FORWARDING])
+async def test_the_sessions_context_is_built_before_the_session_family_loads(
+    workflow: Workflow,
+) -> None:
+    from smtpconn.profile.model import AuthMechanism, OutboundServer, Security
+    from smtpconn.profile.secrets import SecretRef
+
+    server = OutboundServer(
+        "mail.ex.test", 587, Security.STARTTLS, AuthMechanism.AUTO, "u", SecretRef("env", "X")
+    )
+    entry = SupportAddress(
+        parse_address("support@d.test"), Mode.OUTBOUND_ONLY, workflow, outbound=server
+    )
+    ctx = context(FakeResolver({("mail.ex.test", "A"): ["192.0.2.1"]}))
+    _CTX[:] = [ctx]
+    CONTEXT_AT_LOAD.clear()
+    family = _ContextFamily(
+        ("s.session",), f"{__name__}:session_family", needs_server=True, opens_sessions=True
+    )
+    await run_checks(ctx, [entry], profile="p.toml", families=[family])
+    # Only an address with an outbound server has a session to build it for.
+    assert [workflow is Workflow.AUTHENTICATED] == CONTEXT_AT_LOAD
+    assert (CONTEXT_KEY in ctx._memo) is (workflow is Workflow.AUTHENTICATED)

@@ -113,3 +113,43 @@ def test_recent_results_expire_and_are_bounded() -> None:
     assert recent.get("a") == "1"  # now the most recently used
     recent.put("c", "3")
     assert recent.get("b") is None and recent.get("a") == "1" and recent.get("c") == "3"
+
+
+async def test_a_signature_after_lf_only_lines_still_gets_dkimpy(threads: list[str]) -> None:
+    # dkimpy splits lines at LF as well as CRLF: headers with bare LFs are still headers to it.
+    fake, recent = FakeResolver(RECORDS), RecentResults()
+    await assess(inp(message()), 5, fake, recent)
+    bare = b"X-First: 1\n" + SIGNATURE.replace(b"\r\n", b"\n") + b"From: <a@example.co.uk>\n\nb\n"
+    header = (await assess(inp(bare), 5, fake, recent)).header(OURS, CLIENT)
+    assert "header.d=example.co.uk" in header
+    assert threads == ["check_spf_dkim", "check_spf_dkim"]
+
+
+async def test_the_body_is_not_scanned_for_signatures(threads: list[str]) -> None:
+    fake, recent = FakeResolver(RECORDS), RecentResults()
+    await assess(inp(message()), 5, fake, recent)
+    quoted = message() + b"> " + SIGNATURE  # a forwarded signature quoted in the text
+    header = (await assess(inp(quoted), 5, fake, recent)).header(OURS, CLIENT)
+    assert "dkim=none" in header
+    assert threads == ["check_spf_dkim"]  # the quoted text sent nothing to dkimpy
+
+
+@pytest.mark.parametrize(
+    ("raw", "end"),
+    [
+        (b"A: 1\r\n\r\nbody", 6),
+        (b"A: 1\n\nbody", 5),
+        (b"A: 1\r\nB: 2\n\r\nbody\n\n", 11),
+        (b"A: 1\r\n", 6),  # no body: everything may be a header
+        (b"A: 1\r\r\nB: 2\r\n\r\n", 13),  # a bare CR is no line end to dkimpy
+    ],
+)
+def test_header_end_covers_everything_dkimpy_reads_as_headers(raw: bytes, end: int) -> None:
+    import dkim
+
+    assert authres._header_end(raw) == end
+    try:
+        headers, _body = dkim.rfc822_parse(raw)
+    except dkim.MessageFormatError:
+        return
+    assert all(name + b":" in raw[:end] for name, _value in headers)

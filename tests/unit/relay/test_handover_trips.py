@@ -117,3 +117,14 @@ async def test_a_failed_removal_is_raised_not_held(
         await handover(entry)
     assert len(list(new.iterdir())) == 1  # the sink holds it
     assert not entry.path.with_suffix(".state").exists()  # not recorded as a sink failure
+
+
+def test_kept_bytes_never_deliver_a_message_deleted_by_another_process(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    (entry,) = spool.put_many([(_envelope(), MESSAGE, None)], keep=True)
+    # `smtpconn queue delete` opens the spool on its own and removes the file.
+    admin = Spool(tmp_path / "spool")
+    found = admin.find(entry.id)
+    assert found is not None
+    admin.remove(found)
+    assert spool.take_fresh(entry) is None  # the delivery then finds no file and drops it

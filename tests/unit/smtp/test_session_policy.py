@@ -253,3 +253,24 @@ async def test_quit_without_waiting_sends_quit_and_closes(fake_smtp: Start) -> N
             break
         await asyncio.sleep(0.01)
     assert "QUIT" in fake.received
+
+
+def _dot_stuff_by_lines(message: bytes) -> bytes:
+    """The line-by-line definition dot_stuff's byte scans must equal."""
+    lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    body = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+    return body + b".\r\n"
+
+
+def test_dot_stuffing_equals_the_line_by_line_definition() -> None:
+    import itertools
+    import random
+
+    pieces = [b"", b".", b"..", b"a", b"\r", b"\n", b"\r\n", b" .", b"x.y"]
+    cases = [b"".join(p) for n in range(4) for p in itertools.product(pieces, repeat=n)]
+    rng = random.Random(16)
+    cases += [bytes(rng.choice(b".\r\na ") for _ in range(rng.randrange(60))) for _ in range(2000)]
+    for case in cases:
+        assert dot_stuff(case) == _dot_stuff_by_lines(case), case
