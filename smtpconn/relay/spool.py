@@ -30,10 +30,11 @@ after the message is on disk under a name that survives a power cut. Normally on
    link, the message is reachable through its slot. (A *rename* out of ``slots/`` would not
    do: nothing orders the slot's removal from ``slots/`` before the new name in the queue
    folder, so a power cut could keep the one and lose the other.) A durable removal — every
-   sink but Maildir, outbound, ``queue delete`` — fsyncs ``slots/`` and the queue folder after
-   the unlinks, so a power cut cannot bring back through its slot a message already delivered;
-   the Maildir sink's quick removal may be undone, and its duplicate check by spool id (kept:
-   the id is in the slot's header) skips the message then.
+   sink but Maildir, outbound — empties the file first (``ftruncate`` + ``fdatasync``, one
+   sync), so a name a power cut brings back holds nothing to deliver again; ``queue delete``
+   (another process) unlinks both names and fsyncs ``slots/`` and the queue folder. The Maildir
+   sink's quick removal may be undone, and its duplicate check by spool id (kept: the id is in
+   the slot's header) skips the message then.
 5. At start-up, under the lock, every record in ``slots/`` is checked: a *complete* one (magic,
    header, ``len`` and ``sum`` match) may have been acknowledged: it is linked under the id in
    its header if that name is missing (a name that exists is the same message); a *torn* one
