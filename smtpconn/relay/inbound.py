@@ -26,9 +26,10 @@
 
 Each support address becomes its own spool entry, so every copy carries the tag of its own
 address's mode, and ``250`` is only sent once all of them are on disk (written together: one
-directory fsync per message, not per recipient). A recipient repeated in one transaction (in any
-spelling of the same address) gets ``250`` but no second copy, and the copies are built one at a
-time as the spool writes them, never all in memory at once.
+``fdatasync`` per copy into a pre-created spool slot, no folder fsync; see relay/spool.py). A
+recipient repeated in one transaction (in any spelling of the same address) gets ``250`` but no
+second copy, and the copies are built one at a time as the spool writes them, never all in
+memory at once.
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ class InboundHandler:
                 return refusal
         arrival = replace(arrival, judged=judged)
         try:
-            # One directory fsync for all the copies of this message (Spool.put_many), which
-            # builds each copy as it writes it.
+            # One sync per copy, all in one worker-thread trip (Spool.put_many), which builds
+            # each copy as it writes it.
             # keep: the hand-over takes the copies from memory instead of reading them back.
             stored = await asyncio.to_thread(
                 self.spool.put_many, self._copies(arrival, clean), keep=True

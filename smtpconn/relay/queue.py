@@ -90,10 +90,11 @@ def open_spool(directory: Path) -> Spool:
 def list_queue(spool: Spool, direction: str | None = None) -> list[QueueItem]:
     directions = DIRECTIONS if direction is None else (direction,)
     lanes = throttled_lanes(spool.directory)
+    # stranded: whole messages a killed relay left in slots/ (it links them when it starts).
     return [
         QueueItem(e, spool.state(e), _lane_until(lanes, e))
         for d in directions
-        for e in spool.entries(d)
+        for e in (*spool.entries(d), *spool.stranded(d))
     ]
 
 
