@@ -327,6 +327,8 @@ class Relay:
             try:
                 await asyncio.to_thread(self._status.flush_file)
                 await self._write_lanes()
+                # Slots of messages spooled since: their queue names alone from now on.
+                await asyncio.to_thread(self.spool.settle)
             except OSError as exc:  # advisory: a full disk must not stop deliveries
                 log_event("relay.status-failed", logging.WARNING, error=exc.strerror)
             await asyncio.sleep(every)

@@ -63,6 +63,9 @@ class SlotPool:
         self._lock = threading.Lock()
         self._refilling = False
         self._enabled = False
+        # Bumped by start() and stop(): a refill begun before them must not add its slots to
+        # a pool that a recovery has rebuilt since (the same files would be in it twice).
+        self._generation = 0
 
     def start(self, free: Iterable[Path]) -> None:
         """Adopt ``free`` (empty slots whose names the caller has made durable) and top the pool
@@ -77,10 +80,12 @@ class SlotPool:
         with self._lock:
             self._free = slots
             self._enabled = True
+            self._generation += 1
 
     def stop(self) -> None:
         with self._lock:
             self._enabled = False
+            self._generation += 1
             self._free = []  # left on disk: empty slots are reused at the next start
 
     def take(self) -> Path | None:
@@ -90,15 +95,24 @@ class SlotPool:
             refill = self._enabled and not self._refilling and len(self._free) < POOL_SIZE - BATCH
             if refill:
                 self._refilling = True
+                generation = self._generation
         if refill:
-            threading.Thread(target=self._refill, name="spool-slots", daemon=True).start()
+            threading.Thread(
+                target=self._refill, args=(generation,), name="spool-slots", daemon=True
+            ).start()
         return slot
+
+    def give_back(self, slot: Path) -> None:
+        """A slot taken but not written (still empty): free again."""
+        with self._lock:
+            if self._enabled:
+                self._free.append(slot)
 
     def free_count(self) -> int:
         with self._lock:
             return len(self._free)
 
-    def _refill(self) -> None:
+    def _refill(self, generation: int) -> None:
         made: list[Path] = []
         try:
             made = create_slots(self.folder, BATCH)
@@ -107,6 +121,6 @@ class SlotPool:
             made = []  # left on disk if created: empty slots are reused at the next start
         finally:
             with self._lock:
-                if self._enabled:
+                if self._enabled and self._generation == generation:
                     self._free.extend(made)
                 self._refilling = False

@@ -25,9 +25,12 @@ after the message is on disk under a name that survives a power cut. Normally on
    needed to read it back). It is now durable under the slot's durable name.
 3. Its queue name ``<dir>/<id>.msg`` is a hard link to the slot, made without waiting for the
    folder's fsync; ``put_many`` returns and the ``250`` follows.
-4. The slot name stays until the entry is removed (:meth:`Spool.remove` unlinks both). So no
-   ordering between the writes of two folders is assumed: whatever reaches the disk of the
-   link, the message is reachable through its slot. (A *rename* out of ``slots/`` would not
+4. The slot name stays until the queue folder has been fsync'ed after the link: the running
+   relay does that about once a second for everything spooled since (:meth:`Spool.settle`:
+   one fsync per queue folder, then the slot names are unlinked), or the entry is removed
+   first (:meth:`Spool.remove` unlinks both). So no ordering between the writes of two folders
+   is assumed: whatever reaches the disk of the link, the message is reachable through its
+   slot until its queue name is durable. (A *rename* out of ``slots/`` would not
    do: nothing orders the slot's removal from ``slots/`` before the new name in the queue
    folder, so a power cut could keep the one and lose the other.) A durable removal — every
    sink but Maildir, outbound — empties the file first (``ftruncate`` + ``fdatasync``, one
@@ -61,6 +64,7 @@ Ids are ``<nanoseconds>.<random>``: sortable by arrival, unique without coordina
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -75,7 +79,7 @@ from pathlib import Path
 from typing import Any
 
 from smtpconn.durable import SharedDirSync, fsync_dir, write_and_sync
-from smtpconn.errors import UsageError
+from smtpconn.errors import SmtpconnFailure, UsageError
 from smtpconn.relay.slots import SLOTS, SlotPool, is_slot_name
 
 MAGIC = b"SMTPCONN-SPOOL 1\n"
@@ -138,6 +142,10 @@ class _Written:
 OnStored = Callable[[str, Sequence[SpoolEntry]], None]
 
 
+class SpoolDamaged(SmtpconnFailure):
+    """A spool record whose bytes do not match its own length and checksum."""
+
+
 class SpoolLocked(UsageError):
     pass
 
@@ -196,6 +204,31 @@ def backoff_delay(attempts: int, initial: float, cap: float) -> float:
     if attempts <= 0:
         return 0.0
     return float(min(cap, initial * (2 ** min(attempts - 1, 30))))
+
+
+def _damaged(header: object, message: bytes) -> bool:
+    """Whether a record that names its length and checksum does not match them (older records
+    name neither and are taken as they are)."""
+    if not isinstance(header, dict) or "sum" not in header:
+        return False
+    return bool(header.get("len") != len(message) or header.get("sum") != checksum(message))
+
+
+def _header_line(envelope: Envelope, message: bytes, entry_id: str, slot: Path | None) -> bytes:
+    header = {
+        "mail_from": envelope.mail_from,
+        "rcpts": list(envelope.rcpts),
+        "received_at": envelope.received_at,
+        "meta": envelope.meta,
+        # What makes the record tell whether it is whole (complete_record): a slot has no name
+        # of its own that says the message is complete.
+        "id": entry_id,
+        "dir": envelope.direction,
+        "slot": slot.name if slot is not None else "",
+        "len": len(message),
+        "sum": checksum(message),
+    }
+    return json.dumps(header, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def _open_empty(slot: Path) -> int | None:
@@ -269,6 +302,9 @@ class Spool:
         self._fresh: OrderedDict[str, bytes] = OrderedDict()
         self._fresh_bytes = 0
         self._fresh_lock = threading.Lock()
+        # Slots whose message got its queue name since the last settle(): (slot, queue folder).
+        self._unsettled: list[tuple[Path, Path]] = []
+        self._unsettled_lock = threading.Lock()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -298,6 +334,8 @@ class Spool:
         self._lock_fd = fd
         self._clean_tmp()
         free = self._recover_slots()
+        # After the recovery: a state file whose message the recovery linked again is kept.
+        self._clean_orphan_states()
         if self._links_work():
             self._slots.start(free)
 
@@ -308,8 +346,9 @@ class Spool:
             self._lock_fd = None
 
     def _clean_tmp(self) -> None:
-        # Files in tmp/ were never acknowledged; state files without a message are leftovers
-        # of a crash between the two unlinks of remove().
+        # Files in tmp/ were never acknowledged. Runs before the recovery of slots/, whose
+        # folder fsyncs make the removal of emptied .msg names durable before any empty slot
+        # (possibly the same inode) is handed out again.
         for path in (self.directory / "tmp").iterdir():
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -320,6 +359,11 @@ class Spool:
                 with contextlib.suppress(OSError):
                     if message.stat().st_size == 0:
                         message.unlink()
+
+    def _clean_orphan_states(self) -> None:
+        # State files without a message: leftovers of a crash between the unlinks of remove().
+        for direction in DIRECTIONS:
+            folder = self.directory / direction
             for state in folder.glob("*.state"):
                 if not state.with_suffix(".msg").exists():
                     with contextlib.suppress(OSError):
@@ -378,7 +422,9 @@ class Spool:
         if header is None:
             return  # torn: removed with the others
         final = self.directory / str(header["dir"]) / f"{header['id']}.msg"
-        with contextlib.suppress(FileExistsError):  # both names survived: the same message
+        # FileExistsError: both names survived, the same message. FileNotFoundError: `queue
+        # delete` removed the slot meanwhile (it also removes the queue name, see remove()).
+        with contextlib.suppress(FileExistsError, FileNotFoundError):
             os.link(path, final)
 
     # -- writing ----------------------------------------------------------------------------
@@ -425,12 +471,39 @@ class Spool:
         except BaseException:
             for copy in written:
                 self._forget_fresh(copy.entry.id)
+                if copy.slotted and not copy.entry.path.exists():
+                    # Refused (451): a power cut must not bring the record back through the
+                    # slot's unsynced unlink, so its bytes go first (one sync).
+                    _emptied(copy.source, copy.source)
                 with contextlib.suppress(OSError):
                     copy.source.unlink()
             raise
         for directory in {c.entry.path.parent for c in written if not c.slotted}:
             self._sync_dir(directory)
+        linked = [(c.source, c.entry.path.parent) for c in written if c.slotted]
+        if linked:
+            with self._unsettled_lock:
+                self._unsettled.extend(linked)
         return [copy.entry for copy in written]
+
+    def settle(self) -> int:
+        """Leave the messages linked since the last call with their queue name alone: fsync the
+        queue folders (their links are then durable), then remove the slot names. Called by the
+        running relay about once a second, off every message's path. Until then a message has
+        two names and taking its queue file away by hand (``rm``, ``mv``) does not take it out
+        of the queue: the slot brings it back; afterwards it does, as it always did. Returns
+        how many slots were released."""
+        with self._unsettled_lock:
+            pending, self._unsettled = self._unsettled, []
+        for folder in {folder for _slot, folder in pending}:
+            self._sync_dir(folder)
+        for slot, _folder in pending:
+            # Gone already when the message was delivered and removed meanwhile. Not synced:
+            # a slot name a power cut brings back is dropped by the recovery (its queue name
+            # is durable now) or is empty (a removal emptied it).
+            with contextlib.suppress(FileNotFoundError):
+                slot.unlink()
+        return len(pending)
 
     def _keep_fresh(self, entry_id: str, message: bytes) -> None:
         if len(message) > FRESH_MESSAGE_MAX:
@@ -466,30 +539,22 @@ class Spool:
         if envelope.direction not in DIRECTIONS:
             raise ValueError(f"unknown direction {envelope.direction!r}")
         slot = self._slots.take()
-        fd: int | None = None
-        if slot is not None:
-            fd = _open_empty(slot)
+        try:  # before anything is opened: a header that cannot be written leaks nothing
+            data = _header_line(envelope, message, entry_id, slot)
+        except BaseException:
+            if slot is not None:
+                self._slots.give_back(slot)
+            raise
+        fd = _open_empty(slot) if slot is not None else None
         if fd is None:
-            slot = None
+            if slot is not None:
+                slot = None
+                data = _header_line(envelope, message, entry_id, None)
             source = self.directory / "tmp" / f"{entry_id}.msg"
             fd = os.open(source, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         else:
             assert slot is not None
             source = slot
-        header = {
-            "mail_from": envelope.mail_from,
-            "rcpts": list(envelope.rcpts),
-            "received_at": envelope.received_at,
-            "meta": envelope.meta,
-            # What makes the record tell whether it is whole (complete_record): a slot has no
-            # name of its own that says the message is complete.
-            "id": entry_id,
-            "dir": envelope.direction,
-            "slot": slot.name if slot is not None else "",
-            "len": len(message),
-            "sum": checksum(message),
-        }
-        data = json.dumps(header, ensure_ascii=True, separators=(",", ":")).encode("ascii")
         try:
             write_and_sync(fd, MAGIC + data + b"\n" + message)
         except BaseException:
@@ -523,6 +588,15 @@ class Spool:
         fsyncs ``slots/`` and the queue folder."""
         self._forget_fresh(entry.id)
         slot = self.directory / SLOTS / entry.slot if is_slot_name(entry.slot) else None
+        if entry.path.parent == self.directory / SLOTS:
+            # Listed from slots/ (stranded): the relay may have linked its queue name since
+            # (put_many between fdatasync and link, or the start-up recovery): that name goes
+            # too, or a message reported deleted would still be delivered.
+            slot = entry.path
+            entry = dataclasses.replace(
+                entry, path=self.directory / entry.envelope.direction / f"{entry.id}.msg"
+            )
+            durably = True
         if durably and slot is not None and self._lock_fd is not None:
             # The relay's own removal after a delivery: one sync instead of two folder fsyncs.
             durably = not _emptied(entry.path, slot)
@@ -605,7 +679,9 @@ class Spool:
         """Whole messages in ``slots/`` without their name in ``direction``'s folder: what a
         relay killed between a message's ``fdatasync`` and its link left (it may have been
         acknowledged). The relay links them at its next start; until then ``queue list``
-        shows them from here, so no queued message ever disappears from the listing."""
+        shows them from here, so a message a crash left only in its slot is listed too. (A listing
+        taken while a running relay links a message may miss it for that instant: the folder was
+        read before the link, ``slots/`` after it.)"""
         folder = self.directory / SLOTS
         try:
             with os.scandir(folder) as it:
@@ -655,10 +731,23 @@ class Spool:
         return None
 
     def message(self, entry: SpoolEntry) -> bytes:
+        """The message of ``entry``; a record that names its length and checksum (every record
+        written since slots) must match them, or :class:`SpoolDamaged` is raised: a torn or
+        zero-filled record is never handed to a sink or a server."""
         with entry.path.open("rb") as handle:
             handle.read(len(MAGIC))
-            handle.readline()
-            return handle.read()
+            line = handle.readline()
+            message = handle.read()
+        try:
+            header = json.loads(line)
+        except ValueError:
+            header = None
+        if _damaged(header, message):
+            raise SpoolDamaged(
+                f"spool file {entry.path} is damaged (length or checksum differ)",
+                fix="restore it from a backup, or remove it with `smtpconn queue delete`",
+            )
+        return message
 
     def message_and_state(self, entry: SpoolEntry) -> tuple[bytes, RetryState]:
         """Both at once: one trip to a worker thread per delivery instead of two."""

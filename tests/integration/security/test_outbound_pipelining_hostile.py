@@ -64,7 +64,9 @@ class PipelineServer:
         self.port = server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
-        self._server.close()
+        # On the server's own loop: asyncio's Server is not thread-safe (closing it from this
+        # thread raced its connection handling: "'NoneType' object is not iterable").
+        self._loop.call_soon_threadsafe(self._server.close)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
