@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,14 +41,6 @@ def _record(entry_id: str, message: bytes = MESSAGE, direction: str = "inbound")
 
 def _slots(spool: Spool) -> list[Path]:
     return sorted((spool.directory / SLOTS).iterdir())
-
-
-@pytest.fixture
-def locked(tmp_path: Path) -> Iterator[Spool]:
-    spool = Spool(tmp_path / "spool")
-    spool.lock()
-    yield spool
-    spool.unlock()
 
 
 def test_lock_creates_a_pool_of_empty_slots(locked: Spool) -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,14 @@ from smtpconn.relay import slots as slots_module
 from smtpconn.relay import spool as spool_module
 from smtpconn.relay.queue import list_queue
 from smtpconn.relay.slots import SLOTS
-from smtpconn.relay.spool import MAGIC, Envelope, Spool, SpoolDamaged, checksum
+from smtpconn.relay.spool import Envelope, Spool, SpoolDamaged
+from tests.unit.relay.test_spool_slots import _record
 
 MESSAGE = b"From: a@x.test\r\nSubject: slot\r\n\r\nbody\r\n"
 
 
 def _envelope(direction: str = "inbound", meta: dict | None = None) -> Envelope:
     return Envelope(direction, "a@x.test", ("support@example.com",), time.time(), meta or {"t": 1})
-
-
-@pytest.fixture
-def locked(tmp_path: Path) -> Iterator[Spool]:
-    spool = Spool(tmp_path / "spool")
-    spool.lock()
-    yield spool
-    spool.unlock()
 
 
 def _restart(spool: Spool) -> Spool:
@@ -129,19 +121,8 @@ def test_queue_delete_of_a_stranded_message_racing_recovery(
     spool = Spool(tmp_path / "spool")
     spool.create()
     entry_id = "00000000000000000001.cafe0001"
-    header = {
-        "mail_from": "a@x.test",
-        "rcpts": ["s@example.com"],
-        "received_at": 1.0,
-        "meta": {},
-        "id": entry_id,
-        "dir": "inbound",
-        "slot": "0123456789abcdef",
-        "len": len(MESSAGE),
-        "sum": checksum(MESSAGE),
-    }
     (spool.directory / SLOTS / "0123456789abcdef").write_bytes(
-        MAGIC + json.dumps(header).encode() + b"\n" + MESSAGE
+        _record(entry_id, MESSAGE, "inbound")
     )
     cli = Spool(spool.directory)
     [selected] = [i.entry for i in list_queue(cli)]  # queue delete: _select -> stranded entry
@@ -274,19 +255,8 @@ def test_recovery_keeps_the_state_of_a_message_whose_link_was_lost(tmp_path: Pat
     spool = Spool(tmp_path / "spool")
     spool.create()
     entry_id = "00000000000000000002.cafe0002"
-    header = {
-        "mail_from": "a@x.test",
-        "rcpts": ["s@example.com"],
-        "received_at": 1.0,
-        "meta": {},
-        "id": entry_id,
-        "dir": "outbound",
-        "slot": "0123456789abcdef",
-        "len": len(MESSAGE),
-        "sum": checksum(MESSAGE),
-    }
     (spool.directory / SLOTS / "0123456789abcdef").write_bytes(
-        MAGIC + json.dumps(header).encode() + b"\n" + MESSAGE
+        _record(entry_id, MESSAGE, "outbound")
     )
     state = spool.directory / "outbound" / f"{entry_id}.state"
     state.write_text(json.dumps({"held": True, "done": ["x@y.test"], "attempts": 3}))
