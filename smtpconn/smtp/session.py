@@ -255,10 +255,7 @@ class SmtpSession:
                 f"{self.target} does not speak SMTP: a reply line longer than 64 KiB",
             ) from None
         except (ConnectionError, OSError) as exc:
-            self._broken = True
-            raise SmtpFailure(
-                stage, FailureKind.CLOSED, f"the connection to {self.target} broke: {exc}"
-            ) from None
+            raise self._broken_at(stage, exc) from None
 
     async def _command(self, stage: StageName, line: str, *, shown: str | None = None) -> Reply:
         started = time.monotonic()
@@ -266,10 +263,7 @@ class SmtpSession:
             await self._send(line, shown=shown)
             reply = await self._read_reply(stage)
         except (ConnectionError, OSError) as exc:
-            self._record(stage, False, started, text=str(exc))
-            raise SmtpFailure(
-                stage, FailureKind.CLOSED, f"the connection to {self.target} broke: {exc}"
-            ) from None
+            raise self._broken_at(stage, exc, started) from None
         except SmtpFailure as failure:
             self._record(stage, False, started, failure.reply, failure.message)
             raise
@@ -629,11 +623,7 @@ class SmtpSession:
                 if stage is not StageName.DATA:
                     self._record(stage, reply.positive, started, reply)
         except (ConnectionError, OSError) as exc:
-            self._broken = True
-            self._record(stage, False, started, text=str(exc))
-            raise SmtpFailure(
-                stage, FailureKind.CLOSED, f"the connection to {self.target} broke: {exc}"
-            ) from None
+            raise self._broken_at(stage, exc, started) from None
         except SmtpFailure as failure:
             self._record(stage, False, started, failure.reply, failure.message)
             raise
@@ -651,7 +641,7 @@ class SmtpSession:
             await self._send("DATA")
             reply = await self._read_reply(StageName.DATA)
         except (ConnectionError, OSError) as exc:
-            raise self._data_broken(started, exc) from None
+            raise self._broken_at(StageName.DATA, exc, started) from None
         except SmtpFailure as failure:
             self._record(StageName.DATA, False, started, failure.reply, failure.message)
             raise
@@ -670,11 +660,16 @@ class SmtpSession:
             permanent=reply.permanent,
         )
 
-    def _data_broken(self, started: float, exc: BaseException) -> SmtpFailure:
+    def _broken_at(
+        self, stage: StageName, exc: BaseException, started: float | None = None
+    ) -> SmtpFailure:
+        """The failure for a connection that broke at ``stage`` (recorded when ``started`` is
+        given); the session is not used again."""
         self._broken = True
-        self._record(StageName.DATA, False, started, text=str(exc))
+        if started is not None:
+            self._record(stage, False, started, text=str(exc))
         return SmtpFailure(
-            StageName.DATA, FailureKind.CLOSED, f"the connection to {self.target} broke: {exc}"
+            stage, FailureKind.CLOSED, f"the connection to {self.target} broke: {exc}"
         )
 
     async def body(self, message: bytes, started: float | None = None) -> Reply:
@@ -702,7 +697,7 @@ class SmtpSession:
             # RFC 5321 §4.5.3.2.6 allows 10 minutes for the final reply; we allow 3 timeouts.
             reply = await self._read_reply(StageName.DATA, self.timeout * 3)
         except (ConnectionError, OSError) as exc:
-            raise self._data_broken(started, exc) from None
+            raise self._broken_at(StageName.DATA, exc, started) from None
         except SmtpFailure as failure:
             self._record(StageName.DATA, False, started, failure.reply, failure.message)
             raise
@@ -728,7 +723,7 @@ class SmtpSession:
             await self._writer.drain()
             reply = await self._read_reply(StageName.DATA, self.timeout * 3)
         except (ConnectionError, OSError) as exc:
-            raise self._data_broken(started, exc) from None
+            raise self._broken_at(StageName.DATA, exc, started) from None
         self._record(StageName.DATA, False, started, reply, "no recipient accepted")
 
     async def rset(self) -> Reply:
