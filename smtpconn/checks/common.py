@@ -181,7 +181,10 @@ async def on_own_loop(factory: Callable[[], Coroutine[Any, Any, T]], *, linger: 
             with contextlib.suppress(RuntimeError):
                 caller.call_soon_threadsafe(settle, value, error)
             if linger > 0:
-                own.run_until_complete(asyncio.sleep(linger))
+                # A cancel forwarded now (the caller's deadline) ends the linger early: nothing
+                # waits for it, and it must not escape the thread as a traceback.
+                with contextlib.suppress(asyncio.CancelledError):
+                    own.run_until_complete(asyncio.sleep(linger))
         finally:
             own.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +270,56 @@ def test_of_two_dmarc_records_the_strongest_is_kept() -> None:
     assert _strongest(["v=DMARC1; p=none", "v=DMARC1; p=reject", "v=DMARC1; p=bogus"]) == (
         "v=DMARC1; p=reject"
     )
+
+
+def _der_int(value: int) -> bytes:
+    body = value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True)
+    return b"\x02" + _der_len(len(body)) + body
+
+
+def _der_len(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _pkcs1_pem(n: int, e: int, d: int, p: int, q: int) -> bytes:
+    """An RSA private key with exactly these numbers (no library would make a broken one)."""
+    dp, dq = (d % (p - 1), d % (q - 1)) if p > 1 and q > 1 else (0, 0)
+    qi = pow(q, -1, p) if p > 1 and math.gcd(q, p) == 1 else 0
+    body = b"".join(_der_int(x) for x in (0, n, e, d, p, q, dp, dq, qi))
+    der = b"\x30" + _der_len(len(body)) + body
+    return (
+        b"-----BEGIN RSA PRIVATE KEY-----\n"
+        + base64.encodebytes(der)
+        + b"-----END RSA PRIVATE KEY-----\n"
+    )
+
+
+def _broken_key(kind: str) -> bytes:
+    good = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_numbers()
+    p, q, n = good.p, good.q, good.public_numbers.n
+    if kind == "p is 1":
+        return _pkcs1_pem(n, 65537, 3, 1, n)
+    if kind == "e is 1":
+        return _pkcs1_pem(n, 1, 1, p, q)
+    # A factor that is not prime, every other number derived from it correctly.
+    other = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_numbers()
+    composite = other.p * other.q
+    lam = math.lcm(composite - 1, q - 1)
+    return _pkcs1_pem(composite * q, 65537, pow(65537, -1, lam), composite, q)
+
+
+@pytest.mark.parametrize("kind", ["p is 1", "e is 1", "a factor is not prime"])
+def test_a_broken_rsa_key_is_unusable_not_a_crash_or_advice_to_publish_it(
+    tmp_path: Path, kind: str
+) -> None:
+    # Found by review once cryptography's own check was skipped: p = 1 raised
+    # ZeroDivisionError (every dkim and dmarc check became `error`, exit 0), and keys with
+    # e = 1 or a composite factor loaded, so dkim.key advised publishing their record.
+    path = tmp_path / "broken.pem"
+    path.write_bytes(_broken_key(kind))
+    local = load_local_key(path)
+    assert local.problem == f"{path} is not an unencrypted PEM private key (Invalid private key)"
+    assert not local.record

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -81,3 +82,25 @@ async def test_the_loop_lingers_for_closings_under_way_after_the_result() -> Non
 
     assert await on_own_loop(leaves_a_closing, linger=5) == "result"
     assert await asyncio.to_thread(closed.wait, 5)
+
+
+async def test_a_cancel_during_the_linger_raises_nothing_in_the_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The caller's deadline cancels it just as the result is handed back: the cancel reaches
+    # the lingering loop, and its CancelledError escaped the thread as a traceback on stderr.
+    errors: list[type[BaseException]] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_type))
+    loop = asyncio.get_running_loop()
+    caller: asyncio.Task[int] | None = None
+
+    async def factory() -> int:
+        loop.call_soon_threadsafe(time.sleep, 0.3)  # the caller's loop busy for a moment
+        loop.call_soon_threadsafe(lambda: caller.cancel() if caller else None)
+        return 1
+
+    caller = asyncio.create_task(on_own_loop(factory, linger=1.0))
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.sleep(1.3)  # past the linger
+    assert errors == []
