@@ -6,6 +6,7 @@ desk through the sink like any inbound message, so a failed reply is always seen
 
 from __future__ import annotations
 
+import quopri
 import re
 import secrets
 import time
@@ -40,9 +41,10 @@ def build_dsn(
             "",
             "Your message could not be delivered to the following recipient(s):",
             "",
-            *(f"  <{_ascii_address(f.recipient)}>: {_one_line(f.diagnostic)}" for f in failures),
+            *(f"  <{safe_address(f.recipient)}>: {_one_line(f.diagnostic)}" for f in failures),
         ]
     )
+    explanation_part = _text_part(explanation)
     status = (
         f"Reporting-MTA: dns; {reporting_mta}\r\n"
         f"Arrival-Date: {formatdate(arrival or time.time(), localtime=True)}\r\n"
@@ -68,7 +70,7 @@ def build_dsn(
         "\r\n"
     )
     body = (
-        f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n{explanation}\r\n"
+        f"--{boundary}\r\n{explanation_part}\r\n"
         f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n{status}"
         f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
     )
@@ -93,9 +95,20 @@ def _address_field(address: str) -> str:
     return f"utf-8; {_utf8_addr_xtext(safe)}"
 
 
-def _ascii_address(address: str) -> str:
-    safe = safe_address(address)
-    return safe if safe.isascii() else _utf8_addr_xtext(safe)
+def _text_part(text: str) -> str:
+    """The human-readable part: US-ASCII as it is; otherwise UTF-8 in quoted-printable, so a
+    person reads the mailbox (``jörg@…``) as written while the DSN stays 7-bit for every sink."""
+    if text.isascii():
+        return f"Content-Type: text/plain; charset=us-ascii\r\n\r\n{text}"
+    # Line by line: quopri breaks a long line with "=\n"; the DSN's lines end in CRLF only.
+    encoded = "\r\n".join(
+        quopri.encodestring(line.encode("utf-8")).decode("ascii").replace("=\n", "=\r\n")
+        for line in text.split("\r\n")
+    )
+    return (
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: quoted-printable\r\n\r\n{encoded}"
+    )
 
 
 # RFC 6533 section 3: utf-8-addr-xtext keeps QCHAR (printable ASCII except "+", "=" and "\")
