@@ -1,16 +1,22 @@
 """The ``smtpconn`` command: a typer app whose commands live one per module.
 
-Each command module exposes ``register(app)``; importing them is cheap because heavy libraries
-(dnspython, dkimpy, aiosmtpd, cryptography) are imported inside the functions that need them.
+Each command module exposes ``register(app)``; it is imported, and its commands built, only when
+one of its commands runs or ``--help`` lists them (``COMMANDS``, ``smtpconn.cli.lazy``). Heavy
+libraries (dnspython, dkimpy, aiosmtpd, cryptography) are imported inside the functions that
+need them.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer._click.core import Command, Context
+from typer.main import get_group_from_info
+from typer.models import TyperInfo
 
 from smtpconn import __version__
 from smtpconn.cli import coercion
@@ -26,31 +32,66 @@ from smtpconn.cli.common import (
     fail,
     settings_from_options,
 )
+from smtpconn.cli.lazy import LazyCommands
 from smtpconn.cli.usage import ReportingGroup
 from smtpconn.errors import SmtpconnError
 
-# One module per command (or command group); each adds itself to the app.
-COMMAND_MODULES = (
-    "add_address",
-    "remove_address",
-    "list_addresses",
-    "profile_cmd",
-    "send_test",
-    "verify",
-    "relay",
-    "queue",
-    "submission_credentials",
-    "oauth",
-    "rotate_credentials",
-    "status",
-    "bulk",
-)
+# Every command (or command group) in the order `smtpconn --help` lists them, and the module under
+# smtpconn.cli whose ``register(app)`` adds it. A module is imported when one of its commands is
+# looked up (tests/unit/cli/test_lazy_commands.py checks this table against the modules).
+COMMANDS = {
+    "add-address": "add_address",
+    "remove-address": "remove_address",
+    "list": "list_addresses",
+    "send-test": "send_test",
+    "verify": "verify",
+    "relay": "relay",
+    "submission-credentials": "submission_credentials",
+    "rotate-credentials": "rotate_credentials",
+    "status": "status",
+    "import": "bulk",
+    "export": "bulk",
+    "profile": "profile_cmd",
+    "queue": "queue",
+    "oauth": "oauth",
+}
 
 coercion.install()
 
+
+class SmtpconnGroup(ReportingGroup):
+    """The top-level group, with its commands built on first use."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands(COMMANDS, _commands_of, self.commands)
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return list(self.commands)  # typer's own reads every command; the names are enough
+
+
+@functools.cache
+def _registered(module: str) -> typer.Typer:
+    """The commands of one module, registered once per process (as at import before)."""
+    holder = typer.Typer()
+    importlib.import_module(f"smtpconn.cli.{module}").register(holder)
+    return holder
+
+
+def _commands_of(module: str) -> dict[str, Command]:
+    """One module's click commands, built exactly as typer builds the app's own."""
+    group = get_group_from_info(
+        TyperInfo(_registered(module)),
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=app.rich_markup_mode,
+        suggest_commands=app.suggest_commands,
+    )
+    return dict(group.commands)
+
+
 app = typer.Typer(
     name="smtpconn",
-    cls=ReportingGroup,
+    cls=SmtpconnGroup,
     help="Connect your own mail server to a help desk through an authenticated SMTP connector: "
     "add support addresses, verify DNS/SPF/DKIM/DMARC/TLS/AUTH, send test messages, run the relay.",
     epilog=EXIT_CODES_HELP,
@@ -96,10 +137,6 @@ def main_callback(
         ctx.obj = settings_from_options(values)
     except SmtpconnError as error:
         fail(error, json_output=json_output)
-
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"smtpconn.cli.{_name}").register(app)
 
 
 def main() -> None:
