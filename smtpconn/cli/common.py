@@ -12,7 +12,7 @@ import functools
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -258,6 +258,17 @@ def _settings_of(ctx: typer.Context | None) -> Settings | None:
             return ctx.obj
         ctx = ctx.parent  # type: ignore[assignment]
     return None
+
+
+@dataclass
+class _Process:
+    ends_with_command: bool = False
+
+
+#: Set by the console entry point (``app.main``): the process ends when the command returns, so
+#: what a short command allocated never needs collecting (``verify._no_cyclic_gc``). Commands run
+#: in-process by a caller (tests, CliRunner) find it unset.
+PROCESS = _Process()
 
 
 def exit_with(code: ExitCode | int) -> NoReturn:
