@@ -4,10 +4,12 @@ the app is still exactly the one that registering every module up front built.""
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,3 +134,44 @@ def test_lazy_commands_mapping() -> None:
     commands["e"] = _fake("e")
     del commands["a"]
     assert list(commands) == ["b", "c", "d", "e"] and commands["e"].name == "e"
+
+
+_RESOLVING = ("smtpconn.dns", "dns", "asyncio", "ssl", "importlib.metadata")
+
+
+def _heavy_modules_after(args: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
+    code = (
+        "import sys\n"
+        "from smtpconn.cli.app import main\n"
+        f"sys.argv = ['smtpconn', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit as stop:\n    code = stop.code\n"
+        f"print(code, *sorted(m for m in sys.modules if m.split('.')[0] in {_RESOLVING!r}"
+        f" or m in {_RESOLVING!r}), file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
+    )
+    code_text, *modules = done.stderr.splitlines()[-1].split()
+    return int(code_text), modules
+
+
+def test_a_command_that_resolves_nothing_loads_no_dns(tmp_path: Path) -> None:
+    env = {**os.environ, "SMTPCONN_RESOLVER": " , "}
+    code, loaded = _heavy_modules_after(["list", "--profile", str(tmp_path / "none.toml")], env)
+    assert code == 2  # no profile there
+    assert loaded == []
+
+
+@pytest.mark.parametrize(
+    ("args", "resolver", "message"),
+    [
+        ([], "mail.example.com", "error: SMTPCONN_RESOLVER 'mail.example.com' must be an IP"),
+        (["--resolver", "ns.example"], "", "error: --resolver 'ns.example' must be an IP"),
+    ],
+)
+def test_resolvers_are_still_checked_before_anything_runs(
+    cli: CliInvoker, workdir: Path, args: list[str], resolver: str, message: str
+) -> None:
+    result = cli(*args, "list", env={"SMTPCONN_RESOLVER": resolver})
+    assert result.exit_code == 2
+    assert message in result.stderr
