@@ -1,21 +1,38 @@
 """The ``smtpconn`` command: a typer app whose commands live one per module.
 
-Each command module exposes ``register(app)``; importing them is cheap because heavy libraries
-(dnspython, dkimpy, aiosmtpd, cryptography) are imported inside the functions that need them.
+Each command module exposes ``register(app)``; it is imported, and its commands built, only when
+one of its commands runs or ``--help`` lists them (``COMMANDS``, ``smtpconn.cli.lazy``). Heavy
+libraries (dnspython, dkimpy, aiosmtpd, cryptography) are imported inside the functions that
+need them.
 """
+
+# ruff: noqa: E402 - the collector is switched off before the other imports
 
 from __future__ import annotations
 
 import gc
+
+# No cyclic garbage collection while the CLI loads: typer and click made ~25 collections here,
+# each traversing what the imports had just built, which lives until the process ends. At the
+# end of this module that is frozen (never traversed again) and the collector is back on
+# (verify switches it off again for its whole run: cli/verify.py:_no_cyclic_gc).
+_COLLECTING = gc.isenabled()
+gc.disable()
+
+import functools
 import importlib
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer._click.core import Command, Context
+from typer.main import get_group_from_info
+from typer.models import TyperInfo
 
 from smtpconn import __version__
 from smtpconn.cli import coercion
 from smtpconn.cli.common import (
     EXIT_CODES_HELP,
+    PROCESS,
     CaFileOption,
     JsonOption,
     NoColorOption,
@@ -26,31 +43,66 @@ from smtpconn.cli.common import (
     fail,
     settings_from_options,
 )
+from smtpconn.cli.lazy import LazyCommands
 from smtpconn.cli.usage import ReportingGroup
 from smtpconn.errors import SmtpconnError
 
-# One module per command (or command group); each adds itself to the app.
-COMMAND_MODULES = (
-    "add_address",
-    "remove_address",
-    "list_addresses",
-    "profile_cmd",
-    "send_test",
-    "verify",
-    "relay",
-    "queue",
-    "submission_credentials",
-    "oauth",
-    "rotate_credentials",
-    "status",
-    "bulk",
-)
+# Every command (or command group) in the order `smtpconn --help` lists them, and the module under
+# smtpconn.cli whose ``register(app)`` adds it. A module is imported when one of its commands is
+# looked up (tests/unit/cli/test_lazy_commands.py checks this table against the modules).
+COMMANDS = {
+    "add-address": "add_address",
+    "remove-address": "remove_address",
+    "list": "list_addresses",
+    "send-test": "send_test",
+    "verify": "verify",
+    "relay": "relay",
+    "submission-credentials": "submission_credentials",
+    "rotate-credentials": "rotate_credentials",
+    "status": "status",
+    "import": "bulk",
+    "export": "bulk",
+    "profile": "profile_cmd",
+    "queue": "queue",
+    "oauth": "oauth",
+}
 
 coercion.install()
 
+
+class SmtpconnGroup(ReportingGroup):
+    """The top-level group, with its commands built on first use."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands(COMMANDS, _commands_of, self.commands)
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return list(self.commands)  # typer's own reads every command; the names are enough
+
+
+@functools.cache
+def _registered(module: str) -> typer.Typer:
+    """The commands of one module, registered once per process (as at import before)."""
+    holder = typer.Typer()
+    importlib.import_module(f"smtpconn.cli.{module}").register(holder)
+    return holder
+
+
+def _commands_of(module: str) -> dict[str, Command]:
+    """One module's click commands, built exactly as typer builds the app's own."""
+    group = get_group_from_info(
+        TyperInfo(_registered(module)),
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=app.rich_markup_mode,
+        suggest_commands=app.suggest_commands,
+    )
+    return dict(group.commands)
+
+
 app = typer.Typer(
     name="smtpconn",
-    cls=ReportingGroup,
+    cls=SmtpconnGroup,
     help="Connect your own mail server to a help desk through an authenticated SMTP connector: "
     "add support addresses, verify DNS/SPF/DKIM/DMARC/TLS/AUTH, send test messages, run the relay.",
     epilog=EXIT_CODES_HELP,
@@ -98,11 +150,13 @@ def main_callback(
         fail(error, json_output=json_output)
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"smtpconn.cli.{_name}").register(app)
+gc.freeze()
+if _COLLECTING:
+    gc.enable()
 
 
 def main() -> None:
+    PROCESS.ends_with_command = True
     try:
         app(prog_name="smtpconn")
     finally:
