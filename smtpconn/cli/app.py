@@ -14,8 +14,9 @@ import gc
 
 # No cyclic garbage collection while the CLI loads: typer and click made ~25 collections here,
 # each traversing what the imports had just built, which lives until the process ends. At the
-# end of this module that is frozen (never traversed again) and the collector is back on
-# (verify switches it off again for its whole run: cli/verify.py:_no_cyclic_gc).
+# end of this module the collector is back on; the console entry point (main) then freezes what
+# the imports built (never traversed again), a caller importing the app in-process keeps its heap
+# as it was (verify switches the collector off again for its whole run: cli/verify.py).
 _COLLECTING = gc.isenabled()
 gc.disable()
 
@@ -150,13 +151,13 @@ def main_callback(
         fail(error, json_output=json_output)
 
 
-gc.freeze()
 if _COLLECTING:
     gc.enable()
 
 
 def main() -> None:
     PROCESS.ends_with_command = True
+    gc.freeze()  # what the imports built lives until the process ends: never traverse it again
     try:
         app(prog_name="smtpconn")
     finally:

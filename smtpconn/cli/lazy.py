@@ -3,7 +3,8 @@
 Building every command at start-up (importing its module, reading its signature, turning it into
 a click command) cost ~25 ms of every ``smtpconn`` run, whichever command ran. The group knows
 every command's name and the module that registers it; looking a name up builds that module's
-commands, and listing the names (for ``--help``, or a "did you mean" after a typo) builds none.
+commands, and listing the names (a "did you mean" after a typo, completion) builds none.
+``smtpconn --help`` still builds every command: it shows each one's short help.
 """
 
 from __future__ import annotations

@@ -32,10 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import getaddresses
-from typing import Generic, TypeVar
-
-import dns.asyncresolver
-import dns.resolver
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from smtpconn.dns import DnsUnavailable, Resolver
 from smtpconn.dns.dmarc_tree import PolicyLookup, aligned, find_policy
@@ -45,6 +42,9 @@ from smtpconn.dns.tags import parse_tags
 from smtpconn.message.escaping import escape_controls
 from smtpconn.message.headers import split_header_block, unfold
 from smtpconn.relay.arc import ArcVerdict, has_arc, verdict_of
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 DNS_CACHE_SIZE = 4096  # (name, type) answers; bounded so a flood of sender domains cannot grow it
 # How long an SPF result (and a From domain's DMARC policy) is reused for the same (client IP, sender, HELO): a record changed at
@@ -65,6 +65,10 @@ def relay_resolver(
     all day: answers are kept for their TTL (negative ones too, RFC 2308) as any MTA's resolver
     does. Without it the SPF/DKIM/DMARC lookups of every message were the largest CPU cost of
     inbound delivery (benchmarks/README.md)."""
+    # Here, not at the top: smtpconn.dns (imported above) must switch dnspython's DNS over
+    # HTTPS off before any dns.* module loads, or importing this module pulls in httpx2 and h2.
+    import dns.resolver
+
     resolver = make_resolver(resolvers, timeout=timeout)
     resolver.cache = dns.resolver.LRUCache(DNS_CACHE_SIZE)
     return resolver
