@@ -56,6 +56,10 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option(help="Seconds after which an undelivered reply bounces.")
         ] = None,
         max_connections_per_ip: Annotated[int | None, typer.Option()] = None,
+        processes: Annotated[
+            str | None,
+            typer.Option(help='Processes accepting inbound mail: a number, or "auto" (CPUs, max 4).'),
+        ] = None,
         log_format: Annotated[
             str, typer.Option(help="Log lines as key-value (default) or json (one object a line).")
         ] = "key-value",
@@ -94,6 +98,7 @@ def register(app: typer.Typer) -> None:
             retry_initial=retry_initial,
             retry_window=retry_window,
             max_connections_per_ip=max_connections_per_ip,
+            processes=processes,
         )
         config = build_config(loaded.profile, loaded.base_dir, settings, overrides)
         if reload:
@@ -107,6 +112,7 @@ def register(app: typer.Typer) -> None:
                         "profile": str(settings.profile_path),
                         "ready": not problems,
                         "problems": problems,
+                        "processes": config.processes,
                     }
                 )
                 if problems:
@@ -114,7 +120,8 @@ def register(app: typer.Typer) -> None:
             elif not problems:
                 console().print(
                     f"relay configuration OK: inbound {config.inbound_listen}, submission "
-                    f"{config.submission_listen}, spool {config.spool_dir}, sink {config.sink.kind}"
+                    f"{config.submission_listen}, spool {config.spool_dir}, sink {config.sink.kind}, "
+                    f"processes {config.processes}"
                 )
             if problems:
                 raise UsageError(
