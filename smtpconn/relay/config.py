@@ -103,8 +103,8 @@ def resolve_processes(value: int | str, cpus: int | None = None) -> int:
     text = str(value).strip()
     if not text.isascii() or not text.isdigit() or int(text) < 1:
         raise UsageError(
-            f"processes {value!r} must be a positive integer or \"auto\"",
-            fix="e.g. --processes 2 (or processes = \"auto\" in [relay])",
+            f'processes {value!r} must be a positive integer or "auto"',
+            fix='e.g. --processes 2 (or processes = "auto" in [relay])',
         )
     return int(text)
 
