@@ -62,8 +62,8 @@ def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
             LOGGER.error("%s", format_event("relay.observer-failed", {"error": repr(exc)}))
     # The event and its fields travel with the record too, for handlers that keep structure
     # (JSON lines) instead of parsing the line back.
-    if CONTEXT:
-        fields = {**fields, **CONTEXT}
+    if CONTEXT:  # (an event's own field of the same name wins)
+        fields = {**fields, **{k: v for k, v in CONTEXT.items() if k not in fields}}
     LOGGER.log(
         level,
         "%s",

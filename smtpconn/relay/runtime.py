@@ -620,15 +620,16 @@ async def run_shard(relay: Relay) -> None:
     CONTEXT.update(shard=relay.shard.index, pid=os.getpid())
     pipe = await EventPipe.open()
     OBSERVERS.append(pipe)
-    ends: list[asyncio.Task[Any]] = [
-        loop.create_task(stop.wait()),
-        loop.create_task(parent_gone()),
-    ]
+    ends: dict[asyncio.Task[Any], str] = {
+        loop.create_task(stop.wait()): "signal",
+        loop.create_task(parent_gone()): "main-gone",
+    }
     try:
         await relay.start()
         if relay.shard.drain:
-            ends.append(loop.create_task(relay.wait_idle(timeout=float("inf"))))
-        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            ends[loop.create_task(relay.wait_idle(timeout=float("inf")))] = "drained"
+        done, _ = await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        log_event("relay.shard-stopping", reason=",".join(sorted(ends[t] for t in done)))
     finally:
         for task in ends:
             task.cancel()
