@@ -116,7 +116,6 @@ def _served_by(relay: RelayProcess, token_or_rcpt: str) -> set[str]:
 
 
 def _cli(env: RelayEnv, *args: str) -> subprocess.CompletedProcess[str]:
-    host, port = env.settings.resolvers[0]
     return subprocess.run(
         [sys.executable, "-m", "smtpconn", "--profile", str(env.profile), *args],
         capture_output=True,
@@ -174,7 +173,7 @@ async def test_sessions_spread_each_message_once_and_the_main_counts_the_childre
     for solo in solos:
         address = f"{solo}@{relay_env.domain}"
         await _session(relay.inbound_port, address, 1)
-        _wait(lambda: bool(_served_by(relay, address)), relay)
+        _wait(lambda a=address: bool(_served_by(relay, a)), relay)
         if _served_by(relay, address) == {"1"}:
             break
     else:
