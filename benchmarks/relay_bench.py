@@ -148,6 +148,8 @@ tls_key = "{relay_cert["key"]}"
 spool = "{directory / "spool"}"
 hostname = "relay.helpdesk.test"
 max_connections_per_ip = {max_connections}
+# two inbound processes (docs/relay.md, "processes"): the relay as one would run it on 2 cores
+processes = 2
 
 [relay.sink]
 kind = "maildir"
