@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from smtpconn.relay.shards import spool_family
+from smtpconn.relay.shards import find_anywhere, spool_family
 from smtpconn.relay.spool import DIRECTIONS, Spool
 from smtpconn.relay.state import TOKEN_EVENT, token_expiry
 
@@ -130,7 +130,7 @@ class RelayMetrics:
         if known is not None:
             return known
         address, tag = "-", str(fields.get("tag") or "-")
-        entry = self.spool.find(entry_id) if entry_id else None
+        entry = find_anywhere(self.spool, entry_id) if entry_id else None
         if entry is not None:
             address = str(entry.envelope.meta.get("support_address") or "-")
             tag = str(entry.envelope.meta.get("tag") or tag)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from smtpconn.relay.log import OBSERVERS, log_event
-from smtpconn.relay.spool import DIRECTIONS, Spool
+from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
 
 SHARDS_DIR = "shards"
 ENV_SHARD = "SMTPCONN_SHARD"  # the child's shard number (1 ..)
@@ -104,6 +104,18 @@ def spool_family(spool: Spool) -> list[Spool]:
     for messages. (A shard's spool opened here is not locked: reading and the ``queue``
     operations work beside the child that holds it, as beside the main.)"""
     return [spool, *(Spool(path) for _, path in shard_dirs(spool.directory))]
+
+
+def find_anywhere(spool: Spool, entry_id: str) -> SpoolEntry | None:
+    """The entry ``entry_id`` in ``spool`` or in one of its shards (a child's message, for an
+    event whose acceptance the main did not see: the child was started again since)."""
+    entry = spool.find(entry_id)
+    if entry is None and entry_id:
+        for _, path in shard_dirs(spool.directory):
+            entry = Spool(path).find(entry_id)
+            if entry is not None:
+                break
+    return entry
 
 
 def holds_mail(directory: Path) -> bool:
