@@ -83,6 +83,8 @@ DEFAULT_CONCURRENCY = 4
 # (max_connections, else DEFAULT_LANE_CONCURRENCY), so a slow or throttled server cannot take
 # the slots the others need.
 OUTBOUND_CONCURRENCY = 16
+# Seconds the main waits for its shard children to listen before it says it is ready.
+SHARDS_READY_TIMEOUT = 30.0
 
 
 class Relay:
@@ -203,7 +205,7 @@ class Relay:
             return
         self._start_status()
         await self._start_metrics()
-        self._start_shards()
+        await self._start_shards()
         log_event(
             "relay.ready",
             inbound=f"{self.config.inbound_listen.host}:{self.inbound_port}",
@@ -260,8 +262,9 @@ class Relay:
             lanes=self.lanes,
         )
 
-    def _start_shards(self) -> None:
-        """The shard children, once this process listens (they bind its ports)."""
+    async def _start_shards(self) -> None:
+        """The shard children, once this process listens (they bind its ports); ready is said
+        once they listen too (or after SHARDS_READY_TIMEOUT, with the ones that do not)."""
         if self.shard_command is None:
             return
         self.shards = ShardSupervisor(
@@ -271,6 +274,9 @@ class Relay:
             (self.inbound_port, self.inbound_tls_port),
         )
         self.shards.start()
+        late = await self.shards.ready(SHARDS_READY_TIMEOUT)
+        if late:
+            log_event("relay.shards-late", logging.WARNING, shards=",".join(map(str, late)))
 
     def _server_tls(self) -> ssl.SSLContext | None:
         from smtpconn.net import make_server_tls_context

@@ -249,6 +249,7 @@ class ShardSupervisor:
         self.children: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._ready: dict[int, asyncio.Event] = {}  # serving shards: set once each listens
 
     def roles(self) -> list[ShardRole]:
         """One serving child per shard 1 .. N-1, and a draining one for each shard beyond that
@@ -265,7 +266,18 @@ class ShardSupervisor:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         for role in self.roles():
+            if not role.drain:
+                self._ready[role.index] = asyncio.Event()
             self._tasks.append(loop.create_task(self._keep(role)))
+
+    async def ready(self, timeout: float) -> list[int]:
+        """Wait until every serving child listens (at most ``timeout`` seconds: the main
+        serves meanwhile); the shards still not listening."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                for event in self._ready.values():
+                    await event.wait()
+        return [index for index, event in self._ready.items() if not event.is_set()]
 
     @property
     def pids(self) -> list[int]:
@@ -303,13 +315,13 @@ class ShardSupervisor:
         log_event("relay.shard-started", shard=role.index, pid=child.pid, drain=role.drain)
         try:
             assert child.stdout is not None
-            await self._read_events(child.stdout)
+            await self._read_events(child.stdout, role.index)
             return await child.wait()
         finally:
             if self.children.get(role.index) is child:
                 del self.children[role.index]
 
-    async def _read_events(self, stream: asyncio.StreamReader) -> None:
+    async def _read_events(self, stream: asyncio.StreamReader, index: int) -> None:
         while True:
             try:
                 line = await stream.readline()
@@ -318,8 +330,11 @@ class ShardSupervisor:
             if not line:
                 return
             decoded = decode_event(line)
-            if decoded is not None:
-                self.on_event(*decoded)
+            if decoded is None:
+                continue
+            if decoded[0] == "relay.shard-ready" and index in self._ready:
+                self._ready[index].set()
+            self.on_event(*decoded)
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to every child that runs (SIGHUP: re-read the profile)."""
