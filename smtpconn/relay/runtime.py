@@ -84,7 +84,7 @@ DEFAULT_CONCURRENCY = 4
 # the slots the others need.
 OUTBOUND_CONCURRENCY = 16
 # Seconds the main waits for its shard children to listen before it says it is ready.
-SHARDS_READY_TIMEOUT = 30.0
+SHARDS_READY_TIMEOUT = 10.0
 
 
 class Relay:

@@ -44,7 +44,7 @@ ENV_DRAIN = "SMTPCONN_SHARD_DRAIN"  # "1": no listener, exit once the shard is e
 # Back-off before a child that exited is started again: doubling up to the cap; a child that ran
 # this long before exiting starts again after the first step.
 RESTART_FIRST = 0.5
-RESTART_CAP = 15.0
+RESTART_CAP = 10.0
 RESTART_RESET_AFTER = 30.0
 LOCK_RETRY = 0.2
 

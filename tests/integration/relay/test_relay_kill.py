@@ -130,7 +130,7 @@ def _kill_any(relay_process: Callable[..., RelayProcess], port: int) -> Kill:
             return await main(current, rng)
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
-        deadline = time.monotonic() + 15  # the main starts it again after a short back-off
+        deadline = time.monotonic() + 30  # the main starts it again after its back-off (<= 10 s)
         while _child_pid(current) == child and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert _child_pid(current) != child, "the main did not start its child again"
