@@ -313,3 +313,28 @@ async def test_a_killed_child_is_started_again_and_delivers_what_it_acknowledged
     _wait(lambda: set(_out_counts(out)) == {t.encode() for t in acked}, relay, timeout=40)
     assert set(_out_counts(out).values()) == {1}
     assert _alive(_children(relay)[1])
+
+
+async def test_a_shard_left_by_a_larger_count_is_drained(
+    relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
+) -> None:
+    out, flag = relay_env.root / "out", relay_env.root / "fixed"
+    _pipe_sink(relay_env, out, flag, exit_code=75)  # kept in the spool until the flag exists
+    relay = _start(relay_process, processes=3)
+    acked = await _sessions(relay.inbound_port, relay_env.addresses["outbound-only"], 16, 1)
+    shard = relay_env.spool / "shards" / "2"
+    assert list((shard / "inbound").glob("*.msg")), "shard 2 holds nothing"
+    relay.process.send_signal(signal.SIGTERM)
+    assert relay.process.wait(30) == 0
+
+    flag.touch()
+    again = relay_process()  # processes = 1 (the default): shards 1 and 2 are drained
+    assert _cli(relay_env, "queue", "retry", "--all").returncode == 0  # due now, not backed off
+    _wait(lambda: set(_out_counts(out)) == {t.encode() for t in acked}, again, timeout=40)
+    assert set(_out_counts(out).values()) == {1}
+    _wait(
+        lambda: again.log.read_text().count("event=relay.shard-stopping reason=drained") == 2, again
+    )
+    assert "drain=True" in again.log.read_text() and "drain=False" not in again.log.read_text()
+    assert not list(shard.glob("inbound/*.msg"))
+    assert not any(_alive(pid) for pid in _children(again).values())
