@@ -47,9 +47,15 @@ def _add_addresses(env: RelayEnv, names: Sequence[str]) -> None:
 
 
 def _start(
-    relay_process: Callable[..., RelayProcess], processes: int = PROCESSES, port: int = 0
+    env: RelayEnv,
+    relay_process: Callable[..., RelayProcess],
+    processes: int = PROCESSES,
+    port: int = 0,
 ) -> RelayProcess:
-    """The relay with ``processes`` processes, once every shard child listens."""
+    """The relay with ``processes`` processes, once every shard child listens. (Each process
+    takes its share of max_connections_per_ip and every session here comes from 127.0.0.1:
+    the tests open more at once than a share of the default 20.)"""
+    _edit_profile(env, lambda d: d["relay"].update(max_connections_per_ip=100))
     relay = relay_process(inbound_port=port, args=["--processes", str(processes)])
     _wait(lambda: relay.log.read_text().count("event=relay.shard-ready") >= processes - 1, relay)
     return relay
@@ -139,12 +145,8 @@ async def test_sessions_spread_each_message_once_and_the_main_counts_the_childre
 ) -> None:
     solos = [f"solo-{i}" for i in range(10)]
     _add_addresses(relay_env, solos)
-    # (per-IP limit: each process takes its share, and all sessions come from 127.0.0.1)
-    _edit_profile(
-        relay_env,
-        lambda d: d["relay"].update(metrics_listen="127.0.0.1:0", max_connections_per_ip=100),
-    )
-    relay = _start(relay_process)
+    _edit_profile(relay_env, lambda d: d["relay"].update(metrics_listen="127.0.0.1:0"))
+    relay = _start(relay_env, relay_process)
     metrics_port = int(
         re.findall(r"event=metrics.ready listen=[\d.]+:(\d+)", relay.log.read_text())[0]
     )
@@ -221,7 +223,7 @@ async def test_a_held_message_in_a_shard_is_listed_and_retry_delivers_it(
 ) -> None:
     out, flag = relay_env.root / "out", relay_env.root / "fixed"
     _pipe_sink(relay_env, out, flag, exit_code=1)  # exit 1: permanent, held
-    relay = _start(relay_process)
+    relay = _start(relay_env, relay_process)
     acked = await _sessions(relay.inbound_port, relay_env.addresses["outbound-only"], 12, 1)
     _wait(lambda: relay.log.read_text().count("event=inbound.held") == 12, relay)
 
@@ -250,7 +252,7 @@ async def test_a_held_message_in_a_shard_is_listed_and_retry_delivers_it(
 async def test_sighup_reaches_the_children(
     relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
 ) -> None:
-    relay = _start(relay_process)
+    relay = _start(relay_env, relay_process)
     added = f"late@{relay_env.domain}"
     with_late = relay_env.profile.read_text()
     _add_addresses(relay_env, ["late"])
@@ -276,7 +278,7 @@ async def test_sighup_reaches_the_children(
 async def test_sigterm_stops_every_process(
     relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
 ) -> None:
-    relay = _start(relay_process, processes=3)
+    relay = _start(relay_env, relay_process, processes=3)
     children = list(_children(relay).values())
     assert len(children) == 2 and all(_alive(pid) for pid in children)
     await _sessions(relay.inbound_port, relay_env.addresses["outbound-only"], 6, 2)
@@ -289,7 +291,7 @@ async def test_sigterm_stops_every_process(
 async def test_a_killed_main_takes_its_children_along(
     relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
 ) -> None:
-    relay = _start(relay_process)
+    relay = _start(relay_env, relay_process)
     [child] = _children(relay).values()
     relay.process.kill()
     relay.process.wait(10)
@@ -301,7 +303,7 @@ async def test_a_killed_child_is_started_again_and_delivers_what_it_acknowledged
 ) -> None:
     out, flag = relay_env.root / "out", relay_env.root / "fixed"
     _pipe_sink(relay_env, out, flag, exit_code=75)  # EX_TEMPFAIL: kept and retried
-    relay = _start(relay_process)
+    relay = _start(relay_env, relay_process)
     [child] = _children(relay).values()
     acked = await _sessions(relay.inbound_port, relay_env.addresses["outbound-only"], 12, 2)
     shard = relay_env.spool / "shards" / "1" / "inbound"
@@ -320,7 +322,7 @@ async def test_a_shard_left_by_a_larger_count_is_drained(
 ) -> None:
     out, flag = relay_env.root / "out", relay_env.root / "fixed"
     _pipe_sink(relay_env, out, flag, exit_code=75)  # kept in the spool until the flag exists
-    relay = _start(relay_process, processes=3)
+    relay = _start(relay_env, relay_process, processes=3)
     acked = await _sessions(relay.inbound_port, relay_env.addresses["outbound-only"], 16, 1)
     shard = relay_env.spool / "shards" / "2"
     assert list((shard / "inbound").glob("*.msg")), "shard 2 holds nothing"
