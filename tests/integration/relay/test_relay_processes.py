@@ -339,4 +339,4 @@ async def test_a_shard_left_by_a_larger_count_is_drained(
     )
     assert "drain=True" in again.log.read_text() and "drain=False" not in again.log.read_text()
     assert not list(shard.glob("inbound/*.msg"))
-    assert not any(_alive(pid) for pid in _children(again).values())
+    _wait(lambda: not any(_alive(pid) for pid in _children(again).values()), again)
