@@ -56,11 +56,18 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option(help="Seconds after which an undelivered reply bounces.")
         ] = None,
         max_connections_per_ip: Annotated[int | None, typer.Option()] = None,
+        processes: Annotated[
+            str | None,
+            typer.Option(
+                help='Processes accepting inbound mail: a number, or "auto" (CPUs, max 4).'
+            ),
+        ] = None,
         log_format: Annotated[
             str, typer.Option(help="Log lines as key-value (default) or json (one object a line).")
         ] = "key-value",
     ) -> None:
         import asyncio
+        import os
 
         from smtpconn.cli.render import console, print_json
         from smtpconn.errors import UsageError
@@ -72,7 +79,8 @@ def register(app: typer.Typer) -> None:
             check_config,
         )
         from smtpconn.relay.log import LogFormat, configure_logging
-        from smtpconn.relay.runtime import Relay, run_until_signalled
+        from smtpconn.relay.runtime import Relay, run_shard, run_until_signalled
+        from smtpconn.relay.shards import child_command, shard_role_from_env
 
         try:
             chosen_format = LogFormat(log_format)
@@ -94,6 +102,7 @@ def register(app: typer.Typer) -> None:
             retry_initial=retry_initial,
             retry_window=retry_window,
             max_connections_per_ip=max_connections_per_ip,
+            processes=processes,
         )
         config = build_config(loaded.profile, loaded.base_dir, settings, overrides)
         if reload:
@@ -107,6 +116,7 @@ def register(app: typer.Typer) -> None:
                         "profile": str(settings.profile_path),
                         "ready": not problems,
                         "problems": problems,
+                        "processes": config.processes,
                     }
                 )
                 if problems:
@@ -114,7 +124,8 @@ def register(app: typer.Typer) -> None:
             elif not problems:
                 console().print(
                     f"relay configuration OK: inbound {config.inbound_listen}, submission "
-                    f"{config.submission_listen}, spool {config.spool_dir}, sink {config.sink.kind}"
+                    f"{config.submission_listen}, spool {config.spool_dir}, sink {config.sink.kind}, "
+                    f"processes {config.processes}"
                 )
             if problems:
                 raise UsageError(
@@ -128,10 +139,13 @@ def register(app: typer.Typer) -> None:
             again = load_profile(settings.profile_path)
             return build_config(again.profile, again.base_dir, settings, overrides)
 
-        running = Relay(config)
+        # With [relay] processes > 1 the main starts its shard children as this same command
+        # (SMTPCONN_SHARD tells a child what it is: smtpconn.relay.shards).
+        role = shard_role_from_env(os.environ)
+        running = Relay(config, shard=role, shard_command=None if role else child_command())
         running.reload_source = load_again
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(run_until_signalled(running))
+            runner.run(run_shard(running) if role else run_until_signalled(running))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

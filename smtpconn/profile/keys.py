@@ -89,6 +89,17 @@ SECONDS = Kind(
     "seconds", (int, float), parse=_positive("must be a positive number of seconds", float)
 )
 PASSWORD_HASH = Kind("password hash", (str,), parse=_password_hash)
+AUTO = "auto"
+
+
+def _processes(value: Any) -> Any:
+    if value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f'must be a positive integer or "{AUTO}"')
+
+
+# A count of processes: a positive integer, or "auto" (the relay picks one from the CPUs).
+PROCESSES = Kind("process count", (int, str), parse=_processes)
 
 
 def _aware(value: Any) -> Any:

@@ -25,6 +25,7 @@ from smtpconn.profile.keys import (
     PASSWORD_HASH,
     PATH,
     POSITIVE_INT,
+    PROCESSES,
     SECONDS,
     SIZE,
     TEXT,
@@ -253,6 +254,8 @@ class RelaySettings:
     bare_newline: BareNewline = declare(BareNewline.REJECT, choice(BareNewline))  # noqa: RUF009
     # IP:PORT of the /metrics, /healthz and /readyz listener; off unless set
     metrics_listen: str | None = declare(None, LISTEN)
+    # processes accepting inbound mail (each with its own spool shard); "auto": min(CPUs, 4)
+    processes: int | str = declare(1, PROCESSES, cli=True)
 
 
 @dataclass(frozen=True, slots=True)

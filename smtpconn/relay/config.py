@@ -8,6 +8,7 @@ command-line overrides applied), so the listeners and workers never read the pro
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -86,6 +87,32 @@ class RelayOverrides:
     retry_initial: float | None = None
     retry_window: float | None = None
     max_connections_per_ip: int | None = None
+    processes: str | None = None  # a positive integer or "auto"
+
+
+# "auto" processes: one per CPU, at most this many (each costs ~40 MB and a start-up).
+AUTO_PROCESSES_MAX = 4
+
+
+def resolve_processes(value: int | str, cpus: int | None = None) -> int:
+    """The number of relay processes ``[relay] processes`` (or ``--processes``) asks for."""
+    from smtpconn.profile.keys import AUTO
+
+    if value == AUTO:
+        return max(1, min(cpus if cpus is not None else (os.cpu_count() or 1), AUTO_PROCESSES_MAX))
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise UsageError(
+            f'processes {value!r} must be a positive integer or "auto"',
+            fix='e.g. --processes 2 (or processes = "auto" in [relay])',
+        )
+    return int(text)
+
+
+def share(limit: int, processes: int) -> int:
+    """One process's part of a limit the administrator set for the whole relay: rounded up, so
+    no part is 0 and together they are the limit (or a little more)."""
+    return -(-limit // max(1, processes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +182,7 @@ class RelayConfig:
     auth_failures_allowed: int = 5  # per client IP within auth_failure_window
     auth_failure_window: float = 300.0
     metrics_listen: ListenAddress | None = None
+    processes: int = 1  # inbound processes; the limits above are for all of them together
     _routes: dict[str, InboundRoute] = field(default_factory=dict, repr=False)
     # Recipient spellings already parsed: a message asks route_for its recipients about five
     # times (RCPT, policy, DATA, each copy), each time through the address parser.
@@ -320,6 +348,7 @@ def build_config(
         metrics_listen=(
             parse_listen(r.metrics_listen, what="metrics_listen") if r.metrics_listen else None
         ),
+        processes=resolve_processes(pick["processes"]),
         _routes=routes,
     )
 

@@ -50,6 +50,8 @@ def format_event(event: str, fields: dict[str, Any]) -> str:
 # file, metrics) must not depend on how verbose its log is.
 Observer = Callable[[str, dict[str, Any]], None]
 OBSERVERS: list[Observer] = []
+# Fields every line of this process ends with (with several relay processes: which one it is).
+CONTEXT: dict[str, Any] = {}
 
 
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -60,6 +62,8 @@ def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
             LOGGER.error("%s", format_event("relay.observer-failed", {"error": repr(exc)}))
     # The event and its fields travel with the record too, for handlers that keep structure
     # (JSON lines) instead of parsing the line back.
+    if CONTEXT:  # (an event's own field of the same name wins)
+        fields = {**fields, **{k: v for k, v in CONTEXT.items() if k not in fields}}
     LOGGER.log(
         level,
         "%s",

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from smtpconn.relay.shards import find_anywhere, spool_family
 from smtpconn.relay.spool import DIRECTIONS, Spool
 from smtpconn.relay.state import TOKEN_EVENT, token_expiry
 
@@ -129,7 +130,7 @@ class RelayMetrics:
         if known is not None:
             return known
         address, tag = "-", str(fields.get("tag") or "-")
-        entry = self.spool.find(entry_id) if entry_id else None
+        entry = find_anywhere(self.spool, entry_id) if entry_id else None
         if entry is not None:
             address = str(entry.envelope.meta.get("support_address") or "-")
             tag = str(entry.envelope.meta.get("tag") or tag)
@@ -160,8 +161,9 @@ class _PresentCollector(Collector):
             labels=("direction",),
         )
         now = time.time()
+        family = spool_family(self.metrics.spool)  # with its shards ([relay] processes)
         for direction in DIRECTIONS:
-            ids = self.metrics.spool.ids(direction)
+            ids = [i for part in family for i in part.ids(direction)]
             depth.add_metric((direction,), len(ids))
             born = [t for t in (_spooled_at(i) for i in ids) if t is not None]
             oldest.add_metric((direction,), max(0.0, now - min(born)) if born else 0.0)

@@ -8,6 +8,7 @@ under way may still complete. Every operation is logged by the CLI, never silent
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from smtpconn.errors import UsageError
 from smtpconn.relay.lanes import throttled_lanes
+from smtpconn.relay.shards import spool_family
 from smtpconn.relay.spool import DIRECTIONS, RetryState, Spool, SpoolEntry
 
 
@@ -88,14 +90,22 @@ def open_spool(directory: Path) -> Spool:
 
 
 def list_queue(spool: Spool, direction: str | None = None) -> list[QueueItem]:
+    """The messages in ``spool`` and in its shards (``[relay] processes`` > 1)."""
     directions = DIRECTIONS if direction is None else (direction,)
     lanes = throttled_lanes(spool.directory)
     # stranded: whole messages a killed relay left in slots/ (it links them when it starts).
     return [
-        QueueItem(e, spool.state(e), _lane_until(lanes, e))
+        QueueItem(e, part.state(e), _lane_until(lanes, e))
         for d in directions
-        for e in (*spool.entries(d), *spool.stranded(d))
+        for part in spool_family(spool)
+        for e in (*part.entries(d), *part.stranded(d))
     ]
+
+
+def _owner(family: list[Spool], entry: SpoolEntry) -> Spool:
+    """The spool (main or shard) whose folders hold ``entry``."""
+    folder = entry.path.parent.parent
+    return next((part for part in family if part.directory == folder), family[0])
 
 
 def _lane_until(lanes: dict[str, dict[str, Any]], entry: SpoolEntry) -> float:
@@ -124,8 +134,9 @@ def _select(spool: Spool, ids: list[str], everything: bool) -> list[SpoolEntry]:
         raise UsageError("give one or more message ids, or everything", fix="list them first")
     known: list[SpoolEntry] | None = None
     entries = []
+    family = spool_family(spool)
     for entry_id in ids:
-        entry = spool.find(entry_id)
+        entry = next((e for part in family if (e := part.find(entry_id)) is not None), None)
         if entry is None:
             if known is None:
                 known = [item.entry for item in list_queue(spool)]
@@ -157,20 +168,38 @@ def _match(known: list[SpoolEntry], wanted: str, directory: Path) -> SpoolEntry:
 def retry(spool: Spool, ids: list[str], *, everything: bool = False) -> list[str]:
     """Make messages due now (held ones too). Returns the ids touched."""
     entries = _select(spool, ids, everything)
-    for entry in entries:
-        state = spool.state(entry)
-        state.held = False
-        state.next_attempt = time.time()
-        spool.save_state(entry, state)
-    if entries:
-        spool.kick()
+    _act(spool, entries, _make_due)
     return [e.id for e in entries]
+
+
+def _make_due(spool: Spool, entry: SpoolEntry) -> None:
+    state = spool.state(entry)
+    state.held = False
+    state.next_attempt = time.time()
+    spool.save_state(entry, state)
+
+
+def _remove(spool: Spool, entry: SpoolEntry) -> None:
+    spool.remove(entry)
+
+
+def _act(
+    spool: Spool, entries: list[SpoolEntry], action: Callable[[Spool, SpoolEntry], None]
+) -> None:
+    """``action`` on each entry through the spool (main or shard) holding it, then a kick of
+    each spool touched: the process working on it looks again."""
+    family = spool_family(spool)
+    touched: list[Spool] = []
+    for entry in entries:
+        owner = _owner(family, entry)
+        action(owner, entry)
+        if owner not in touched:
+            touched.append(owner)
+    for owner in touched:
+        owner.kick()
 
 
 def delete(spool: Spool, ids: list[str], *, everything: bool = False) -> list[str]:
     entries = _select(spool, ids, everything)
-    for entry in entries:
-        spool.remove(entry)
-    if entries:
-        spool.kick()
+    _act(spool, entries, _remove)
     return [e.id for e in entries]

@@ -38,6 +38,7 @@ _RESTART_ONLY = (
     "max_sessions",
     "max_memory",
     "metrics_listen",
+    "processes",
 )
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -56,11 +57,13 @@ from smtpconn.relay.config import (
     RelayOverrides,
     build_config,
     check_config,
+    share,
 )
 from smtpconn.relay.log import log_event
 from smtpconn.relay.outbound import Deliverer
 from smtpconn.relay.server import CredentialChecker, RelayLimits, RelaySMTP, SessionTracker
 from smtpconn.relay.sessions import SessionPool
+from smtpconn.relay.shards import ShardRole, ShardSupervisor, shard_dir, spool_family
 from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
 from smtpconn.relay.state import StatusRecorder
 
@@ -80,6 +83,8 @@ DEFAULT_CONCURRENCY = 4
 # (max_connections, else DEFAULT_LANE_CONCURRENCY), so a slow or throttled server cannot take
 # the slots the others need.
 OUTBOUND_CONCURRENCY = 16
+# Seconds the main waits for its shard children to listen before it says it is ready.
+SHARDS_READY_TIMEOUT = 10.0
 
 
 class Relay:
@@ -90,16 +95,29 @@ class Relay:
         deliverer: Deliverer | None = None,
         shutdown_grace: float = 30.0,
         poll: float = 1.0,
+        shard: ShardRole | None = None,
+        shard_command: Sequence[str] | None = None,
     ) -> None:
         self.config = config
-        self.spool = Spool(config.spool_dir)
+        # A shard child (processes > 1) works on its own spool shard; the main on the spool.
+        self.shard = shard
+        self.spool = Spool(shard_dir(config.spool_dir, shard.index) if shard else config.spool_dir)
+        # How the main starts its shard children (None: it starts none, whatever `processes`).
+        self.shard_command = shard_command
+        self.shards: ShardSupervisor | None = None
         self.shutdown_grace = shutdown_grace
         self.poll = poll
         self._deliverer = deliverer
         self._servers: list[asyncio.base_events.Server] = []
         self._trackers: list[SessionTracker] = []
-        # One budget for all listeners: the caps are on the process, not on each port.
-        self.limits = RelayLimits(config.max_sessions, config.max_memory)
+        # One budget for all listeners: the caps are on the process, not on each port. With
+        # several processes each takes its share, so together they keep the administrator's.
+        self.process_count = config.processes if shard or shard_command else 1
+        self.limits = RelayLimits(
+            share(config.max_sessions, self.process_count),
+            # never below one message of the largest size, or none of that size could arrive
+            max(share(config.max_memory, self.process_count), config.max_message_size),
+        )
         self._workers: dict[str, QueueWorker] = {}
         self._sessions: SessionPool | None = None  # outbound connection cache
         self.lanes: Lanes | None = None  # outbound, one per customer server
@@ -151,28 +169,14 @@ class Relay:
                 fix="correct the profile's [relay] table or the overrides (see config.check_config)",
             )
         from smtpconn.relay.handover import SinkHandover
-        from smtpconn.relay.outbound import OutboundDelivery
         from smtpconn.relay.sinks import make_sink
-        from smtpconn.smtp.session import secure_client_context
 
-        await asyncio.to_thread(self.spool.lock)
+        await self._lock_spool()
         self._sessions = SessionPool()
         try:
             sink = make_sink(self.config.sink, self.config.sink_context)
-            client_tls = secure_client_context(
-                self.config.settings.ca_file, insecure=self.config.settings.insecure
-            )
             handover = SinkHandover(self.config, self.spool, sink)
-            self.lanes = Lanes(lambda: self.config, self.config.spool_dir / LANES_FILE)
-            delivery = OutboundDelivery(
-                self.config,
-                self.spool,
-                self._deliverer or self._sessions,
-                client_tls,
-                self.wake,
-                self.lanes,
-            )
-            self._processes = [handover, delivery]
+            self._processes = [handover]
             self._workers["inbound"] = QueueWorker(
                 self.spool,
                 "inbound",
@@ -180,14 +184,8 @@ class Relay:
                 concurrency=sink.concurrency or DEFAULT_CONCURRENCY,
                 poll=self.poll,
             )
-            self._workers["outbound"] = QueueWorker(
-                self.spool,
-                "outbound",
-                delivery,
-                concurrency=OUTBOUND_CONCURRENCY,
-                poll=self.poll,
-                lanes=self.lanes,
-            )
+            if self.shard is None:  # a shard child never has outbound mail
+                self._make_outbound()
             await self._listen()
         except BaseException:
             await self._close_servers()
@@ -195,10 +193,19 @@ class Relay:
             raise
         for worker in self._workers.values():
             worker.start()
-        self._start_status()
         self._started = True
-        await self._start_metrics()
         self._started_config = self.config
+        if self.shard is not None:
+            log_event(
+                "relay.shard-ready",
+                shard=self.shard.index,
+                inbound=None if self.shard.drain else self.inbound_port,
+                spool=str(self.spool.directory),
+            )
+            return
+        self._start_status()
+        await self._start_metrics()
+        await self._start_shards()
         log_event(
             "relay.ready",
             inbound=f"{self.config.inbound_listen.host}:{self.inbound_port}",
@@ -213,6 +220,64 @@ class Relay:
             addresses=len(self.config.profile.addresses),
         )
 
+    async def _lock_spool(self) -> None:
+        """Take the spool's lock. A shard child waits for it up to the shutdown grace: the
+        child of a main that was killed may still be finishing its sessions on this shard."""
+        from smtpconn.relay.spool import SpoolLocked
+
+        deadline = time.monotonic() + (self.shutdown_grace if self.shard else 0.0)
+        while True:
+            try:
+                await asyncio.to_thread(self.spool.lock)
+                return
+            except SpoolLocked:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.2)
+
+    def _make_outbound(self) -> None:
+        from smtpconn.relay.outbound import OutboundDelivery
+        from smtpconn.smtp.session import secure_client_context
+
+        assert self._sessions is not None
+        client_tls = secure_client_context(
+            self.config.settings.ca_file, insecure=self.config.settings.insecure
+        )
+        self.lanes = Lanes(lambda: self.config, self.config.spool_dir / LANES_FILE)
+        delivery = OutboundDelivery(
+            self.config,
+            self.spool,
+            self._deliverer or self._sessions,
+            client_tls,
+            self.wake,
+            self.lanes,
+        )
+        self._processes.append(delivery)
+        self._workers["outbound"] = QueueWorker(
+            self.spool,
+            "outbound",
+            delivery,
+            concurrency=OUTBOUND_CONCURRENCY,
+            poll=self.poll,
+            lanes=self.lanes,
+        )
+
+    async def _start_shards(self) -> None:
+        """The shard children, once this process listens (they bind its ports); ready is said
+        once they listen too (or after SHARDS_READY_TIMEOUT, with the ones that do not)."""
+        if self.shard_command is None:
+            return
+        self.shards = ShardSupervisor(
+            self.shard_command,
+            self.config.spool_dir,
+            self.process_count,
+            (self.inbound_port, self.inbound_tls_port),
+        )
+        self.shards.start()
+        late = await self.shards.ready(SHARDS_READY_TIMEOUT)
+        if late:
+            log_event("relay.shards-late", logging.WARNING, shards=",".join(map(str, late)))
+
     def _server_tls(self) -> ssl.SSLContext | None:
         from smtpconn.net import make_server_tls_context
 
@@ -224,10 +289,10 @@ class Relay:
         from smtpconn.relay.inbound import InboundHandler
         from smtpconn.relay.outbound import SubmissionHandler
 
-        return {
-            "inbound": InboundHandler(config, self.spool, self.wake),
-            "submission": SubmissionHandler(config, self.spool, self.wake),
-        }
+        handlers: dict[str, Any] = {"inbound": InboundHandler(config, self.spool, self.wake)}
+        if self.shard is None:
+            handlers["submission"] = SubmissionHandler(config, self.spool, self.wake)
+        return handlers
 
     def _checker(self, kind: str) -> CredentialChecker | None:
         """The listener kind's checker, or None when it takes no AUTH. The checkers outlive a
@@ -247,19 +312,27 @@ class Relay:
         ):
             self._checkers[kind] = CredentialChecker(
                 logins,
-                failures_allowed=config.auth_failures_allowed,
+                # per process: each counts the failures its own sessions see
+                failures_allowed=share(config.auth_failures_allowed, self.process_count),
                 window=config.auth_failure_window,
             )
-        self.inbound_port = await self._serve(
-            "inbound", "inbound", config.inbound_listen, tls, implicit=False
-        )
-        if config.inbound_tls_listen is not None:
+        shard = self.shard
+        if shard is not None and shard.drain:
+            return  # it only empties its shard
+        inbound, inbound_tls = config.inbound_listen, config.inbound_tls_listen
+        if shard is not None:  # the main's ports (it bound port 0 first)
+            inbound = ListenAddress(inbound.host, shard.inbound_port)
+            if inbound_tls is not None and shard.inbound_tls_port is not None:
+                inbound_tls = ListenAddress(inbound_tls.host, shard.inbound_tls_port)
+        self.inbound_port = await self._serve("inbound", "inbound", inbound, tls, implicit=False)
+        if inbound_tls is not None:
             self.inbound_tls_port = await self._serve(
-                "inbound-tls", "inbound", config.inbound_tls_listen, tls, implicit=True
+                "inbound-tls", "inbound", inbound_tls, tls, implicit=True
             )
-        self.submission_port = await self._serve(
-            "submission", "submission", config.submission_listen, tls, implicit=False
-        )
+        if shard is None:
+            self.submission_port = await self._serve(
+                "submission", "submission", config.submission_listen, tls, implicit=False
+            )
 
     async def _serve(
         self,
@@ -270,7 +343,9 @@ class Relay:
         *,
         implicit: bool,
     ) -> int:
-        tracker = SessionTracker(self.config.max_connections_per_ip, self.limits)
+        tracker = SessionTracker(
+            share(self.config.max_connections_per_ip, self.process_count), self.limits
+        )
         self._trackers.append(tracker)
 
         def factory() -> RelaySMTP:
@@ -301,6 +376,8 @@ class Relay:
                 port=listen.port,
                 ssl=tls if implicit else None,
                 reuse_address=True,
+                # several processes accept on the inbound ports; the kernel spreads connections
+                reuse_port=self.process_count > 1 and kind == "inbound",
             )
         except OSError as exc:
             raise UsageError(
@@ -393,6 +470,10 @@ class Relay:
         (``relay.reload-refused``) and the running configuration stays. Listen addresses, the
         certificate, the spool, the sink and the per-IP limit need a restart; a reload that
         changes them says so (``restart_needed``). True when applied."""
+        if self.shards is not None:  # each child re-reads the profile itself
+            import signal
+
+            self.shards.signal(signal.SIGHUP)
         async with self._reload_lock:
             return await self._reload()
 
@@ -446,7 +527,7 @@ class Relay:
         return False
 
     def _spool_empty(self) -> bool:
-        return not any(self.spool.ids(d) for d in DIRECTIONS)
+        return not any(s.ids(d) for s in spool_family(self.spool) for d in DIRECTIONS)
 
     # -- stop ---------------------------------------------------------------------------------
 
@@ -463,7 +544,10 @@ class Relay:
         log_event("relay.stopping", grace=grace)
         await self._close_servers()
         await self._stop_metrics()
-        await asyncio.gather(*(t.drain(grace) for t in self._trackers))
+        await asyncio.gather(
+            *(t.drain(grace) for t in self._trackers),
+            *([self.shards.stop(grace)] if self.shards is not None else []),
+        )
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
@@ -505,9 +589,56 @@ async def run_until_signalled(relay: Relay) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    if relay.shard_command is not None and relay.process_count > 1:
+        from smtpconn.relay.log import CONTEXT
+
+        CONTEXT.update(shard=0, pid=os.getpid())
     await relay.start()
     try:
         with pid_file(relay.config.spool_dir):
             await stop.wait()
     finally:
         await relay.stop()
+
+
+async def run_shard(relay: Relay) -> None:
+    """A shard child (``SMTPCONN_SHARD`` set by the main): serve until SIGTERM/SIGINT or until
+    the main's end of stdin closes; a draining child until its shard is empty. Its events go to
+    the main on stdout; it writes no pid or status file (the main's are the relay's)."""
+    import signal
+
+    from smtpconn.relay.log import CONTEXT, OBSERVERS
+    from smtpconn.relay.shards import EventPipe, parent_gone
+
+    assert relay.shard is not None
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(relay.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    CONTEXT.update(shard=relay.shard.index, pid=os.getpid())
+    pipe = await EventPipe.open()
+    OBSERVERS.append(pipe)
+    ends: dict[asyncio.Task[Any], str] = {
+        loop.create_task(stop.wait()): "signal",
+        loop.create_task(parent_gone()): "main-gone",
+    }
+    try:
+        await relay.start()
+        if relay.shard.drain:
+            ends[loop.create_task(relay.wait_idle(timeout=float("inf")))] = "drained"
+        done, _ = await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        log_event("relay.shard-stopping", reason=",".join(sorted(ends[t] for t in done)))
+    finally:
+        for task in ends:
+            task.cancel()
+        await relay.stop()
+        OBSERVERS.remove(pipe)
+        pipe.close()

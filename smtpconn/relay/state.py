@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smtpconn.durable import write_atomically
+from smtpconn.relay.shards import find_anywhere
 
 if TYPE_CHECKING:
     from smtpconn.relay.config import RelayConfig
@@ -180,7 +181,7 @@ def spool_address_of(spool: Spool, config: Callable[[], RelayConfig]) -> Address
             named = fields.get("rcpt") if event == "inbound.accepted" else fields.get("mail_from")
             route = config().route_for(str(named or ""))
             return route.address.address.ascii if route is not None else None
-        entry = spool.find(str(fields.get("id") or ""))
+        entry = find_anywhere(spool, str(fields.get("id") or ""))
         if entry is None:
             return None
         address = entry.envelope.meta.get("support_address")

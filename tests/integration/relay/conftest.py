@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +184,9 @@ def relay_process(relay_env: RelayEnv) -> Iterator[Callable[..., RelayProcess]]:
     """``start(inbound_port=0)`` runs ``python -m smtpconn relay`` and waits until it listens."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(inbound_port: int = 0, submission_port: int = 0) -> RelayProcess:
+    def start(
+        inbound_port: int = 0, submission_port: int = 0, args: Sequence[str] = ()
+    ) -> RelayProcess:
         log = relay_env.root / f"relay-{len(started)}.log"
         host, port = relay_env.settings.resolvers[0]
         handle = log.open("wb")
@@ -204,6 +206,7 @@ def relay_process(relay_env: RelayEnv) -> Iterator[Callable[..., RelayProcess]]:
                 f"127.0.0.1:{inbound_port}",
                 "--submission-listen",
                 f"127.0.0.1:{submission_port}",
+                *args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=handle,

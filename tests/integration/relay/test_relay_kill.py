@@ -1,6 +1,8 @@
 """Durability under repeated crashes: SIGKILL the relay at 20 random moments while messages
 stream in, restart it on the same port each time; every acknowledged (``250``) message reaches
-the sink exactly once, and no message reaches it twice.
+the sink exactly once, and no message reaches it twice. The sharded variant (``processes = 2``)
+kills a random relay process each time: the main (its child then stops on its own and the main
+is started again) or the shard child (the main starts it again).
 
 The suite sends 2,000 messages (CI-friendly); the issue's full run of 10,000 is opt-in:
 ``SMTPCONN_KILL_TEST_MESSAGES=10000 pytest tests/integration/relay/test_relay_kill.py``
@@ -9,13 +11,14 @@ The suite sends 2,000 messages (CI-friendly); the issue's full run of 10,000 is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -80,22 +83,60 @@ async def _sender(stream: Stream, rcpt: str) -> None:
     client.close()
 
 
-async def _killer(
-    stream: Stream, relay_process: Callable[..., RelayProcess], first: RelayProcess
-) -> int:
+# Kills one relay process; returns the relay running afterwards and which kind it killed.
+Kill = Callable[[RelayProcess, random.Random], Awaitable[tuple[RelayProcess, str]]]
+
+
+async def _killer(stream: Stream, first: RelayProcess, kill: Kill) -> Counter[str]:
     rng = random.Random()
     points = sorted(rng.sample(range(MESSAGES // 40, MESSAGES - MESSAGES // 40), KILLS))
-    current, kills = first, 0
+    current, kills = first, Counter[str]()
     for point in points:
         while len(stream.acked) < point and stream.next_index < len(stream.tokens):
             await asyncio.sleep(0.002)
         await asyncio.sleep(rng.uniform(0, 0.01))  # anywhere in a transaction or a hand-over
+        current, kind = await kill(current, rng)
+        kills[kind] += 1
+    return kills
+
+
+def _kill_main(
+    relay_process: Callable[..., RelayProcess], port: int, args: Sequence[str] = ()
+) -> Kill:
+    async def kill(current: RelayProcess, rng: random.Random) -> tuple[RelayProcess, str]:
         os.kill(current.process.pid, signal.SIGKILL)
         await asyncio.to_thread(current.process.wait, 10)
         assert current.process.returncode == -signal.SIGKILL
-        kills += 1
-        current = await asyncio.to_thread(relay_process, inbound_port=stream.port)
-    return kills
+        return await asyncio.to_thread(relay_process, inbound_port=port, args=args), "main"
+
+    return kill
+
+
+_CHILD = re.compile(r"event=relay\.shard-started shard=1 pid=(\d+)")
+
+
+def _child_pid(relay: RelayProcess) -> int | None:
+    found = _CHILD.findall(relay.log.read_text(errors="replace"))
+    return int(found[-1]) if found else None
+
+
+def _kill_any(relay_process: Callable[..., RelayProcess], port: int) -> Kill:
+    """Kills the main or its shard child, at random."""
+    main = _kill_main(relay_process, port, ["--processes", "2"])
+
+    async def kill(current: RelayProcess, rng: random.Random) -> tuple[RelayProcess, str]:
+        child = _child_pid(current)
+        if child is None or rng.random() < 0.5:
+            return await main(current, rng)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 30  # the main starts it again after its back-off (<= 10 s)
+        while _child_pid(current) == child and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert _child_pid(current) != child, "the main did not start its child again"
+        return current, "child"
+
+    return kill
 
 
 def _sink_counts(env: RelayEnv) -> Counter[bytes]:
@@ -111,14 +152,34 @@ async def test_sigkill_20_times_loses_and_duplicates_nothing(
     relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
 ) -> None:
     first = relay_process()
+    kills = await _stream_through_kills(
+        relay_env, first, _kill_main(relay_process, first.inbound_port)
+    )
+    assert kills == Counter(main=KILLS)
+
+
+async def test_sigkill_of_any_of_two_relay_processes_loses_and_duplicates_nothing(
+    relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
+) -> None:
+    first = relay_process(args=["--processes", "2"])
+    kills = await _stream_through_kills(
+        relay_env, first, _kill_any(relay_process, first.inbound_port)
+    )
+    assert kills.total() == KILLS and kills["main"] and kills["child"], kills
+
+
+async def _stream_through_kills(
+    relay_env: RelayEnv, first: RelayProcess, kill: Kill
+) -> Counter[str]:
+    """MESSAGES messages from SENDERS sessions while ``kill`` strikes KILLS times; every
+    acknowledged message must reach the sink exactly once."""
     rcpt = relay_env.addresses["outbound-only"]
     stream = Stream([f"kill-{i}-{os.urandom(4).hex()}" for i in range(MESSAGES)])
     stream.port = first.inbound_port
     started = time.monotonic()
     kills, *_ = await asyncio.gather(
-        _killer(stream, relay_process, first), *(_sender(stream, rcpt) for _ in range(SENDERS))
+        _killer(stream, first, kill), *(_sender(stream, rcpt) for _ in range(SENDERS))
     )
-    assert kills == KILLS
     acked = {t.encode() for t in stream.acked}
     assert len(acked) == len(stream.acked)
     counts: Counter[bytes] = Counter()
@@ -131,9 +192,10 @@ async def test_sigkill_20_times_loses_and_duplicates_nothing(
     lost = acked - counts.keys()
     duplicated = {t: n for t, n in counts.items() if n > 1}
     print(
-        f"kill test: {MESSAGES} messages, {kills} kills, {len(acked)} acknowledged, "
+        f"kill test: {MESSAGES} messages, {dict(kills)} kills, {len(acked)} acknowledged, "
         f"{len(counts)} in the sink, {time.monotonic() - started:.1f} s"
     )
     assert not lost, f"{len(lost)} acknowledged message(s) lost"
     assert not duplicated, f"{len(duplicated)} message(s) delivered more than once"
     assert len(acked) >= MESSAGES - 10 * KILLS * SENDERS  # the stream really went on
+    return kills
