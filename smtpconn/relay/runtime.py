@@ -275,7 +275,7 @@ class Relay:
             self.shard_command,
             self.config.spool_dir,
             self.process_count,
-            (self._shared_fds["inbound"], self._shared_fds.get("inbound-tls")),
+            (self._shared_fds.get("inbound", ()), self._shared_fds.get("inbound-tls")),
         )
         self.shards.start()
         late = await self.shards.ready(SHARDS_READY_TIMEOUT)
