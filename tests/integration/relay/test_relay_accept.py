@@ -14,7 +14,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
-
 from tests.integration.security.rawsmtp import RawSmtp
 
 from .conftest import RelayEnv, RelayProcess, write_profile
