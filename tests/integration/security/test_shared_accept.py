@@ -12,6 +12,8 @@ import socket
 import struct
 from collections.abc import Callable
 
+import pytest
+
 from tests.integration.relay.conftest import RelayEnv, RelayProcess
 from tests.integration.relay.test_relay_accept import send_one, shards_of, start_two, wait_sink
 
@@ -62,9 +64,15 @@ async def _full_share_each(relay: RelayProcess, env: RelayEnv) -> None:
         await client.close()
 
 
+@pytest.mark.parametrize("event_loop_kind", ["uvloop", "asyncio"])
 async def test_resets_and_silent_clients_stop_no_process_from_accepting(
-    relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
+    relay_env: RelayEnv,
+    relay_process: Callable[..., RelayProcess],
+    monkeypatch: pytest.MonkeyPatch,
+    event_loop_kind: str,
 ) -> None:
+    # the relay's loop (uvloop by default): both must serve the shared socket, TLS included
+    monkeypatch.setenv("SMTPCONN_EVENT_LOOP", event_loop_kind)
     relay = start_two(
         relay_env,
         relay_process,
