@@ -7,6 +7,13 @@ turns faster (the less busy one) takes more of them. ``SO_REUSEPORT`` instead sp
 by a hash of the addresses, whatever each process's load, and one process could fill up while
 the other had room.
 
+Who wakes first is not who is least busy: a burst of connections (20 senders starting at once)
+lands mostly on the process whose loop happens to be idle at that instant, before the TLS
+handshakes and logins make it busy. So the processes also publish how many sessions each holds
+in a shared memory page (:class:`SessionBoard`, a memfd the main passes with the sockets), and a
+process that holds more than another leaves the connection :data:`DEFER` seconds for the
+others before it takes it anyway (a child that died or hangs must not strand it).
+
 Capacity (:class:`AcceptGate`): a process stops reading the socket once it holds its share of
 ``max_sessions`` (counting connections still being set up) and reads again when a session ends,
 so the others take the next connections. The main (``overflow``) instead waits
@@ -20,8 +27,11 @@ import asyncio
 import contextlib
 import errno
 import logging
+import mmap
+import os
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -36,6 +46,8 @@ BACKLOG = 511
 OVERFLOW_DELAY = 0.2
 # Connections the main refuses at once when every process is full.
 OVERFLOW_BATCH = 64
+# Seconds a process that holds more sessions than another leaves a waiting connection to it.
+DEFER = 0.02
 # Seconds a listener stops accepting when the process is out of file descriptors.
 NO_FILES_PAUSE = 0.5
 # Seconds to wait for a port still held by a stopping process (a shard child of a main that was
@@ -52,21 +64,75 @@ class Capacity(Protocol):
     max_sessions: int
 
 
+_SLOT = struct.Struct("q")
+
+
+class SessionBoard:
+    """The sessions each relay process holds (slot K: shard K, the main is 0), in one shared
+    memory page every process maps. Each writes only its own slot; reading another's is
+    advisory (a stale slot only delays a connection by DEFER)."""
+
+    def __init__(self, fd: int, slots: int, index: int) -> None:
+        self.fd = fd
+        self.slots = slots
+        self.index = index
+        self._map = mmap.mmap(fd, slots * _SLOT.size)
+
+    @classmethod
+    def create(cls, slots: int) -> SessionBoard:
+        fd = os.memfd_create("smtpconn-sessions")
+        os.ftruncate(fd, slots * _SLOT.size)
+        return cls(fd, slots, 0)
+
+    def publish(self, sessions: int) -> None:
+        _SLOT.pack_into(self._map, self.index * _SLOT.size, sessions)
+
+    def least_loaded(self, sessions: int) -> bool:
+        """Whether no other process holds fewer sessions than ``sessions``."""
+        return all(
+            sessions <= _SLOT.unpack_from(self._map, k * _SLOT.size)[0]
+            for k in range(self.slots)
+            if k != self.index
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, BufferError):
+            self._map.close()
+            os.close(self.fd)
+
+
 class AcceptGate:
     """Whether this process should take one more connection; the listeners it opens and shuts.
-    ``overflow``: keep taking connections when full (the main: the tracker refuses them)."""
+    ``overflow``: keep taking connections when full (the main: the tracker refuses them).
+    ``board``: where the processes see each other's sessions (None: take whatever comes)."""
 
-    def __init__(self, limits: Capacity, *, overflow: bool) -> None:
+    def __init__(
+        self, limits: Capacity, *, overflow: bool, board: SessionBoard | None = None
+    ) -> None:
         self.limits = limits
         self.overflow = overflow
+        self.board = board
         self.pending = 0  # accepted, session not started yet (TLS handshake, setup)
         self.listeners: list[SharedListener] = []
+        self.publish()
+
+    def load(self) -> int:
+        return self.limits.sessions + self.pending
 
     def full(self) -> bool:
-        return self.limits.sessions + self.pending >= self.limits.max_sessions
+        return self.load() >= self.limits.max_sessions
+
+    def preferred(self) -> bool:
+        """Whether this process should take the next connection now (no other holds fewer)."""
+        return self.board is None or self.board.least_loaded(self.load())
+
+    def publish(self) -> None:
+        if self.board is not None:
+            self.board.publish(self.load())
 
     def changed(self) -> None:
         """A session ended or a connection's setup finished: open or shut the listeners."""
+        self.publish()
         for listener in self.listeners:
             listener.update()
 
@@ -202,13 +268,28 @@ class SharedListener:
         self._timer = self._loop.call_later(delay, then)
 
     def _ready(self, sock: socket.socket) -> None:
-        # One connection per callback: a loop that turns slower takes fewer (the balancing).
+        # One connection per callback, and only while no other process holds fewer sessions
+        # (else after DEFER, if it still waits): the split follows the sessions each holds.
         if not self._gate.full():
-            self._accept(sock)
+            if self._gate.preferred():
+                self._accept(sock)
+            else:
+                self._wait(DEFER, self._deferred)
         elif self._gate.overflow:
             self._wait(OVERFLOW_DELAY, self._overflow)
         else:
             self._pause()
+
+    def _deferred(self) -> None:
+        """DEFER passed: the less busy process did not take what waits; take one."""
+        self._timer = None
+        if self._closed:
+            return
+        if not self._gate.full():
+            for sock in self.sockets:
+                if self._accept(sock):
+                    break
+        self.update()
 
     def _overflow(self) -> None:
         """Every process was full for OVERFLOW_DELAY: take what waits (the tracker answers 421)."""
@@ -242,6 +323,7 @@ class SharedListener:
         self._warned = False
         conn.setblocking(False)
         self._gate.pending += 1
+        self._gate.publish()
         task = self._loop.create_task(self._start_session(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

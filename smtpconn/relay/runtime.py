@@ -51,7 +51,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from smtpconn.errors import UsageError
-from smtpconn.relay.acceptor import AcceptGate, SharedListener, adopt, bind_shared
+from smtpconn.relay.acceptor import (
+    AcceptGate,
+    SessionBoard,
+    SharedListener,
+    adopt,
+    bind_shared,
+)
 from smtpconn.relay.config import (
     ListenAddress,
     RelayConfig,
@@ -276,6 +282,7 @@ class Relay:
             self.config.spool_dir,
             self.process_count,
             (self._shared_fds.get("inbound", ()), self._shared_fds.get("inbound-tls")),
+            board_fd=self._gate.board.fd if self._gate and self._gate.board else None,
         )
         self.shards.start()
         late = await self.shards.ready(SHARDS_READY_TIMEOUT)
@@ -411,9 +418,20 @@ class Relay:
         if self._gate is None:
             # The main keeps taking connections when full (421 from the tracker): a client is
             # never left in the queue when every process is full. A full child stops reading.
-            self._gate = AcceptGate(self.limits, overflow=self.shard is None)
+            self._gate = AcceptGate(
+                self.limits, overflow=self.shard is None, board=self._session_board()
+            )
             self.limits.on_session_end.append(self._gate.changed)
         return SharedListener(sockets, factory, self._gate, name=name, tls=tls)
+
+    def _session_board(self) -> SessionBoard | None:
+        """Where the processes publish their session counts: the main creates it, a child maps
+        the one the main passed (None if it passed none: the child takes what comes)."""
+        if self.shard is None:
+            return SessionBoard.create(self.process_count)
+        if self.shard.board_fd is None:
+            return None
+        return SessionBoard(self.shard.board_fd, self.process_count, self.shard.index)
 
     def _start_status(self) -> None:
         """Record per-address outcomes in ``<spool>/status.json`` for ``smtpconn status``."""
@@ -585,6 +603,8 @@ class Relay:
         if self._sessions is not None:
             await self._sessions.close()
         await self._stop_status()
+        if self._gate is not None and self._gate.board is not None:
+            self._gate.board.close()
         self.spool.unlock()
         log_event("relay.stopped")
 

@@ -42,6 +42,7 @@ SHARDS_DIR = "shards"
 ENV_SHARD = "SMTPCONN_SHARD"  # the child's shard number (1 ..)
 # The listening sockets the main passed: "<inbound fds>,<inbound-tls fds or ->", fds joined by "+"
 ENV_FDS = "SMTPCONN_SHARD_FDS"
+ENV_BOARD = "SMTPCONN_SHARD_BOARD"  # the fd of the processes' session board (acceptor.py)
 ENV_DRAIN = "SMTPCONN_SHARD_DRAIN"  # "1": no listener, exit once the shard is empty
 # Back-off before a child that exited is started again: doubling up to the cap; a child that ran
 # this long before exiting starts again after the first step.
@@ -60,10 +61,12 @@ class ShardRole:
     inbound_fds: tuple[int, ...] = ()
     inbound_tls_fds: tuple[int, ...] | None = None
     drain: bool = False
+    board_fd: int | None = None
 
     @property
     def pass_fds(self) -> tuple[int, ...]:
-        return self.inbound_fds + (self.inbound_tls_fds or ())
+        board = () if self.board_fd is None else (self.board_fd,)
+        return self.inbound_fds + (self.inbound_tls_fds or ()) + board
 
 
 def _fds(text: str) -> tuple[int, ...]:
@@ -85,6 +88,7 @@ def shard_role_from_env(environ: Mapping[str, str]) -> ShardRole | None:
         inbound_fds=_fds(inbound),
         inbound_tls_fds=None if tls in ("", "-") else _fds(tls),
         drain=environ.get(ENV_DRAIN) == "1",
+        board_fd=int(board) if (board := environ.get(ENV_BOARD, "")).isdigit() else None,
     )
 
 
@@ -94,6 +98,7 @@ def shard_env(role: ShardRole) -> dict[str, str]:
         ENV_SHARD: str(role.index),
         ENV_FDS: f"{_fds_text(role.inbound_fds)},{tls}",
         ENV_DRAIN: "1" if role.drain else "0",
+        ENV_BOARD: "" if role.board_fd is None else str(role.board_fd),
     }
 
 
@@ -254,12 +259,14 @@ class ShardSupervisor:
         processes: int,
         fds: tuple[tuple[int, ...], tuple[int, ...] | None],
         *,
+        board_fd: int | None = None,
         on_event: Callable[[str, dict[str, Any]], None] = emit_to_observers,
     ) -> None:
         self.command = list(command)
         self.spool_dir = spool_dir
         self.processes = processes
         self.fds = fds  # the inbound listening sockets, kept open by the main for restarts
+        self.board_fd = board_fd
         self.on_event = on_event
         self.children: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -270,7 +277,9 @@ class ShardSupervisor:
         """One serving child per shard 1 .. N-1, and a draining one for each shard beyond that
         still holding mail (N was lowered)."""
         inbound, tls = self.fds
-        roles = [ShardRole(k, inbound, tls) for k in range(1, self.processes)]
+        roles = [
+            ShardRole(k, inbound, tls, board_fd=self.board_fd) for k in range(1, self.processes)
+        ]
         roles += [
             ShardRole(k, drain=True)
             for k, path in shard_dirs(self.spool_dir)

@@ -5,6 +5,7 @@ main takes them after OVERFLOW_DELAY (to refuse them) when it is full itself."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import pytest
 import uvloop
 
 from smtpconn.relay import acceptor
-from smtpconn.relay.acceptor import AcceptGate, SharedListener, adopt, bind_shared
+from smtpconn.relay.acceptor import AcceptGate, SessionBoard, SharedListener, adopt, bind_shared
 
 
 @dataclass
@@ -130,3 +131,30 @@ def test_a_child_accepts_on_the_descriptors_the_main_passed(kind: str) -> None:
             transport.close()
 
     _run(kind, main)
+
+
+def test_the_board_shows_each_process_the_others_sessions() -> None:
+    main = SessionBoard.create(3)
+    child = SessionBoard(os.dup(main.fd), 3, 2)  # as a child maps the fd the main passed
+    main.publish(4)
+    child.publish(2)
+    assert child.least_loaded(2) is False  # slot 1 (a child not started yet) holds 0
+    SessionBoard(main.fd, 3, 1).publish(3)
+    assert child.least_loaded(2) and child.least_loaded(3)
+    assert not main.least_loaded(4) and main.least_loaded(2)
+    child.close()
+    main.close()
+
+
+def test_a_gate_publishes_what_it_holds_and_prefers_the_least_loaded() -> None:
+    board = SessionBoard.create(2)
+    other = SessionBoard(os.dup(board.fd), 2, 1)
+    limits = Limits(sessions=1, max_sessions=5)
+    gate = AcceptGate(limits, overflow=False, board=board)
+    other.publish(1)
+    assert gate.preferred()
+    gate.pending += 1
+    gate.changed()
+    assert not gate.preferred() and other.least_loaded(1)
+    other.close()
+    board.close()
