@@ -50,16 +50,24 @@ def format_event(event: str, fields: dict[str, Any]) -> str:
 # file, metrics) must not depend on how verbose its log is.
 Observer = Callable[[str, dict[str, Any]], None]
 OBSERVERS: list[Observer] = []
+# A session opened in a shard child: an observer-only event for the main's metrics.
+SESSION_OPENED_EVENT = "relay.session-opened"
 # Fields every line of this process ends with (with several relay processes: which one it is).
 CONTEXT: dict[str, Any] = {}
 
 
-def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
+def notify_observers(event: str, **fields: Any) -> None:
+    """``event`` for the observers only (counted, never a log line): what happens too often to
+    log, such as a session opening in a shard child, which the main's metrics count."""
     for observer in OBSERVERS:
         try:
             observer(event, fields)
         except Exception as exc:  # counting must never stop the delivery that is being logged
             LOGGER.error("%s", format_event("relay.observer-failed", {"error": repr(exc)}))
+
+
+def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    notify_observers(event, **fields)
     # The event and its fields travel with the record too, for handlers that keep structure
     # (JSON lines) instead of parsing the line back.
     if CONTEXT:  # (an event's own field of the same name wins)

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from smtpconn.relay.log import SESSION_OPENED_EVENT
 from smtpconn.relay.shards import find_anywhere, spool_family
 from smtpconn.relay.spool import DIRECTIONS, Spool
 from smtpconn.relay.state import TOKEN_EVENT, token_expiry
@@ -93,6 +94,9 @@ class RelayMetrics:
         self.sessions.labels(listener).inc()
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        if event == SESSION_OPENED_EVENT:  # a shard child's session (the main counts its own)
+            self.session_opened(str(fields.get("listener") or "inbound"))
+            return
         if event == TOKEN_EVENT:
             address, expires = token_expiry(fields)
             if address is not None and expires is not None:

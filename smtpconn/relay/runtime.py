@@ -66,7 +66,7 @@ from smtpconn.relay.config import (
     check_config,
     share,
 )
-from smtpconn.relay.log import log_event
+from smtpconn.relay.log import SESSION_OPENED_EVENT, log_event, notify_observers
 from smtpconn.relay.outbound import Deliverer
 from smtpconn.relay.server import CredentialChecker, RelayLimits, RelaySMTP, SessionTracker
 from smtpconn.relay.sessions import SessionPool
@@ -149,6 +149,7 @@ class Relay:
         self._health: HealthServer | None = None
         self.metrics_port: int | None = None
         self._status_task: asyncio.Task[None] | None = None
+        self._settle_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_profile_file(
@@ -203,6 +204,7 @@ class Relay:
             raise
         for worker in self._workers.values():
             worker.start()
+        self._settle_task = asyncio.get_running_loop().create_task(self._settle_slots())
         self._started = True
         self._started_config = self.config
         if self.shard is not None:
@@ -362,6 +364,8 @@ class Relay:
             config = self.config
             if self.metrics is not None:
                 self.metrics.session_opened(name)
+            elif self.shard is not None:  # counted by the main's metrics, through the pipe
+                notify_observers(SESSION_OPENED_EVENT, listener=name)
             return RelaySMTP(
                 self._handlers[kind],
                 checker=self._checker(kind),
@@ -450,11 +454,29 @@ class Relay:
             try:
                 await asyncio.to_thread(self._status.flush_file)
                 await self._write_lanes()
-                # Slots of messages spooled since: their queue names alone from now on.
-                await asyncio.to_thread(self.spool.settle)
             except OSError as exc:  # advisory: a full disk must not stop deliveries
                 log_event("relay.status-failed", logging.WARNING, error=exc.strerror)
             await asyncio.sleep(every)
+
+    async def _settle_slots(self, every: float = 1.0) -> None:
+        """About once a second, in every process (a shard child too): the slots of messages
+        spooled since are given up, their queue names alone from now on (spool.py: 4)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(self.spool.settle)
+            except OSError as exc:  # the slot keeps the message meanwhile; try again later
+                log_event("relay.settle-failed", logging.WARNING, error=exc.strerror)
+
+    async def _stop_settling(self) -> None:
+        if self._settle_task is None:
+            return
+        self._settle_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._settle_task
+        self._settle_task = None
+        with contextlib.suppress(OSError):  # a last one, so a clean stop leaves no slot name
+            await asyncio.to_thread(self.spool.settle)
 
     async def _write_lanes(self, *, force: bool = False) -> None:
         document = self.lanes.dump(force=force) if self.lanes is not None else None
@@ -603,6 +625,7 @@ class Relay:
         if self._sessions is not None:
             await self._sessions.close()
         await self._stop_status()
+        await self._stop_settling()
         if self._gate is not None and self._gate.board is not None:
             self._gate.board.close()
         self.spool.unlock()
