@@ -51,6 +51,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from smtpconn.errors import UsageError
+from smtpconn.relay.acceptor import (
+    AcceptGate,
+    SessionBoard,
+    SharedListener,
+    adopt,
+    bind_shared,
+)
 from smtpconn.relay.config import (
     ListenAddress,
     RelayConfig,
@@ -108,7 +115,10 @@ class Relay:
         self.shutdown_grace = shutdown_grace
         self.poll = poll
         self._deliverer = deliverer
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[asyncio.base_events.Server | SharedListener] = []
+        # processes > 1: the inbound listeners' sockets, shared with the shard children
+        self._shared_fds: dict[str, tuple[int, ...]] = {}
+        self._gate: AcceptGate | None = None
         self._trackers: list[SessionTracker] = []
         # One budget for all listeners: the caps are on the process, not on each port. With
         # several processes each takes its share, so together they keep the administrator's.
@@ -265,7 +275,7 @@ class Relay:
         )
 
     async def _start_shards(self) -> None:
-        """The shard children, once this process listens (they bind its ports); ready is said
+        """The shard children, once this process listens (they get its sockets); ready is said
         once they listen too (or after SHARDS_READY_TIMEOUT, with the ones that do not)."""
         if self.shard_command is None:
             return
@@ -273,7 +283,8 @@ class Relay:
             self.shard_command,
             self.config.spool_dir,
             self.process_count,
-            (self.inbound_port, self.inbound_tls_port),
+            (self._shared_fds.get("inbound", ()), self._shared_fds.get("inbound-tls")),
+            board_fd=self._gate.board.fd if self._gate and self._gate.board else None,
         )
         self.shards.start()
         late = await self.shards.ready(SHARDS_READY_TIMEOUT)
@@ -322,10 +333,8 @@ class Relay:
         if shard is not None and shard.drain:
             return  # it only empties its shard
         inbound, inbound_tls = config.inbound_listen, config.inbound_tls_listen
-        if shard is not None:  # the main's ports (it bound port 0 first)
-            inbound = ListenAddress(inbound.host, shard.inbound_port)
-            if inbound_tls is not None and shard.inbound_tls_port is not None:
-                inbound_tls = ListenAddress(inbound_tls.host, shard.inbound_tls_port)
+        if shard is not None and shard.inbound_tls_fds is None:
+            inbound_tls = None  # the main has none to share
         self.inbound_port = await self._serve("inbound", "inbound", inbound, tls, implicit=False)
         if inbound_tls is not None:
             self.inbound_tls_port = await self._serve(
@@ -374,15 +383,18 @@ class Relay:
             )
 
         try:
-            server = await asyncio.get_running_loop().create_server(
-                factory,
-                host=listen.host,
-                port=listen.port,
-                ssl=tls if implicit else None,
-                reuse_address=True,
-                # several processes accept on the inbound ports; the kernel spreads connections
-                reuse_port=self.process_count > 1 and kind == "inbound",
-            )
+            if self.process_count > 1 and kind == "inbound":
+                server: asyncio.base_events.Server | SharedListener = await self._shared(
+                    name, listen, factory, tls if implicit else None
+                )
+            else:
+                server = await asyncio.get_running_loop().create_server(
+                    factory,
+                    host=listen.host,
+                    port=listen.port,
+                    ssl=tls if implicit else None,
+                    reuse_address=True,
+                )
         except OSError as exc:
             raise UsageError(
                 f"cannot listen on {listen} ({name}): {exc.strerror}",
@@ -390,6 +402,40 @@ class Relay:
             ) from None
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
+
+    async def _shared(
+        self,
+        name: str,
+        listen: ListenAddress,
+        factory: Callable[[], RelaySMTP],
+        tls: ssl.SSLContext | None,
+    ) -> SharedListener:
+        """An inbound listener on the accept queue all processes share: the main binds it and
+        keeps the sockets for its children (a child started again gets them again); a child
+        takes the ones the main passed it."""
+        if self.shard is None:
+            sockets = await bind_shared(listen.host, listen.port)
+            self._shared_fds[name] = tuple(s.fileno() for s in sockets)
+        else:
+            fds = self.shard.inbound_fds if name == "inbound" else self.shard.inbound_tls_fds
+            sockets = adopt(fds or ())
+        if self._gate is None:
+            # The main keeps taking connections when full (421 from the tracker): a client is
+            # never left in the queue when every process is full. A full child stops reading.
+            self._gate = AcceptGate(
+                self.limits, overflow=self.shard is None, board=self._session_board()
+            )
+            self.limits.on_session_end.append(self._gate.changed)
+        return SharedListener(sockets, factory, self._gate, name=name, tls=tls)
+
+    def _session_board(self) -> SessionBoard | None:
+        """Where the processes publish their session counts: the main creates it, a child maps
+        the one the main passed (None if it passed none: the child takes what comes)."""
+        if self.shard is None:
+            return SessionBoard.create(self.process_count)
+        if self.shard.board_fd is None:
+            return None
+        return SessionBoard(self.shard.board_fd, self.process_count, self.shard.index)
 
     def _start_status(self) -> None:
         """Record per-address outcomes in ``<spool>/status.json`` for ``smtpconn status``."""
@@ -564,6 +610,8 @@ class Relay:
         self._started = False
         grace = self.shutdown_grace if grace is None else grace
         log_event("relay.stopping", grace=grace)
+        if self.shards is not None:
+            self.shards.hold()
         await self._close_servers()
         await self._stop_metrics()
         await asyncio.gather(
@@ -578,6 +626,8 @@ class Relay:
             await self._sessions.close()
         await self._stop_status()
         await self._stop_settling()
+        if self._gate is not None and self._gate.board is not None:
+            self._gate.board.close()
         self.spool.unlock()
         log_event("relay.stopped")
 

@@ -202,6 +202,13 @@ class RelayLimits:
         self.max_memory = max_memory
         self.sessions = 0
         self.memory = 0
+        # Called whenever a session ends (the shared accept queue opens again: acceptor.py).
+        self.on_session_end: list[Callable[[], None]] = []
+
+    def session_ended(self) -> None:
+        self.sessions -= 1
+        for callback in list(self.on_session_end):
+            callback()
 
     def reserve(self, size: int) -> bool:
         if self.memory + size > self.max_memory:
@@ -321,12 +328,12 @@ class RelaySMTP(SMTP):
         if self._refused:
             return
         if self._counted_ip is not None:
-            self.tracker.limits.sessions -= 1
             self.tracker.per_ip[self._counted_ip] -= 1
             if self.tracker.per_ip[self._counted_ip] <= 0:
                 del self.tracker.per_ip[self._counted_ip]
             self._counted_ip = None
             self.tracker.sessions.discard(self)
+            self.tracker.limits.session_ended()
         super().connection_lost(error)
 
     def eof_received(self) -> bool | None:

@@ -4,8 +4,9 @@ The main process is the relay as with one process (both listeners, submission, o
 inbound queue over ``spool/``, the status file, lanes, metrics, the pid file). It also starts
 N - 1 *shard children*: ``python -m smtpconn relay`` run again with the same arguments (so the
 same profile and overrides) and ``SMTPCONN_SHARD=K`` in the environment. A child serves only the
-inbound listener(s), bound to the main's ports with ``SO_REUSEPORT`` (the kernel spreads new
-connections over the processes), and hands what it accepted to the sink from its own spool
+inbound listener(s), on the listening sockets the main bound and passed it (one accept queue
+for all processes, see acceptor.py: the process with room and time takes the next connection),
+and hands what it accepted to the sink from its own spool
 shard ``spool/shards/<K>/``: a normal spool with its own lock, slots and start-up recovery, so
 ``250`` still comes only after fsync. Inbound mail never enters the outbound queue, so a child
 never needs the main's spool.
@@ -39,7 +40,9 @@ from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
 
 SHARDS_DIR = "shards"
 ENV_SHARD = "SMTPCONN_SHARD"  # the child's shard number (1 ..)
-ENV_PORTS = "SMTPCONN_SHARD_PORTS"  # "<inbound port>,<inbound-tls port or ->"
+# The listening sockets the main passed: "<inbound fds>,<inbound-tls fds or ->", fds joined by "+"
+ENV_FDS = "SMTPCONN_SHARD_FDS"
+ENV_BOARD = "SMTPCONN_SHARD_BOARD"  # the fd of the processes' session board (acceptor.py)
 ENV_DRAIN = "SMTPCONN_SHARD_DRAIN"  # "1": no listener, exit once the shard is empty
 # Back-off before a child that exited is started again: doubling up to the cap; a child that ran
 # this long before exiting starts again after the first step.
@@ -51,12 +54,27 @@ LOCK_RETRY = 0.2
 
 @dataclass(frozen=True, slots=True)
 class ShardRole:
-    """What a shard child is: its number, the main's inbound ports, and whether it only drains."""
+    """What a shard child is: its number, the inbound listening sockets the main passed it (by
+    descriptor), and whether it only drains."""
 
     index: int
-    inbound_port: int = 0
-    inbound_tls_port: int | None = None
+    inbound_fds: tuple[int, ...] = ()
+    inbound_tls_fds: tuple[int, ...] | None = None
     drain: bool = False
+    board_fd: int | None = None
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        board = () if self.board_fd is None else (self.board_fd,)
+        return self.inbound_fds + (self.inbound_tls_fds or ()) + board
+
+
+def _fds(text: str) -> tuple[int, ...]:
+    return tuple(int(fd) for fd in text.split("+") if fd.isdigit())
+
+
+def _fds_text(fds: tuple[int, ...]) -> str:
+    return "+".join(map(str, fds))
 
 
 def shard_role_from_env(environ: Mapping[str, str]) -> ShardRole | None:
@@ -64,21 +82,23 @@ def shard_role_from_env(environ: Mapping[str, str]) -> ShardRole | None:
     text = environ.get(ENV_SHARD)
     if not text:
         return None
-    inbound, _, tls = environ.get(ENV_PORTS, "0,-").partition(",")
+    inbound, _, tls = environ.get(ENV_FDS, ",-").partition(",")
     return ShardRole(
         index=int(text),
-        inbound_port=int(inbound or 0),
-        inbound_tls_port=int(tls) if tls.isdigit() else None,
+        inbound_fds=_fds(inbound),
+        inbound_tls_fds=None if tls in ("", "-") else _fds(tls),
         drain=environ.get(ENV_DRAIN) == "1",
+        board_fd=int(board) if (board := environ.get(ENV_BOARD, "")).isdigit() else None,
     )
 
 
 def shard_env(role: ShardRole) -> dict[str, str]:
-    tls = "-" if role.inbound_tls_port is None else str(role.inbound_tls_port)
+    tls = "-" if role.inbound_tls_fds is None else _fds_text(role.inbound_tls_fds)
     return {
         ENV_SHARD: str(role.index),
-        ENV_PORTS: f"{role.inbound_port},{tls}",
+        ENV_FDS: f"{_fds_text(role.inbound_fds)},{tls}",
         ENV_DRAIN: "1" if role.drain else "0",
+        ENV_BOARD: "" if role.board_fd is None else str(role.board_fd),
     }
 
 
@@ -237,14 +257,16 @@ class ShardSupervisor:
         command: Sequence[str],
         spool_dir: Path,
         processes: int,
-        ports: tuple[int, int | None],
+        fds: tuple[tuple[int, ...], tuple[int, ...] | None],
         *,
+        board_fd: int | None = None,
         on_event: Callable[[str, dict[str, Any]], None] = emit_to_observers,
     ) -> None:
         self.command = list(command)
         self.spool_dir = spool_dir
         self.processes = processes
-        self.ports = ports
+        self.fds = fds  # the inbound listening sockets, kept open by the main for restarts
+        self.board_fd = board_fd
         self.on_event = on_event
         self.children: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -254,8 +276,10 @@ class ShardSupervisor:
     def roles(self) -> list[ShardRole]:
         """One serving child per shard 1 .. N-1, and a draining one for each shard beyond that
         still holding mail (N was lowered)."""
-        inbound, tls = self.ports
-        roles = [ShardRole(k, inbound, tls) for k in range(1, self.processes)]
+        inbound, tls = self.fds
+        roles = [
+            ShardRole(k, inbound, tls, board_fd=self.board_fd) for k in range(1, self.processes)
+        ]
         roles += [
             ShardRole(k, drain=True)
             for k, path in shard_dirs(self.spool_dir)
@@ -305,6 +329,7 @@ class ShardSupervisor:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 env={**os.environ, **shard_env(role)},
+                pass_fds=role.pass_fds,
             )
         except OSError as exc:
             log_event("relay.shard-failed", logging.ERROR, shard=role.index, error=exc.strerror)
@@ -335,6 +360,10 @@ class ShardSupervisor:
             if decoded[0] == "relay.shard-ready" and index in self._ready:
                 self._ready[index].set()
             self.on_event(*decoded)
+
+    def hold(self) -> None:
+        """Start no child from now on (the main is stopping and closes the sockets they get)."""
+        self._stopping = True
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to every child that runs (SIGHUP: re-read the profile)."""

@@ -1,4 +1,4 @@
-"""``[relay] processes = N``: the relay as a subprocess with shard children (SO_REUSEPORT inbound,
+"""``[relay] processes = N``: the relay as a subprocess with shard children (one shared accept queue,
 one spool shard each). Sessions spread over the processes, every message reaches the sink once,
 the main counts the children's events, ``queue`` sees the shards, SIGHUP reaches the children,
 SIGTERM stops them all, the children follow a killed main, and a killed child comes back and

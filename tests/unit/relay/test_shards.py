@@ -80,7 +80,7 @@ def test_the_relay_divides_its_limits_only_when_it_runs_children(tmp_path: Path)
     alone = Relay(config)  # no way to start children (library use): the whole budget
     assert (alone.process_count, alone.limits.max_sessions) == (1, 500)
     main = Relay(config, shard_command=["true"])
-    child = Relay(config, shard=ShardRole(1, 2525))
+    child = Relay(config, shard=ShardRole(1, (3,)))
     for process in (main, child):
         assert process.process_count == 2
         assert process.limits.max_sessions == 250
@@ -98,8 +98,10 @@ def test_a_share_of_memory_never_below_one_largest_message(tmp_path: Path) -> No
 
 
 def test_the_role_travels_in_the_environment() -> None:
-    for role in (ShardRole(1, 2525), ShardRole(3, 2525, 4465), ShardRole(5, drain=True)):
+    roles = (ShardRole(1, (3,)), ShardRole(3, (3, 4), (5,)), ShardRole(5, drain=True))
+    for role in roles:
         assert shard_role_from_env(shard_env(role)) == role
+    assert roles[1].pass_fds == (3, 4, 5)
     assert shard_role_from_env({}) is None
 
 

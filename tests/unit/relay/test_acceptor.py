@@ -1,0 +1,160 @@
+"""The shared accept queue's gate (acceptor.py) on real local sockets, on asyncio's loop and on
+uvloop: a full child leaves connections in the queue and takes them once a session ends; the
+main takes them after OVERFLOW_DELAY (to refuse them) when it is full itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import uvloop
+
+from smtpconn.relay import acceptor
+from smtpconn.relay.acceptor import AcceptGate, SessionBoard, SharedListener, adopt, bind_shared
+
+
+@dataclass
+class Limits:
+    sessions: int = 0
+    max_sessions: int = 1
+
+
+def _counting(limits: Limits, made: list[asyncio.BaseTransport]) -> Callable[[], asyncio.Protocol]:
+    class Counted(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            limits.sessions += 1
+            made.append(transport)
+
+    return Counted
+
+
+async def _connect(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
+async def _settle(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+    return True
+
+
+def _run(kind: str, main: Callable[[], object]) -> None:
+    if kind == "uvloop":
+        uvloop.run(main())  # type: ignore[arg-type]
+    else:
+        asyncio.run(main())  # type: ignore[arg-type]
+
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_a_full_child_leaves_connections_queued_until_a_session_ends(kind: str) -> None:
+    async def main() -> None:
+        limits, made = Limits(), list[asyncio.BaseTransport]()
+        sockets = await bind_shared("127.0.0.1", 0)
+        gate = AcceptGate(limits, overflow=False)
+        listener = SharedListener(sockets, _counting(limits, made), gate, name="inbound")
+        port = listener.sockets[0].getsockname()[1]
+        clients = [await _connect(port), await _connect(port)]
+        await _settle(lambda: len(made) == 1)
+        await asyncio.sleep(acceptor.OVERFLOW_DELAY * 2)
+        assert len(made) == 1  # the second waits in the queue for another process
+        limits.sessions -= 1
+        gate.changed()
+        await _settle(lambda: len(made) == 2)
+        listener.close()
+        await listener.wait_closed()
+        assert not listener.is_serving()
+        for sock in clients:
+            sock.close()
+        for transport in made:
+            transport.close()
+
+    _run(kind, main)
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_a_full_main_takes_what_waits_after_the_overflow_delay(kind: str) -> None:
+    async def main() -> None:
+        limits, made = Limits(), list[asyncio.BaseTransport]()
+        sockets = await bind_shared("127.0.0.1", 0)
+        gate = AcceptGate(limits, overflow=True)
+        listener = SharedListener(sockets, _counting(limits, made), gate, name="inbound")
+        port = listener.sockets[0].getsockname()[1]
+        clients = [await _connect(port) for _ in range(3)]
+        await _settle(lambda: len(made) == 3)  # the 2nd and 3rd: for the tracker to refuse
+        listener.close()
+        for sock in clients:
+            sock.close()
+        for transport in made:
+            transport.close()
+
+    _run(kind, main)
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_a_child_accepts_on_the_descriptors_the_main_passed(kind: str) -> None:
+    """Two listeners on one socket (as main and child in two processes): both take
+    connections, one each while each has room for one."""
+
+    async def main() -> None:
+        sockets = await bind_shared("127.0.0.1", 0)
+        twin = adopt([socket.dup(sockets[0].fileno())])
+        (a, made_a), (b, made_b) = (
+            (Limits(), list[asyncio.BaseTransport]()),
+            (
+                Limits(),
+                list[asyncio.BaseTransport](),
+            ),
+        )
+        first = SharedListener(
+            sockets, _counting(a, made_a), AcceptGate(a, overflow=False), name="x"
+        )
+        second = SharedListener(twin, _counting(b, made_b), AcceptGate(b, overflow=False), name="x")
+        port = twin[0].getsockname()[1]
+        clients = [await _connect(port) for _ in range(2)]
+        await _settle(lambda: len(made_a) == len(made_b) == 1)
+        for listener in (first, second):
+            listener.close()
+        for sock in clients:
+            sock.close()
+        for transport in made_a + made_b:
+            transport.close()
+
+    _run(kind, main)
+
+
+def test_the_board_shows_each_process_the_others_sessions() -> None:
+    main = SessionBoard.create(3)
+    child = SessionBoard(os.dup(main.fd), 3, 2)  # as a child maps the fd the main passed
+    main.publish(4)
+    child.publish(2)
+    assert child.least_loaded(2) is False  # slot 1 (a child not started yet) holds 0
+    SessionBoard(main.fd, 3, 1).publish(3)
+    assert child.least_loaded(2) and child.least_loaded(3)
+    assert not main.least_loaded(4) and main.least_loaded(2)
+    child.close()
+    main.close()
+
+
+def test_a_gate_publishes_what_it_holds_and_prefers_the_least_loaded() -> None:
+    board = SessionBoard.create(2)
+    other = SessionBoard(os.dup(board.fd), 2, 1)
+    limits = Limits(sessions=1, max_sessions=5)
+    gate = AcceptGate(limits, overflow=False, board=board)
+    other.publish(1)
+    assert gate.preferred()
+    gate.pending += 1
+    gate.changed()
+    assert not gate.preferred() and other.least_loaded(1)
+    other.close()
+    board.close()
