@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         )
         from smtpconn.relay.log import LogFormat, configure_logging
         from smtpconn.relay.runtime import Relay, run_shard, run_until_signalled
-        from smtpconn.relay.shards import child_command, shard_role_from_env
+        from smtpconn.relay.shards import child_command, forget_shard_env, shard_role_from_env
 
         try:
             chosen_format = LogFormat(log_format)
@@ -142,6 +142,7 @@ def register(app: typer.Typer) -> None:
         # With [relay] processes > 1 the main starts its shard children as this same command
         # (SMTPCONN_SHARD tells a child what it is: smtpconn.relay.shards).
         role = shard_role_from_env(os.environ)
+        forget_shard_env(os.environ)
         running = Relay(config, shard=role, shard_command=None if role else child_command())
         running.reload_source = load_again
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -539,9 +539,7 @@ class Relay:
         certificate, the spool, the sink and the per-IP limit need a restart; a reload that
         changes them says so (``restart_needed``). True when applied."""
         if self.shards is not None:  # each child re-reads the profile itself
-            import signal
-
-            self.shards.signal(signal.SIGHUP)
+            self.shards.reload()
         async with self._reload_lock:
             return await self._reload()
 

@@ -30,11 +30,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smtpconn.errors import UsageError
 from smtpconn.relay.log import OBSERVERS, log_event
 from smtpconn.relay.spool import DIRECTIONS, Spool, SpoolEntry
 
@@ -43,6 +44,7 @@ ENV_SHARD = "SMTPCONN_SHARD"  # the child's shard number (1 ..)
 # The listening sockets the main passed: "<inbound fds>,<inbound-tls fds or ->", fds joined by "+"
 ENV_FDS = "SMTPCONN_SHARD_FDS"
 ENV_BOARD = "SMTPCONN_SHARD_BOARD"  # the fd of the processes' session board (acceptor.py)
+ENV_PARENT = "SMTPCONN_SHARD_PARENT"  # the main's pid: a child checks it is its parent
 ENV_DRAIN = "SMTPCONN_SHARD_DRAIN"  # "1": no listener, exit once the shard is empty
 # Back-off before a child that exited is started again: doubling up to the cap; a child that ran
 # this long before exiting starts again after the first step.
@@ -50,6 +52,10 @@ RESTART_FIRST = 0.5
 RESTART_CAP = 10.0
 RESTART_RESET_AFTER = 30.0
 LOCK_RETRY = 0.2
+# Quick exits in a row after which a child is reported as failing (level error).
+FAILING_AFTER = 3
+# How often the main looks for a shard beyond N that received mail after it started.
+LEFT_OVER_SCAN = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +83,24 @@ def _fds_text(fds: tuple[int, ...]) -> str:
     return "+".join(map(str, fds))
 
 
-def shard_role_from_env(environ: Mapping[str, str]) -> ShardRole | None:
-    """The role the main gave this process, or None (this is the main, or the only process)."""
+def shard_role_from_env(
+    environ: Mapping[str, str], parent_pid: int | None = None
+) -> ShardRole | None:
+    """The role the main gave this process, or None (this is the main, or the only process).
+    Only a main sets it, for its own children: ``SMTPCONN_SHARD`` set by anything else (a
+    left-over export, a service file) is refused with a clear error, never obeyed."""
     text = environ.get(ENV_SHARD)
     if not text:
         return None
+    parent = os.getppid() if parent_pid is None else parent_pid
+    if not text.isdigit() or int(text) < 1 or environ.get(ENV_PARENT) != str(parent):
+        raise UsageError(
+            f"{ENV_SHARD} is set ({text[:20]!r}): it is how a relay tells its own shard "
+            "children what they are, and this process was not started by a relay",
+            fix=f"unset {ENV_SHARD} (and the other {ENV_SHARD}_* variables) and start the relay "
+            "again; [relay] processes starts the children",
+            input="environment",
+        )
     inbound, _, tls = environ.get(ENV_FDS, ",-").partition(",")
     return ShardRole(
         index=int(text),
@@ -92,10 +111,18 @@ def shard_role_from_env(environ: Mapping[str, str]) -> ShardRole | None:
     )
 
 
+def forget_shard_env(environ: MutableMapping[str, str]) -> None:
+    """Drop the role's variables once read: what a child runs (a pipe sink's command) must not
+    inherit them."""
+    for name in [k for k in environ if k == ENV_SHARD or k.startswith(ENV_SHARD + "_")]:
+        del environ[name]
+
+
 def shard_env(role: ShardRole) -> dict[str, str]:
     tls = "-" if role.inbound_tls_fds is None else _fds_text(role.inbound_tls_fds)
     return {
         ENV_SHARD: str(role.index),
+        ENV_PARENT: str(os.getpid()),
         ENV_FDS: f"{_fds_text(role.inbound_fds)},{tls}",
         ENV_DRAIN: "1" if role.drain else "0",
         ENV_BOARD: "" if role.board_fd is None else str(role.board_fd),
@@ -272,6 +299,9 @@ class ShardSupervisor:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._ready: dict[int, asyncio.Event] = {}  # serving shards: set once each listens
+        self._listening: set[int] = set()  # shards whose current child said it is ready
+        self._reload_due: set[int] = set()  # a reload came while the child was starting
+        self._kept: set[int] = set()  # shards with a child kept running (serving or draining)
 
     def roles(self) -> list[ShardRole]:
         """One serving child per shard 1 .. N-1, and a draining one for each shard beyond that
@@ -288,11 +318,25 @@ class ShardSupervisor:
         return roles
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
         for role in self.roles():
             if not role.drain:
                 self._ready[role.index] = asyncio.Event()
-            self._tasks.append(loop.create_task(self._keep(role)))
+            self._keep_running(role)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._watch_left_over()))
+
+    def _keep_running(self, role: ShardRole) -> None:
+        self._kept.add(role.index)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._keep(role)))
+
+    async def _watch_left_over(self, every: float = LEFT_OVER_SCAN) -> None:
+        """A shard beyond N can receive mail after the main started: the child of a killed main
+        (with a larger N) finishing its sessions. Look again now and then, and drain it."""
+        while not self._stopping:
+            await asyncio.sleep(every)
+            found = await asyncio.to_thread(self.roles)
+            for role in found:
+                if role.drain and role.index not in self._kept and not self._stopping:
+                    self._keep_running(role)
 
     async def ready(self, timeout: float) -> list[int]:
         """Wait until every serving child listens (at most ``timeout`` seconds: the main
@@ -310,17 +354,31 @@ class ShardSupervisor:
     async def _keep(self, role: ShardRole) -> None:
         """Run one child; start it again (after a back-off) whenever it exits unexpectedly."""
         delay = RESTART_FIRST
-        while not self._stopping:
-            started = time.monotonic()
-            code = await self._run_once(role)
-            if self._stopping or (role.drain and code == 0):
-                return
-            ran = time.monotonic() - started
-            delay = RESTART_FIRST if ran >= RESTART_RESET_AFTER else min(delay * 2, RESTART_CAP)
-            log_event(
-                "relay.shard-exited", logging.WARNING, shard=role.index, code=code, restart_in=delay
-            )
-            await asyncio.sleep(delay)
+        failures = 0  # in a row, each soon after its start
+        try:
+            while not self._stopping:
+                started = time.monotonic()
+                code = await self._run_once(role)
+                if self._stopping or (role.drain and code == 0):
+                    return
+                ran = time.monotonic() - started
+                quick = ran < RESTART_RESET_AFTER
+                failures = failures + 1 if quick else 0
+                delay = min(delay * 2, RESTART_CAP) if quick else RESTART_FIRST
+                # A child that keeps failing (a profile edit in progress, a full disk) leaves
+                # the main serving alone with its share of the limits: an error, not a warning.
+                failing = failures >= FAILING_AFTER
+                log_event(
+                    "relay.shard-failing" if failing else "relay.shard-exited",
+                    logging.ERROR if failing else logging.WARNING,
+                    shard=role.index,
+                    code=code,
+                    restart_in=delay,
+                    failures=failures if failing else None,
+                )
+                await asyncio.sleep(delay)
+        finally:
+            self._kept.discard(role.index)
 
     async def _run_once(self, role: ShardRole) -> int | None:
         try:
@@ -335,6 +393,7 @@ class ShardSupervisor:
             log_event("relay.shard-failed", logging.ERROR, shard=role.index, error=exc.strerror)
             return None
         self.children[role.index] = child
+        self._listening.discard(role.index)
         if self._stopping:  # stop() began while it started
             child.send_signal(signal.SIGTERM)
         log_event("relay.shard-started", shard=role.index, pid=child.pid, drain=role.drain)
@@ -357,20 +416,41 @@ class ShardSupervisor:
             decoded = decode_event(line)
             if decoded is None:
                 continue
-            if decoded[0] == "relay.shard-ready" and index in self._ready:
-                self._ready[index].set()
+            if decoded[0] == "relay.shard-ready":
+                self._became_ready(index)
             self.on_event(*decoded)
 
     def hold(self) -> None:
         """Start no child from now on (the main is stopping and closes the sockets they get)."""
         self._stopping = True
 
+    def _became_ready(self, index: int) -> None:
+        if index in self._ready:
+            self._ready[index].set()
+        self._listening.add(index)
+        if index in self._reload_due:  # it may have read the profile before the change
+            self._reload_due.discard(index)
+            self._send(index, signal.SIGHUP)
+
+    def reload(self) -> None:
+        """SIGHUP to every child, so each re-reads the profile. A child still starting has no
+        handler yet (SIGHUP would kill it): it gets the signal once it says it is ready."""
+        for index in list(self.children):
+            if index in self._listening:
+                self._send(index, signal.SIGHUP)
+            else:
+                self._reload_due.add(index)
+
+    def _send(self, index: int, signum: int) -> None:
+        child = self.children.get(index)
+        if child is not None and child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
     def signal(self, signum: int) -> None:
-        """Send ``signum`` to every child that runs (SIGHUP: re-read the profile)."""
-        for child in list(self.children.values()):
-            if child.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.send_signal(signum)
+        """Send ``signum`` to every child that runs."""
+        for index in list(self.children):
+            self._send(index, signum)
 
     async def stop(self, grace: float) -> None:
         """SIGTERM to every child; wait for them (their own shutdown grace, and a little), then

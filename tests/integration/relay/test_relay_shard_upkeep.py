@@ -1,14 +1,32 @@
-"""What a shard child keeps up beside its sessions (``[relay] processes``): its spool's slots are
-settled like the main's, and the main's metrics count the sessions it served."""
+"""What a shard child keeps up beside its sessions (``[relay] processes``), and how the main looks
+after its children: slots settled in every process, the children's sessions counted, a reload
+that never kills a starting child, a left-over shard drained whenever it gets mail, and a role
+taken only from the main that started the process."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import aiosmtplib
+
 from .conftest import RelayEnv, RelayProcess
-from .test_relay_processes import _edit_profile, _metric, _pipe_sink, _sessions, _start, _wait
+from .test_relay_processes import (
+    _alive,
+    _children,
+    _edit_profile,
+    _metric,
+    _pipe_sink,
+    _sessions,
+    _start,
+    _wait,
+)
 
 
 def _linked_twice(directory: Path) -> list[str]:
@@ -48,3 +66,80 @@ async def test_the_sessions_metric_counts_the_childrens_sessions(
     }
     assert served == {"0", "1"}  # both processes served some
     assert _metric(port, "smtpconn_sessions_total", listener="inbound") == 20
+
+
+async def test_a_reload_while_a_child_starts_reaches_it_once_it_is_ready(
+    relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
+) -> None:
+    # SIGHUP's default action kills a process that has not installed its handler yet: a reload
+    # right after a child's (re)start used to kill it (exit -1) and double its back-off.
+    relay = _start(relay_env, relay_process)
+    [child] = _children(relay).values()
+    os.kill(child, signal.SIGKILL)
+    _wait(lambda: _children(relay).get(1, child) != child, relay)
+    new = _children(relay)[1]
+    relay.process.send_signal(signal.SIGHUP)  # an administrator's reload at that moment
+    _wait(lambda: "event=relay.reloaded" in _lines_of(relay, new), relay)
+    assert _alive(new)
+    assert not re.search(r"event=relay.shard-exited shard=1 code=-1\b", relay.log.read_text())
+
+
+def _lines_of(relay: RelayProcess, pid: int) -> str:
+    return "\n".join(line for line in relay.log.read_text().splitlines() if f"pid={pid}" in line)
+
+
+async def test_a_shard_that_receives_mail_after_the_main_started_is_drained(
+    relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
+) -> None:
+    # The child of a killed main (processes = 2) finishes its open sessions while a new main
+    # starts with processes = 1: what that child acknowledged lands in shard 1, which nobody
+    # served when the new main looked at start-up.
+    out, flag = relay_env.root / "out", relay_env.root / "fixed"
+    _pipe_sink(relay_env, out, flag, exit_code=75)  # the help desk is down for a moment
+    relay = _start(relay_env, relay_process)
+    old_child = _children(relay)[1]
+    rcpt = relay_env.addresses["outbound-only"]
+    clients = []
+    for _ in range(8):
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=relay.inbound_port, start_tls=False, timeout=20
+        )
+        await client.connect()
+        await client.ehlo()
+        await client.mail("someone@good.test")
+        await client.rcpt(rcpt)
+        clients.append(client)
+    relay.process.kill()
+    relay.process.wait(10)
+    _edit_profile(relay_env, lambda d: d["relay"].update(processes=1))
+    again = relay_process(inbound_port=relay.inbound_port)
+    acknowledged = 0
+    for i, client in enumerate(clients):
+        with contextlib.suppress(aiosmtplib.SMTPException):
+            code, _ = await client.data(f"Subject: late-{i}\r\n\r\nlate-{i}\r\n")
+            acknowledged += code == 250
+    assert acknowledged  # the old child finished some of them into shard 1
+    _wait(lambda: not _alive(old_child), again)  # it stopped: nothing of it delivers them
+    flag.touch()  # the help desk is back
+    _wait(lambda: len(list(out.iterdir())) == acknowledged, again, timeout=40)
+    assert "event=relay.shard-started shard=1" in again.log.read_text()
+
+
+def test_a_stray_shard_variable_is_refused_not_obeyed(relay_env: RelayEnv) -> None:
+    host, port = relay_env.settings.resolvers[0]
+    command = [
+        sys.executable, "-m", "smtpconn", "relay", "--profile", str(relay_env.profile),
+        "--resolver", f"{host}:{port}", "--inbound-listen", "127.0.0.1:0",
+    ]  # fmt: skip
+    for value in ("1", "one"):
+        done = subprocess.run(
+            command,
+            env={**os.environ, "SMTPCONN_SHARD": value},
+            stdin=subprocess.DEVNULL,  # what a service gets
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr[-800:]
+        assert "SMTPCONN_SHARD" in done.stderr and "unset" in done.stderr
+        assert "Traceback" not in done.stderr

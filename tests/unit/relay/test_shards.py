@@ -5,6 +5,7 @@ shards as ``queue`` sees them."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from smtpconn.relay.shards import (
     ShardRole,
     decode_event,
     encode_event,
+    forget_shard_env,
     holds_mail,
     shard_dir,
     shard_dirs,
@@ -100,9 +102,32 @@ def test_a_share_of_memory_never_below_one_largest_message(tmp_path: Path) -> No
 def test_the_role_travels_in_the_environment() -> None:
     roles = (ShardRole(1, (3,)), ShardRole(3, (3, 4), (5,)), ShardRole(5, drain=True))
     for role in roles:
-        assert shard_role_from_env(shard_env(role)) == role
+        # shard_env names this process as the parent: as the child sees it
+        assert shard_role_from_env(shard_env(role), parent_pid=os.getpid()) == role
     assert roles[1].pass_fds == (3, 4, 5)
     assert shard_role_from_env({}) is None
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"SMTPCONN_SHARD": "1"},  # a left-over export: no parent named
+        {"SMTPCONN_SHARD": "1", "SMTPCONN_SHARD_PARENT": "1"},  # another process's child
+        {"SMTPCONN_SHARD": "one", "SMTPCONN_SHARD_PARENT": str(os.getpid())},
+        {"SMTPCONN_SHARD": "0", "SMTPCONN_SHARD_PARENT": str(os.getpid())},
+    ],
+)
+def test_a_role_this_process_was_not_given_is_refused(environ: dict[str, str]) -> None:
+    with pytest.raises(UsageError) as refused:
+        shard_role_from_env(environ, parent_pid=os.getpid())
+    assert "SMTPCONN_SHARD" in refused.value.message
+    assert refused.value.fix is not None and "unset SMTPCONN_SHARD" in refused.value.fix
+
+
+def test_the_role_variables_are_forgotten_once_read() -> None:
+    environ = {**shard_env(ShardRole(2, (3,))), "PATH": "/bin", "SMTPCONN_PROFILE": "p.toml"}
+    forget_shard_env(environ)
+    assert environ == {"PATH": "/bin", "SMTPCONN_PROFILE": "p.toml"}
 
 
 def test_an_event_line_is_one_json_safe_ascii_line() -> None:
