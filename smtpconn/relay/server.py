@@ -336,11 +336,14 @@ class RelaySMTP(SMTP):
             self.tracker.limits.session_ended()
         super().connection_lost(error)
 
-    def eof_received(self) -> bool | None:
-        if self._refused:
-            return False
-        result: bool | None = super().eof_received()
-        return result
+    def eof_received(self) -> bool:
+        if not self._refused:
+            super().eof_received()  # cancels the command loop
+        # Always close, never keep the half-closed connection (aiosmtpd's StreamReaderProtocol
+        # answer): the command loop's own close on cancellation never runs when the EOF comes
+        # before its first step (uvloop: a client that closes as it connects), and the session
+        # would stay counted against max_sessions until the idle timeout.
+        return False
 
     @property
     def in_transaction(self) -> bool:
