@@ -399,6 +399,7 @@ class LatencyProxy:
         up = _DelayedPipe(reader, self.delay, self.max_buffer, up_count)
         up_reader = asyncio.ensure_future(up.read_loop())
         server_writer: asyncio.StreamWriter | None = None
+        down_reader: asyncio.Future[None] | None = None
         try:
             await asyncio.sleep(3 * self.delay)  # the TCP handshake's three one-way trips
             try:
@@ -412,9 +413,14 @@ class LatencyProxy:
             # Each write loop ends at its side's EOF or at an error; once both have, the readers
             # are cancelled, so a vanished peer can never leave the other direction hanging.
             await asyncio.gather(up.write_loop(server_writer), down.write_loop(writer))
-            down_reader.cancel()
+        except asyncio.CancelledError:
+            # The proxy is stopping with this connection still open: the connection handler's
+            # task ends here, quietly (asyncio printed a CancelledError traceback per run).
+            pass
         finally:
             up_reader.cancel()
+            if down_reader is not None:
+                down_reader.cancel()
             for w in (writer, server_writer):
                 if w is not None:
                     w.close()
