@@ -642,17 +642,15 @@ class Relay:
         await self.stop()
 
 
-async def run_until_signalled(relay: Relay) -> None:
-    """``smtpconn relay``: start, then run until SIGTERM/SIGINT, then stop cleanly."""
+def _on_signals(relay: Relay) -> asyncio.Event:
+    """SIGTERM/SIGINT set the returned event (stop); SIGHUP reloads the profile."""
     import signal
-
-    from smtpconn.relay.reload import pid_file
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    reloads: set[asyncio.Task[bool]] = set()
+    reloads: set[asyncio.Task[bool]] = set()  # kept referenced until each is done
 
     def reload() -> None:
         task = loop.create_task(relay.reload())
@@ -660,6 +658,15 @@ async def run_until_signalled(relay: Relay) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    return stop
+
+
+async def run_until_signalled(relay: Relay) -> None:
+    """``smtpconn relay``: start, then run until SIGTERM/SIGINT, then stop cleanly."""
+
+    from smtpconn.relay.reload import pid_file
+
+    stop = _on_signals(relay)
     if relay.shard_command is not None and relay.process_count > 1:
         from smtpconn.relay.log import CONTEXT
 
@@ -676,24 +683,13 @@ async def run_shard(relay: Relay) -> None:
     """A shard child (``SMTPCONN_SHARD`` set by the main): serve until SIGTERM/SIGINT or until
     the main's end of stdin closes; a draining child until its shard is empty. Its events go to
     the main on stdout; it writes no pid or status file (the main's are the relay's)."""
-    import signal
 
     from smtpconn.relay.log import CONTEXT, OBSERVERS
     from smtpconn.relay.shards import EventPipe, parent_gone
 
     assert relay.shard is not None
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    reloads: set[asyncio.Task[bool]] = set()
-
-    def reload() -> None:
-        task = loop.create_task(relay.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    stop = _on_signals(relay)
     CONTEXT.update(shard=relay.shard.index, pid=os.getpid())
     pipe = await EventPipe.open()
     OBSERVERS.append(pipe)
