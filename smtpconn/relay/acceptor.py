@@ -65,12 +65,15 @@ class Capacity(Protocol):
 
 
 _SLOT = struct.Struct("q")
+# A slot nobody holds: a child not started yet, or one that exited. Never "the least loaded":
+# a dead child's last count (0 for one that crash-loops) must not make the others defer to it.
+ABSENT = -1
 
 
 class SessionBoard:
     """The sessions each relay process holds (slot K: shard K, the main is 0), in one shared
     memory page every process maps. Each writes only its own slot; reading another's is
-    advisory (a stale slot only delays a connection by DEFER)."""
+    advisory: a slot whose child exited is ABSENT, never the least loaded."""
 
     def __init__(self, fd: int, slots: int, index: int) -> None:
         self.fd = fd
@@ -82,18 +85,34 @@ class SessionBoard:
     def create(cls, slots: int) -> SessionBoard:
         fd = os.memfd_create("smtpconn-sessions")
         os.ftruncate(fd, slots * _SLOT.size)
-        return cls(fd, slots, 0)
+        board = cls(fd, slots, 0)
+        for index in range(1, slots):
+            board.forget(index)
+        return board
+
+    @classmethod
+    def join(cls, fd: int, index: int) -> SessionBoard | None:
+        """A child's view of the main's board: its size says how many processes the main runs
+        (a child restarted after ``processes`` was edited reads another number from the
+        profile); None when this child has no slot on it."""
+        slots = os.fstat(fd).st_size // _SLOT.size
+        return cls(fd, slots, index) if 0 < index < slots else None
+
+    def forget(self, index: int) -> None:
+        """Slot ``index`` is nobody's now (its child exited): the main says so."""
+        if 0 <= index < self.slots and index != self.index:
+            _SLOT.pack_into(self._map, index * _SLOT.size, ABSENT)
 
     def publish(self, sessions: int) -> None:
         _SLOT.pack_into(self._map, self.index * _SLOT.size, sessions)
 
     def least_loaded(self, sessions: int) -> bool:
         """Whether no other process holds fewer sessions than ``sessions``."""
-        return all(
-            sessions <= _SLOT.unpack_from(self._map, k * _SLOT.size)[0]
-            for k in range(self.slots)
-            if k != self.index
-        )
+        for k in range(self.slots):
+            other = _SLOT.unpack_from(self._map, k * _SLOT.size)[0]
+            if k != self.index and other != ABSENT and other < sessions:
+                return False
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(OSError, BufferError):
@@ -112,15 +131,19 @@ class AcceptGate:
         self.limits = limits
         self.overflow = overflow
         self.board = board
-        self.pending = 0  # accepted, session not started yet (TLS handshake, setup)
+        self.pending = 0  # accepted, session not started yet (setup)
+        # accepted on the implicit-TLS port, handshake under way: weighed when the processes
+        # share connections out, never counted as full (as with one process, a silent client
+        # holds no session until its handshake ends: it cannot shut a child's listener)
+        self.handshakes = 0
         self.listeners: list[SharedListener] = []
         self.publish()
 
     def load(self) -> int:
-        return self.limits.sessions + self.pending
+        return self.limits.sessions + self.pending + self.handshakes
 
     def full(self) -> bool:
-        return self.load() >= self.limits.max_sessions
+        return self.limits.sessions + self.pending >= self.limits.max_sessions
 
     def preferred(self) -> bool:
         """Whether this process should take the next connection now (no other holds fewer)."""
@@ -204,6 +227,7 @@ class SharedListener:
         self._reading = False
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""  # what the timer ends: "defer", "overflow" or "pause"
         self._warned = False  # out of file descriptors, said once until an accept works again
         self._tasks: set[asyncio.Task[None]] = set()
         gate.listeners.append(self)
@@ -238,6 +262,10 @@ class SharedListener:
         if self._closed:
             return
         if not self._gate.full():
+            if self._timer is not None and self._timer_kind != "overflow":
+                # A deferral runs to its end (re-arming it at every session end could keep a
+                # busy process from ever taking one) and a pause for descriptors to its end.
+                return
             self._cancel_timer()
             self._resume()
         elif not self._gate.overflow:
@@ -262,10 +290,11 @@ class SharedListener:
             self._timer.cancel()
             self._timer = None
 
-    def _wait(self, delay: float, then: Callable[[], None]) -> None:
+    def _wait(self, delay: float, then: Callable[[], None], kind: str) -> None:
         self._pause()
         self._cancel_timer()
         self._timer = self._loop.call_later(delay, then)
+        self._timer_kind = kind
 
     def _ready(self, sock: socket.socket) -> None:
         # One connection per callback, and only while no other process holds fewer sessions
@@ -274,9 +303,9 @@ class SharedListener:
             if self._gate.preferred():
                 self._accept(sock)
             else:
-                self._wait(DEFER, self._deferred)
+                self._wait(DEFER, self._deferred, "defer")
         elif self._gate.overflow:
-            self._wait(OVERFLOW_DELAY, self._overflow)
+            self._wait(OVERFLOW_DELAY, self._overflow, "overflow")
         else:
             self._pause()
 
@@ -318,11 +347,14 @@ class SharedListener:
                         listener=self.name,
                         error=exc.strerror,
                     )
-                self._wait(NO_FILES_PAUSE, self._after_pause)
+                self._wait(NO_FILES_PAUSE, self._after_pause, "pause")
             return False  # ECONNABORTED and the like: that client is gone
         self._warned = False
         conn.setblocking(False)
-        self._gate.pending += 1
+        if self._tls is None:
+            self._gate.pending += 1
+        else:
+            self._gate.handshakes += 1
         self._gate.publish()
         task = self._loop.create_task(self._start_session(conn))
         self._tasks.add(task)
@@ -351,5 +383,8 @@ class SharedListener:
             conn.close()
             raise
         finally:
-            self._gate.pending -= 1
+            if self._tls is None:
+                self._gate.pending -= 1
+            else:
+                self._gate.handshakes -= 1
             self._gate.changed()

@@ -285,6 +285,7 @@ class Relay:
             self.process_count,
             (self._shared_fds.get("inbound", ()), self._shared_fds.get("inbound-tls")),
             board_fd=self._gate.board.fd if self._gate and self._gate.board else None,
+            child_gone=self._gate.board.forget if self._gate and self._gate.board else None,
         )
         self.shards.start()
         late = await self.shards.ready(SHARDS_READY_TIMEOUT)
@@ -435,7 +436,7 @@ class Relay:
             return SessionBoard.create(self.process_count)
         if self.shard.board_fd is None:
             return None
-        return SessionBoard(self.shard.board_fd, self.process_count, self.shard.index)
+        return SessionBoard.join(self.shard.board_fd, self.shard.index)
 
     def _start_status(self) -> None:
         """Record per-address outcomes in ``<spool>/status.json`` for ``smtpconn status``."""

@@ -287,6 +287,7 @@ class ShardSupervisor:
         fds: tuple[tuple[int, ...], tuple[int, ...] | None],
         *,
         board_fd: int | None = None,
+        child_gone: Callable[[int], None] | None = None,
         on_event: Callable[[str, dict[str, Any]], None] = emit_to_observers,
     ) -> None:
         self.command = list(command)
@@ -294,6 +295,8 @@ class ShardSupervisor:
         self.processes = processes
         self.fds = fds  # the inbound listening sockets, kept open by the main for restarts
         self.board_fd = board_fd
+        # Told the shard whose child exited: its slot on the session board is nobody's now.
+        self.child_gone = child_gone
         self.on_event = on_event
         self.children: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -404,6 +407,8 @@ class ShardSupervisor:
         finally:
             if self.children.get(role.index) is child:
                 del self.children[role.index]
+            if self.child_gone is not None and not role.drain:
+                self.child_gone(role.index)
 
     async def _read_events(self, stream: asyncio.StreamReader, index: int) -> None:
         while True:

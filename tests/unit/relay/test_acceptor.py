@@ -138,11 +138,26 @@ def test_the_board_shows_each_process_the_others_sessions() -> None:
     child = SessionBoard(os.dup(main.fd), 3, 2)  # as a child maps the fd the main passed
     main.publish(4)
     child.publish(2)
-    assert child.least_loaded(2) is False  # slot 1 (a child not started yet) holds 0
-    SessionBoard(main.fd, 3, 1).publish(3)
+    # Slot 1 (a child not started yet) is nobody's: it never counts as the least loaded. (It
+    # held 0, and every other process deferred each connection to a child that was not there.)
+    assert child.least_loaded(2)
+    first = SessionBoard(main.fd, 3, 1)
+    first.publish(1)
+    assert child.least_loaded(2) is False and child.least_loaded(1)
+    main.forget(1)  # its child exited (the supervisor tells the main)
     assert child.least_loaded(2) and child.least_loaded(3)
     assert not main.least_loaded(4) and main.least_loaded(2)
     child.close()
+    main.close()
+
+
+def test_a_child_takes_the_number_of_slots_from_the_main_s_board() -> None:
+    main = SessionBoard.create(3)  # the main runs 3 processes
+    joined = SessionBoard.join(os.dup(main.fd), 2)
+    assert joined is not None and joined.slots == 3
+    joined.close()
+    # A child restarted after `processes` was lowered in the file: no slot, no crash.
+    assert SessionBoard.join(main.fd, 5) is None
     main.close()
 
 
@@ -157,4 +172,53 @@ def test_a_gate_publishes_what_it_holds_and_prefers_the_least_loaded() -> None:
     gate.changed()
     assert not gate.preferred() and other.least_loaded(1)
     other.close()
+    board.close()
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_sessions_ending_all_the_time_do_not_put_off_a_deferred_connection(kind: str) -> None:
+    # Another (present) process holds fewer sessions, so this one defers; sessions end and
+    # start here every 5 ms while its load stays high. Each end used to re-arm the deferral,
+    # and the waiting connection was taken only once the load fell below the other's.
+    async def main() -> None:
+        limits, made = Limits(sessions=40, max_sessions=100), list[asyncio.BaseTransport]()
+        board = SessionBoard.create(2)
+        other = SessionBoard(os.dup(board.fd), 2, 1)
+        other.publish(0)  # a child that holds nothing and takes nothing (hung)
+        sockets = await bind_shared("127.0.0.1", 0)
+        gate = AcceptGate(limits, overflow=True, board=board)
+        listener = SharedListener(sockets, _counting(limits, made), gate, name="inbound")
+        port = listener.sockets[0].getsockname()[1]
+        client = await _connect(port)
+
+        async def churn() -> None:
+            while True:
+                await asyncio.sleep(0.005)
+                gate.changed()  # one ended, another began: the load stays where it is
+
+        churning = asyncio.ensure_future(churn())
+        try:
+            await _settle(lambda: len(made) == 1, timeout=2.0)
+        finally:
+            churning.cancel()
+            listener.close()
+            client.close()
+            for transport in made:
+                transport.close()
+            other.close()
+            board.close()
+
+    _run(kind, main)
+
+
+def test_tls_handshakes_under_way_weigh_in_the_split_but_never_fill_a_process() -> None:
+    # Silent clients on the implicit-TLS port hold a handshake for up to its timeout: counted
+    # as full, a few of them (from one address) shut a child's listener for that long.
+    board = SessionBoard.create(2)
+    limits = Limits(sessions=0, max_sessions=2)
+    gate = AcceptGate(limits, overflow=False, board=board)
+    gate.handshakes = 5
+    assert not gate.full() and gate.load() == 5
+    gate.pending = 2  # plain connections being set up do count: they become sessions at once
+    assert gate.full()
     board.close()
