@@ -55,6 +55,16 @@ class RelayEnv:
                 out += [p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()]
         return out
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``smtpconn --profile <this profile> ARGS`` as a user runs it (exit code not checked)."""
+        return subprocess.run(
+            [sys.executable, "-m", "smtpconn", "--profile", str(self.profile), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
     def wait_for_sink(self, token: str, timeout: float = 30.0) -> bytes:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import tomllib
@@ -121,16 +120,6 @@ def _served_by(relay: RelayProcess, token_or_rcpt: str) -> set[str]:
     }
 
 
-def _cli(env: RelayEnv, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "smtpconn", "--profile", str(env.profile), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def _metric(port: int, name: str, **labels: str) -> float:
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     total = 0.0
@@ -190,7 +179,7 @@ async def test_sessions_spread_each_message_once_and_the_main_counts_the_childre
         return "last_inbound_accepted" in entry and "last_inbound_delivered" in entry
 
     _wait(recorded, relay)
-    report = json.loads(_cli(relay_env, "status", "--json").stdout)
+    report = json.loads(relay_env.cli("status", "--json").stdout)
     assert address in {a["address"] for a in report["addresses"]}
 
 
@@ -227,7 +216,7 @@ async def test_a_held_message_in_a_shard_is_listed_and_retry_delivers_it(
     acked = await _sessions(relay.inbound_port, relay_env.addresses["outbound-only"], 12, 1)
     _wait(lambda: relay.log.read_text().count("event=inbound.held") == 12, relay)
 
-    listed = _cli(relay_env, "queue", "list", "--json")
+    listed = relay_env.cli("queue", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     document = json.loads(listed.stdout)
     items = document["messages"] if isinstance(document, dict) else document
@@ -240,11 +229,11 @@ async def test_a_held_message_in_a_shard_is_listed_and_retry_delivers_it(
     found = TOKEN.search(held.read_bytes())
     assert found is not None
     flag.touch()
-    retried = _cli(relay_env, "queue", "retry", in_shard[0][-8:])
+    retried = relay_env.cli("queue", "retry", in_shard[0][-8:])
     assert retried.returncode == 0, retried.stderr
     _wait(lambda: _out_counts(out) == Counter({found.group(): 1}), relay)
     _wait(lambda: not held.exists(), relay)
-    assert _cli(relay_env, "queue", "retry", "--all").returncode == 0
+    assert relay_env.cli("queue", "retry", "--all").returncode == 0
     _wait(lambda: set(_out_counts(out)) == {t.encode() for t in acked}, relay)
     assert set(_out_counts(out).values()) == {1}
 
@@ -264,7 +253,7 @@ async def test_sighup_reaches_the_children(
     assert all(isinstance(r, aiosmtplib.SMTPRecipientsRefused) for r in refused)
 
     relay_env.profile.write_text(later)
-    reload = _cli(relay_env, "relay", "--reload")
+    reload = relay_env.cli("relay", "--reload")
     assert reload.returncode == 0, reload.stderr
     _wait(lambda: relay.log.read_text().count("event=relay.reloaded") == 2, relay)
     for _ in range(30):
@@ -331,7 +320,7 @@ async def test_a_shard_left_by_a_larger_count_is_drained(
 
     flag.touch()
     again = relay_process()  # processes = 1 (the default): shards 1 and 2 are drained
-    assert _cli(relay_env, "queue", "retry", "--all").returncode == 0  # due now, not backed off
+    assert relay_env.cli("queue", "retry", "--all").returncode == 0  # due now, not backed off
     _wait(lambda: set(_out_counts(out)) == {t.encode() for t in acked}, again, timeout=40)
     assert set(_out_counts(out).values()) == {1}
     _wait(

@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 import uuid
@@ -155,16 +154,6 @@ async def test_an_invalid_profile_is_refused_and_the_running_one_stays(
     assert not any("event=relay.reloaded" in line for line in relay_env.log_lines)
 
 
-def _cli(env: RelayEnv, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "smtpconn", "--profile", str(env.profile), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ},
-    )
-
-
 def _send_many(port: int, tokens: list[str], rcpt: str) -> list[str]:
     import smtplib
 
@@ -179,7 +168,7 @@ def _send_many(port: int, tokens: list[str], rcpt: str) -> list[str]:
 async def test_sighup_during_a_load_loses_nothing_and_reload_finds_the_relay(
     lab: Lab, relay_env: RelayEnv, relay_process: Callable[..., RelayProcess]
 ) -> None:
-    assert _cli(relay_env, "relay", "--reload").returncode == 2  # nothing runs yet
+    assert relay_env.cli("relay", "--reload").returncode == 2  # nothing runs yet
     proc = relay_process(inbound_port=0)
     forward = relay_env.addresses["outbound-only"]
     added = f"late@{relay_env.domain}"
@@ -190,7 +179,7 @@ async def test_sighup_during_a_load_loses_nothing_and_reload_finds_the_relay(
     for _ in range(3):
         await asyncio.sleep(0.3)
         os.kill(proc.process.pid, signal.SIGHUP)
-    result = await asyncio.to_thread(_cli, relay_env, "relay", "--reload", "--json")
+    result = await asyncio.to_thread(relay_env.cli, "relay", "--reload", "--json")
     assert result.returncode == 0, result.stderr
     accepted = [t for batch in await load for t in batch]
     assert len(accepted) == 1000
@@ -218,7 +207,7 @@ async def test_reload_never_signals_a_process_that_is_not_the_relay(relay_env: R
     try:
         async with started_relay(relay_env):
             (relay_env.spool / "relay.pid").write_text(f"{victim.pid}\n")
-            result = await asyncio.to_thread(_cli, relay_env, "relay", "--reload")
+            result = await asyncio.to_thread(relay_env.cli, "relay", "--reload")
         assert result.returncode == 2, result.stdout + result.stderr
         assert "no relay is running" in result.stderr and "Traceback" not in result.stderr
         assert victim.poll() is None  # SIGHUP would have ended it
