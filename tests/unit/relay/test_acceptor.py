@@ -46,6 +46,13 @@ async def _settle(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     return True
 
 
+def _hang_up(clients: list[socket.socket], made: list[asyncio.BaseTransport]) -> None:
+    for sock in clients:
+        sock.close()
+    for transport in made:
+        transport.close()
+
+
 def _run(kind: str, main: Callable[[], object]) -> None:
     if kind == "uvloop":
         uvloop.run(main())  # type: ignore[arg-type]
@@ -74,10 +81,7 @@ def test_a_full_child_leaves_connections_queued_until_a_session_ends(kind: str) 
         listener.close()
         await listener.wait_closed()
         assert not listener.is_serving()
-        for sock in clients:
-            sock.close()
-        for transport in made:
-            transport.close()
+        _hang_up(clients, made)
 
     _run(kind, main)
 
@@ -93,10 +97,7 @@ def test_a_full_main_takes_what_waits_after_the_overflow_delay(kind: str) -> Non
         clients = [await _connect(port) for _ in range(3)]
         await _settle(lambda: len(made) == 3)  # the 2nd and 3rd: for the tracker to refuse
         listener.close()
-        for sock in clients:
-            sock.close()
-        for transport in made:
-            transport.close()
+        _hang_up(clients, made)
 
     _run(kind, main)
 
