@@ -70,7 +70,14 @@ async def test_signatures_are_never_skipped_and_never_inherited(
 
     ids = [r.rsplit(" ", 1)[1] for r in replies]
     await _until(lambda: not list((relay_env.spool / "inbound").iterdir()))
-    delivered = [line for line in relay_env.log_lines if "event=inbound.delivered" in line]
+
+    def delivered_lines() -> list[str]:
+        return [line for line in relay_env.log_lines if "event=inbound.delivered" in line]
+
+    # The Maildir sink removes the spool entry in its own thread, and the hand-over logs
+    # `inbound.delivered` once that thread is done: the folder can be empty a moment earlier.
+    await _until(lambda: all(any(f"id={i} " in line for line in delivered_lines()) for i in ids))
+    delivered = delivered_lines()
     for entry_id in ids:
         assert sum(f"id={entry_id} " in line for line in delivered) == 1, delivered
 
