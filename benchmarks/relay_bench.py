@@ -16,10 +16,35 @@ median rates. Every run starts from the same state: neither server holds mail of
 section), one quiet second has passed, and the messages earlier runs delivered are gone from the
 Maildirs (so polling their count costs the same in every round).
 
-Outbound: the help desk submits replies on the relay's loopback submission listener; the relay
-spools them and delivers with STARTTLS + AUTH to the customer's server (the lab Postfix, into its
-Maildir). The peer is the same messages submitted straight to Postfix by the same generator
-(what the help desk would do without a relay): the ratio is the relay's cost.
+Outbound: the help desk submits replies on the relay's loopback submission listener (one plain
+session, no AUTH, 200 replies one after another); the relay spools them and delivers with
+STARTTLS + AUTH to the customer's server (the lab Postfix, into its Maildir). Two peers, each
+fed by the same generator:
+
+* **Postfix in the relay's place** (``postfix_relay``, benchmarks/postfix_peer.py): a second
+  Postfix instance set up as an admin sets up a smarthost client. The generator reaches its plain
+  loopback listener exactly as it reaches the relay's (same code: ``submit_plain``); it queues
+  each reply durably (Postfix's defaults: fsync before the ``250``) and relays it to
+  ``[127.0.0.1]:<lab submission port>`` with STARTTLS required and AUTH as the lab user. Its
+  ``main.cf`` has only these settings, everything else is Postfix 3.7's default (in particular
+  ``in_flow_delay = 1s``, ``smtp_tls_connection_reuse = no``: a new TLS + AUTH session per
+  delivery unless its connection cache kicks in, while smtpconn keeps one open):
+  ``compatibility_level = 3.6``, ``queue_directory``, ``data_directory``, ``myhostname``,
+  ``inet_interfaces = 127.0.0.1``, ``inet_protocols = ipv4``, ``maillog_file``,
+  ``maillog_file_prefixes`` (where it runs), ``relayhost = [127.0.0.1]:<port>``,
+  ``smtp_sasl_auth_enable = yes``, ``smtp_sasl_password_maps = hash:...``,
+  ``smtp_sasl_security_options = noanonymous``, ``smtp_tls_security_level = encrypt``
+  (relaying). ``master.cf``: one ``smtpd`` listener plus Debian's internal services, chroot
+  off. smtpconn verifies the server's certificate; Postfix at ``encrypt`` does not. Each round
+  checks that the replies reached the *lab* Postfix's Maildir and that the peer's log shows
+  ``relay=127.0.0.1[127.0.0.1]:<port> ... status=sent`` for every one of them.
+* **Direct** (``postfix_direct``): the same replies submitted straight to the lab Postfix
+  (STARTTLS + AUTH) by the generator, i.e. no relay at all: smtpconn / direct is the cost of
+  the hop, not a target.
+
+The three run in interleaved rounds (3, or 1 with ``--quick``), the order rotated each round;
+reported per peer: the median delivered msg/s, and the median of the per-round ratios with
+their range.
 
 Memory: peak RSS of the relay's processes (summed: main and shard children) holding 500 idle
 inbound connections, next to the total RSS of Postfix's processes holding 500 idle connections on
@@ -45,7 +70,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import LoadResult, Target, hold_idle, run_load
-from benchmarks.measure import VENV_BIN, percentile, pss_kib, ratio, rss_kib
+from benchmarks.measure import VENV_BIN, median, percentile, pss_kib, ratio, rss_kib
+from benchmarks.postfix_peer import PostfixRelayPeer, running_peer
+from lab.proc import tail
 
 SUPPORT = "support@good.test"
 CUSTOMER = "customer@nospf.test"
@@ -439,59 +466,153 @@ def inbound(
     return [scenario_rounds(lab, relay, sides, sc, k, foreign) for sc in scenarios(quick)]
 
 
+async def submit_plain(port: int, messages: int) -> LoadResult:
+    """The help desk: one plain session on loopback (no TLS, no AUTH), ``messages`` replies one
+    after another, each waiting for the previous one's ``250``."""
+    import aiosmtplib
+
+    from benchmarks.loadgen import build_message
+
+    res = LoadResult(started_at=time.monotonic())
+    start = time.perf_counter()
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=30)
+    await client.connect()
+    for i in range(messages):
+        t = time.perf_counter()
+        try:
+            await client.sendmail(SUPPORT, [REPLY_TO], build_message(SUPPORT, REPLY_TO, f"o{i}"))
+        except aiosmtplib.SMTPException as exc:
+            res.errors.append(str(exc)[:300])
+            continue
+        res.latencies.append(time.perf_counter() - t)
+        res.sent += 1
+    await client.quit()
+    res.wall = time.perf_counter() - start
+    return res
+
+
+def submit_and_wait(port: int, maildir: Path, messages: int) -> dict[str, Any]:
+    """Submit on ``port`` and time until every reply is a file in the lab Postfix's Maildir."""
+    before = count_messages(maildir)
+    r = asyncio.run(submit_plain(port, messages))
+    at = wait_count(maildir, before + r.sent, 120.0) if r.sent else None
+    return _summary(r, at, messages)
+
+
+def postfix_relay_round(peer: PostfixRelayPeer, maildir: Path, messages: int) -> dict[str, Any]:
+    """Like smtpconn's round, through the Postfix peer; then check that Postfix really relayed
+    every reply to the lab Postfix (its log: ``relay=127.0.0.1[127.0.0.1]:<port> ...
+    status=sent``) rather than delivering or bouncing it itself."""
+    relayed_before = peer.relayed()
+    row = submit_and_wait(peer.port, maildir, messages)
+    relayed = peer.wait_relayed(relayed_before + row["sent"]) - relayed_before
+    if row["delivered_per_s"] is None or relayed != row["sent"]:
+        raise RuntimeError(
+            f"the Postfix relay peer relayed {relayed} of {row['sent']} replies to "
+            f"{peer.nexthop}; log:\n{tail(peer.log, 20)}"
+        )
+    row["relayed"] = relayed
+    return row
+
+
+#: The outbound peers, in the first round's order (later rounds rotate it).
+OUTBOUND_PEERS = ("smtpconn", "postfix_relay", "postfix_direct")
+
+
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One peer over the rounds: medians of the rates and latencies, totals of the counts."""
+
+    def med(key: str) -> float | None:
+        values = [r[key] for r in rows if r[key] is not None]
+        return round(median(values), 2) if values else None
+
+    return {
+        "messages": rows[0]["messages"],
+        "rounds": len(rows),
+        "sent": sum(r["sent"] for r in rows),
+        "errors": sum(r["errors"] for r in rows),
+        "first_errors": [e for r in rows for e in r["first_errors"]][:3],
+        "accepted_per_s": med("accepted_per_s"),
+        # a round that never delivered counts as 0 msg/s, not as a missing sample
+        "delivered_per_s": round(median([r["delivered_per_s"] or 0.0 for r in rows]), 1),
+        "delivered_per_s_each": [r["delivered_per_s"] for r in rows],
+        "p50_ms": med("p50_ms"),
+        "p99_ms": med("p99_ms"),
+    }
+
+
+def _ratio_stats(values: list[float | None]) -> dict[str, Any]:
+    known = [v for v in values if v is not None]
+    return {
+        "median": round(median(known), 3) if known else None,
+        "min": min(known, default=None),
+        "max": max(known, default=None),
+        "each": values,
+    }
+
+
 def outbound(lab: Any, relay: RelayProcess, quick: bool) -> dict[str, Any]:
-    """Replies: relay submission -> spool -> lab Postfix (TLS + AUTH) -> Postfix's Maildir."""
+    """Replies, three ways, in interleaved rounds (each round rotates the order):
+
+    * ``smtpconn``: relay submission -> spool -> lab Postfix (TLS + AUTH) -> Maildir;
+    * ``postfix_relay``: the same client on a second Postfix's plain listener -> its queue ->
+      lab Postfix (TLS + AUTH) -> Maildir (benchmarks/postfix_peer.py): Postfix doing the relay's
+      job, the peer of the "relay >= Postfix" target;
+    * ``postfix_direct``: the generator straight to the lab Postfix (STARTTLS + AUTH): no relay
+      at all, so smtpconn / direct is the cost of the hop.
+    """
+    from lab.lab import lab_tmp_base
+
     st = lab.state
     messages = 5 if quick else 200
+    rounds = 1 if quick else 3
     maildir = Path(st.maildir)
-    ctx = client_context(Path(st.ca_file))
-
-    async def submit() -> LoadResult:
-        import aiosmtplib
-
-        from benchmarks.loadgen import build_message
-
-        res = LoadResult(started_at=time.monotonic())
-        start = time.perf_counter()
-        client = aiosmtplib.SMTP(
-            hostname="127.0.0.1", port=relay.submission_port, start_tls=False, timeout=30
-        )
-        await client.connect()
-        for i in range(messages):
-            t = time.perf_counter()
-            try:
-                await client.sendmail(
-                    SUPPORT, [REPLY_TO], build_message(SUPPORT, REPLY_TO, f"o{i}")
-                )
-            except aiosmtplib.SMTPException as exc:
-                res.errors.append(str(exc)[:300])
-                continue
-            res.latencies.append(time.perf_counter() - t)
-            res.sent += 1
-        await client.quit()
-        res.wall = time.perf_counter() - start
-        return res
-
-    before = count_messages(maildir)
-    r = asyncio.run(submit())
-    r_at = wait_count(maildir, before + r.sent, 120.0) if r.sent else None
-    relay_row = _summary(r, r_at, messages)
-
     direct = Target(
         "127.0.0.1",
         st.ports["submission"],
-        ctx,
+        client_context(Path(st.ca_file)),
         st.user,
         st.password,
         SUPPORT,
         REPLY_TO,
     )
-    p = measure(direct, maildir, Scenario("direct", 1, messages, messages), 120.0)
+    with running_peer(lab_tmp_base(), st.ports["submission"], st.user, st.password) as peer:
+        runs = {
+            "smtpconn": lambda: submit_and_wait(relay.submission_port, maildir, messages),
+            "postfix_relay": lambda: postfix_relay_round(peer, maildir, messages),
+            "postfix_direct": lambda: measure(
+                direct, maildir, Scenario("direct", 1, messages, messages), 120.0
+            ),
+        }
+        per_round: list[dict[str, Any]] = []
+        for k in range(rounds):
+            order = [*OUTBOUND_PEERS[k % 3 :], *OUTBOUND_PEERS[: k % 3]]
+            row: dict[str, Any] = {"order": order}
+            for name in order:
+                row[name] = runs[name]()
+            s, pr, d = (row[name]["delivered_per_s"] or 0.0 for name in OUTBOUND_PEERS)
+            row["relay_ratio"] = ratio(s, pr)
+            row["delivered_ratio"] = ratio(s, d)
+            per_round.append(row)
+        settings = peer.settings
+    relay_ratio = _ratio_stats([r["relay_ratio"] for r in per_round])
+    direct_ratio = _ratio_stats([r["delivered_ratio"] for r in per_round])
     return {
         "messages": messages,
-        "smtpconn": relay_row,
-        "postfix_direct": p,
-        "delivered_ratio": ratio(relay_row["delivered_per_s"] or 0.0, p["delivered_per_s"] or 0.0),
+        "rounds": rounds,
+        "smtpconn": _median_row([r["smtpconn"] for r in per_round]),
+        "postfix_relay": _median_row([r["postfix_relay"] for r in per_round]),
+        "postfix_direct": _median_row([r["postfix_direct"] for r in per_round]),
+        # smtpconn / Postfix relaying the same replies (the target's peer): median of the
+        # per-round ratios, with their range
+        "relay_ratio": relay_ratio["median"],
+        "relay_ratio_range": [relay_ratio["min"], relay_ratio["max"]],
+        # smtpconn / direct submission to the customer's server: the cost of the hop
+        "delivered_ratio": direct_ratio["median"],
+        "delivered_ratio_range": [direct_ratio["min"], direct_ratio["max"]],
+        "per_round": per_round,
+        # every main.cf setting of the Postfix relay (the rest are Postfix's defaults)
+        "postfix_relay_settings": settings,
     }
 
 

@@ -156,6 +156,33 @@ THROTTLE_REPLY = "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"
 #: Listeners that speak TLS from the first byte (RFC 8314).
 IMPLICIT_TLS_PORTS = frozenset({"smtps"})
 
+#: master.cf's internal services, as in Debian's stock master.cf but with chroot off (column 5
+#: ``n``: nothing to copy into a jail, and lab directories are private). The lab Postfix and the
+#: benchmarks' relay peer (benchmarks/postfix_peer.py) both use it.
+MASTER_SERVICES = """pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
 #: UID/GID the virtual delivery agent writes the Maildirs as. Postfix refuses to deliver as root
 #: (virtual_minimum_uid); nobody/nogroup exists everywhere. Root (the tests) can read them.
 _VMAIL_ID = 65534
@@ -344,7 +371,7 @@ class PostfixServer:
         path.write_text("".join(f"{k} {v}\n" for k, v in sorted(entries.items())))
         # sasl_passwd holds the relay's password: keep it from other users, as in production.
         path.chmod(0o600 if name == "sasl_passwd" else 0o644)
-        _backdate(path)
+        backdate(path)
         return path
 
     def _mailbox_entries(self) -> dict[str, str]:
@@ -591,36 +618,14 @@ bounce_queue_lifetime = 1h
         (self.config_dir / "master.cf").write_text(
             "# smtpconn lab: generated; do not edit.\n"
             + "\n".join(services)
-            + """
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
+            + "\n"
+            + MASTER_SERVICES
             + f"throttle_policy unix - n n - 0 spawn user=nobody argv=/usr/bin/python3 "
             f"{self.throttle_dir / 'throttle_policy.py'} {self.throttle_dir / 'state.json'} "
             f"{THROTTLE_AFTER} {THROTTLE_SECONDS}\n"
         )
-        _backdate(self.config_dir / "main.cf")
-        _backdate(self.config_dir / "master.cf")
+        backdate(self.config_dir / "main.cf")
+        backdate(self.config_dir / "master.cf")
         self._write_maps()
 
     def _write_throttle_policy(self) -> None:
@@ -890,7 +895,7 @@ for line in sys.stdin:
 """
 
 
-def _backdate(path: Path) -> None:
+def backdate(path: Path) -> None:
     """Set a config file's mtime 2 s into the past.
 
     Postfix programs re-read (0.3 s apart, up to ~2 s) any config or map file modified in the
