@@ -7,6 +7,15 @@ against Postfix's submission port (STARTTLS + AUTH, delivering with virtual(8) t
 Two rates per scenario: *accepted* (all ``250``s received) and *delivered* (until the last
 message is a file in the Maildir), plus p50/p99 per-message latency.
 
+Each inbound scenario runs as K interleaved rounds (5 by default, 1 with ``--quick``): a round
+is one run against each server, the relay first in even rounds and Postfix first in odd ones,
+so a drift of the machine's load over the section falls on both. A round's ratios compare its
+two runs; a scenario reports the median (and min-max) of its rounds' ratios and each server's
+median rates. Every run starts from the same state: neither server holds mail of an earlier run
+(the relay's spool has no message, Postfix's queue none besides what was there before the
+section), one quiet second has passed, and the messages earlier runs delivered are gone from the
+Maildirs (so polling their count costs the same in every round).
+
 Outbound: the help desk submits replies on the relay's loopback submission listener (one plain
 session, no AUTH, 200 replies one after another); the relay spools them and delivers with
 STARTTLS + AUTH to the customer's server (the lab Postfix, into its Maildir). Two peers, each
@@ -51,6 +60,7 @@ import re
 import shutil
 import signal
 import ssl
+import statistics
 import subprocess
 import tempfile
 import time
@@ -130,6 +140,10 @@ class RelayProcess:
             r"event=relay\.shard-started shard=\d+ pid=(\d+)", "\n".join(self.log())
         )
         return [self.proc.pid, *(int(pid) for pid in children)]
+
+    @property
+    def spool_dir(self) -> Path:  # both profiles put the spool next to the profile and the log
+        return self.log_path.parent / "spool"
 
     def log(self) -> list[str]:
         try:
@@ -281,7 +295,148 @@ def measure(target: Target, maildir: Path, sc: Scenario, deliver_timeout: float)
     return _summary(result, delivered_at, sc.messages)
 
 
-def inbound(lab: Any, relay: RelayProcess, password: str, quick: bool) -> list[dict[str, Any]]:
+# -- inbound: interleaved rounds --------------------------------------------------------------
+
+ROUNDS = 5
+SIDES = ("smtpconn", "postfix")
+# After both servers hold no mail of the last run: the relay fsyncs its spool folders and frees
+# slot names about once a second, and that should not fall into the next run.
+SETTLE_S = 1.0
+IDLE_TIMEOUT_S = 60.0
+_QUEUE_ID = re.compile(r"^([0-9A-Za-z]+)[*!]?\s+\d+\s", re.MULTILINE)
+
+
+def spool_backlog(spool: Path) -> int:
+    """Messages still in the relay's spool (every queue folder, shards and ``tmp/`` included)."""
+    return sum(1 for _dirpath, _dirs, files in os.walk(spool) for f in files if f.endswith(".msg"))
+
+
+def postfix_queue_ids(lab: Any) -> set[str]:
+    """Queue ids in the lab Postfix's queue (``postqueue -p``: incoming, active, deferred, hold)."""
+    return set(_QUEUE_ID.findall(lab.postfix.queue()))
+
+
+def wait_idle(lab: Any, relay: RelayProcess, foreign: set[str]) -> float | None:
+    """Wait until neither server holds benchmark mail, then :data:`SETTLE_S`; seconds waited
+    (None: still busy after :data:`IDLE_TIMEOUT_S`, and the run starts anyway). ``foreign`` are
+    queue ids that were in Postfix's queue before the benchmark (a test session's deferred mail)."""
+    start = time.monotonic()
+    flushed = False
+    while True:
+        queued = postfix_queue_ids(lab) - foreign
+        if not queued and not spool_backlog(relay.spool_dir):
+            break
+        waited = time.monotonic() - start
+        if waited > IDLE_TIMEOUT_S:
+            return None
+        if queued and not flushed and waited > 5.0:
+            lab.postfix.flush()  # deferred benchmark mail: retry now, not at the next queue run
+            flushed = True
+        time.sleep(0.05)
+    waited = time.monotonic() - start
+    time.sleep(SETTLE_S)
+    return round(waited, 2)
+
+
+def maildir_files(root: Path) -> set[str]:
+    """Paths of the messages in every Maildir ``new/`` and ``cur/`` under ``root``."""
+    return {
+        os.path.join(dirpath, f)
+        for dirpath, _dirs, files in os.walk(root)
+        if os.path.basename(dirpath) in ("new", "cur")
+        for f in files
+    }
+
+
+def remove_delivered(root: Path, before: set[str]) -> None:
+    """Remove the messages a run delivered (what is under ``root`` now and was not ``before``)."""
+    for path in maildir_files(root) - before:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _median(values: list[float | None], digits: int) -> float | None:
+    """The median, or None when a round has no value (it failed: reported as "n/a")."""
+    if not values or any(v is None for v in values):
+        return None
+    return round(statistics.median(v for v in values if v is not None), digits)
+
+
+def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's rounds of a scenario: the keys of a single run, rates and latencies as the
+    medians of the rounds; ``sent`` the fewest any round sent, ``errors`` all rounds' errors."""
+    return {
+        "messages": runs[0]["messages"],
+        "sent": min(r["sent"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "first_errors": [e for r in runs for e in r["first_errors"]][:3],
+        "accepted_per_s": _median([r["accepted_per_s"] for r in runs], 1),
+        "delivered_per_s": _median([r["delivered_per_s"] for r in runs], 1),
+        "p50_ms": _median([r["p50_ms"] for r in runs], 2),
+        "p99_ms": _median([r["p99_ms"] for r in runs], 2),
+        "accepted_per_s_rounds": [r["accepted_per_s"] for r in runs],
+        "delivered_per_s_rounds": [r["delivered_per_s"] for r in runs],
+    }
+
+
+def _rounds_row(
+    sc: Scenario, runs: dict[str, list[dict[str, Any]]], first: list[str], waits: list[float | None]
+) -> dict[str, Any]:
+    """A scenario's row: each ratio is the median of the rounds' ratios (smtpconn / Postfix of
+    the same round), never a ratio of medians from different rounds."""
+    pairs = list(zip(runs["smtpconn"], runs["postfix"], strict=True))
+
+    def per_round(key: str) -> list[float | None]:
+        return [ratio(r[key] or 0.0, p[key] or 0.0) for r, p in pairs]
+
+    delivered = per_round("delivered_per_s")
+    measured = [d for d in delivered if d is not None]
+    return {
+        "scenario": sc.name,
+        "senders": sc.senders,
+        "per_session": sc.per_session,
+        "rounds": len(pairs),
+        "first": first,
+        "smtpconn": _combine(runs["smtpconn"]),
+        "postfix": _combine(runs["postfix"]),
+        "accepted_ratio": _median(per_round("accepted_per_s"), 3),
+        "delivered_ratio": _median(delivered, 3),
+        "delivered_ratios": delivered,
+        "delivered_ratio_range": [min(measured), max(measured)] if measured else None,
+        "p50_ratio": _median(per_round("p50_ms"), 3),
+        "p99_ratio": _median(per_round("p99_ms"), 3),
+        # Seconds the slowest run waited for the servers to drain the run before (None: a run
+        # started with mail still queued).
+        "max_idle_wait_s": None if None in waits else max(w for w in waits if w is not None),
+    }
+
+
+def scenario_rounds(
+    lab: Any,
+    relay: RelayProcess,
+    sides: dict[str, tuple[Target, Path]],
+    sc: Scenario,
+    rounds: int,
+    foreign: set[str],
+) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    first: list[str] = []
+    waits: list[float | None] = []
+    for i in range(rounds):
+        order = SIDES if i % 2 == 0 else SIDES[::-1]
+        first.append(order[0])
+        for side in order:
+            target, maildir = sides[side]
+            waits.append(wait_idle(lab, relay, foreign))
+            before = maildir_files(maildir)
+            runs[side].append(measure(target, maildir, sc, 120.0))
+            remove_delivered(maildir, before)
+    return _rounds_row(sc, runs, first, waits)
+
+
+def inbound(
+    lab: Any, relay: RelayProcess, password: str, quick: bool, rounds: int | None = None
+) -> list[dict[str, Any]]:
     st = lab.state
     ctx = client_context(Path(st.ca_file))
     relay_target = Target(
@@ -302,24 +457,13 @@ def inbound(lab: Any, relay: RelayProcess, password: str, quick: bool) -> list[d
         CUSTOMER,
         SUPPORT,
     )
-    rows = []
-    for sc in scenarios(quick):
-        r = measure(relay_target, relay.sink_dir, sc, 120.0)
-        p = measure(postfix_target, Path(st.maildir), sc, 120.0)
-        rows.append(
-            {
-                "scenario": sc.name,
-                "senders": sc.senders,
-                "per_session": sc.per_session,
-                "smtpconn": r,
-                "postfix": p,
-                "accepted_ratio": ratio(r["accepted_per_s"], p["accepted_per_s"]),
-                "delivered_ratio": ratio(r["delivered_per_s"] or 0.0, p["delivered_per_s"] or 0.0),
-                "p50_ratio": ratio(r["p50_ms"], p["p50_ms"]),
-                "p99_ratio": ratio(r["p99_ms"], p["p99_ms"]),
-            }
-        )
-    return rows
+    sides = {
+        "smtpconn": (relay_target, relay.sink_dir),
+        "postfix": (postfix_target, Path(st.maildir)),
+    }
+    foreign = postfix_queue_ids(lab)
+    k = rounds or (1 if quick else ROUNDS)
+    return [scenario_rounds(lab, relay, sides, sc, k, foreign) for sc in scenarios(quick)]
 
 
 async def submit_plain(port: int, messages: int) -> LoadResult:
@@ -598,12 +742,12 @@ def memory_at_scale(lab: Any, quick: bool) -> dict[str, Any]:
     }
 
 
-def run(lab: Any, quick: bool) -> dict[str, Any]:
+def run(lab: Any, quick: bool, rounds: int | None = None) -> dict[str, Any]:
     import secrets
 
     password = secrets.token_urlsafe(18)
     with running_relay(lab.state, password) as relay:
-        out: dict[str, Any] = {"inbound": inbound(lab, relay, password, quick)}
+        out: dict[str, Any] = {"inbound": inbound(lab, relay, password, quick, rounds)}
         out["outbound"] = outbound(lab, relay, quick)
         out["memory"] = memory(lab, relay, 20 if quick else 500)
         out["relay_log_tail"] = [line for line in relay.log() if "error" in line.lower()][-5:]

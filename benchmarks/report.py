@@ -85,24 +85,12 @@ def render_table(results: dict[str, Any]) -> str:
             parts.append(_floor_line(ve["floor"]))
     re_ = results.get("relay")
     if re_:
-        rows = []
-        for r in re_["inbound"]:
-            s, p = r["smtpconn"], r["postfix"]
-            rows.append(
-                [
-                    r["scenario"],
-                    f"{_f(s['delivered_per_s'])} / {_f(p['delivered_per_s'])}",
-                    _f(r["delivered_ratio"], "x"),
-                    f"{_f(s['p50_ms'])} / {_f(p['p50_ms'])}",
-                    f"{_f(s['p99_ms'])} / {_f(p['p99_ms'])}",
-                    f"{s['errors']} / {p['errors']}",
-                ]
-            )
+        rows = [_inbound_row(r) for r in re_["inbound"]]
         rows += _outbound_rows(re_["outbound"])
         parts.append(
             _table(
                 "relay throughput, 10 KB messages, STARTTLS + AUTH (smtpconn / Postfix)",
-                ["scenario", "delivered msg/s", "ratio", "p50 ms", "p99 ms", "errors"],
+                ["scenario", "delivered msg/s", "ratio (rounds)", "p50 ms", "p99 ms", "errors"],
                 rows,
             )
         )
@@ -157,6 +145,21 @@ def _ratio_range(value: float | None, span: list[float | None] | None) -> str:
     return f"{_f(value, 'x')} ({_f(span[0])}-{_f(span[1])})"
 
 
+def _inbound_row(r: dict[str, Any]) -> list[str]:
+    """One inbound scenario: each server's median over the rounds, the median of the rounds'
+    ratios and their range."""
+    s, p = r["smtpconn"], r["postfix"]
+    rounds = r.get("rounds", 1)
+    return [
+        f"{r['scenario']}, {rounds} round{'s' if rounds != 1 else ''}",
+        f"{_f(s['delivered_per_s'])} / {_f(p['delivered_per_s'])}",
+        _ratio_range(r["delivered_ratio"], r.get("delivered_ratio_range")),
+        f"{_f(s['p50_ms'])} / {_f(p['p50_ms'])}",
+        f"{_f(s['p99_ms'])} / {_f(p['p99_ms'])}",
+        f"{s['errors']} / {p['errors']}",
+    ]
+
+
 def _outbound_row(label: str, o: dict[str, Any], peer: str, key: str) -> list[str]:
     s, p = o["smtpconn"], o[peer]
     return [
@@ -167,6 +170,21 @@ def _outbound_row(label: str, o: dict[str, Any], peer: str, key: str) -> list[st
         f"{_f(s['p99_ms'])} / {_f(p['p99_ms'])}",
         f"{s['errors']} / {p['errors']}",
     ]
+
+
+def _inbound_target(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Met when every scenario's median ratio (over its interleaved rounds) is at least 1."""
+    worst = min((r["delivered_ratio"] or 0.0 for r in rows), default=0.0)
+    parts = [
+        f"{r['senders']}x{r['per_session']} "
+        + _ratio_range(r["delivered_ratio"], r.get("delivered_ratio_range"))
+        for r in rows
+    ]
+    return {
+        "target": "relay throughput >= Postfix (every inbound scenario, median of its rounds)",
+        "measured": ", ".join(parts) + f"; worst {worst}x",
+        "met": worst >= 1.0,
+    }
 
 
 def _outbound_rows(o: dict[str, Any]) -> list[list[str]]:
@@ -294,14 +312,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out += [_speedup_target(r, 30) for r in ve["runs"] if r["n"] == 30]
     re_ = results.get("relay")
     if re_:
-        worst = min((r["delivered_ratio"] or 0.0 for r in re_["inbound"]), default=0.0)
-        out.append(
-            {
-                "target": "relay throughput >= Postfix (every inbound scenario)",
-                "measured": f"worst ratio {worst}x",
-                "met": worst >= 1.0,
-            }
-        )
+        out.append(_inbound_target(re_["inbound"]))
         sc = re_.get("memory_at_scale")
         if sc and not results["meta"].get("quick"):
             out.append(
