@@ -11,8 +11,10 @@ Who wakes first is not who is least busy: a burst of connections (20 senders sta
 lands mostly on the process whose loop happens to be idle at that instant, before the TLS
 handshakes and logins make it busy. So the processes also publish how many sessions each holds
 in a shared memory page (:class:`SessionBoard`, a memfd the main passes with the sockets), and a
-process that holds more than another leaves the connection :data:`DEFER` seconds for the
-others before it takes it anyway (a child that died or hangs must not strand it).
+process that holds more than another leaves the connection for the others: it looks at the board
+again every :data:`DEFER_CHECK` seconds, and takes the connection as soon as no other process
+holds fewer sessions, or after :data:`DEFER` anyway (a child that died or hangs must not strand
+it).
 
 Capacity (:class:`AcceptGate`): a process stops reading the socket once it holds its share of
 ``max_sessions`` (counting connections still being set up) and reads again when a session ends,
@@ -46,8 +48,13 @@ BACKLOG = 511
 OVERFLOW_DELAY = 0.2
 # Connections the main refuses at once when every process is full.
 OVERFLOW_BATCH = 64
-# Seconds a process that holds more sessions than another leaves a waiting connection to it.
+# Seconds a process that holds more sessions than another leaves a waiting connection to it at
+# most, and how often it looks at the board meanwhile. Without the looks, a deferral ran its
+# whole 20 ms even when the other process had meanwhile become the busier one and deferred in
+# turn: with many short sessions (20 senders, one message each) connections waited in the queue
+# while both processes held back, and the relay's rate halved.
 DEFER = 0.02
+DEFER_CHECK = 0.002
 # Seconds a listener stops accepting when the process is out of file descriptors.
 NO_FILES_PAUSE = 0.5
 # Seconds to wait for a port still held by a stopping process (a shard child of a main that was
@@ -228,6 +235,7 @@ class SharedListener:
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""  # what the timer ends: "defer", "overflow" or "pause"
+        self._defer_until = 0.0  # loop time at which a deferred connection is taken anyway
         self._warned = False  # out of file descriptors, said once until an accept works again
         self._tasks: set[asyncio.Task[None]] = set()
         gate.listeners.append(self)
@@ -303,18 +311,23 @@ class SharedListener:
             if self._gate.preferred():
                 self._accept(sock)
             else:
-                self._wait(DEFER, self._deferred, "defer")
+                self._defer_until = self._loop.time() + DEFER
+                self._wait(DEFER_CHECK, self._deferred, "defer")
         elif self._gate.overflow:
             self._wait(OVERFLOW_DELAY, self._overflow, "overflow")
         else:
             self._pause()
 
     def _deferred(self) -> None:
-        """DEFER passed: the less busy process did not take what waits; take one."""
+        """A look at the board while a connection waits for a less busy process: take one once
+        no other process holds fewer sessions, or once DEFER has passed (the other did not)."""
         self._timer = None
         if self._closed:
             return
         if not self._gate.full():
+            if not self._gate.preferred() and self._loop.time() < self._defer_until:
+                self._timer = self._loop.call_later(DEFER_CHECK, self._deferred)
+                return
             for sock in self.sockets:
                 if self._accept(sock):
                     break

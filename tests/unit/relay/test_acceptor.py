@@ -223,3 +223,38 @@ def test_tls_handshakes_under_way_weigh_in_the_split_but_never_fill_a_process() 
     gate.pending = 2  # plain connections being set up do count: they become sessions at once
     assert gate.full()
     board.close()
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_a_deferred_connection_is_taken_once_the_other_process_becomes_the_busier(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deferral used to run its whole length even when the other process had meanwhile
+    # taken more sessions (and deferred in turn): with many short sessions, connections sat in
+    # the queue while both held back. DEFER is long here so only a look at the board can end it.
+    monkeypatch.setattr(acceptor, "DEFER", 30.0)
+
+    async def main() -> None:
+        limits, made = Limits(sessions=3, max_sessions=100), list[asyncio.BaseTransport]()
+        board = SessionBoard.create(2)
+        other = SessionBoard(os.dup(board.fd), 2, 1)
+        other.publish(1)  # the other process holds fewer: this one defers
+        sockets = await bind_shared("127.0.0.1", 0)
+        gate = AcceptGate(limits, overflow=False, board=board)
+        listener = SharedListener(sockets, _counting(limits, made), gate, name="inbound")
+        port = listener.sockets[0].getsockname()[1]
+        client = await _connect(port)
+        try:
+            await asyncio.sleep(0.1)
+            assert made == []  # left for the less busy process
+            other.publish(5)  # it took others and is the busier one now
+            await _settle(lambda: len(made) == 1, timeout=2.0)
+        finally:
+            listener.close()
+            client.close()
+            for transport in made:
+                transport.close()
+            other.close()
+            board.close()
+
+    _run(kind, main)
