@@ -65,9 +65,15 @@ def test_quick_run_writes_complete_results(lab: Lab, tmp_path: Path) -> None:
             for key in ("accepted_per_s", "delivered_per_s", "p50_ms", "p99_ms"):
                 assert _positive(row[side][key]), (side, key)
         assert _positive(row["delivered_ratio"])
+        assert row["rounds"] == len(row["delivered_ratios"]) == 1
     out = data["relay"]["outbound"]
     assert _positive(out["smtpconn"]["delivered_per_s"])
     assert _positive(out["postfix_direct"]["delivered_per_s"])
+    # The peer doing the relay's job: a second Postfix that relayed every reply (checked by
+    # the harness against its log and the lab's Maildir) without errors.
+    assert out["postfix_relay"]["errors"] == 0, out["postfix_relay"]["first_errors"]
+    assert _positive(out["postfix_relay"]["delivered_per_s"]) and _positive(out["relay_ratio"])
+    assert out["postfix_relay_settings"]["smtp_tls_security_level"] == "encrypt"
     mem = data["relay"]["memory"]
     assert mem["smtpconn"]["greeted"] == mem["idle_connections"]
     assert _positive(mem["smtpconn"]["peak_rss_kib"]) and _positive(mem["postfix"]["pss_kib"])
