@@ -26,18 +26,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lab.postfix import MASTER_SERVICES, backdate
+from lab.postfix import MASTER_SERVICES, backdate, spawn_master, wait_bound
 from lab.proc import (
     LOOPBACK,
     LabError,
     free_ports,
     run,
-    session_owns_port,
-    spawn,
     stop_session,
-    tail,
     wait_for_banner,
-    wait_until,
     which,
 )
 
@@ -125,23 +121,16 @@ class PostfixRelayPeer:
     def start(self, timeout: float = 30.0) -> None:
         self.write_config()
         run([which("postfix"), "-c", str(self.config_dir), "check"], "postfix check")
-        self.proc = spawn(
-            [which("master", ("/usr/lib/postfix/sbin",)), "-c", str(self.config_dir), "-s"],
-            self.directory / "master.out",
-        )
+        self.proc = spawn_master(self.config_dir, self.directory / "master.out")
         self.pid = self.proc.pid
-        master = self.proc
-
-        def bound() -> bool:
-            if master.poll() is not None:
-                raise LabError(
-                    f"postfix relay peer exited with {master.returncode}:\n"
-                    f"{tail(self.directory / 'master.out')}\n{tail(self.log)}"
-                )
-            return session_owns_port(master.pid, self.port)
-
         try:
-            wait_until(bound, timeout, "the Postfix relay peer to bind its port")
+            wait_bound(
+                self.proc,
+                [self.port],
+                [self.directory / "master.out", self.log],
+                timeout,
+                "the Postfix relay peer",
+            )
             wait_for_banner(LOOPBACK, self.port, timeout)
         except LabError:
             self.stop()

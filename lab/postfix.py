@@ -656,22 +656,15 @@ bounce_queue_lifetime = 1h
             # the configuration; then master runs in the foreground (-s) under our control, so
             # its pid is the Popen's and its children share its session.
             self._postfix("check")
-            self.proc = spawn(
-                [which("master", ("/usr/lib/postfix/sbin",)), "-c", str(self.config_dir), "-s"],
-                self.directory / "master.out",
-            )
+            self.proc = spawn_master(self.config_dir, self.directory / "master.out")
             self.pid = self.proc.pid
-            master = self.proc
-
-            def bound() -> bool:
-                if master.poll() is not None:
-                    raise LabError(
-                        f"postfix master exited with {master.returncode}:\n"
-                        f"{tail(self.directory / 'master.out')}\n{tail(self.log)}"
-                    )
-                return all(session_owns_port(master.pid, p) for p in self.ports.values())
-
-            wait_until(bound, timeout, "Postfix master to bind its ports")
+            wait_bound(
+                self.proc,
+                list(self.ports.values()),
+                [self.directory / "master.out", self.log],
+                timeout,
+                "Postfix master",
+            )
             for name, port in self.ports.items():
                 wait_for_banner(self.host, port, timeout, tls=name in IMPLICIT_TLS_PORTS)
         except LabError:
@@ -893,6 +886,28 @@ for line in sys.stdin:
     sys.stdout.flush()
     request = {}
 """
+
+
+def spawn_master(config_dir: Path, output: Path) -> subprocess.Popen[bytes]:
+    """Postfix's master for ``config_dir`` in the foreground (``-s``) under the caller's control:
+    its pid is the Popen's and its children share its session, so stopping that session stops
+    exactly this Postfix."""
+    return spawn([which("master", ("/usr/lib/postfix/sbin",)), "-c", str(config_dir), "-s"], output)
+
+
+def wait_bound(
+    master: subprocess.Popen[bytes], ports: list[int], logs: list[Path], timeout: float, what: str
+) -> None:
+    """Until ``master``'s session holds every port of ``ports``; LabError with the tails of
+    ``logs`` (its output, Postfix's log) if it exits first."""
+
+    def bound() -> bool:
+        if master.poll() is not None:
+            tails = "\n".join(tail(log) for log in logs)
+            raise LabError(f"{what} exited with {master.returncode}:\n{tails}")
+        return all(session_owns_port(master.pid, port) for port in ports)
+
+    wait_until(bound, timeout, f"{what} to bind its ports")
 
 
 def backdate(path: Path) -> None:
