@@ -53,6 +53,18 @@ def _hang_up(clients: list[socket.socket], made: list[asyncio.BaseTransport]) ->
         transport.close()
 
 
+def _close(
+    listener: SharedListener,
+    clients: list[socket.socket],
+    made: list[asyncio.BaseTransport],
+    boards: list[SessionBoard],
+) -> None:
+    listener.close()
+    _hang_up(clients, made)
+    for board in boards:
+        board.close()
+
+
 def _run(kind: str, main: Callable[[], object]) -> None:
     if kind == "uvloop":
         uvloop.run(main())  # type: ignore[arg-type]
@@ -202,12 +214,7 @@ def test_sessions_ending_all_the_time_do_not_put_off_a_deferred_connection(kind:
             await _settle(lambda: len(made) == 1, timeout=2.0)
         finally:
             churning.cancel()
-            listener.close()
-            client.close()
-            for transport in made:
-                transport.close()
-            other.close()
-            board.close()
+            _close(listener, [client], made, [other, board])
 
     _run(kind, main)
 
@@ -250,11 +257,6 @@ def test_a_deferred_connection_is_taken_once_the_other_process_becomes_the_busie
             other.publish(5)  # it took others and is the busier one now
             await _settle(lambda: len(made) == 1, timeout=2.0)
         finally:
-            listener.close()
-            client.close()
-            for transport in made:
-                transport.close()
-            other.close()
-            board.close()
+            _close(listener, [client], made, [other, board])
 
     _run(kind, main)
