@@ -1,15 +1,17 @@
 """SharedDirSync (group commit of a folder fsync): nobody returns before an fsync that started
-after they asked; callers that arrive while one runs share the next one."""
+after they asked; callers that arrive while one runs share the next one. write_and_sync: all of
+the data, one fdatasync, the descriptor closed whatever happens."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
 from smtpconn import durable
-from smtpconn.durable import SharedDirSync
+from smtpconn.durable import SharedDirSync, write_and_sync
 
 
 def test_each_call_alone_runs_its_own_fsync(
@@ -83,3 +85,27 @@ def test_a_failed_fsync_covers_nobody(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_really_fsyncs_a_folder(tmp_path: Path) -> None:
     SharedDirSync(tmp_path).sync()
+
+
+def test_write_and_sync_writes_everything_syncs_and_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    fd = os.open(tmp_path / "m", os.O_WRONLY | os.O_CREAT, 0o600)
+    write_and_sync(fd, data)
+    assert (tmp_path / "m").read_bytes() == data
+    assert synced == [fd]
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed
+
+
+def test_write_and_sync_closes_the_file_when_the_write_fails(tmp_path: Path) -> None:
+    (tmp_path / "m").write_bytes(b"")
+    fd = os.open(tmp_path / "m", os.O_RDONLY)  # a write to it fails with EBADF
+    with pytest.raises(OSError):
+        write_and_sync(fd, b"x")
+    with pytest.raises(OSError):
+        os.fstat(fd)
