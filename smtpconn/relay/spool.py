@@ -614,6 +614,16 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             entry.path.with_suffix(".state").unlink()
 
+    def removal_names(self, entry: SpoolEntry) -> list[Path] | None:
+        """The names ``remove(entry, durably=False)`` unlinks, for a process that unlinks them
+        itself (the Maildir delivery agent) after it made the sink's copy durable; None when
+        that removal must be :meth:`remove`'s own (an entry listed from ``slots/``)."""
+        if entry.path.parent == self.directory / SLOTS:
+            return None
+        self._forget_fresh(entry.id)
+        slot = [self.directory / SLOTS / entry.slot] if is_slot_name(entry.slot) else []
+        return [*slot, entry.path, entry.path.with_suffix(".state")]
+
     def _sync_dir(self, folder: Path) -> None:
         shared = self._dir_syncs.get(folder)
         if shared is None:
