@@ -397,13 +397,19 @@ class Spool:
         free: list[Path] = []
         done: list[Path] = []
         for path in sorted(folder.iterdir()):
-            if not is_slot_name(path.name) or not path.is_file():
-                done.append(path)  # not a slot (a `queue retry` state file …)
-            elif path.stat().st_size == 0:
-                free.append(path)
-            else:
-                self._recover_slot(path)
-                done.append(path)
+            try:
+                if not is_slot_name(path.name) or not path.is_file():
+                    done.append(path)  # not a slot (a `queue retry` state file …)
+                elif path.stat().st_size == 0:
+                    free.append(path)
+                else:
+                    self._recover_slot(path)
+                    done.append(path)
+            except FileNotFoundError:
+                # Removed since the listing: by `queue delete`, or by the Maildir delivery
+                # agent of a relay killed a moment ago, finishing what it was sent (it removes
+                # a message's names only once the sink's copy is durable).
+                continue
         for direction in DIRECTIONS:
             fsync_dir(self.directory / direction)
         for path in done:
