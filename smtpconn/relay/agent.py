@@ -14,11 +14,11 @@ the bytes to write. A reply's header: ``{"n": id, "error": null | text, "unlink_
 [errno, text]}``, no body. A reply is sent only after everything it reports on is done: the
 copy synced, renamed and its folder synced, then the spool names removed.
 
-This module runs as ``python -m smtpconn.relay.agent FD`` and imports nothing but the standard
-library and :mod:`smtpconn.durable`, so it starts in tens of milliseconds and stays small. It
-trusts its parent (the frames come from the relay that started it, over a socket pair nobody
-else holds) but not blindly: a frame it cannot read ends the process (exit 2), and the relay
-then delivers through worker threads again.
+The relay runs it with ``python -I -c`` (its own copy of smtpconn first on the path, see
+``sinks/agent_client.py``); it imports nothing but the standard library, :mod:`smtpconn.durable`
+and :mod:`smtpconn.errors`, so it starts in tens of milliseconds and stays small. It trusts its
+parent (the frames come from the relay that started it, over a socket pair nobody else holds)
+but not blindly: a frame it cannot read ends the process (exit 2), and the relay then delivers through worker threads again.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from smtpconn.durable import fsync_dir, write_and_sync
+from smtpconn.errors import SmtpconnFailure
 
 FRAME = struct.Struct("!II")
 MAX_HEADER = 64 * 1024
@@ -49,7 +50,7 @@ def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
     return FRAME.pack(len(data), len(body)) + data + body
 
 
-class BadFrame(Exception):
+class BadFrame(SmtpconnFailure):
     """What was read is not a frame this protocol sends."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import smtpconn
+from smtpconn.errors import SmtpconnFailure
 from smtpconn.relay.agent import FRAME, MAX_BODY, BadFrame, decode_header, encode_frame, frame_sizes
 from smtpconn.relay.log import log_event
 
@@ -37,8 +38,11 @@ STEADY_AFTER = 60.0  # an agent that lived this long resets the back-off
 STOP_WAIT = 5.0
 
 
-class AgentGone(Exception):
+class AgentGone(SmtpconnFailure):
     """The agent exited before it answered: the copy may or may not have been made."""
+
+    def __init__(self) -> None:
+        super().__init__("the Maildir delivery agent exited before it answered")
 
 
 def agent_command(fd: int) -> list[str]:
