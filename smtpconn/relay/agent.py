@@ -18,7 +18,8 @@ The relay runs it with ``python -I -c`` (its own copy of smtpconn first on the p
 ``sinks/agent_client.py``); it imports nothing but the standard library, :mod:`smtpconn.durable`
 and :mod:`smtpconn.errors`, so it starts in tens of milliseconds and stays small. It trusts its
 parent (the frames come from the relay that started it, over a socket pair nobody else holds)
-but not blindly: a frame it cannot read ends the process (exit 2), and the relay then delivers through worker threads again.
+but not blindly: a frame it cannot read ends the process (exit 2), and the relay then delivers
+through worker threads again.
 """
 
 from __future__ import annotations
