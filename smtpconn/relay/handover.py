@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from smtpconn.dns import CachingResolver
@@ -53,6 +54,12 @@ class _Removal:
             self.spool.remove(self.entry, durably=False)
         except OSError as exc:
             self.error = exc
+
+    def names(self) -> list[Path] | None:
+        return self.spool.removal_names(self.entry)
+
+    def failed(self, error: OSError) -> None:
+        self.error = error
 
 
 class SinkHandover:
@@ -101,8 +108,8 @@ class SinkHandover:
         removal: _Removal | None = None
         try:
             if isinstance(self.sink, MaildirSink):
-                # The removal runs in the thread that wrote the Maildir copy, once it is durable:
-                # one worker-thread trip per hand-over instead of two.
+                # The removal follows the Maildir copy once it is durable, done by whoever made
+                # the copy (the delivery agent, or a worker thread): one trip per hand-over.
                 removal = _Removal(self.spool, entry)
                 await self.sink.deliver(item, then=removal)
             else:

@@ -142,6 +142,7 @@ class Relay:
         self._handlers: dict[str, Any] = {}
         self._checkers: dict[str, CredentialChecker] = {}
         self._processes: list[Any] = []  # the workers' delivery steps, which read the config
+        self._sink: Any = None  # closed at stop (the Maildir sink's delivery agent)
         self._started_config = config  # what the listeners, spool and sink were made from
         self._reload_lock = asyncio.Lock()  # one reload at a time, in signal order
         self._status: StatusRecorder | None = None
@@ -185,7 +186,7 @@ class Relay:
         await self._lock_spool()
         self._sessions = SessionPool()
         try:
-            sink = make_sink(self.config.sink, self.config.sink_context)
+            sink = self._sink = make_sink(self.config.sink, self.config.sink_context)
             handover = SinkHandover(self.config, self.spool, sink)
             self._processes = [handover]
             self._workers["inbound"] = QueueWorker(
@@ -200,6 +201,7 @@ class Relay:
             await self._listen()
         except BaseException:
             await self._close_servers()
+            await self._close_sink()
             self.spool.unlock()
             raise
         for worker in self._workers.values():
@@ -602,6 +604,11 @@ class Relay:
         for server in self._servers:
             server.close()
 
+    async def _close_sink(self) -> None:
+        closer = getattr(self._sink, "aclose", None)
+        if closer is not None:
+            await closer()
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; let sessions in a transaction and deliveries at hand finish."""
         if not self._started:
@@ -621,6 +628,7 @@ class Relay:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         await asyncio.gather(*(w.stop(grace) for w in self._workers.values()))
+        await self._close_sink()
         if self._sessions is not None:
             await self._sessions.close()
         await self._stop_status()

@@ -397,13 +397,19 @@ class Spool:
         free: list[Path] = []
         done: list[Path] = []
         for path in sorted(folder.iterdir()):
-            if not is_slot_name(path.name) or not path.is_file():
-                done.append(path)  # not a slot (a `queue retry` state file …)
-            elif path.stat().st_size == 0:
-                free.append(path)
-            else:
-                self._recover_slot(path)
-                done.append(path)
+            try:
+                if not is_slot_name(path.name) or not path.is_file():
+                    done.append(path)  # not a slot (a `queue retry` state file …)
+                elif path.stat().st_size == 0:
+                    free.append(path)
+                else:
+                    self._recover_slot(path)
+                    done.append(path)
+            except FileNotFoundError:
+                # Removed since the listing: by `queue delete`, or by the Maildir delivery
+                # agent of a relay killed a moment ago, finishing what it was sent (it removes
+                # a message's names only once the sink's copy is durable).
+                continue
         for direction in DIRECTIONS:
             fsync_dir(self.directory / direction)
         for path in done:
@@ -613,6 +619,16 @@ class Spool:
             self._sync_dir(entry.path.parent)
         with contextlib.suppress(FileNotFoundError):
             entry.path.with_suffix(".state").unlink()
+
+    def removal_names(self, entry: SpoolEntry) -> list[Path] | None:
+        """The names ``remove(entry, durably=False)`` unlinks, for a process that unlinks them
+        itself (the Maildir delivery agent) after it made the sink's copy durable; None when
+        that removal must be :meth:`remove`'s own (an entry listed from ``slots/``)."""
+        if entry.path.parent == self.directory / SLOTS:
+            return None
+        self._forget_fresh(entry.id)
+        slot = [self.directory / SLOTS / entry.slot] if is_slot_name(entry.slot) else []
+        return [*slot, entry.path, entry.path.with_suffix(".state")]
 
     def _sync_dir(self, folder: Path) -> None:
         shared = self._dir_syncs.get(folder)

@@ -1,7 +1,7 @@
 """The inbound hand-over's worker-thread trips: the first hand-over of a message this process
-just spooled takes its bytes from memory (bounded), and the Maildir sink removes the spool entry
-in the thread that wrote its copy; a failed removal is raised, never taken for the sink's
-failure."""
+just spooled takes its bytes from memory (bounded), and the Maildir sink (here without its
+delivery agent) removes the spool entry in the thread that wrote its copy; a failed removal is
+raised, never taken for the sink's failure."""
 
 from __future__ import annotations
 
@@ -72,11 +72,15 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _handover(tmp_path: Path) -> tuple[SinkHandover, Spool, Path]:
+    """The hand-over as it is before the Maildir delivery agent runs (or where it cannot:
+    test_maildir_agent.py has the agent's own trips)."""
     config = build_config(profile(sink=f'path = "{tmp_path / "md"}"'), tmp_path)
     spool = Spool(config.spool_dir)
     spool.create()
+    sink = MaildirSink(config.sink, config.sink_context)
+    sink.agent.usable = lambda: False  # type: ignore[method-assign]
     return (
-        SinkHandover(config, spool, MaildirSink(config.sink, config.sink_context)),
+        SinkHandover(config, spool, sink),
         spool,
         (tmp_path / "md" / "new"),
     )

@@ -264,3 +264,26 @@ def test_a_slot_that_is_not_empty_is_never_written_over(locked: Spool) -> None:
         slot.write_bytes(b"old bytes")
     entry = locked.put_many([(_envelope(), MESSAGE, None)])[0]
     assert entry.slot == "" and locked.message(entry) == MESSAGE
+
+
+def test_a_slot_removed_while_the_recovery_reads_does_not_stop_it(
+    locked: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Maildir delivery agent of a relay killed a moment ago may still remove a delivered
+    message's names while the next relay starts (so may `queue delete`)."""
+    folder = locked.directory / SLOTS
+    gone = folder / "0123456789abcdef"
+    gone.write_bytes(_record("00000000000000000006.cafe0006"))
+    kept = folder / "fedcba9876543210"
+    kept.write_bytes(_record("00000000000000000007.cafe0007"))
+    real = Spool._recover_slot
+
+    def racing(spool: Spool, path: Path) -> None:
+        if path == gone:
+            path.unlink()  # between the listing and the read
+        real(spool, path)
+
+    monkeypatch.setattr(Spool, "_recover_slot", racing)
+    locked._recover_slots()
+    assert [e.id for e in locked.entries("inbound")] == ["00000000000000000007.cafe0007"]
+    assert not gone.exists() and not kept.exists()
