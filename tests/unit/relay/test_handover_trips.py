@@ -5,9 +5,7 @@ raised, never taken for the sink's failure."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,20 +53,6 @@ def test_kept_bytes_are_bounded_and_forgotten_on_removal(
     spool.remove(second)
     assert spool.take_fresh(second) is None
     assert spool.take_fresh(third) == MESSAGE
-
-
-@pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every function sent to a worker thread (hand-over and sink)."""
-    sent: list[str] = []
-    real = asyncio.to_thread
-
-    async def counting(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        sent.append(getattr(func, "__name__", repr(func)))
-        return await real(func, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", counting)
-    return sent
 
 
 def _handover(tmp_path: Path) -> tuple[SinkHandover, Spool, Path]:

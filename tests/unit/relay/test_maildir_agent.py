@@ -11,7 +11,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -70,19 +70,6 @@ async def desk(tmp_path: Path) -> AsyncIterator[_Desk]:
     yield desk
     await desk.sink.aclose()
     desk.spool.unlock()
-
-
-@pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    sent: list[str] = []
-    real = asyncio.to_thread
-
-    async def counting(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        sent.append(getattr(func, "__name__", repr(func)))
-        return await real(func, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", counting)
-    return sent
 
 
 def _gone(pid: int) -> bool:
