@@ -188,7 +188,10 @@ class DeliveryAgent:
         return (str(error) if error is not None else None), removal
 
     async def aclose(self) -> None:
-        """Stop the agent: it finishes what it was sent, sees the socket close and exits."""
+        """Stop the agent: it finishes what it was sent, sees the socket close and exits. One
+        that has not exited within STOP_WAIT (a disk that stopped answering) is killed, so the
+        relay's own stop never hangs on it; what it did not answer is delivered again at the
+        next start (the sink then finds the copies it did make)."""
         self._closed = True
         if self._starting is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,7 +199,14 @@ class DeliveryAgent:
         if self._writer is not None:
             with contextlib.suppress(OSError):
                 self._writer.write_eof()
-        if self._reading is not None:
+        if self._reading is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reading), STOP_WAIT)
+        except TimeoutError:
+            if self._proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()  # this very process (by its pid), never a name
             await self._reading
 
 

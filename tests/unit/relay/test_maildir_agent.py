@@ -185,6 +185,22 @@ async def test_closing_waits_for_what_was_sent(desk: _Desk) -> None:
     assert not desk.sink.agent.usable()  # closed: never started again
 
 
+async def test_closing_does_not_hang_on_an_agent_that_stopped_answering(
+    desk: _Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_client, "STOP_WAIT", 0.3)
+    pid = await desk.agent_running()
+    os.kill(pid, signal.SIGSTOP)  # as if stuck in a sync that never returns
+    (entry,) = desk.spooled()
+    handover = asyncio.ensure_future(desk.handover(entry))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await desk.sink.aclose()
+    assert time.monotonic() - started < 5 and _gone(pid)
+    outcome = await handover  # the agent's death sent it to a worker thread
+    assert outcome.state is None and len(desk.copies()) == 2
+
+
 # -- frames the relay never sends ----------------------------------------------------------
 
 
