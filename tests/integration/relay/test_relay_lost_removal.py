@@ -1,7 +1,8 @@
 """A spool removal lost to a power cut must not duplicate a message in the Maildir sink.
 
-The Maildir sink's hand-over removes the spool entry without a folder fsync
-(``Spool.remove(durably=False)``): a power cut can undo the unlink (a process crash cannot, the
+The Maildir sink's hand-over removes the spool entry without a folder fsync (the delivery
+agent's unlinks, or ``Spool.remove(durably=False)`` in a worker thread): a power cut can undo
+the unlink (a process crash cannot, the
 kernel keeps it). The next run then finds the entry again and hands it over a second time; the
 sink must find its first copy by spool id, in ``new/`` or already read in ``cur/``, and add none.
 This test leaves exactly what such a power cut leaves: the delivered message's spool file back
@@ -14,6 +15,7 @@ import os
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -54,14 +56,17 @@ async def test_a_lost_spool_removal_hands_over_again_without_a_duplicate(
 ) -> None:
     kept = relay_env.root / "kept"
     kept.mkdir()
-    real_remove = Spool.remove
+    real_put_many = Spool.put_many
 
-    def remove_keeping_a_link(self: Spool, entry: SpoolEntry, *, durably: bool = True) -> None:
-        assert durably is False  # the Maildir sink's hand-over: no folder fsync
-        os.link(entry.path, kept / entry.path.name)
-        real_remove(self, entry, durably=durably)
+    # A second name for each spooled file, whoever removes it after the hand-over (the Maildir
+    # delivery agent, or a worker thread while the agent starts): a removal undone.
+    def put_keeping_a_link(self: Spool, *args: Any, **kwargs: Any) -> list[SpoolEntry]:
+        entries = real_put_many(self, *args, **kwargs)
+        for entry in entries:
+            os.link(entry.path, kept / entry.path.name)
+        return entries
 
-    monkeypatch.setattr(Spool, "remove", remove_keeping_a_link)
+    monkeypatch.setattr(Spool, "put_many", put_keeping_a_link)
     rcpt = relay_env.addresses["outbound-only"]
     tokens = [f"lost-{uuid.uuid4().hex}" for _ in range(2)]
     async with started_relay(relay_env) as relay:
@@ -69,7 +74,7 @@ async def test_a_lost_spool_removal_hands_over_again_without_a_duplicate(
             await _send(relay.inbound_port, rcpt, token)
         await _wait_in_sink(relay_env, tokens)
         await _wait_empty(relay_env.spool)
-    monkeypatch.setattr(Spool, "remove", real_remove)
+    monkeypatch.setattr(Spool, "put_many", real_put_many)
     assert len(list(kept.iterdir())) == 2
     # The help desk has already read one of them (Maildir: new/ -> cur/ with flags).
     read = sorted((relay_env.maildir / "new").iterdir())[0]
