@@ -30,9 +30,9 @@ from lab.postfix import MASTER_SERVICES, backdate, spawn_master, wait_bound
 from lab.proc import (
     LOOPBACK,
     LabError,
+    OwnedSession,
     free_ports,
     run,
-    stop_session,
     wait_for_banner,
     which,
 )
@@ -73,7 +73,7 @@ def main_cf(directory: Path, nexthop: str, password_map: Path) -> dict[str, str]
     }
 
 
-class PostfixRelayPeer:
+class PostfixRelayPeer(OwnedSession):
     """The second Postfix: one plain listener on ``port``, relaying to ``nexthop``."""
 
     def __init__(self, directory: Path, target_port: int, username: str, password: str) -> None:
@@ -135,13 +135,6 @@ class PostfixRelayPeer:
         except LabError:
             self.stop()
             raise
-
-    def stop(self) -> None:
-        """Stop the master this object started and its children (its session), nothing else."""
-        if self.pid is not None:
-            stop_session(self.pid, proc=self.proc)
-            self.pid = None
-            self.proc = None
 
     def relayed(self) -> int:
         """Deliveries the log reports as sent through the customer's server (``nexthop``)."""

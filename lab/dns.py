@@ -23,11 +23,11 @@ from lab import zones
 from lab.proc import (
     LOOPBACK,
     LabError,
+    OwnedSession,
     free_ports,
     run,
     session_owns_port,
     spawn,
-    stop_session,
     tail,
     wait_until,
     which,
@@ -62,7 +62,7 @@ def dig(host: str, port: int, *args: str, short: bool = True, timeout: float = 1
     return run(argv, "dig", timeout=timeout)
 
 
-class NsdServer:
+class NsdServer(OwnedSession):
     """NSD on 127.0.0.1:``port`` serving every zone of ``lab.zones``.
 
     ``public_keys`` maps DKIM key names to DER public keys (from ``lab.keys``).
@@ -151,12 +151,6 @@ remote-control:
         if self.proc is not None and self.proc.poll() is not None:
             raise LabError(f"NSD exited with {self.proc.returncode}:\n{tail(self.log)}")
         return True
-
-    def stop(self) -> None:
-        if self.pid is not None:
-            stop_session(self.pid, proc=self.proc)
-            self.pid = None
-            self.proc = None
 
 
 class _SilentServer:

@@ -270,7 +270,21 @@ def spawn(
         )
 
 
-class ListeningDaemon:
+class OwnedSession:
+    """A process this object started in a session of its own (``proc``, ``pid``): :meth:`stop`
+    stops that session by its pid and nothing else."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    pid: int | None = None
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            stop_session(self.pid, proc=self.proc)
+            self.pid = None
+            self.proc = None
+
+
+class ListeningDaemon(OwnedSession):
     """A foreground daemon of the lab with one TCP listener: started in its own session, ready
     when that session owns the port, stopped by its pid (subclasses set ``host``, ``port``,
     ``log`` and call :meth:`launch`)."""
@@ -278,8 +292,6 @@ class ListeningDaemon:
     host: str
     port: int
     log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    pid: int | None = None
 
     def launch(self, argv: Sequence[str], what: str, timeout: float) -> None:
         self.proc = spawn(argv, self.log)
@@ -296,12 +308,6 @@ class ListeningDaemon:
         except LabError:
             self.stop()
             raise
-
-    def stop(self) -> None:
-        if self.pid is not None:
-            stop_session(self.pid, proc=self.proc)
-            self.pid = None
-            self.proc = None
 
 
 def run(
